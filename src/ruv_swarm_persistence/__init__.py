@@ -1,0 +1,107 @@
+"""ruv-swarm-persistence: the persistence layer multi-agent swarms run on.
+
+Agents register and heartbeat; tasks wait in a priority queue until their dependencies are
+done and exactly one worker claims each; everything that happens is appended to an event log;
+agents message each other with read receipts; metrics are stored and aggregated. One async API,
+several backends (memory, SQLite, PostgreSQL), one conformance suite.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .codec import Limits
+from .errors import (
+    ConflictError,
+    DatabaseError,
+    LeaseLostError,
+    MigrationError,
+    NotFoundError,
+    PoolError,
+    SerializationError,
+    StorageError,
+    TransactionError,
+    ValidationError,
+)
+from .models import (
+    AgentModel,
+    AgentStatus,
+    EventModel,
+    MessageModel,
+    MessagePriority,
+    MetricModel,
+    TaskModel,
+    TaskPriority,
+    TaskStatus,
+)
+from .query import QueryBuilder
+from .repository import Repository
+from .rules import RetryPolicy
+from .storage import MetricAggregate, PruneResult, Storage, Transaction
+from .urls import init_storage
+
+if TYPE_CHECKING:
+    from .backends.memory import MemoryStorage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentModel",
+    "AgentStatus",
+    "ConflictError",
+    "DatabaseError",
+    "EventModel",
+    "LeaseLostError",
+    "Limits",
+    "MemoryStorage",
+    "MessageModel",
+    "MessagePriority",
+    "MetricAggregate",
+    "MetricModel",
+    "MigrationError",
+    "NotFoundError",
+    "PoolError",
+    "PostgresStorage",
+    "PruneResult",
+    "QueryBuilder",
+    "Repository",
+    "RetryPolicy",
+    "SerializationError",
+    "SqliteStorage",
+    "Storage",
+    "StorageError",
+    "TaskModel",
+    "TaskPriority",
+    "TaskStatus",
+    "Transaction",
+    "TransactionError",
+    "ValidationError",
+    "__version__",
+    "init_storage",
+]
+
+_LAZY = {
+    "MemoryStorage": "ruv_swarm_persistence.backends.memory",
+    "SqliteStorage": "ruv_swarm_persistence.backends.sqlite",
+    "PostgresStorage": "ruv_swarm_persistence.backends.postgres",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import backend classes on first use, so their drivers load only when needed."""
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise StorageError(
+            f"{name} is not available: {exc.name} is not installed"
+            if exc.name and not exc.name.startswith(__name__)
+            else f"{name} is not available in this version"
+        ) from exc
+    value = getattr(module, name)
+    globals()[name] = value
+    return value

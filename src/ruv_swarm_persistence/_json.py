@@ -1,0 +1,111 @@
+"""Strict JSON: what goes in comes back out unchanged, or the call is refused.
+
+NaN and infinities, non-string keys, tuples, cycles, objects that are not JSON types and
+integers outside the 64-bit range are a :class:`ValidationError` naming the field. ``orjson``
+is used when installed; the standard library gives the same accept/reject decisions otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from .errors import ValidationError
+
+_orjson: Any
+try:  # pragma: no cover - depends on the platform
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None
+
+__all__ = ["MAX_DEPTH", "dumps", "loads", "HAVE_ORJSON"]
+
+HAVE_ORJSON = _orjson is not None
+MAX_DEPTH = 254
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+def _check(value: Any, field: str, depth: int, seen: set[int]) -> None:
+    """Walk ``value`` and raise on the first thing that is not strict JSON."""
+    if depth > MAX_DEPTH:
+        raise ValidationError(
+            f"nested deeper than {MAX_DEPTH} levels (or a cycle)", field=field
+        )
+    if value is None or isinstance(value, (str, bool)):
+        return
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValidationError("integer outside the 64-bit range", field=field)
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(
+                f"{value!r} is not valid JSON (NaN/Infinity)", field=field
+            )
+        return
+    if type(value) is list or isinstance(value, list):
+        if id(value) in seen:
+            raise ValidationError("contains a cycle", field=field)
+        seen.add(id(value))
+        for item in value:
+            _check(item, field, depth + 1, seen)
+        seen.discard(id(value))
+        return
+    if isinstance(value, dict):
+        if id(value) in seen:
+            raise ValidationError("contains a cycle", field=field)
+        seen.add(id(value))
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(
+                    f"object key {key!r} is not a string", field=field
+                )
+            _check(item, field, depth + 1, seen)
+        seen.discard(id(value))
+        return
+    raise ValidationError(f"{type(value).__name__} is not a JSON type", field=field)
+
+
+def _explain(value: Any, field: str) -> ValidationError:
+    """Find the precise reason a value was refused (slow path, errors only)."""
+    try:
+        _check(value, field, 0, set())
+    except ValidationError as exc:
+        return exc
+    return ValidationError("is not strict JSON", field=field)
+
+
+def dumps(value: Any, field: str, max_bytes: int) -> str:
+    """Encode ``value`` as compact JSON text, refusing anything that would not round-trip."""
+    if _orjson is not None:
+        try:
+            raw = _orjson.dumps(value)
+        except (TypeError, _orjson.JSONEncodeError):
+            raise _explain(value, field) from None
+        # orjson writes NaN as null and serialises tuples, datetimes and dataclasses; a
+        # round trip that changes the value exposes every such rewrite.
+        if _orjson.loads(raw) != value:
+            raise _explain(value, field)
+        if len(raw) > max_bytes:
+            raise ValidationError(
+                f"encodes to {len(raw)} bytes, more than the limit of {max_bytes}",
+                field=field,
+            )
+        return str(raw.decode())
+    _check(value, field, 0, set())
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    size = len(text.encode())
+    if size > max_bytes:
+        raise ValidationError(
+            f"encodes to {size} bytes, more than the limit of {max_bytes}", field=field
+        )
+    return text
+
+
+def loads(text: str | bytes) -> Any:
+    """Decode JSON text written by :func:`dumps`."""
+    if _orjson is not None:
+        return _orjson.loads(text)
+    return json.loads(text)

@@ -1,0 +1,148 @@
+"""Metric aggregation, computed once for every backend.
+
+Sums use ``math.fsum`` (exact, so independent of row order) and percentiles interpolate
+linearly between the closest ranks (PostgreSQL's ``percentile_cont``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from . import _json
+from ._time import from_us
+from .errors import ValidationError
+from .models import MetricModel
+from .storage import MetricAggregate
+
+__all__ = ["MetricRow", "aggregate", "check_group_by", "crate_aggregate", "percentile"]
+
+TAG_PREFIX: Final = "tag:"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRow:
+    """The columns aggregation needs from one metric row."""
+
+    agent_id: str | None
+    unit: str
+    tags: str  # JSON text
+    value: float
+    timestamp: int
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Linear-interpolation percentile of non-empty ascending values (``0 <= p <= 1``)."""
+    n = len(sorted_values)
+    pos = p * (n - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    a, b = sorted_values[lo], sorted_values[hi]
+    return a + (b - a) * frac if frac else a
+
+
+def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
+    """Validate ``group_by`` names: ``agent_id`` or ``tag:<name>``."""
+    if isinstance(group_by, str):
+        group_by = (group_by,)
+    out = []
+    for name in group_by:
+        if name == "agent_id" or (
+            isinstance(name, str)
+            and name.startswith(TAG_PREFIX)
+            and len(name) > len(TAG_PREFIX)
+        ):
+            out.append(name)
+        else:
+            raise ValidationError(
+                f"{name!r} is not 'agent_id' or 'tag:<name>'", field="group_by"
+            )
+    return tuple(out)
+
+
+def aggregate(
+    metric_type: str,
+    rows: Iterable[MetricRow],
+    group_by: tuple[str, ...],
+    bucket_us: int | None,
+) -> list[MetricAggregate]:
+    """Group rows by ``group_by`` + unit (+ epoch-aligned bucket) and compute statistics."""
+    groups: dict[tuple[tuple[str | None, ...], str, int | None], list[float]] = {}
+    for row in rows:
+        tags: dict[str, str] | None = None
+        key_parts: list[str | None] = []
+        for name in group_by:
+            if name == "agent_id":
+                key_parts.append(row.agent_id)
+            else:
+                if tags is None:
+                    tags = _json.loads(row.tags)
+                key_parts.append(tags.get(name[len(TAG_PREFIX) :]))
+        b = None if bucket_us is None else row.timestamp - row.timestamp % bucket_us
+        groups.setdefault((tuple(key_parts), row.unit, b), []).append(row.value)
+
+    def order(k: tuple[tuple[str | None, ...], str, int | None]) -> tuple[object, ...]:
+        parts, unit, b = k
+        return (
+            tuple((p is not None, p or "") for p in parts),
+            unit,
+            -1 if b is None else b,
+        )
+
+    out = []
+    for key in sorted(groups, key=order):
+        parts, unit, b = key
+        values = sorted(groups[key])
+        total = math.fsum(values)
+        out.append(
+            MetricAggregate(
+                metric_type=metric_type,
+                unit=unit,
+                group=dict(zip(group_by, parts, strict=True)),
+                bucket_start=None if b is None else from_us(b),
+                count=len(values),
+                sum=total,
+                mean=total / len(values),
+                min=values[0],
+                max=values[-1],
+                p50=percentile(values, 0.50),
+                p95=percentile(values, 0.95),
+                p99=percentile(values, 0.99),
+            )
+        )
+    return out
+
+
+def crate_aggregate(metric_type: str, rows: Iterable[MetricRow]) -> list[MetricModel]:
+    """The crate's ``get_aggregated_metrics`` shape: one metric per agent and unit.
+
+    ``value`` is the mean; ``tags`` hold ``count``, ``min``, ``max`` and ``sum`` as text.
+    """
+    latest: dict[tuple[str | None, str], int] = {}
+    materialised = list(rows)
+    for r in materialised:
+        k = (r.agent_id, r.unit)
+        latest[k] = max(latest.get(k, r.timestamp), r.timestamp)
+    result = []
+    for agg in aggregate(metric_type, materialised, ("agent_id",), None):
+        agent = agg.group["agent_id"]
+        result.append(
+            MetricModel(
+                id=f"{metric_type}:{agent if agent is not None else '*'}:{agg.unit}",
+                metric_type=metric_type,
+                value=agg.mean,
+                unit=agg.unit,
+                agent_id=agent,
+                tags={
+                    "count": str(agg.count),
+                    "min": repr(agg.min),
+                    "max": repr(agg.max),
+                    "sum": repr(agg.sum),
+                },
+                timestamp=from_us(latest[(agent, agg.unit)]),
+            )
+        )
+    return result

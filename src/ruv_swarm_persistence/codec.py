@@ -1,0 +1,528 @@
+"""The storage boundary: validate a model once and turn it into a record, and back.
+
+A *record* is a ``dict`` keyed by column name holding only storable values: strings, ints
+(times as integer microseconds since the epoch), floats, ``None`` and JSON fields already
+encoded as text. Every backend writes records made here and reads models decoded here, so
+validation and precision are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from . import _json
+from ._time import from_us, to_us
+from .errors import SerializationError, ValidationError
+from .models import (
+    AgentModel,
+    AgentStatus,
+    EventModel,
+    MessageModel,
+    MessagePriority,
+    MetricModel,
+    TaskModel,
+    TaskPriority,
+    TaskStatus,
+)
+
+__all__ = [
+    "COLUMNS",
+    "Limits",
+    "Record",
+    "decode",
+    "encode",
+    "time_arg",
+]
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Validation limits, settable per storage."""
+
+    max_id_length: int = 256
+    max_string_length: int = 65_536
+    max_json_bytes: int = 1 << 20
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "agents": (
+        "id", "name", "agent_type", "status", "capabilities", "metadata",
+        "heartbeat", "created_at", "updated_at",
+    ),
+    "tasks": (
+        "id", "task_type", "priority", "status", "assigned_to", "payload", "result", "error",
+        "retry_count", "max_retries", "dependencies", "created_at", "updated_at",
+        "started_at", "completed_at", "lease_expires_at", "run_after",
+    ),
+    "events": (
+        "id", "event_type", "agent_id", "task_id", "payload", "metadata", "timestamp", "sequence",
+    ),
+    "messages": (
+        "id", "from_agent", "to_agent", "message_type", "content", "priority", "read",
+        "created_at", "read_at",
+    ),
+    "metrics": ("id", "metric_type", "agent_id", "value", "unit", "tags", "timestamp"),
+}  # fmt: skip
+
+# --- field checks -----------------------------------------------------------------------
+
+
+def check_id(value: Any, field: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """An id: a non-empty string of at most ``max_id_length`` characters without NUL."""
+    if type(value) is not str:
+        raise ValidationError(
+            f"must be a string, got {type(value).__name__}", field=field
+        )
+    if not value:
+        raise ValidationError("must not be empty", field=field)
+    if len(value) > limits.max_id_length:
+        raise ValidationError(
+            f"is {len(value)} characters, more than the limit of {limits.max_id_length}",
+            field=field,
+        )
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL", field=field)
+    if not value.isascii():
+        _check_encodable(value, field)
+    return value
+
+
+def _check_encodable(value: str, field: str) -> None:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "is not valid Unicode (lone surrogate)", field=field
+        ) from None
+
+
+def check_text(
+    value: Any, field: str, limits: Limits = DEFAULT_LIMITS, *, empty_ok: bool = False
+) -> str:
+    """A plain string field: no NUL, valid Unicode, at most ``max_string_length``."""
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"must be a string, got {type(value).__name__}", field=field
+        )
+    if not value and not empty_ok:
+        raise ValidationError("must not be empty", field=field)
+    if len(value) > limits.max_string_length:
+        raise ValidationError(
+            f"is {len(value)} characters, more than the limit of {limits.max_string_length}",
+            field=field,
+        )
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL", field=field)
+    if not value.isascii():
+        _check_encodable(value, field)
+    return str(value)
+
+
+def _opt_id(value: Any, field: str, limits: Limits) -> str | None:
+    return None if value is None else check_id(value, field, limits)
+
+
+def check_time(value: Any, field: str) -> int:
+    """An aware datetime as integer microseconds since the epoch."""
+    if not isinstance(value, datetime):
+        raise ValidationError(
+            f"must be a datetime, got {type(value).__name__}", field=field
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            "must be timezone-aware (naive datetimes are ambiguous)", field=field
+        )
+    return to_us(value)
+
+
+def _opt_time(value: Any, field: str) -> int | None:
+    return None if value is None else check_time(value, field)
+
+
+def time_arg(value: Any, field: str) -> int:
+    """A query time argument: an aware datetime, or epoch seconds (int or float)."""
+    if isinstance(value, datetime):
+        return check_time(value, field)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            f"must be a datetime or epoch seconds, got {type(value).__name__}",
+            field=field,
+        )
+    if not math.isfinite(value):
+        raise ValidationError("must be finite", field=field)
+    if isinstance(value, int):
+        return value * 1_000_000
+    return round(value * 1_000_000)
+
+
+def _json_field(value: Any, field: str, limits: Limits) -> str:
+    text = _json.dumps(value, field, limits.max_json_bytes)
+    if "\\u0000" in text:
+        _reject_nul(value, field)
+    return text
+
+
+def _reject_nul(value: Any, field: str) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationError("JSON strings must not contain NUL", field=field)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item, field)
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            _reject_nul(k, field)
+            _reject_nul(item, field)
+
+
+def _json_object(value: Any, field: str, limits: Limits) -> str:
+    if not isinstance(value, dict):
+        raise ValidationError(
+            f"must be a JSON object (dict), got {type(value).__name__}", field=field
+        )
+    return _json_field(value, field, limits)
+
+
+def _str_list(value: Any, field: str, limits: Limits, *, ids: bool = False) -> str:
+    if not isinstance(value, list):
+        raise ValidationError(
+            f"must be a list of strings, got {type(value).__name__}", field=field
+        )
+    for item in value:
+        if ids:
+            check_id(item, field, limits)
+        else:
+            check_text(item, field, limits)
+    return _json_field(value, field, limits)
+
+
+def _str_dict(value: Any, field: str, limits: Limits) -> str:
+    if not isinstance(value, dict):
+        raise ValidationError(
+            f"must be a dict of strings, got {type(value).__name__}", field=field
+        )
+    for k, v in value.items():
+        check_text(k, field, limits)
+        check_text(v, field, limits, empty_ok=True)
+    return _json_field(value, field, limits)
+
+
+def _enum(enum: Any, value: Any, field: str) -> Any:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in enum)
+        raise ValidationError(
+            f"{value!r} is not one of {allowed}", field=field
+        ) from None
+
+
+def _count(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(
+            f"must be an integer, got {type(value).__name__}", field=field
+        )
+    if not 0 <= value <= 1_000_000:
+        raise ValidationError("must be between 0 and 1000000", field=field)
+    return int(value)
+
+
+def _check_type(model: Any, cls: type, field: str) -> None:
+    if not isinstance(model, cls):
+        raise ValidationError(
+            f"expected {cls.__name__}, got {type(model).__name__}", field=field
+        )
+
+
+# --- encoders ---------------------------------------------------------------------------
+
+
+def encode_agent(a: AgentModel, limits: Limits = DEFAULT_LIMITS) -> Record:
+    """Validate an agent and return its record."""
+    _check_type(a, AgentModel, "agent")
+    return {
+        "id": check_id(a.id, "agent.id", limits),
+        "name": check_text(a.name, "agent.name", limits),
+        "agent_type": check_text(a.agent_type, "agent.agent_type", limits),
+        "status": _enum(AgentStatus, a.status, "agent.status").value,
+        "capabilities": _str_list(a.capabilities, "agent.capabilities", limits),
+        "metadata": _json_object(a.metadata, "agent.metadata", limits),
+        "heartbeat": check_time(a.heartbeat, "agent.heartbeat"),
+        "created_at": check_time(a.created_at, "agent.created_at"),
+        "updated_at": check_time(a.updated_at, "agent.updated_at"),
+    }
+
+
+def encode_task(t: TaskModel, limits: Limits = DEFAULT_LIMITS) -> Record:
+    """Validate a task and return its record (``dependencies`` as a JSON list of ids)."""
+    _check_type(t, TaskModel, "task")
+    task_id = check_id(t.id, "task.id", limits)
+    deps = t.dependencies
+    if isinstance(deps, list) and len(set(deps)) != len(deps):
+        raise ValidationError(
+            "lists a dependency more than once", field="task.dependencies"
+        )
+    return {
+        "id": task_id,
+        "task_type": check_text(t.task_type, "task.task_type", limits),
+        "priority": int(_enum(TaskPriority, t.priority, "task.priority")),
+        "status": _enum(TaskStatus, t.status, "task.status").value,
+        "assigned_to": _opt_id(t.assigned_to, "task.assigned_to", limits),
+        "payload": _json_field(t.payload, "task.payload", limits),
+        "result": None
+        if t.result is None
+        else _json_field(t.result, "task.result", limits),
+        "error": None
+        if t.error is None
+        else check_text(t.error, "task.error", limits, empty_ok=True),
+        "retry_count": _count(t.retry_count, "task.retry_count"),
+        "max_retries": _count(t.max_retries, "task.max_retries"),
+        "dependencies": _str_list(deps, "task.dependencies", limits, ids=True),
+        "created_at": check_time(t.created_at, "task.created_at"),
+        "updated_at": check_time(t.updated_at, "task.updated_at"),
+        "started_at": _opt_time(t.started_at, "task.started_at"),
+        "completed_at": _opt_time(t.completed_at, "task.completed_at"),
+        "lease_expires_at": _opt_time(t.lease_expires_at, "task.lease_expires_at"),
+        "run_after": _opt_time(t.run_after, "task.run_after"),
+    }
+
+
+def encode_event(e: EventModel, limits: Limits = DEFAULT_LIMITS) -> Record:
+    """Validate an event and return its record (``sequence`` left for the backend)."""
+    _check_type(e, EventModel, "event")
+    return {
+        "id": check_id(e.id, "event.id", limits),
+        "event_type": check_text(e.event_type, "event.event_type", limits),
+        "agent_id": _opt_id(e.agent_id, "event.agent_id", limits),
+        "task_id": _opt_id(e.task_id, "event.task_id", limits),
+        "payload": _json_field(e.payload, "event.payload", limits),
+        "metadata": _json_object(e.metadata, "event.metadata", limits),
+        "timestamp": check_time(e.timestamp, "event.timestamp"),
+        "sequence": None,
+    }
+
+
+def encode_message(m: MessageModel, limits: Limits = DEFAULT_LIMITS) -> Record:
+    """Validate a message and return its record."""
+    _check_type(m, MessageModel, "message")
+    if not isinstance(m.read, bool):
+        raise ValidationError("must be a bool", field="message.read")
+    read_at = _opt_time(m.read_at, "message.read_at")
+    if m.read and read_at is None:
+        raise ValidationError("a read message needs read_at", field="message.read_at")
+    return {
+        "id": check_id(m.id, "message.id", limits),
+        "from_agent": check_id(m.from_agent, "message.from_agent", limits),
+        "to_agent": check_id(m.to_agent, "message.to_agent", limits),
+        "message_type": check_text(m.message_type, "message.message_type", limits),
+        "content": _json_field(m.content, "message.content", limits),
+        "priority": int(_enum(MessagePriority, m.priority, "message.priority")),
+        "read": 1 if m.read else 0,
+        "created_at": check_time(m.created_at, "message.created_at"),
+        "read_at": read_at if m.read else None,
+    }
+
+
+def encode_metric(m: MetricModel, limits: Limits = DEFAULT_LIMITS) -> Record:
+    """Validate a metric and return its record."""
+    _check_type(m, MetricModel, "metric")
+    value = m.value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            f"must be a number, got {type(value).__name__}", field="metric.value"
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValidationError(f"{value!r} is not a finite number", field="metric.value")
+    return {
+        "id": check_id(m.id, "metric.id", limits),
+        "metric_type": check_text(m.metric_type, "metric.metric_type", limits),
+        "agent_id": _opt_id(m.agent_id, "metric.agent_id", limits),
+        "value": value,
+        "unit": check_text(m.unit, "metric.unit", limits, empty_ok=True),
+        "tags": _str_dict(m.tags, "metric.tags", limits),
+        "timestamp": check_time(m.timestamp, "metric.timestamp"),
+    }
+
+
+# --- decoders ---------------------------------------------------------------------------
+
+
+def _t(us: int | None) -> datetime | None:
+    return None if us is None else from_us(us)
+
+
+def decode_agent(r: Record) -> AgentModel:
+    """Build an agent from its record."""
+    return AgentModel(
+        id=r["id"],
+        name=r["name"],
+        agent_type=r["agent_type"],
+        status=AgentStatus(r["status"]),
+        capabilities=_json.loads(r["capabilities"]),
+        metadata=_json.loads(r["metadata"]),
+        heartbeat=from_us(r["heartbeat"]),
+        created_at=from_us(r["created_at"]),
+        updated_at=from_us(r["updated_at"]),
+    )
+
+
+def decode_task(r: Record) -> TaskModel:
+    """Build a task from its record."""
+    res = r["result"]
+    return TaskModel(
+        id=r["id"],
+        task_type=r["task_type"],
+        priority=TaskPriority(r["priority"]),
+        status=TaskStatus(r["status"]),
+        assigned_to=r["assigned_to"],
+        payload=_json.loads(r["payload"]),
+        result=None if res is None else _json.loads(res),
+        error=r["error"],
+        retry_count=r["retry_count"],
+        max_retries=r["max_retries"],
+        dependencies=_json.loads(r["dependencies"]),
+        created_at=from_us(r["created_at"]),
+        updated_at=from_us(r["updated_at"]),
+        started_at=_t(r["started_at"]),
+        completed_at=_t(r["completed_at"]),
+        lease_expires_at=_t(r["lease_expires_at"]),
+        run_after=_t(r["run_after"]),
+    )
+
+
+def decode_event(r: Record) -> EventModel:
+    """Build an event from its record."""
+    return EventModel(
+        id=r["id"],
+        event_type=r["event_type"],
+        agent_id=r["agent_id"],
+        task_id=r["task_id"],
+        payload=_json.loads(r["payload"]),
+        metadata=_json.loads(r["metadata"]),
+        timestamp=from_us(r["timestamp"]),
+        sequence=r["sequence"],
+    )
+
+
+def decode_message(r: Record) -> MessageModel:
+    """Build a message from its record."""
+    return MessageModel(
+        id=r["id"],
+        from_agent=r["from_agent"],
+        to_agent=r["to_agent"],
+        message_type=r["message_type"],
+        content=_json.loads(r["content"]),
+        priority=MessagePriority(r["priority"]),
+        read=bool(r["read"]),
+        created_at=from_us(r["created_at"]),
+        read_at=_t(r["read_at"]),
+    )
+
+
+def decode_metric(r: Record) -> MetricModel:
+    """Build a metric from its record."""
+    return MetricModel(
+        id=r["id"],
+        metric_type=r["metric_type"],
+        agent_id=r["agent_id"],
+        value=float(r["value"]),
+        unit=r["unit"],
+        tags=_json.loads(r["tags"]),
+        timestamp=from_us(r["timestamp"]),
+    )
+
+
+ENCODERS: Final[dict[str, Callable[[Any, Limits], Record]]] = {
+    "agents": encode_agent,
+    "tasks": encode_task,
+    "events": encode_event,
+    "messages": encode_message,
+    "metrics": encode_metric,
+}
+
+DECODERS: Final[dict[str, Callable[[Record], Any]]] = {
+    "agents": decode_agent,
+    "tasks": decode_task,
+    "events": decode_event,
+    "messages": decode_message,
+    "metrics": decode_metric,
+}
+
+TABLE_OF: Final[dict[type, str]] = {
+    AgentModel: "agents",
+    TaskModel: "tasks",
+    EventModel: "events",
+    MessageModel: "messages",
+    MetricModel: "metrics",
+}
+
+
+def encode(model: Any, limits: Limits = DEFAULT_LIMITS) -> Record:
+    """Validate any model and return its record."""
+    table = TABLE_OF.get(type(model))
+    if table is None:
+        raise ValidationError(f"{type(model).__name__} is not a storable model")
+    return ENCODERS[table](model, limits)
+
+
+def decode(table: str, record: Record) -> Any:
+    """Decode a record of ``table``; an undecodable row is a :class:`SerializationError`."""
+    try:
+        return DECODERS[table](record)
+    except SerializationError:
+        raise
+    except Exception as exc:
+        raise SerializationError(
+            table, str(record.get("id")), f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def utc(dt: datetime) -> datetime:
+    """``dt`` converted to UTC."""
+    return dt.astimezone(UTC)
+
+
+def duration_arg(value: Any, field: str, *, allow_zero: bool = False) -> int:
+    """A duration argument (``timedelta`` or seconds) as integer microseconds."""
+    from datetime import timedelta
+
+    if isinstance(value, timedelta):
+        us = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            f"must be a timedelta or seconds, got {type(value).__name__}", field=field
+        )
+    elif not math.isfinite(value):
+        raise ValidationError("must be finite", field=field)
+    else:
+        us = round(value * 1_000_000)
+    if us < 0 or (us == 0 and not allow_zero):
+        raise ValidationError("must be positive", field=field)
+    return us
+
+
+def cutoff_arg(value: Any, field: str, now: int) -> int:
+    """``older_than``: an age (``timedelta``) or a cut-off (``datetime``/epoch seconds)."""
+    from datetime import timedelta
+
+    if isinstance(value, timedelta):
+        return now - duration_arg(value, field, allow_zero=True)
+    return time_arg(value, field)
+
+
+def limit_arg(value: Any, field: str = "limit") -> int:
+    """A row limit: a non-negative integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError("must be a non-negative integer", field=field)
+    return int(value)

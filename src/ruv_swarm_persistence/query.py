@@ -1,0 +1,354 @@
+"""``QueryBuilder``: filters, ordering and paging over one model, as bound SQL or in memory.
+
+Field names are checked against the model's columns, so no caller string ever becomes SQL
+text; every value is a bound parameter. The SQL dialect (placeholder style) is chosen by the
+backend that runs the query; the memory backend evaluates the same builder directly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Generic, Literal, TypeVar
+
+from . import codec
+from .errors import ValidationError
+from .models import AgentModel, EventModel, MessageModel, MetricModel, TaskModel
+
+__all__ = ["Condition", "QueryBuilder"]
+
+T = TypeVar("T")
+Dialect = Literal["sqlite", "postgres"]
+Op = Literal["=", "!=", ">", ">=", "<", "<=", "LIKE", "IN"]
+
+_TEXT, _INT, _TIME, _FLOAT, _BOOL, _JSON = (
+    "text",
+    "int",
+    "time",
+    "float",
+    "bool",
+    "json",
+)
+
+#: The kind of every column; JSON columns cannot be filtered or ordered on.
+KINDS: Final[dict[str, dict[str, str]]] = {
+    "agents": {
+        "id": _TEXT, "name": _TEXT, "agent_type": _TEXT, "status": _TEXT,
+        "capabilities": _JSON, "metadata": _JSON,
+        "heartbeat": _TIME, "created_at": _TIME, "updated_at": _TIME,
+    },
+    "tasks": {
+        "id": _TEXT, "task_type": _TEXT, "priority": _INT, "status": _TEXT,
+        "assigned_to": _TEXT, "payload": _JSON, "result": _JSON, "error": _TEXT,
+        "retry_count": _INT, "max_retries": _INT, "dependencies": _JSON,
+        "created_at": _TIME, "updated_at": _TIME, "started_at": _TIME, "completed_at": _TIME,
+        "lease_expires_at": _TIME, "run_after": _TIME,
+    },
+    "events": {
+        "id": _TEXT, "event_type": _TEXT, "agent_id": _TEXT, "task_id": _TEXT,
+        "payload": _JSON, "metadata": _JSON, "timestamp": _TIME, "sequence": _INT,
+    },
+    "messages": {
+        "id": _TEXT, "from_agent": _TEXT, "to_agent": _TEXT, "message_type": _TEXT,
+        "content": _JSON, "priority": _INT, "read": _BOOL, "created_at": _TIME,
+        "read_at": _TIME,
+    },
+    "metrics": {
+        "id": _TEXT, "metric_type": _TEXT, "agent_id": _TEXT, "value": _FLOAT, "unit": _TEXT,
+        "tags": _JSON, "timestamp": _TIME,
+    },
+}  # fmt: skip
+
+TABLES: Final[dict[type, str]] = {
+    AgentModel: "agents",
+    TaskModel: "tasks",
+    EventModel: "events",
+    MessageModel: "messages",
+    MetricModel: "metrics",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One filter: ``field op value`` with ``value`` already in column form."""
+
+    field: str
+    op: Op
+    value: Any
+
+
+def _coerce(kind: str, value: Any, field: str) -> Any:
+    """A caller's value in the column's stored form."""
+    if value is None:
+        return None
+    if kind == _TIME:
+        return codec.time_arg(value, field)
+    if kind == _INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError(
+                f"expects an integer, got {type(value).__name__}", field=field
+            )
+        return int(value)
+    if kind == _FLOAT:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValidationError(
+                f"expects a number, got {type(value).__name__}", field=field
+            )
+        return float(value)
+    if kind == _BOOL:
+        if not isinstance(value, bool):
+            raise ValidationError(
+                f"expects a bool, got {type(value).__name__}", field=field
+            )
+        return 1 if value else 0
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"expects a string, got {type(value).__name__}", field=field
+        )
+    return codec.check_text(value, field, empty_ok=True)
+
+
+class QueryBuilder(Generic[T]):
+    """Build a query over one model: ``QueryBuilder(AgentModel).where_eq("status", "idle")``.
+
+    Each method returns a new builder, so a partial query can be reused.
+    """
+
+    __slots__ = ("_limit", "_offset", "conditions", "model", "ordering", "table")
+
+    def __init__(self, model: type[T], table: str | None = None) -> None:
+        if model not in TABLES:
+            raise ValidationError(f"{model!r} is not a storable model", field="model")
+        self.model: type[T] = model
+        self.table: str = TABLES[model]
+        if table is not None and table != self.table:
+            raise ValidationError(
+                f"{model.__name__} lives in table {self.table!r}, not {table!r}",
+                field="table",
+            )
+        self.conditions: tuple[Condition, ...] = ()
+        self.ordering: tuple[tuple[str, bool], ...] = ()
+        self._limit: int | None = None
+        self._offset: int = 0
+
+    @classmethod
+    def new(cls, model: type[T], table: str | None = None) -> QueryBuilder[T]:
+        """The crate's spelling of the constructor."""
+        return cls(model, table)
+
+    def _copy(self) -> QueryBuilder[T]:
+        other: QueryBuilder[T] = QueryBuilder.__new__(QueryBuilder)
+        other.model, other.table = self.model, self.table
+        other.conditions, other.ordering = self.conditions, self.ordering
+        other._limit, other._offset = self._limit, self._offset
+        return other
+
+    def _kind(self, field: str, *, usage: str) -> str:
+        kinds = KINDS[self.table]
+        if not isinstance(field, str) or field not in kinds:
+            allowed = ", ".join(k for k, v in kinds.items() if v != _JSON)
+            raise ValidationError(
+                f"unknown field {field!r} for {self.table}; use one of: {allowed}",
+                field="field",
+            )
+        kind = kinds[field]
+        if kind == _JSON:
+            raise ValidationError(
+                f"JSON field {field!r} cannot be used to {usage}", field=field
+            )
+        return kind
+
+    def _where(self, field: str, op: Op, value: Any) -> QueryBuilder[T]:
+        kind = self._kind(field, usage="filter")
+        if op == "LIKE":
+            if kind != _TEXT:
+                raise ValidationError("LIKE needs a text field", field=field)
+            if not isinstance(value, str):
+                raise ValidationError("LIKE needs a string pattern", field=field)
+        if op == "IN":
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                raise ValidationError("IN needs a list of values", field=field)
+            coerced: Any = tuple(_coerce(kind, v, field) for v in value)
+            if any(v is None for v in coerced):
+                raise ValidationError("IN values must not be None", field=field)
+        else:
+            coerced = _coerce(kind, value, field)
+            if coerced is None and op not in ("=", "!="):
+                raise ValidationError(f"{op} needs a value, not None", field=field)
+        other = self._copy()
+        other.conditions = (*self.conditions, Condition(field, op, coerced))
+        return other
+
+    def where_eq(self, field: str, value: Any) -> QueryBuilder[T]:
+        """``field = value`` (``None`` matches a missing value)."""
+        return self._where(field, "=", value)
+
+    def where_ne(self, field: str, value: Any) -> QueryBuilder[T]:
+        """``field != value`` (``None`` matches a present value)."""
+        return self._where(field, "!=", value)
+
+    def where_like(self, field: str, pattern: str) -> QueryBuilder[T]:
+        """Case-sensitive pattern match: ``%`` any run of characters, ``_`` one character."""
+        return self._where(field, "LIKE", pattern)
+
+    def where_gt(self, field: str, value: Any) -> QueryBuilder[T]:
+        """``field > value``."""
+        return self._where(field, ">", value)
+
+    def where_gte(self, field: str, value: Any) -> QueryBuilder[T]:
+        """``field >= value``."""
+        return self._where(field, ">=", value)
+
+    def where_lt(self, field: str, value: Any) -> QueryBuilder[T]:
+        """``field < value``."""
+        return self._where(field, "<", value)
+
+    def where_lte(self, field: str, value: Any) -> QueryBuilder[T]:
+        """``field <= value``."""
+        return self._where(field, "<=", value)
+
+    def where_in(self, field: str, values: Sequence[Any]) -> QueryBuilder[T]:
+        """``field IN (values)``; an empty list matches nothing."""
+        return self._where(field, "IN", values)
+
+    def order_by(self, field: str, desc: bool = False) -> QueryBuilder[T]:
+        """Sort by ``field`` (missing values sort first ascending, last descending)."""
+        self._kind(field, usage="order by")
+        other = self._copy()
+        other.ordering = (*self.ordering, (field, bool(desc)))
+        return other
+
+    def limit(self, n: int) -> QueryBuilder[T]:
+        """Return at most ``n`` rows."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValidationError("must be a non-negative integer", field="limit")
+        other = self._copy()
+        other._limit = n
+        return other
+
+    def offset(self, n: int) -> QueryBuilder[T]:
+        """Skip the first ``n`` rows."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValidationError("must be a non-negative integer", field="offset")
+        other = self._copy()
+        other._offset = n
+        return other
+
+    @property
+    def limit_value(self) -> int | None:
+        """The limit set, if any."""
+        return self._limit
+
+    @property
+    def offset_value(self) -> int:
+        """The offset set (0 by default)."""
+        return self._offset
+
+    # --- SQL ----------------------------------------------------------------------------
+
+    def build(self, dialect: Dialect = "sqlite") -> tuple[str, list[Any]]:
+        """The query as ``(sql, params)`` with placeholders of ``dialect``.
+
+        ``id`` ends every ordering so that paging is deterministic.
+        """
+        params: list[Any] = []
+
+        def ph(value: Any) -> str:
+            params.append(value)
+            return "?" if dialect == "sqlite" else f"${len(params)}"
+
+        cols = ", ".join(codec.COLUMNS[self.table])
+        sql = f"SELECT {cols} FROM {self.table}"
+        clauses = []
+        for c in self.conditions:
+            if c.value is None:
+                clauses.append(f"{c.field} IS {'NOT ' if c.op == '!=' else ''}NULL")
+            elif c.op == "IN":
+                if not c.value:
+                    clauses.append("1 = 0")
+                else:
+                    clauses.append(
+                        f"{c.field} IN ({', '.join(ph(v) for v in c.value)})"
+                    )
+            elif c.op == "!=":
+                clauses.append(f"({c.field} IS NULL OR {c.field} != {ph(c.value)})")
+            else:
+                clauses.append(f"{c.field} {c.op} {ph(c.value)}")
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        order = [
+            f"{f} {'DESC NULLS LAST' if d else 'ASC NULLS FIRST'}"
+            for f, d in self.ordering
+        ]
+        if not any(f == "id" for f, _ in self.ordering):
+            order.append("id ASC")
+        sql += " ORDER BY " + ", ".join(order)
+        if self._limit is not None:
+            sql += f" LIMIT {ph(self._limit)}"
+        if self._offset:
+            if self._limit is None:
+                sql += " LIMIT -1" if dialect == "sqlite" else " LIMIT ALL"
+            sql += f" OFFSET {ph(self._offset)}"
+        return sql, params
+
+    def __str__(self) -> str:
+        return self.build()[0]
+
+    # --- in memory ----------------------------------------------------------------------
+
+    def matcher(self) -> Callable[[codec.Record], bool]:
+        """A predicate over records equivalent to the WHERE clause."""
+        tests: list[Callable[[codec.Record], bool]] = []
+        for c in self.conditions:
+            tests.append(_record_test(c))
+        return lambda rec: all(t(rec) for t in tests)
+
+    def apply(self, records: list[codec.Record]) -> list[codec.Record]:
+        """Filter, order and page records as the SQL would."""
+        match = self.matcher()
+        rows = [r for r in records if match(r)]
+        rows.sort(key=lambda r: r["id"])
+        for f, desc in reversed(self.ordering):
+            present = [r for r in rows if r[f] is not None]
+            missing = [r for r in rows if r[f] is None]
+            present.sort(key=lambda r, f=f: r[f], reverse=desc)  # type: ignore[misc]
+            rows = present + missing if desc else missing + present
+        end = None if self._limit is None else self._offset + self._limit
+        return rows[self._offset : end]
+
+
+def like_regex(pattern: str) -> re.Pattern[str]:
+    """The regular expression equivalent of a case-sensitive LIKE pattern."""
+    out = []
+    for ch in pattern:
+        if ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _record_test(c: Condition) -> Callable[[codec.Record], bool]:
+    f, v = c.field, c.value
+    if v is None:
+        return (lambda r: r[f] is None) if c.op == "=" else (lambda r: r[f] is not None)
+    if c.op == "=":
+        return lambda r: r[f] == v
+    if c.op == "!=":
+        return lambda r: r[f] is None or r[f] != v
+    if c.op == "LIKE":
+        rx = like_regex(v)
+        return lambda r: r[f] is not None and rx.fullmatch(r[f]) is not None
+    if c.op == "IN":
+        values = frozenset(v)
+        return lambda r: r[f] in values
+    if c.op == ">":
+        return lambda r: r[f] is not None and r[f] > v
+    if c.op == ">=":
+        return lambda r: r[f] is not None and r[f] >= v
+    if c.op == "<":
+        return lambda r: r[f] is not None and r[f] < v
+    return lambda r: r[f] is not None and r[f] <= v

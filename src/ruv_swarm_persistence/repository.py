@@ -1,0 +1,96 @@
+"""``Repository[T]``: find, save, update, delete and query one kind of record."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from .errors import ValidationError
+from .models import AgentModel, EventModel, MessageModel, TaskModel
+from .query import QueryBuilder
+
+if TYPE_CHECKING:
+    from .storage import Storage
+
+__all__ = ["Repository"]
+
+T = TypeVar("T")
+
+
+class Repository(Generic[T]):
+    """Typed access to one kind of record of a storage (``storage.agents``, ``.tasks``, …).
+
+    Events and metrics are append-only history: ``update`` and ``delete`` of them raise
+    :class:`ValidationError` (retention is ``Storage.prune``'s job).
+    """
+
+    __slots__ = ("model", "storage")
+
+    def __init__(self, storage: Storage, model: type[T]) -> None:
+        self.storage = storage
+        self.model = model
+
+    def builder(self) -> QueryBuilder[T]:
+        """A query builder over this repository's model."""
+        return QueryBuilder(self.model)
+
+    async def find_by_id(self, id: str) -> T | None:
+        """The record with this id, or ``None``."""
+        rows = await self.storage.query(self.builder().where_eq("id", id).limit(1))
+        return rows[0] if rows else None
+
+    async def find_all(self) -> list[T]:
+        """Every record, ordered by id (creation order for generated ids)."""
+        return await self.storage.query(self.builder())
+
+    async def save(self, entity: T) -> None:
+        """Store a new record."""
+        s: Any = self.storage
+        m = self.model
+        if m is AgentModel:
+            await s.store_agent(entity)
+        elif m is TaskModel:
+            await s.store_task(entity)
+        elif m is EventModel:
+            await s.store_event(entity)
+        elif m is MessageModel:
+            await s.store_message(entity)
+        else:
+            await s.store_metric(entity)
+
+    async def update(self, entity: T) -> None:
+        """Replace a stored record; a missing id raises NotFoundError."""
+        s: Any = self.storage
+        m = self.model
+        if m is AgentModel:
+            await s.update_agent(entity)
+        elif m is TaskModel:
+            await s.update_task(entity)
+        else:
+            raise ValidationError(f"{self._kind()} cannot be updated", field="entity")
+
+    async def delete(self, id: str) -> None:
+        """Delete a record (idempotent)."""
+        s: Any = self.storage
+        m = self.model
+        if m is AgentModel:
+            await s.delete_agent(id)
+        elif m is TaskModel:
+            await s.delete_task(id)
+        elif m is MessageModel:
+            await s.delete_message(id)
+        else:
+            raise ValidationError(
+                f"{self._kind()} are history; remove old ones with prune()", field="id"
+            )
+
+    async def query(self, builder: QueryBuilder[T]) -> list[T]:
+        """Run a builder over this repository's model."""
+        if builder.model is not self.model:
+            raise ValidationError(
+                f"builder is for {builder.model.__name__}, repository for {self.model.__name__}",
+                field="builder",
+            )
+        return cast("list[T]", await self.storage.query(builder))
+
+    def _kind(self) -> str:
+        return "events" if self.model is EventModel else "metrics"

@@ -1,0 +1,195 @@
+"""The task rules, once, for every backend.
+
+Which status changes are legal, when a task is ready, how long a retry waits, what an expired
+lease means and what each operation writes. Backends call these functions (the memory backend
+on records, the SQL backends to build their statements' parameters); a SQL backend may fold a
+hot path into one statement, and the conformance suite checks it still follows these rules.
+All times are integer microseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .errors import ValidationError
+from .models import TaskStatus
+
+__all__ = [
+    "ACTIVE",
+    "DEFAULT_LEASE_US",
+    "TERMINAL",
+    "TRANSITIONS",
+    "RetryPolicy",
+    "cancel_changes",
+    "cascade_error",
+    "check_stored_status",
+    "check_transition",
+    "claim_changes",
+    "complete_changes",
+    "failure_changes",
+    "is_ready",
+    "lease_expired",
+    "start_changes",
+]
+
+PENDING: Final = TaskStatus.Pending.value
+ASSIGNED: Final = TaskStatus.Assigned.value
+RUNNING: Final = TaskStatus.Running.value
+COMPLETED: Final = TaskStatus.Completed.value
+FAILED: Final = TaskStatus.Failed.value
+CANCELLED: Final = TaskStatus.Cancelled.value
+
+#: Statuses a task never leaves.
+TERMINAL: Final = frozenset({COMPLETED, FAILED, CANCELLED})
+#: Statuses in which a worker holds the task under a lease.
+ACTIVE: Final = frozenset({ASSIGNED, RUNNING})
+
+#: Legal status changes. Staying in the same status is always allowed.
+TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    PENDING: frozenset({ASSIGNED, RUNNING, FAILED, CANCELLED}),
+    ASSIGNED: frozenset({RUNNING, COMPLETED, FAILED, CANCELLED, PENDING}),
+    RUNNING: frozenset({COMPLETED, FAILED, CANCELLED, PENDING}),
+    COMPLETED: frozenset(),
+    FAILED: frozenset(),
+    CANCELLED: frozenset(),
+}
+
+DEFAULT_LEASE_US: Final = 30_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff: retry *n* waits ``base * factor**(n-1)``, at most ``max``."""
+
+    base_us: int = 1_000_000
+    factor: float = 2.0
+    max_us: int = 300_000_000
+
+    def backoff_us(self, retry_number: int) -> int:
+        """Microseconds to wait before retry number ``retry_number`` (1 for the first)."""
+        if retry_number <= 0 or self.base_us <= 0:
+            return 0
+        delay = self.base_us * self.factor ** (retry_number - 1)
+        return int(min(delay, self.max_us))
+
+
+def check_transition(task_id: str, old: str, new: str) -> None:
+    """Raise :class:`ValidationError` unless ``old → new`` is a legal status change."""
+    if old != new and new not in TRANSITIONS[old]:
+        raise ValidationError(
+            f"task {task_id!r} cannot go from {old} to {new}", field="task.status"
+        )
+
+
+def check_stored_status(
+    task_id: str, status: str, assigned_to: str | None, unfinished_deps: int
+) -> None:
+    """Rules for a task as first stored (a new task, or one copied from another storage)."""
+    if status in ACTIVE and assigned_to is None:
+        raise ValidationError(
+            f"a {status} task needs assigned_to", field="task.assigned_to"
+        )
+    if status in (ASSIGNED, RUNNING, COMPLETED) and unfinished_deps:
+        raise ValidationError(
+            f"task {task_id!r} cannot be {status} before its dependencies complete",
+            field="task.status",
+        )
+
+
+def is_ready(
+    status: str, unfinished_deps: int, run_after: int | None, now: int
+) -> bool:
+    """A task is ready when pending, every dependency completed and ``run_after`` passed."""
+    return (
+        status == PENDING
+        and unfinished_deps == 0
+        and (run_after is None or run_after <= now)
+    )
+
+
+def lease_expired(status: str, lease_expires_at: int | None, now: int) -> bool:
+    """True when a held task's lease has run out (it is then a failed attempt)."""
+    return status in ACTIVE and lease_expires_at is not None and lease_expires_at <= now
+
+
+def claim_changes(agent_id: str, now: int, lease_us: int) -> dict[str, Any]:
+    """What a successful claim writes."""
+    return {
+        "status": ASSIGNED,
+        "assigned_to": agent_id,
+        "lease_expires_at": now + lease_us,
+        "updated_at": now,
+    }
+
+
+def start_changes(now: int) -> dict[str, Any]:
+    """What starting a held task writes."""
+    return {"status": RUNNING, "started_at": now, "updated_at": now}
+
+
+def complete_changes(result_json: str | None, now: int) -> dict[str, Any]:
+    """What completing a held task writes (``result`` already encoded)."""
+    return {
+        "status": COMPLETED,
+        "result": result_json,
+        "completed_at": now,
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+
+
+def failure_changes(
+    retry_count: int, max_retries: int, error: str, now: int, policy: RetryPolicy
+) -> dict[str, Any]:
+    """What a failed attempt writes: a retry after backoff, or failure for good.
+
+    ``max_retries`` counts retries after the first attempt. An expired lease is a failed
+    attempt too, with an error saying so.
+    """
+    if retry_count < max_retries:
+        retry = retry_count + 1
+        return {
+            "status": PENDING,
+            "retry_count": retry,
+            "error": error,
+            "assigned_to": None,
+            "lease_expires_at": None,
+            "run_after": now + policy.backoff_us(retry),
+            "updated_at": now,
+        }
+    return {
+        "status": FAILED,
+        "error": error,
+        "lease_expires_at": None,
+        "completed_at": now,
+        "updated_at": now,
+    }
+
+
+def cancel_changes(error: str | None, now: int) -> dict[str, Any]:
+    """What cancelling a task writes."""
+    changes: dict[str, Any] = {
+        "status": CANCELLED,
+        "lease_expires_at": None,
+        "completed_at": now,
+        "updated_at": now,
+    }
+    if error is not None:
+        changes["error"] = error
+    return changes
+
+
+def cascade_error(cause_id: str, cause_status: str) -> str:
+    """The error recorded on a task cancelled because a dependency failed or was cancelled."""
+    return f"dependency {cause_id} {cause_status}"
+
+
+def lease_error(agent_id: str | None) -> str:
+    """The error recorded when a lease expires."""
+    return f"lease expired (held by {agent_id})"
+
+
+def released_error(agent_id: str) -> str:
+    """The error recorded when an agent is deleted or reaped while holding a task."""
+    return f"agent {agent_id} lost (deleted or stale)"

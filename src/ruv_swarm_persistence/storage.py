@@ -1,0 +1,873 @@
+"""The ``Storage`` API every backend implements, and the ``Transaction`` that mirrors it.
+
+The semantics (identical on every backend, proven by :mod:`ruv_swarm_persistence.testing`):
+
+* ``get_*`` of a missing id returns ``None``; ``update_*`` of a missing id raises
+  :class:`NotFoundError`; ``store_*`` of an existing id raises :class:`ConflictError`;
+  ``delete_*`` is idempotent.
+* Time arguments accept an aware ``datetime`` or epoch seconds. Durations accept a
+  ``timedelta`` or seconds.
+* Every status change of a task, whatever method causes it, goes through one transition
+  routine per backend built on :mod:`ruv_swarm_persistence.rules`.
+* Calls made on a storage from the task that began a transaction (and tasks it spawns) join
+  that transaction, so ``begin_transaction(); store_task(a); store_task(b); commit()`` is atomic.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextvars
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import TransactionError
+from .models import (
+    AgentModel,
+    AgentStatus,
+    EventModel,
+    MessageModel,
+    MetricModel,
+    TaskModel,
+)
+
+if TYPE_CHECKING:
+    from .query import QueryBuilder
+    from .repository import Repository
+
+__all__ = [
+    "ACTIVE_TRANSACTION",
+    "DelegatingTransaction",
+    "Duration",
+    "MetricAggregate",
+    "PruneResult",
+    "Storage",
+    "TimeArg",
+    "Transaction",
+]
+
+T = TypeVar("T")
+TimeArg = datetime | int | float
+Duration = timedelta | int | float
+
+#: The transaction the current task (context) has open, if any.
+ACTIVE_TRANSACTION: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
+    "ruv_swarm_persistence_active_transaction", default=None
+)
+
+
+@dataclass(slots=True)
+class MetricAggregate:
+    """Statistics of one metric group (and time bucket) from ``aggregate_metrics``."""
+
+    metric_type: str
+    unit: str
+    group: dict[str, str | None]
+    bucket_start: datetime | None
+    count: int
+    sum: float
+    mean: float
+    min: float
+    max: float
+    p50: float
+    p95: float
+    p99: float
+
+
+@dataclass(slots=True)
+class PruneResult:
+    """How many rows ``prune`` removed."""
+
+    events: int = 0
+    metrics: int = 0
+    messages: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Storage(abc.ABC):
+    """The persistence API of a swarm. Use as ``async with`` or call :meth:`close`."""
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self: T) -> T:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush pending writes and release every resource; idempotent."""
+
+    # --- agents -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def store_agent(self, agent: AgentModel) -> None:
+        """Store a new agent; an existing id raises :class:`ConflictError`."""
+
+    @abc.abstractmethod
+    async def get_agent(self, agent_id: str) -> AgentModel | None:
+        """The agent with this id, or ``None``."""
+
+    @abc.abstractmethod
+    async def update_agent(self, agent: AgentModel) -> None:
+        """Replace a stored agent; a missing id raises :class:`NotFoundError`."""
+
+    @abc.abstractmethod
+    async def delete_agent(self, agent_id: str) -> None:
+        """Delete an agent (idempotent).
+
+        Its mailbox (messages to or from it) goes with it; tasks that named it lose
+        ``assigned_to``, and the unfinished ones it held go back to pending as after an expired
+        lease. Its events and metrics stay: they are history.
+        """
+
+    @abc.abstractmethod
+    async def list_agents(self) -> list[AgentModel]:
+        """Every agent, oldest first."""
+
+    @abc.abstractmethod
+    async def list_agents_by_status(
+        self, status: AgentStatus | str
+    ) -> list[AgentModel]:
+        """Agents with this status, oldest first."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, agent_id: str, at: TimeArg | None = None) -> None:
+        """Stamp an agent's liveness (now, or ``at``); a missing id raises NotFoundError."""
+
+    @abc.abstractmethod
+    async def find_stale_agents(
+        self, older_than: Duration | datetime
+    ) -> list[AgentModel]:
+        """Agents whose heartbeat is older than ``older_than`` (an age, or a cut-off time).
+
+        Agents already in ``error`` or ``shutdown`` are not listed.
+        """
+
+    @abc.abstractmethod
+    async def reap_stale_agents(
+        self, older_than: Duration | datetime
+    ) -> list[AgentModel]:
+        """Mark stale agents ``error`` and requeue the tasks they held; returns them."""
+
+    # --- tasks --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def store_task(self, task: TaskModel) -> None:
+        """Store a new task. Dependencies must exist; a cycle is a ValidationError."""
+
+    @abc.abstractmethod
+    async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
+        """Store several tasks atomically; they may depend on each other."""
+
+    @abc.abstractmethod
+    async def get_task(self, task_id: str) -> TaskModel | None:
+        """The task with this id, or ``None``."""
+
+    @abc.abstractmethod
+    async def update_task(self, task: TaskModel) -> None:
+        """Replace a stored task (the crate's update).
+
+        A status change must be legal and goes through the same transition routine as every
+        other method; dependencies cannot change.
+        """
+
+    @abc.abstractmethod
+    async def delete_task(self, task_id: str) -> None:
+        """Delete a task (idempotent); one that other tasks depend on raises ConflictError."""
+
+    @abc.abstractmethod
+    async def get_pending_tasks(self) -> list[TaskModel]:
+        """Every pending task (ready or not), highest priority first, then oldest."""
+
+    @abc.abstractmethod
+    async def get_ready_tasks(self, limit: int | None = None) -> list[TaskModel]:
+        """Claimable tasks in claim order: pending, dependencies completed, ``run_after`` passed."""
+
+    @abc.abstractmethod
+    async def get_tasks_by_agent(self, agent_id: str) -> list[TaskModel]:
+        """Tasks assigned to an agent, highest priority first, then oldest."""
+
+    @abc.abstractmethod
+    async def claim_task(
+        self, task_id: str, agent_id: str, lease: Duration | None = None
+    ) -> bool:
+        """Claim this task for ``agent_id`` if it is ready; ``False`` otherwise."""
+
+    @abc.abstractmethod
+    async def claim_next_task(
+        self,
+        agent_id: str,
+        task_types: Sequence[str] | None = None,
+        lease: Duration | None = None,
+    ) -> TaskModel | None:
+        """Atomically claim the highest-priority, oldest ready task (of these types)."""
+
+    @abc.abstractmethod
+    async def start_task(self, task_id: str, agent_id: str) -> TaskModel:
+        """Mark a held task running; LeaseLostError if ``agent_id`` no longer holds it."""
+
+    @abc.abstractmethod
+    async def complete_task(
+        self, task_id: str, agent_id: str, result: Any = None
+    ) -> TaskModel:
+        """Complete a held task; its dependents may become ready."""
+
+    @abc.abstractmethod
+    async def fail_task(self, task_id: str, agent_id: str, error: str) -> TaskModel:
+        """Record a failed attempt: retry after backoff, or fail for good and cancel dependents."""
+
+    @abc.abstractmethod
+    async def cancel_task(self, task_id: str, reason: str | None = None) -> list[str]:
+        """Cancel a task and, transitively, its unfinished dependents; returns their ids."""
+
+    @abc.abstractmethod
+    async def heartbeat_task(
+        self, task_id: str, agent_id: str, lease: Duration | None = None
+    ) -> TaskModel:
+        """Extend the lease of a held task."""
+
+    # --- events -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def store_event(self, event: EventModel) -> int:
+        """Append an event; returns its sequence (also set on ``event``)."""
+
+    @abc.abstractmethod
+    async def store_events(self, events: Sequence[EventModel]) -> list[int]:
+        """Append events atomically, in order; returns their sequences."""
+
+    @abc.abstractmethod
+    async def get_events_by_agent(
+        self, agent_id: str, limit: int = 100
+    ) -> list[EventModel]:
+        """An agent's events, newest first."""
+
+    @abc.abstractmethod
+    async def get_events_by_type(
+        self, event_type: str, limit: int = 100
+    ) -> list[EventModel]:
+        """Events of a type, newest first."""
+
+    @abc.abstractmethod
+    async def get_events_since(self, since: TimeArg) -> list[EventModel]:
+        """Events with ``timestamp >= since``, oldest first."""
+
+    @abc.abstractmethod
+    async def read_events(
+        self, after_sequence: int = 0, limit: int = 1000
+    ) -> list[EventModel]:
+        """Events with sequence greater than ``after_sequence``, in sequence order."""
+
+    @abc.abstractmethod
+    def subscribe(
+        self, after_sequence: int = 0, event_types: Sequence[str] | None = None
+    ) -> AsyncIterator[EventModel]:
+        """Yield events after ``after_sequence`` as they are committed, forever."""
+
+    # --- messages -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def store_message(self, message: MessageModel) -> None:
+        """Store a message."""
+
+    @abc.abstractmethod
+    async def get_message(self, message_id: str) -> MessageModel | None:
+        """The message with this id, or ``None``."""
+
+    @abc.abstractmethod
+    async def delete_message(self, message_id: str) -> None:
+        """Delete a message (idempotent)."""
+
+    @abc.abstractmethod
+    async def get_messages_between(
+        self, agent_a: str, agent_b: str, limit: int = 100
+    ) -> list[MessageModel]:
+        """Messages between two agents in both directions, newest first."""
+
+    @abc.abstractmethod
+    async def get_unread_messages(self, agent_id: str) -> list[MessageModel]:
+        """Unread messages to an agent: highest priority first, then oldest."""
+
+    @abc.abstractmethod
+    async def mark_message_read(self, message_id: str) -> MessageModel:
+        """Record a read receipt; the first read time is kept. Missing id: NotFoundError."""
+
+    @abc.abstractmethod
+    async def wait_for_messages(
+        self, agent_id: str, timeout: Duration | None = None
+    ) -> list[MessageModel]:
+        """Unread messages to an agent, waiting up to ``timeout`` for one to arrive."""
+
+    # --- metrics ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def store_metric(self, metric: MetricModel) -> None:
+        """Store a measurement."""
+
+    @abc.abstractmethod
+    async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
+        """Store measurements atomically."""
+
+    @abc.abstractmethod
+    async def get_metrics_by_agent(
+        self, agent_id: str, metric_type: str | None = None
+    ) -> list[MetricModel]:
+        """An agent's measurements (of a type), oldest first."""
+
+    @abc.abstractmethod
+    async def get_aggregated_metrics(
+        self, metric_type: str, start: TimeArg, end: TimeArg
+    ) -> list[MetricModel]:
+        """The crate's aggregate: one row per agent and unit in ``[start, end]``.
+
+        ``value`` is the mean; ``tags`` carry ``count``, ``min``, ``max`` and ``sum``.
+        """
+
+    @abc.abstractmethod
+    async def aggregate_metrics(
+        self,
+        metric_type: str,
+        start: TimeArg,
+        end: TimeArg,
+        group_by: Sequence[str] = ("agent_id",),
+        bucket: Duration | None = None,
+    ) -> list[MetricAggregate]:
+        """Count, sum, mean, min, max and percentiles per group (and time bucket).
+
+        ``group_by`` names ``agent_id`` and/or ``tag:<name>``; the unit is always part of the
+        group, so mixed units are never averaged together.
+        """
+
+    # --- transactions, queries, maintenance ---------------------------------------------
+
+    @abc.abstractmethod
+    async def begin_transaction(self, timeout: Duration | None = None) -> Transaction:
+        """Open a transaction; calls from this task join it until commit or rollback."""
+
+    @asynccontextmanager
+    async def transaction(
+        self, timeout: Duration | None = None
+    ) -> AsyncIterator[Transaction]:
+        """``async with storage.transaction() as tx``: commit on exit, rollback on error."""
+        tx = await self.begin_transaction(timeout)
+        async with tx:
+            yield tx
+
+    @abc.abstractmethod
+    async def query(self, builder: QueryBuilder[T]) -> list[T]:
+        """Run a query built with :class:`QueryBuilder`."""
+
+    @abc.abstractmethod
+    async def vacuum(self) -> None:
+        """Reclaim free space."""
+
+    @abc.abstractmethod
+    async def checkpoint(self) -> None:
+        """Flush the write-ahead log into the database."""
+
+    @abc.abstractmethod
+    async def get_storage_size(self) -> int:
+        """Bytes used by the stored data."""
+
+    @abc.abstractmethod
+    async def prune(
+        self,
+        events_before: TimeArg | None = None,
+        metrics_before: TimeArg | None = None,
+        read_messages_before: TimeArg | None = None,
+    ) -> PruneResult:
+        """Delete events, metrics and read messages older than the given times."""
+
+    # --- repositories -------------------------------------------------------------------
+
+    @property
+    def agents(self) -> Repository[AgentModel]:
+        """Repository of agents."""
+        from .repository import Repository
+
+        return Repository(self, AgentModel)
+
+    @property
+    def tasks(self) -> Repository[TaskModel]:
+        """Repository of tasks."""
+        from .repository import Repository
+
+        return Repository(self, TaskModel)
+
+    @property
+    def events(self) -> Repository[EventModel]:
+        """Repository of events (append-only)."""
+        from .repository import Repository
+
+        return Repository(self, EventModel)
+
+    @property
+    def messages(self) -> Repository[MessageModel]:
+        """Repository of messages."""
+        from .repository import Repository
+
+        return Repository(self, MessageModel)
+
+    @property
+    def metrics(self) -> Repository[MetricModel]:
+        """Repository of metrics (append-only)."""
+        from .repository import Repository
+
+        return Repository(self, MetricModel)
+
+
+class Transaction(Storage):
+    """A storage view whose writes commit or roll back together.
+
+    Use ``async with`` (commit on success, rollback on exception) or call :meth:`commit` /
+    :meth:`rollback`. A transaction left open past its timeout is rolled back, and any later
+    use raises :class:`TransactionError`.
+    """
+
+    @abc.abstractmethod
+    async def commit(self) -> None:
+        """Make every write of the transaction durable and visible."""
+
+    @abc.abstractmethod
+    async def rollback(self) -> None:
+        """Undo every write of the transaction."""
+
+    @property
+    @abc.abstractmethod
+    def is_active(self) -> bool:
+        """True until the transaction commits, rolls back or times out."""
+
+    async def __aenter__(self: T) -> T:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.is_active:
+            if exc is None:
+                # Timed out (or closed) while the block ran: its writes are gone; say so.
+                await self.commit()
+            return
+        if exc is None:
+            await self.commit()
+        else:
+            await self.rollback()
+
+    async def close(self) -> None:
+        """Roll back if still open."""
+        if self.is_active:
+            await self.rollback()
+
+    async def begin_transaction(self, timeout: Duration | None = None) -> Transaction:
+        """Transactions do not nest."""
+        raise TransactionError(
+            "a transaction is already open; transactions do not nest"
+        )
+
+
+class DelegatingTransaction(Transaction):
+    """A transaction whose every call runs the storage's own method inside its scope.
+
+    Backends subclass it and add ``commit``/``rollback``/``is_active``; the storage's methods
+    see this transaction in :data:`ACTIVE_TRANSACTION` and act inside it. That is the same
+    path a plain ``storage.store_task`` takes when called from the task that began the
+    transaction, so both spellings behave identically.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    async def store_agent(self, agent: AgentModel) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.store_agent(agent)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_agent(self, agent_id: str) -> AgentModel | None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_agent(agent_id)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def update_agent(self, agent: AgentModel) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.update_agent(agent)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def delete_agent(self, agent_id: str) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.delete_agent(agent_id)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def list_agents(self) -> list[AgentModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.list_agents()
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def list_agents_by_status(
+        self, status: AgentStatus | str
+    ) -> list[AgentModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.list_agents_by_status(status)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def heartbeat(self, agent_id: str, at: TimeArg | None = None) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.heartbeat(agent_id, at)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def find_stale_agents(
+        self, older_than: Duration | datetime
+    ) -> list[AgentModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.find_stale_agents(older_than)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def reap_stale_agents(
+        self, older_than: Duration | datetime
+    ) -> list[AgentModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.reap_stale_agents(older_than)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def store_task(self, task: TaskModel) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.store_task(task)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.store_tasks(tasks)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_task(self, task_id: str) -> TaskModel | None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_task(task_id)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def update_task(self, task: TaskModel) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.update_task(task)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def delete_task(self, task_id: str) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.delete_task(task_id)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_pending_tasks(self) -> list[TaskModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_pending_tasks()
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_ready_tasks(self, limit: int | None = None) -> list[TaskModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_ready_tasks(limit)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_tasks_by_agent(self, agent_id: str) -> list[TaskModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_tasks_by_agent(agent_id)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def claim_task(
+        self, task_id: str, agent_id: str, lease: Duration | None = None
+    ) -> bool:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.claim_task(task_id, agent_id, lease)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def claim_next_task(
+        self,
+        agent_id: str,
+        task_types: Sequence[str] | None = None,
+        lease: Duration | None = None,
+    ) -> TaskModel | None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.claim_next_task(agent_id, task_types, lease)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def start_task(self, task_id: str, agent_id: str) -> TaskModel:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.start_task(task_id, agent_id)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def complete_task(
+        self, task_id: str, agent_id: str, result: Any = None
+    ) -> TaskModel:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.complete_task(task_id, agent_id, result)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def fail_task(self, task_id: str, agent_id: str, error: str) -> TaskModel:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.fail_task(task_id, agent_id, error)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def cancel_task(self, task_id: str, reason: str | None = None) -> list[str]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.cancel_task(task_id, reason)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def heartbeat_task(
+        self, task_id: str, agent_id: str, lease: Duration | None = None
+    ) -> TaskModel:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.heartbeat_task(task_id, agent_id, lease)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def store_event(self, event: EventModel) -> int:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.store_event(event)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def store_events(self, events: Sequence[EventModel]) -> list[int]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.store_events(events)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_events_by_agent(
+        self, agent_id: str, limit: int = 100
+    ) -> list[EventModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_events_by_agent(agent_id, limit)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_events_by_type(
+        self, event_type: str, limit: int = 100
+    ) -> list[EventModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_events_by_type(event_type, limit)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_events_since(self, since: TimeArg) -> list[EventModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_events_since(since)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def read_events(
+        self, after_sequence: int = 0, limit: int = 1000
+    ) -> list[EventModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.read_events(after_sequence, limit)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def subscribe(
+        self, after_sequence: int = 0, event_types: Sequence[str] | None = None
+    ) -> AsyncIterator[EventModel]:
+        raise TransactionError("subscribe() on the storage, not inside a transaction")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def store_message(self, message: MessageModel) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.store_message(message)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_message(self, message_id: str) -> MessageModel | None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_message(message_id)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def delete_message(self, message_id: str) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.delete_message(message_id)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_messages_between(
+        self, agent_a: str, agent_b: str, limit: int = 100
+    ) -> list[MessageModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_messages_between(agent_a, agent_b, limit)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_unread_messages(self, agent_id: str) -> list[MessageModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_unread_messages(agent_id)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def mark_message_read(self, message_id: str) -> MessageModel:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.mark_message_read(message_id)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def wait_for_messages(
+        self, agent_id: str, timeout: Duration | None = None
+    ) -> list[MessageModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.wait_for_messages(agent_id, timeout)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def store_metric(self, metric: MetricModel) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.store_metric(metric)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.store_metrics(metrics)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_metrics_by_agent(
+        self, agent_id: str, metric_type: str | None = None
+    ) -> list[MetricModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_metrics_by_agent(agent_id, metric_type)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_aggregated_metrics(
+        self, metric_type: str, start: TimeArg, end: TimeArg
+    ) -> list[MetricModel]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_aggregated_metrics(metric_type, start, end)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def aggregate_metrics(
+        self,
+        metric_type: str,
+        start: TimeArg,
+        end: TimeArg,
+        group_by: Sequence[str] = ("agent_id",),
+        bucket: Duration | None = None,
+    ) -> list[MetricAggregate]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.aggregate_metrics(
+                metric_type, start, end, group_by, bucket
+            )
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def query(self, builder: QueryBuilder[T]) -> list[T]:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.query(builder)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def vacuum(self) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.vacuum()
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def checkpoint(self) -> None:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.checkpoint()
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def get_storage_size(self) -> int:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.get_storage_size()
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def prune(
+        self,
+        events_before: TimeArg | None = None,
+        metrics_before: TimeArg | None = None,
+        read_messages_before: TimeArg | None = None,
+    ) -> PruneResult:
+        token = ACTIVE_TRANSACTION.set(self)
+        try:
+            return await self.storage.prune(
+                events_before, metrics_before, read_messages_before
+            )
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
