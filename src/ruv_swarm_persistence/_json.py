@@ -30,9 +30,7 @@ _INT_MAX = 2**64 - 1
 def _check(value: Any, field: str, depth: int, seen: set[int]) -> None:
     """Walk ``value`` and raise on the first thing that is not strict JSON."""
     if depth > MAX_DEPTH:
-        raise ValidationError(
-            f"nested deeper than {MAX_DEPTH} levels (or a cycle)", field=field
-        )
+        raise ValidationError(f"nested deeper than {MAX_DEPTH} levels (or a cycle)", field=field)
     if value is None or isinstance(value, (str, bool)):
         return
     if isinstance(value, int):
@@ -41,9 +39,7 @@ def _check(value: Any, field: str, depth: int, seen: set[int]) -> None:
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValidationError(
-                f"{value!r} is not valid JSON (NaN/Infinity)", field=field
-            )
+            raise ValidationError(f"{value!r} is not valid JSON (NaN/Infinity)", field=field)
         return
     if type(value) is list or isinstance(value, list):
         if id(value) in seen:
@@ -59,9 +55,7 @@ def _check(value: Any, field: str, depth: int, seen: set[int]) -> None:
         seen.add(id(value))
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValidationError(
-                    f"object key {key!r} is not a string", field=field
-                )
+                raise ValidationError(f"object key {key!r} is not a string", field=field)
             _check(item, field, depth + 1, seen)
         seen.discard(id(value))
         return

@@ -51,15 +51,11 @@ def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
     out = []
     for name in group_by:
         if name == "agent_id" or (
-            isinstance(name, str)
-            and name.startswith(TAG_PREFIX)
-            and len(name) > len(TAG_PREFIX)
+            isinstance(name, str) and name.startswith(TAG_PREFIX) and len(name) > len(TAG_PREFIX)
         ):
             out.append(name)
         else:
-            raise ValidationError(
-                f"{name!r} is not 'agent_id' or 'tag:<name>'", field="group_by"
-            )
+            raise ValidationError(f"{name!r} is not 'agent_id' or 'tag:<name>'", field="group_by")
     return tuple(out)
 
 

@@ -78,9 +78,7 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 def check_id(value: Any, field: str, limits: Limits = DEFAULT_LIMITS) -> str:
     """An id: a non-empty string of at most ``max_id_length`` characters without NUL."""
     if type(value) is not str:
-        raise ValidationError(
-            f"must be a string, got {type(value).__name__}", field=field
-        )
+        raise ValidationError(f"must be a string, got {type(value).__name__}", field=field)
     if not value:
         raise ValidationError("must not be empty", field=field)
     if len(value) > limits.max_id_length:
@@ -99,9 +97,7 @@ def _check_encodable(value: str, field: str) -> None:
     try:
         value.encode()
     except UnicodeEncodeError:
-        raise ValidationError(
-            "is not valid Unicode (lone surrogate)", field=field
-        ) from None
+        raise ValidationError("is not valid Unicode (lone surrogate)", field=field) from None
 
 
 def check_text(
@@ -109,9 +105,7 @@ def check_text(
 ) -> str:
     """A plain string field: no NUL, valid Unicode, at most ``max_string_length``."""
     if not isinstance(value, str):
-        raise ValidationError(
-            f"must be a string, got {type(value).__name__}", field=field
-        )
+        raise ValidationError(f"must be a string, got {type(value).__name__}", field=field)
     if not value and not empty_ok:
         raise ValidationError("must not be empty", field=field)
     if len(value) > limits.max_string_length:
@@ -133,13 +127,9 @@ def _opt_id(value: Any, field: str, limits: Limits) -> str | None:
 def check_time(value: Any, field: str) -> int:
     """An aware datetime as integer microseconds since the epoch."""
     if not isinstance(value, datetime):
-        raise ValidationError(
-            f"must be a datetime, got {type(value).__name__}", field=field
-        )
+        raise ValidationError(f"must be a datetime, got {type(value).__name__}", field=field)
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError(
-            "must be timezone-aware (naive datetimes are ambiguous)", field=field
-        )
+        raise ValidationError("must be timezone-aware (naive datetimes are ambiguous)", field=field)
     return to_us(value)
 
 
@@ -193,9 +183,7 @@ def _json_object(value: Any, field: str, limits: Limits) -> str:
 
 def _str_list(value: Any, field: str, limits: Limits, *, ids: bool = False) -> str:
     if not isinstance(value, list):
-        raise ValidationError(
-            f"must be a list of strings, got {type(value).__name__}", field=field
-        )
+        raise ValidationError(f"must be a list of strings, got {type(value).__name__}", field=field)
     for item in value:
         if ids:
             check_id(item, field, limits)
@@ -206,9 +194,7 @@ def _str_list(value: Any, field: str, limits: Limits, *, ids: bool = False) -> s
 
 def _str_dict(value: Any, field: str, limits: Limits) -> str:
     if not isinstance(value, dict):
-        raise ValidationError(
-            f"must be a dict of strings, got {type(value).__name__}", field=field
-        )
+        raise ValidationError(f"must be a dict of strings, got {type(value).__name__}", field=field)
     for k, v in value.items():
         check_text(k, field, limits)
         check_text(v, field, limits, empty_ok=True)
@@ -222,16 +208,12 @@ def _enum(enum: Any, value: Any, field: str) -> Any:
         return enum(value)
     except ValueError:
         allowed = ", ".join(repr(m.value) for m in enum)
-        raise ValidationError(
-            f"{value!r} is not one of {allowed}", field=field
-        ) from None
+        raise ValidationError(f"{value!r} is not one of {allowed}", field=field) from None
 
 
 def _count(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(
-            f"must be an integer, got {type(value).__name__}", field=field
-        )
+        raise ValidationError(f"must be an integer, got {type(value).__name__}", field=field)
     if not 0 <= value <= 1_000_000:
         raise ValidationError("must be between 0 and 1000000", field=field)
     return int(value)
@@ -239,9 +221,7 @@ def _count(value: Any, field: str) -> int:
 
 def _check_type(model: Any, cls: type, field: str) -> None:
     if not isinstance(model, cls):
-        raise ValidationError(
-            f"expected {cls.__name__}, got {type(model).__name__}", field=field
-        )
+        raise ValidationError(f"expected {cls.__name__}, got {type(model).__name__}", field=field)
 
 
 # --- encoders ---------------------------------------------------------------------------
@@ -269,9 +249,7 @@ def encode_task(t: TaskModel, limits: Limits = DEFAULT_LIMITS) -> Record:
     task_id = check_id(t.id, "task.id", limits)
     deps = t.dependencies
     if isinstance(deps, list) and len(set(deps)) != len(deps):
-        raise ValidationError(
-            "lists a dependency more than once", field="task.dependencies"
-        )
+        raise ValidationError("lists a dependency more than once", field="task.dependencies")
     return {
         "id": task_id,
         "task_type": check_text(t.task_type, "task.task_type", limits),
@@ -279,9 +257,7 @@ def encode_task(t: TaskModel, limits: Limits = DEFAULT_LIMITS) -> Record:
         "status": _enum(TaskStatus, t.status, "task.status").value,
         "assigned_to": _opt_id(t.assigned_to, "task.assigned_to", limits),
         "payload": _json_field(t.payload, "task.payload", limits),
-        "result": None
-        if t.result is None
-        else _json_field(t.result, "task.result", limits),
+        "result": None if t.result is None else _json_field(t.result, "task.result", limits),
         "error": None
         if t.error is None
         else check_text(t.error, "task.error", limits, empty_ok=True),
@@ -338,9 +314,7 @@ def encode_metric(m: MetricModel, limits: Limits = DEFAULT_LIMITS) -> Record:
     _check_type(m, MetricModel, "metric")
     value = m.value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(
-            f"must be a number, got {type(value).__name__}", field="metric.value"
-        )
+        raise ValidationError(f"must be a number, got {type(value).__name__}", field="metric.value")
     value = float(value)
     if not math.isfinite(value):
         raise ValidationError(f"{value!r} is not a finite number", field="metric.value")

@@ -86,26 +86,18 @@ def _coerce(kind: str, value: Any, field: str) -> Any:
         return codec.time_arg(value, field)
     if kind == _INT:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValidationError(
-                f"expects an integer, got {type(value).__name__}", field=field
-            )
+            raise ValidationError(f"expects an integer, got {type(value).__name__}", field=field)
         return int(value)
     if kind == _FLOAT:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValidationError(
-                f"expects a number, got {type(value).__name__}", field=field
-            )
+            raise ValidationError(f"expects a number, got {type(value).__name__}", field=field)
         return float(value)
     if kind == _BOOL:
         if not isinstance(value, bool):
-            raise ValidationError(
-                f"expects a bool, got {type(value).__name__}", field=field
-            )
+            raise ValidationError(f"expects a bool, got {type(value).__name__}", field=field)
         return 1 if value else 0
     if not isinstance(value, str):
-        raise ValidationError(
-            f"expects a string, got {type(value).__name__}", field=field
-        )
+        raise ValidationError(f"expects a string, got {type(value).__name__}", field=field)
     return codec.check_text(value, field, empty_ok=True)
 
 
@@ -154,9 +146,7 @@ class QueryBuilder(Generic[T]):
             )
         kind = kinds[field]
         if kind == _JSON:
-            raise ValidationError(
-                f"JSON field {field!r} cannot be used to {usage}", field=field
-            )
+            raise ValidationError(f"JSON field {field!r} cannot be used to {usage}", field=field)
         return kind
 
     def _where(self, field: str, op: Op, value: Any) -> QueryBuilder[T]:
@@ -268,19 +258,14 @@ class QueryBuilder(Generic[T]):
                 if not c.value:
                     clauses.append("1 = 0")
                 else:
-                    clauses.append(
-                        f"{c.field} IN ({', '.join(ph(v) for v in c.value)})"
-                    )
+                    clauses.append(f"{c.field} IN ({', '.join(ph(v) for v in c.value)})")
             elif c.op == "!=":
                 clauses.append(f"({c.field} IS NULL OR {c.field} != {ph(c.value)})")
             else:
                 clauses.append(f"{c.field} {c.op} {ph(c.value)}")
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        order = [
-            f"{f} {'DESC NULLS LAST' if d else 'ASC NULLS FIRST'}"
-            for f, d in self.ordering
-        ]
+        order = [f"{f} {'DESC NULLS LAST' if d else 'ASC NULLS FIRST'}" for f, d in self.ordering]
         if not any(f == "id" for f, _ in self.ordering):
             order.append("id ASC")
         sql += " ORDER BY " + ", ".join(order)

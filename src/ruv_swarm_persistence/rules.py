@@ -87,9 +87,7 @@ def check_stored_status(
 ) -> None:
     """Rules for a task as first stored (a new task, or one copied from another storage)."""
     if status in ACTIVE and assigned_to is None:
-        raise ValidationError(
-            f"a {status} task needs assigned_to", field="task.assigned_to"
-        )
+        raise ValidationError(f"a {status} task needs assigned_to", field="task.assigned_to")
     if status in (ASSIGNED, RUNNING, COMPLETED) and unfinished_deps:
         raise ValidationError(
             f"task {task_id!r} cannot be {status} before its dependencies complete",
@@ -97,15 +95,9 @@ def check_stored_status(
         )
 
 
-def is_ready(
-    status: str, unfinished_deps: int, run_after: int | None, now: int
-) -> bool:
+def is_ready(status: str, unfinished_deps: int, run_after: int | None, now: int) -> bool:
     """A task is ready when pending, every dependency completed and ``run_after`` passed."""
-    return (
-        status == PENDING
-        and unfinished_deps == 0
-        and (run_after is None or run_after <= now)
-    )
+    return status == PENDING and unfinished_deps == 0 and (run_after is None or run_after <= now)
 
 
 def lease_expired(status: str, lease_expires_at: int | None, now: int) -> bool:

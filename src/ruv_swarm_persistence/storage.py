@@ -135,9 +135,7 @@ class Storage(abc.ABC):
         """Every agent, oldest first."""
 
     @abc.abstractmethod
-    async def list_agents_by_status(
-        self, status: AgentStatus | str
-    ) -> list[AgentModel]:
+    async def list_agents_by_status(self, status: AgentStatus | str) -> list[AgentModel]:
         """Agents with this status, oldest first."""
 
     @abc.abstractmethod
@@ -145,18 +143,14 @@ class Storage(abc.ABC):
         """Stamp an agent's liveness (now, or ``at``); a missing id raises NotFoundError."""
 
     @abc.abstractmethod
-    async def find_stale_agents(
-        self, older_than: Duration | datetime
-    ) -> list[AgentModel]:
+    async def find_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
         """Agents whose heartbeat is older than ``older_than`` (an age, or a cut-off time).
 
         Agents already in ``error`` or ``shutdown`` are not listed.
         """
 
     @abc.abstractmethod
-    async def reap_stale_agents(
-        self, older_than: Duration | datetime
-    ) -> list[AgentModel]:
+    async def reap_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
         """Mark stale agents ``error`` and requeue the tasks they held; returns them."""
 
     # --- tasks --------------------------------------------------------------------------
@@ -198,9 +192,7 @@ class Storage(abc.ABC):
         """Tasks assigned to an agent, highest priority first, then oldest."""
 
     @abc.abstractmethod
-    async def claim_task(
-        self, task_id: str, agent_id: str, lease: Duration | None = None
-    ) -> bool:
+    async def claim_task(self, task_id: str, agent_id: str, lease: Duration | None = None) -> bool:
         """Claim this task for ``agent_id`` if it is ready; ``False`` otherwise."""
 
     @abc.abstractmethod
@@ -217,9 +209,7 @@ class Storage(abc.ABC):
         """Mark a held task running; LeaseLostError if ``agent_id`` no longer holds it."""
 
     @abc.abstractmethod
-    async def complete_task(
-        self, task_id: str, agent_id: str, result: Any = None
-    ) -> TaskModel:
+    async def complete_task(self, task_id: str, agent_id: str, result: Any = None) -> TaskModel:
         """Complete a held task; its dependents may become ready."""
 
     @abc.abstractmethod
@@ -247,15 +237,11 @@ class Storage(abc.ABC):
         """Append events atomically, in order; returns their sequences."""
 
     @abc.abstractmethod
-    async def get_events_by_agent(
-        self, agent_id: str, limit: int = 100
-    ) -> list[EventModel]:
+    async def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
         """An agent's events, newest first."""
 
     @abc.abstractmethod
-    async def get_events_by_type(
-        self, event_type: str, limit: int = 100
-    ) -> list[EventModel]:
+    async def get_events_by_type(self, event_type: str, limit: int = 100) -> list[EventModel]:
         """Events of a type, newest first."""
 
     @abc.abstractmethod
@@ -263,9 +249,7 @@ class Storage(abc.ABC):
         """Events with ``timestamp >= since``, oldest first."""
 
     @abc.abstractmethod
-    async def read_events(
-        self, after_sequence: int = 0, limit: int = 1000
-    ) -> list[EventModel]:
+    async def read_events(self, after_sequence: int = 0, limit: int = 1000) -> list[EventModel]:
         """Events with sequence greater than ``after_sequence``, in sequence order."""
 
     @abc.abstractmethod
@@ -355,9 +339,7 @@ class Storage(abc.ABC):
         """Open a transaction; calls from this task join it until commit or rollback."""
 
     @asynccontextmanager
-    async def transaction(
-        self, timeout: Duration | None = None
-    ) -> AsyncIterator[Transaction]:
+    async def transaction(self, timeout: Duration | None = None) -> AsyncIterator[Transaction]:
         """``async with storage.transaction() as tx``: commit on exit, rollback on error."""
         tx = await self.begin_transaction(timeout)
         async with tx:
@@ -473,9 +455,7 @@ class Transaction(Storage):
 
     async def begin_transaction(self, timeout: Duration | None = None) -> Transaction:
         """Transactions do not nest."""
-        raise TransactionError(
-            "a transaction is already open; transactions do not nest"
-        )
+        raise TransactionError("a transaction is already open; transactions do not nest")
 
 
 class DelegatingTransaction(Transaction):
@@ -525,9 +505,7 @@ class DelegatingTransaction(Transaction):
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
-    async def list_agents_by_status(
-        self, status: AgentStatus | str
-    ) -> list[AgentModel]:
+    async def list_agents_by_status(self, status: AgentStatus | str) -> list[AgentModel]:
         token = ACTIVE_TRANSACTION.set(self)
         try:
             return await self.storage.list_agents_by_status(status)
@@ -541,18 +519,14 @@ class DelegatingTransaction(Transaction):
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
-    async def find_stale_agents(
-        self, older_than: Duration | datetime
-    ) -> list[AgentModel]:
+    async def find_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
         token = ACTIVE_TRANSACTION.set(self)
         try:
             return await self.storage.find_stale_agents(older_than)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
-    async def reap_stale_agents(
-        self, older_than: Duration | datetime
-    ) -> list[AgentModel]:
+    async def reap_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
         token = ACTIVE_TRANSACTION.set(self)
         try:
             return await self.storage.reap_stale_agents(older_than)
@@ -615,9 +589,7 @@ class DelegatingTransaction(Transaction):
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
-    async def claim_task(
-        self, task_id: str, agent_id: str, lease: Duration | None = None
-    ) -> bool:
+    async def claim_task(self, task_id: str, agent_id: str, lease: Duration | None = None) -> bool:
         token = ACTIVE_TRANSACTION.set(self)
         try:
             return await self.storage.claim_task(task_id, agent_id, lease)
@@ -643,9 +615,7 @@ class DelegatingTransaction(Transaction):
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
-    async def complete_task(
-        self, task_id: str, agent_id: str, result: Any = None
-    ) -> TaskModel:
+    async def complete_task(self, task_id: str, agent_id: str, result: Any = None) -> TaskModel:
         token = ACTIVE_TRANSACTION.set(self)
         try:
             return await self.storage.complete_task(task_id, agent_id, result)
@@ -689,18 +659,14 @@ class DelegatingTransaction(Transaction):
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
-    async def get_events_by_agent(
-        self, agent_id: str, limit: int = 100
-    ) -> list[EventModel]:
+    async def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
         token = ACTIVE_TRANSACTION.set(self)
         try:
             return await self.storage.get_events_by_agent(agent_id, limit)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
-    async def get_events_by_type(
-        self, event_type: str, limit: int = 100
-    ) -> list[EventModel]:
+    async def get_events_by_type(self, event_type: str, limit: int = 100) -> list[EventModel]:
         token = ACTIVE_TRANSACTION.set(self)
         try:
             return await self.storage.get_events_by_type(event_type, limit)
@@ -714,9 +680,7 @@ class DelegatingTransaction(Transaction):
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
-    async def read_events(
-        self, after_sequence: int = 0, limit: int = 1000
-    ) -> list[EventModel]:
+    async def read_events(self, after_sequence: int = 0, limit: int = 1000) -> list[EventModel]:
         token = ACTIVE_TRANSACTION.set(self)
         try:
             return await self.storage.read_events(after_sequence, limit)
@@ -824,9 +788,7 @@ class DelegatingTransaction(Transaction):
     ) -> list[MetricAggregate]:
         token = ACTIVE_TRANSACTION.set(self)
         try:
-            return await self.storage.aggregate_metrics(
-                metric_type, start, end, group_by, bucket
-            )
+            return await self.storage.aggregate_metrics(metric_type, start, end, group_by, bucket)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
@@ -866,8 +828,6 @@ class DelegatingTransaction(Transaction):
     ) -> PruneResult:
         token = ACTIVE_TRANSACTION.set(self)
         try:
-            return await self.storage.prune(
-                events_before, metrics_before, read_messages_before
-            )
+            return await self.storage.prune(events_before, metrics_before, read_messages_before)
         finally:
             ACTIVE_TRANSACTION.reset(token)

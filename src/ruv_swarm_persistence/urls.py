@@ -56,9 +56,7 @@ def parse_url(url: str | os.PathLike[str] | None = None) -> ParsedUrl:
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None:
         known = "a file path, sqlite:///file.db, memory://, postgresql://user@host/db"
-        raise ValidationError(
-            f"unknown scheme {parts.scheme!r} (use {known})", field="url"
-        )
+        raise ValidationError(f"unknown scheme {parts.scheme!r} (use {known})", field="url")
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     if scheme == "memory":
         return ParsedUrl("memory", "", options)
@@ -68,9 +66,7 @@ def parse_url(url: str | os.PathLike[str] | None = None) -> ParsedUrl:
         if path.startswith("/") and not parts.netloc:
             path = path[1:]
         if not path:
-            raise ValidationError(
-                "a sqlite URL needs a file path: sqlite:///swarm.db", field="url"
-            )
+            raise ValidationError("a sqlite URL needs a file path: sqlite:///swarm.db", field="url")
         return ParsedUrl("sqlite", path, options)
     dsn = text.split("?", 1)[0]
     return ParsedUrl("postgresql", dsn, options)
@@ -86,9 +82,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 
-async def init_storage(
-    url: str | os.PathLike[str] | None = None, **options: Any
-) -> Storage:
+async def init_storage(url: str | os.PathLike[str] | None = None, **options: Any) -> Storage:
     """Open (creating and migrating if needed) the storage that ``url`` names."""
     parsed = parse_url(url)
     module_name, driver = BACKENDS[parsed.scheme]

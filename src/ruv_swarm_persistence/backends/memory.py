@@ -65,12 +65,8 @@ class _Engine:
     def __init__(self) -> None:
         self.agents: dict[str, Record] = {}
         self.tasks: dict[str, Record] = {}
-        self.unfinished: dict[
-            str, int
-        ] = {}  # task id -> dependencies not yet completed
-        self.dependents: dict[
-            str, list[str]
-        ] = {}  # task id -> ids of tasks depending on it
+        self.unfinished: dict[str, int] = {}  # task id -> dependencies not yet completed
+        self.dependents: dict[str, list[str]] = {}  # task id -> ids of tasks depending on it
         self.events: list[Record] = []  # in sequence order
         self.event_ids: dict[str, Record] = {}
         self.events_by_agent: dict[str, list[Record]] = {}
@@ -80,9 +76,7 @@ class _Engine:
         self.metrics: dict[str, Record] = {}
         self.undo: list[Callable[[], None]] | None = None
         # Task queue: heaps with lazy deletion, rebuilt from the tables after a rollback.
-        self.ready: dict[
-            str, list[tuple[int, int, str]]
-        ] = {}  # type -> (-prio, created, id)
+        self.ready: dict[str, list[tuple[int, int, str]]] = {}  # type -> (-prio, created, id)
         self.delayed: list[tuple[int, str]] = []  # (run_after, id)
         self.leases: list[tuple[int, str]] = []  # (lease_expires_at, id)
 
@@ -218,15 +212,11 @@ class MemoryStorage(Storage):
         transaction_timeout: Duration = 30,
     ) -> None:
         self._engine = _Engine()
-        self._now: Callable[[], int] = (
-            now_us if clock is None else (lambda: to_us(clock()))
-        )
+        self._now: Callable[[], int] = now_us if clock is None else (lambda: to_us(clock()))
         self._lease_us = codec.duration_arg(lease, "lease")
         self._policy = retry_policy or rules.RetryPolicy()
         self._limits = limits or codec.DEFAULT_LIMITS
-        self._tx_timeout_us = codec.duration_arg(
-            transaction_timeout, "transaction_timeout"
-        )
+        self._tx_timeout_us = codec.duration_arg(transaction_timeout, "transaction_timeout")
         self._closed = False
         self._tx: MemoryTransaction | None = None
         self._blocked = False  # closed, or a transaction holds the engine
@@ -294,9 +284,7 @@ class MemoryStorage(Storage):
             self._tx.abort("storage closed")
         self._closed = True
         self._blocked = True
-        for fut in self._event_waiters + [
-            f for fs in self._mail_waiters.values() for f in fs
-        ]:
+        for fut in self._event_waiters + [f for fs in self._mail_waiters.values() for f in fs]:
             if not fut.done():
                 fut.set_result(None)
         self._event_waiters = []
@@ -354,14 +342,10 @@ class MemoryStorage(Storage):
     async def list_agents(self) -> list[AgentModel]:
         if self._blocked:
             await self._gate()
-        recs = sorted(
-            self._engine.agents.values(), key=lambda r: (r["created_at"], r["id"])
-        )
+        recs = sorted(self._engine.agents.values(), key=lambda r: (r["created_at"], r["id"]))
         return [codec.decode_agent(r) for r in recs]
 
-    async def list_agents_by_status(
-        self, status: AgentStatus | str
-    ) -> list[AgentModel]:
+    async def list_agents_by_status(self, status: AgentStatus | str) -> list[AgentModel]:
         value = codec._enum(AgentStatus, status, "status").value
         if self._blocked:
             await self._gate()
@@ -397,17 +381,13 @@ class MemoryStorage(Storage):
             key=lambda r: (r["heartbeat"], r["id"]),
         )
 
-    async def find_stale_agents(
-        self, older_than: Duration | datetime
-    ) -> list[AgentModel]:
+    async def find_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
         cutoff = codec.cutoff_arg(older_than, "older_than", self._now())
         if self._blocked:
             await self._gate()
         return [codec.decode_agent(r) for r in self._stale(cutoff)]
 
-    async def reap_stale_agents(
-        self, older_than: Duration | datetime
-    ) -> list[AgentModel]:
+    async def reap_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
         now = self._now()
         cutoff = codec.cutoff_arg(older_than, "older_than", now)
         if self._blocked:
@@ -432,9 +412,7 @@ class MemoryStorage(Storage):
         old_status, new_status = old["status"], new["status"]
         rules.check_transition(old["id"], old_status, new_status)
         if new_status != old_status:
-            if new_status in (ASSIGNED, RUNNING, COMPLETED) and e.unfinished.get(
-                old["id"], 0
-            ):
+            if new_status in (ASSIGNED, RUNNING, COMPLETED) and e.unfinished.get(old["id"], 0):
                 raise ValidationError(
                     f"task {old['id']!r} cannot be {new_status} before its dependencies complete",
                     field="task.status",
@@ -468,9 +446,7 @@ class MemoryStorage(Storage):
 
     def _expire_leases(self, now: int) -> None:
         for rec in self._engine.due_leases(now):
-            log.info(
-                "lease of task %s held by %s expired", rec["id"], rec["assigned_to"]
-            )
+            log.info("lease of task %s held by %s expired", rec["id"], rec["assigned_to"])
             self._fail_attempt(rec, rules.lease_error(rec["assigned_to"]), now)
 
     def _held(self, task_id: str, agent_id: str, now: int) -> Record:
@@ -532,9 +508,7 @@ class MemoryStorage(Storage):
                     cause = (d, st)
             if cause is not None and rec["status"] not in rules.TERMINAL:
                 rec = {**rec, **rules.cancel_changes(rules.cascade_error(*cause), now)}
-            rules.check_stored_status(
-                tid, rec["status"], rec["assigned_to"], unfinished
-            )
+            rules.check_stored_status(tid, rec["status"], rec["assigned_to"], unfinished)
             status_of[tid] = rec["status"]
             planned.append((rec, unfinished))
         for rec, unfinished in planned:
@@ -579,9 +553,7 @@ class MemoryStorage(Storage):
         if rec is None:
             return
         if e.dependents.get(task_id):
-            raise ConflictError(
-                "task", task_id, "has dependent tasks and cannot be deleted"
-            )
+            raise ConflictError("task", task_id, "has dependent tasks and cannot be deleted")
         for d in _json.loads(rec["dependencies"]):
             lst = e.dependents.get(d, [])
             e.put(e.dependents, d, [x for x in lst if x != task_id])
@@ -607,9 +579,7 @@ class MemoryStorage(Storage):
             (
                 r
                 for r in e.tasks.values()
-                if rules.is_ready(
-                    r["status"], e.unfinished.get(r["id"], 0), r["run_after"], now
-                )
+                if rules.is_ready(r["status"], e.unfinished.get(r["id"], 0), r["run_after"], now)
             ),
             key=_claim_order,
         )
@@ -628,9 +598,7 @@ class MemoryStorage(Storage):
     def _lease(self, lease: Duration | None) -> int:
         return self._lease_us if lease is None else codec.duration_arg(lease, "lease")
 
-    async def claim_task(
-        self, task_id: str, agent_id: str, lease: Duration | None = None
-    ) -> bool:
+    async def claim_task(self, task_id: str, agent_id: str, lease: Duration | None = None) -> bool:
         codec.check_id(task_id, "task_id", self._limits)
         codec.check_id(agent_id, "agent_id", self._limits)
         lease_us = self._lease(lease)
@@ -673,21 +641,13 @@ class MemoryStorage(Storage):
         rec = self._held(task_id, agent_id, now)
         return codec.decode_task(self._transition(rec, rules.start_changes(now), now))
 
-    async def complete_task(
-        self, task_id: str, agent_id: str, result: Any = None
-    ) -> TaskModel:
-        encoded = (
-            None
-            if result is None
-            else codec._json_field(result, "result", self._limits)
-        )
+    async def complete_task(self, task_id: str, agent_id: str, result: Any = None) -> TaskModel:
+        encoded = None if result is None else codec._json_field(result, "result", self._limits)
         if self._blocked:
             await self._gate()
         now = self._now()
         rec = self._held(task_id, agent_id, now)
-        return codec.decode_task(
-            self._transition(rec, rules.complete_changes(encoded, now), now)
-        )
+        return codec.decode_task(self._transition(rec, rules.complete_changes(encoded, now), now))
 
     async def fail_task(self, task_id: str, agent_id: str, error: str) -> TaskModel:
         codec.check_text(error, "error", self._limits, empty_ok=True)
@@ -711,9 +671,7 @@ class MemoryStorage(Storage):
         if rec["status"] == CANCELLED:
             return []
         before = {
-            tid: r["status"]
-            for tid, r in e.tasks.items()
-            if r["status"] not in rules.TERMINAL
+            tid: r["status"] for tid, r in e.tasks.items() if r["status"] not in rules.TERMINAL
         }
         self._transition(rec, rules.cancel_changes(reason, now), now)
         return [tid for tid in before if e.tasks[tid]["status"] == CANCELLED]
@@ -727,9 +685,7 @@ class MemoryStorage(Storage):
         now = self._now()
         rec = self._held(task_id, agent_id, now)
         return codec.decode_task(
-            self._transition(
-                rec, {"lease_expires_at": now + lease_us, "updated_at": now}, now
-            )
+            self._transition(rec, {"lease_expires_at": now + lease_us, "updated_at": now}, now)
         )
 
     # --- events ---------------------------------------------------------------------------
@@ -781,42 +737,30 @@ class MemoryStorage(Storage):
             self._events_changed()
         return seqs
 
-    async def get_events_by_agent(
-        self, agent_id: str, limit: int = 100
-    ) -> list[EventModel]:
+    async def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
         codec.check_id(agent_id, "agent_id", self._limits)
         n = codec.limit_arg(limit)
         if self._blocked:
             await self._gate()
-        recs = heapq.nlargest(
-            n, self._engine.events_by_agent.get(agent_id, ()), key=_newest
-        )
+        recs = heapq.nlargest(n, self._engine.events_by_agent.get(agent_id, ()), key=_newest)
         return [codec.decode_event(r) for r in recs]
 
-    async def get_events_by_type(
-        self, event_type: str, limit: int = 100
-    ) -> list[EventModel]:
+    async def get_events_by_type(self, event_type: str, limit: int = 100) -> list[EventModel]:
         codec.check_text(event_type, "event_type", self._limits)
         n = codec.limit_arg(limit)
         if self._blocked:
             await self._gate()
-        recs = heapq.nlargest(
-            n, self._engine.events_by_type.get(event_type, ()), key=_newest
-        )
+        recs = heapq.nlargest(n, self._engine.events_by_type.get(event_type, ()), key=_newest)
         return [codec.decode_event(r) for r in recs]
 
     async def get_events_since(self, since: TimeArg) -> list[EventModel]:
         t = codec.time_arg(since, "since")
         if self._blocked:
             await self._gate()
-        recs = sorted(
-            (r for r in self._engine.events if r["timestamp"] >= t), key=_newest
-        )
+        recs = sorted((r for r in self._engine.events if r["timestamp"] >= t), key=_newest)
         return [codec.decode_event(r) for r in recs]
 
-    async def read_events(
-        self, after_sequence: int = 0, limit: int = 1000
-    ) -> list[EventModel]:
+    async def read_events(self, after_sequence: int = 0, limit: int = 1000) -> list[EventModel]:
         after = codec.limit_arg(after_sequence, "after_sequence")
         n = codec.limit_arg(limit)
         if self._blocked:
@@ -829,9 +773,7 @@ class MemoryStorage(Storage):
         self, after_sequence: int = 0, event_types: Sequence[str] | None = None
     ) -> AsyncIterator[EventModel]:
         last = codec.limit_arg(after_sequence, "after_sequence")
-        types = (
-            None if event_types is None else frozenset(_types_arg(event_types) or ())
-        )
+        types = None if event_types is None else frozenset(_types_arg(event_types) or ())
         while not self._closed:
             batch = await self.read_events(last, 500)
             for ev in batch:
@@ -881,11 +823,7 @@ class MemoryStorage(Storage):
         pair = {(agent_a, agent_b), (agent_b, agent_a)}
         recs = heapq.nlargest(
             n,
-            (
-                m
-                for m in self._engine.messages.values()
-                if (m["from_agent"], m["to_agent"]) in pair
-            ),
+            (m for m in self._engine.messages.values() if (m["from_agent"], m["to_agent"]) in pair),
             key=lambda m: (m["created_at"], m["id"]),
         )
         return [codec.decode_message(r) for r in recs]
@@ -1015,27 +953,17 @@ class MemoryStorage(Storage):
         bucket_us = None if bucket is None else codec.duration_arg(bucket, "bucket")
         if self._blocked:
             await self._gate()
-        return aggregate(
-            metric_type, self._metric_rows(metric_type, s, t), groups, bucket_us
-        )
+        return aggregate(metric_type, self._metric_rows(metric_type, s, t), groups, bucket_us)
 
     # --- transactions ---------------------------------------------------------------------
 
     async def begin_transaction(self, timeout: Duration | None = None) -> Transaction:
         timeout_us = (
-            self._tx_timeout_us
-            if timeout is None
-            else codec.duration_arg(timeout, "timeout")
+            self._tx_timeout_us if timeout is None else codec.duration_arg(timeout, "timeout")
         )
         current = ACTIVE_TRANSACTION.get()
-        if (
-            current is not None
-            and current.is_active
-            and getattr(current, "storage", None) is self
-        ):
-            raise TransactionError(
-                "a transaction is already open; transactions do not nest"
-            )
+        if current is not None and current.is_active and getattr(current, "storage", None) is self:
+            raise TransactionError("a transaction is already open; transactions do not nest")
         while True:
             if self._closed:
                 raise StorageError("storage is closed")
@@ -1124,16 +1052,8 @@ class MemoryStorage(Storage):
         metrics_before: TimeArg | None = None,
         read_messages_before: TimeArg | None = None,
     ) -> PruneResult:
-        ev_t = (
-            None
-            if events_before is None
-            else codec.time_arg(events_before, "events_before")
-        )
-        me_t = (
-            None
-            if metrics_before is None
-            else codec.time_arg(metrics_before, "metrics_before")
-        )
+        ev_t = None if events_before is None else codec.time_arg(events_before, "events_before")
+        me_t = None if metrics_before is None else codec.time_arg(metrics_before, "metrics_before")
         ms_t = (
             None
             if read_messages_before is None
@@ -1274,9 +1194,7 @@ async def open_url(parsed: ParsedUrl, options: dict[str, Any]) -> MemoryStorage:
             try:
                 kwargs[key] = float(value)
             except ValueError:
-                raise ValidationError(
-                    f"{value!r} is not a number of seconds", field=key
-                ) from None
+                raise ValidationError(f"{value!r} is not a number of seconds", field=key) from None
         else:
             kwargs[key] = value
     return MemoryStorage(**kwargs)

@@ -1,0 +1,36 @@
+"""Fixtures of the conformance suite (``clock``, ``storage``).
+
+The runner provides ``storage_factory``; see :mod:`ruv_swarm_persistence.testing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from ..storage import Storage
+from . import FakeClock
+
+__all__ = ["StorageFactory", "clock", "storage"]
+
+StorageFactory = Callable[..., Awaitable[Storage]]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock the storage under test reads; tests advance it explicitly."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def storage(storage_factory: StorageFactory, clock: FakeClock) -> AsyncIterator[Storage]:
+    """A fresh, empty storage driven by the fake ``clock``."""
+    s = await storage_factory(clock=clock)
+    yield s
+
+
+def options(**kw: Any) -> dict[str, Any]:
+    """Spell out factory options (helps readers see what a test changes)."""
+    return kw
