@@ -5,7 +5,7 @@ The runner provides ``storage_factory``; see :mod:`ruv_swarm_persistence.testing
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -25,10 +25,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def storage(storage_factory: StorageFactory, clock: FakeClock) -> AsyncIterator[Storage]:
-    """A fresh, empty storage driven by the fake ``clock``."""
-    s = await storage_factory(clock=clock)
-    yield s
+async def storage(storage_factory: StorageFactory, clock: FakeClock) -> Storage:
+    """A fresh, empty storage driven by the fake ``clock`` (the factory closes it)."""
+    return await storage_factory(clock=clock)
 
 
 def options(**kw: Any) -> dict[str, Any]:
