@@ -439,14 +439,20 @@ class Transaction(Storage):
         tb: TracebackType | None,
     ) -> None:
         if not self.is_active:
-            if exc is None:
-                # Timed out (or closed) while the block ran: its writes are gone; say so.
-                await self.commit()
+            # Committed or rolled back explicitly inside the block, or timed out.
+            await self.settle_inactive(failed=exc is not None)
             return
         if exc is None:
             await self.commit()
         else:
             await self.rollback()
+
+    async def settle_inactive(self, failed: bool) -> None:
+        """Called on leaving ``async with`` when the transaction had already ended.
+
+        A backend whose transaction timed out raises :class:`TransactionError` here (unless
+        the block is already failing) and stops treating the task as inside it.
+        """
 
     async def close(self) -> None:
         """Roll back if still open."""

@@ -219,7 +219,10 @@ class MemoryStorage(Storage):
         self._tx_timeout_us = codec.duration_arg(transaction_timeout, "transaction_timeout")
         self._closed = False
         self._tx: MemoryTransaction | None = None
-        self._blocked = False  # closed, or a transaction holds the engine
+        # Slow path needed: closed, a transaction holds the engine, or a timed-out
+        # transaction's owner has not yet been told (its calls must fail, not autocommit).
+        self._blocked = False
+        self._orphaned = 0
         self._tx_waiters: list[asyncio.Future[None]] = []
         self._event_waiters: list[asyncio.Future[None]] = []
         self._mail_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -238,9 +241,19 @@ class MemoryStorage(Storage):
             if self._closed:
                 raise StorageError("storage is closed")
             tx = self._tx
+            current = ACTIVE_TRANSACTION.get()
+            if (
+                current is not None
+                and current is not tx
+                and isinstance(current, MemoryTransaction)
+                and current._memory is self
+                and current._state == "timed_out"
+            ):
+                # Without this, calls after the timeout would silently run outside it.
+                current.check_active()
             if tx is None:
                 return
-            if ACTIVE_TRANSACTION.get() is tx:
+            if current is tx:
                 tx.check_active()
                 return
             fut = asyncio.get_running_loop().create_future()
@@ -249,7 +262,7 @@ class MemoryStorage(Storage):
 
     def _release(self) -> None:
         self._tx = None
-        self._blocked = self._closed
+        self._blocked = self._closed or self._orphaned > 0
         waiters, self._tx_waiters = self._tx_waiters, []
         for fut in waiters:
             if not fut.done():
@@ -1113,6 +1126,7 @@ class MemoryTransaction(DelegatingTransaction):
         if self._state == "active":
             log.warning("transaction open past its timeout; rolled back")
             self._state = "timed_out"
+            self._memory._orphaned += 1
             self._memory._finish(self, commit=False)
 
     def abort(self, why: str) -> None:
@@ -1123,13 +1137,33 @@ class MemoryTransaction(DelegatingTransaction):
             self._memory._finish(self, commit=False)
             log.warning("transaction rolled back: %s", why)
 
+    def _acknowledge_timeout(self) -> None:
+        if self._state == "timed_out":
+            self._state = "timed out (reported)"
+            self._memory._orphaned -= 1
+            self._memory._blocked = self._memory._closed or self._memory._tx is not None or (
+                self._memory._orphaned > 0
+            )
+            if ACTIVE_TRANSACTION.get() is self:
+                ACTIVE_TRANSACTION.set(None)
+            raise TransactionError("transaction was rolled back after its timeout")
+
+    async def settle_inactive(self, failed: bool) -> None:
+        try:
+            self._acknowledge_timeout()
+        except TransactionError:
+            if not failed:
+                raise
+
     async def commit(self) -> None:
+        self._acknowledge_timeout()
         self.check_active()
         self._timer.cancel()
         self._state = "committed"
         self._memory._finish(self, commit=True)
 
     async def rollback(self) -> None:
+        self._acknowledge_timeout()
         self.check_active()
         self._timer.cancel()
         self._state = "rolled back"
