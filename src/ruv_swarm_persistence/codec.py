@@ -487,12 +487,14 @@ def duration_arg(value: Any, field: str, *, allow_zero: bool = False) -> int:
 
 
 def cutoff_arg(value: Any, field: str, now: int) -> int:
-    """``older_than``: an age (``timedelta``) or a cut-off (``datetime``/epoch seconds)."""
-    from datetime import timedelta
+    """``older_than``: an age (``timedelta`` or seconds) or a cut-off time (``datetime``).
 
-    if isinstance(value, timedelta):
-        return now - duration_arg(value, field, allow_zero=True)
-    return time_arg(value, field)
+    A number is an age, as the ``Duration | datetime`` signature says: ``older_than=60``
+    means a minute ago, not one minute after the epoch.
+    """
+    if isinstance(value, datetime):
+        return check_time(value, field)
+    return now - duration_arg(value, field, allow_zero=True)
 
 
 def limit_arg(value: Any, field: str = "limit") -> int:

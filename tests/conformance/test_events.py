@@ -1,0 +1,3 @@
+"""Conformance: the events suite on every backend."""
+
+from ruv_swarm_persistence.testing.events import *  # noqa: F403

@@ -1,0 +1,3 @@
+"""Conformance: the metrics suite on every backend."""
+
+from ruv_swarm_persistence.testing.metrics import *  # noqa: F403
