@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -19,3 +22,29 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of this test session's PostgreSQL database, dropped when the session ends.
+
+    Found or started by ``pgserver``; each test works in a schema of its own. Without a server
+    the test skips with the reason, except with ``CI=true``, where it fails.
+    """
+    import pgserver
+
+    with contextlib.ExitStack() as stack:
+        try:
+            db = stack.enter_context(pgserver.session_database())
+        except pgserver.Unavailable as exc:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"PostgreSQL is required with CI=true: {exc}", pytrace=False)
+            pytest.skip(f"no PostgreSQL server: {exc}")
+        yield db.url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses PostgreSQL ``postgres`` (so ``-m "not postgres"`` works)."""
+    for item in items:
+        if "pg_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
