@@ -479,6 +479,8 @@ class MemoryStorage(Storage):
         await self.store_tasks([task])
 
     async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
+        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence):
+            raise ValidationError("must be a list of tasks", field="tasks")
         recs = [codec.encode_task(t, self._limits) for t in tasks]
         if self._blocked:
             await self._gate()

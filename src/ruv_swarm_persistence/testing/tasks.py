@@ -1,0 +1,1409 @@
+"""Conformance tests of the task queue: storage, dependencies, readiness, status, leases.
+
+Pull them into a backend's test module with ``from ruv_swarm_persistence.testing.tasks import *``
+next to a ``storage_factory`` fixture (see :mod:`ruv_swarm_persistence.testing`). Every test
+takes "now" from the fake ``clock`` and moves it explicitly, so nothing depends on real time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from ..errors import ConflictError, LeaseLostError, NotFoundError, ValidationError
+from ..models import AgentModel, AgentStatus, TaskModel, TaskPriority, TaskStatus
+from ..query import QueryBuilder
+from ..rules import RetryPolicy
+from ..storage import Storage
+from . import FakeClock
+from .plugin import StorageFactory
+
+US = timedelta(microseconds=1)
+LEASE = timedelta(seconds=30)  # the storages' default lease
+POLICY = RetryPolicy(base_us=2_000_000, factor=3.0, max_us=10_000_000)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _task(
+    task_id: str,
+    *,
+    created: datetime | None = None,
+    task_type: str = "job",
+    priority: TaskPriority = TaskPriority.Medium,
+    deps: list[str] | None = None,
+    **fields: Any,
+) -> TaskModel:
+    """A pending task; ``created`` pins ``created_at`` so claim order is deterministic."""
+    task = TaskModel.new(task_type, {"name": task_id}, priority, id=task_id, dependencies=deps)
+    if created is not None:
+        task.created_at = task.updated_at = created
+    for name, value in fields.items():
+        setattr(task, name, value)
+    return task
+
+
+def _at(clock: FakeClock, us: int) -> datetime:
+    """A time ``us`` microseconds after the clock's start; spaces out ``created_at``."""
+    return clock() + us * US
+
+
+async def _get(storage: Storage, task_id: str) -> TaskModel:
+    task = await storage.get_task(task_id)
+    assert task is not None, f"task {task_id} is missing"
+    return task
+
+
+async def _snapshot(storage: Storage) -> list[TaskModel]:
+    """Every stored task, by id: compared before and after a refused call."""
+    return await storage.query(QueryBuilder(TaskModel).order_by("id"))
+
+
+async def _ids(tasks: Awaitable[list[TaskModel]]) -> list[str]:
+    return [t.id for t in await tasks]
+
+
+async def _claimed(storage: Storage, task_id: str, agent: str = "w1", **fields: Any) -> TaskModel:
+    """Store a task and claim it for ``agent``."""
+    await storage.store_task(_task(task_id, **fields))
+    assert await storage.claim_task(task_id, agent)
+    return await _get(storage, task_id)
+
+
+async def _retry_storage(storage_factory: StorageFactory, clock: FakeClock) -> Storage:
+    return await storage_factory(clock=clock, retry_policy=POLICY)
+
+
+# --- store / get / update / delete ------------------------------------------------------------
+
+
+async def test_task_round_trips_every_field(storage: Storage, clock: FakeClock) -> None:
+    await storage.store_task(_task("dep", status=TaskStatus.Completed))
+    base = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=UTC)
+    task = TaskModel(
+        id="task-ü-1",
+        task_type="analysis",
+        priority=TaskPriority.Critical,
+        status=TaskStatus.Pending,
+        assigned_to="worker-7",
+        payload={"text": "héllo 🌍", "n": [1, 2.5, -3, 2**63 - 1], "ok": True, "none": None},
+        result={"partial": [1, 2]},
+        error="previous attempt failed",
+        retry_count=2,
+        max_retries=5,
+        dependencies=["dep"],
+        created_at=base,
+        updated_at=base + 1 * US,
+        started_at=base + 2 * US,
+        completed_at=base + 3 * US,
+        lease_expires_at=base + 4 * US,
+        run_after=base + 5 * US,
+    )
+    await storage.store_task(task)
+    got = await _get(storage, "task-ü-1")
+    assert got == task
+    assert isinstance(got.priority, TaskPriority)
+    assert isinstance(got.status, TaskStatus)
+    assert got.created_at.microsecond == 123456
+    assert got.created_at.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        [],
+        "plain text",
+        0,
+        -(2**63),
+        2**64 - 1,
+        1.5e-300,
+        True,
+        None,
+        {"nested": {"deep": [{"a": [1, {"b": None}]}]}},
+        {"unicode": "日本語 \u2028 \\ \" '", "": "empty key"},
+    ],
+    ids=[
+        "empty-object",
+        "empty-list",
+        "string",
+        "zero",
+        "min-int",
+        "max-uint",
+        "tiny-float",
+        "bool",
+        "null",
+        "nested",
+        "unicode",
+    ],
+)
+async def test_task_payload_round_trips(storage: Storage, payload: Any) -> None:
+    task = _task("t")
+    task.payload = payload
+    await storage.store_task(task)
+    got = await _get(storage, "t")
+    assert got.payload == payload
+    assert type(got.payload) is type(payload)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(2001, 9, 9, 1, 46, 40, 999999, tzinfo=UTC),
+        datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2024, 6, 1, 12, 0, 0, 7, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    ],
+    ids=["epoch+1us", "2001", "2262", "9999", "epoch-1us", "offset+0530"],
+)
+async def test_task_times_keep_microseconds(storage: Storage, when: datetime) -> None:
+    await storage.store_task(_task("t", created=when, run_after=when, started_at=when))
+    got = await _get(storage, "t")
+    assert got.created_at == when
+    assert got.run_after == when
+    assert got.started_at == when
+    assert got.created_at.utcoffset() == timedelta(0)
+    assert got.created_at.microsecond == when.astimezone(UTC).microsecond
+
+
+async def test_get_missing_task_returns_none(storage: Storage) -> None:
+    assert await storage.get_task("nope") is None
+
+
+async def test_store_task_duplicate_id_conflicts(storage: Storage) -> None:
+    await storage.store_task(_task("t", priority=TaskPriority.Low))
+    with pytest.raises(ConflictError):
+        await storage.store_task(_task("t", priority=TaskPriority.High))
+    assert (await _get(storage, "t")).priority == TaskPriority.Low
+
+
+async def test_store_tasks_duplicate_inside_batch_stores_nothing(storage: Storage) -> None:
+    with pytest.raises(ConflictError):
+        await storage.store_tasks([_task("a"), _task("b"), _task("a")])
+    assert await _snapshot(storage) == []
+
+
+async def test_store_tasks_duplicate_of_stored_stores_nothing(storage: Storage) -> None:
+    await storage.store_task(_task("a"))
+    before = await _snapshot(storage)
+    with pytest.raises(ConflictError):
+        await storage.store_tasks([_task("b"), _task("a")])
+    assert await _snapshot(storage) == before
+
+
+async def test_store_tasks_with_invalid_member_stores_nothing(storage: Storage) -> None:
+    bad = _task("c")
+    bad.payload = {"x": float("nan")}
+    with pytest.raises(ValidationError):
+        await storage.store_tasks([_task("a"), _task("b", deps=["a"]), bad])
+    assert await _snapshot(storage) == []
+
+
+async def test_store_tasks_empty_batch_is_a_no_op(storage: Storage) -> None:
+    await storage.store_tasks([])
+    assert await _snapshot(storage) == []
+
+
+async def test_store_tasks_stores_every_member(storage: Storage) -> None:
+    tasks = [_task(f"t{i}") for i in range(5)]
+    await storage.store_tasks(tasks)
+    assert await _snapshot(storage) == sorted(tasks, key=lambda t: t.id)
+
+
+async def test_update_task_replaces_fields(storage: Storage, clock: FakeClock) -> None:
+    await storage.store_task(_task("t"))
+    task = await _get(storage, "t")
+    task.payload = {"v": 2}
+    task.priority = TaskPriority.Critical
+    task.result = [1, "two"]
+    task.error = "note"
+    task.max_retries = 9
+    task.updated_at = _at(clock, 17)
+    await storage.update_task(task)
+    assert await _get(storage, "t") == task
+
+
+async def test_update_missing_task_raises_not_found(storage: Storage) -> None:
+    with pytest.raises(NotFoundError):
+        await storage.update_task(_task("ghost"))
+    assert await storage.get_task("ghost") is None
+
+
+async def test_delete_task_is_idempotent(storage: Storage) -> None:
+    await storage.store_tasks([_task("a"), _task("b")])
+    await storage.delete_task("a")
+    assert await storage.get_task("a") is None
+    await storage.delete_task("a")
+    await storage.delete_task("never-existed")
+    assert await _ids(storage.get_pending_tasks()) == ["b"]
+
+
+async def test_delete_task_others_depend_on_conflicts(storage: Storage) -> None:
+    await storage.store_tasks([_task("a"), _task("b", deps=["a"])])
+    before = await _snapshot(storage)
+    with pytest.raises(ConflictError):
+        await storage.delete_task("a")
+    assert await _snapshot(storage) == before
+    await storage.delete_task("b")
+    await storage.delete_task("a")
+    assert await _snapshot(storage) == []
+
+
+async def test_delete_task_depended_on_by_finished_task_still_conflicts(
+    storage: Storage,
+) -> None:
+    await storage.store_tasks([_task("a"), _task("b", deps=["a"])])
+    await storage.cancel_task("a")
+    with pytest.raises(ConflictError):
+        await storage.delete_task("a")
+    assert (await _get(storage, "a")).status == TaskStatus.Cancelled
+
+
+async def test_deleted_task_id_can_be_reused(storage: Storage) -> None:
+    await storage.store_task(_task("a", priority=TaskPriority.Low))
+    await storage.delete_task("a")
+    await storage.store_task(_task("a", priority=TaskPriority.High))
+    assert (await _get(storage, "a")).priority == TaskPriority.High
+    assert await _ids(storage.get_ready_tasks()) == ["a"]
+
+
+# --- dependencies -----------------------------------------------------------------------------
+
+
+async def test_unknown_dependency_is_refused(storage: Storage) -> None:
+    with pytest.raises(ValidationError) as exc:
+        await storage.store_tasks([_task("a"), _task("b", deps=["a", "missing"])])
+    assert exc.value.field == "task.dependencies"
+    assert "missing" in str(exc.value)
+    assert await _snapshot(storage) == []
+
+
+async def test_self_dependency_is_refused(storage: Storage) -> None:
+    with pytest.raises(ValidationError) as exc:
+        await storage.store_task(_task("a", deps=["a"]))
+    assert exc.value.field == "task.dependencies"
+    assert await _snapshot(storage) == []
+
+
+@pytest.mark.parametrize(
+    "edges",
+    [
+        {"a": ["b"], "b": ["a"]},
+        {"a": ["c"], "b": ["a"], "c": ["b"]},
+        {"a": [], "b": ["a", "d"], "c": ["b"], "d": ["c"]},
+    ],
+    ids=["two", "three", "behind-a-root"],
+)
+async def test_dependency_cycle_in_batch_is_refused(
+    storage: Storage, edges: dict[str, list[str]]
+) -> None:
+    await storage.store_task(_task("existing"))
+    before = await _snapshot(storage)
+    batch = [_task(tid, deps=deps) for tid, deps in edges.items()]
+    with pytest.raises(ValidationError) as exc:
+        await storage.store_tasks(batch)
+    assert exc.value.field == "task.dependencies"
+    assert await _snapshot(storage) == before
+
+
+async def test_duplicate_dependency_is_refused(storage: Storage) -> None:
+    await storage.store_task(_task("a"))
+    with pytest.raises(ValidationError) as exc:
+        await storage.store_task(_task("b", deps=["a", "a"]))
+    assert exc.value.field == "task.dependencies"
+    assert await storage.get_task("b") is None
+
+
+@pytest.mark.parametrize("order", ["abc", "acb", "bac", "bca", "cab", "cba"])
+async def test_batch_members_may_depend_on_each_other_in_any_order(
+    storage: Storage, clock: FakeClock, order: str
+) -> None:
+    made = {
+        "a": _task("a", created=_at(clock, 1)),
+        "b": _task("b", created=_at(clock, 2), deps=["a"]),
+        "c": _task("c", created=_at(clock, 3), deps=["a", "b"]),
+    }
+    await storage.store_tasks([made[k] for k in order])
+    assert await _ids(storage.get_pending_tasks()) == ["a", "b", "c"]
+    assert await _ids(storage.get_ready_tasks()) == ["a"]
+    for tid in "abc":
+        assert (await _get(storage, tid)).dependencies == made[tid].dependencies
+
+
+async def test_diamond_dependencies_wait_for_every_parent(storage: Storage) -> None:
+    await storage.store_tasks([_task("root"), _task("l", deps=["root"]), _task("r", deps=["root"])])
+    await storage.store_task(_task("join", deps=["l", "r"]))
+    for tid in ("root", "l"):
+        assert await storage.claim_task(tid, "w")
+        await storage.complete_task(tid, "w")
+    assert "join" not in await _ids(storage.get_ready_tasks())
+    assert await storage.claim_task("r", "w")
+    await storage.complete_task("r", "w")
+    assert await _ids(storage.get_ready_tasks()) == ["join"]
+
+
+async def test_dependency_on_completed_task_is_ready_at_once(storage: Storage) -> None:
+    await storage.store_task(_task("done", status=TaskStatus.Completed))
+    await storage.store_task(_task("next", deps=["done"]))
+    assert await _ids(storage.get_ready_tasks()) == ["next"]
+
+
+@pytest.mark.parametrize("dep_status", [TaskStatus.Pending, TaskStatus.Running])
+async def test_dependency_on_unfinished_task_waits(
+    storage: Storage, dep_status: TaskStatus
+) -> None:
+    assigned = "w" if dep_status == TaskStatus.Running else None
+    await storage.store_task(_task("dep", status=dep_status, assigned_to=assigned))
+    await storage.store_task(_task("next", deps=["dep"]))
+    assert "next" not in await _ids(storage.get_ready_tasks())
+    assert not await storage.claim_task("next", "w2")
+    assert (await _get(storage, "next")).status == TaskStatus.Pending
+
+
+@pytest.mark.parametrize("dep_status", [TaskStatus.Failed, TaskStatus.Cancelled])
+async def test_task_depending_on_dead_task_is_stored_cancelled(
+    storage: Storage, dep_status: TaskStatus
+) -> None:
+    await storage.store_task(_task("dead", status=dep_status))
+    await storage.store_task(_task("child", deps=["dead"]))
+    child = await _get(storage, "child")
+    assert child.status == TaskStatus.Cancelled
+    assert child.error is not None
+    assert "dead" in child.error
+    assert dep_status.value in child.error
+    assert await storage.get_ready_tasks() == []
+
+
+async def test_batch_member_depending_on_dead_member_is_stored_cancelled(
+    storage: Storage,
+) -> None:
+    await storage.store_tasks(
+        [
+            _task("grandchild", deps=["child"]),
+            _task("child", deps=["dead"]),
+            _task("dead", status=TaskStatus.Failed),
+            _task("alive"),
+        ]
+    )
+    child = await _get(storage, "child")
+    grandchild = await _get(storage, "grandchild")
+    assert child.status == grandchild.status == TaskStatus.Cancelled
+    assert child.error is not None
+    assert "dead" in child.error
+    assert grandchild.error is not None
+    assert "child" in grandchild.error
+    assert await _ids(storage.get_ready_tasks()) == ["alive"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [["a", "b"], [], ["b"]],
+    ids=["add", "remove", "replace"],
+)
+async def test_dependencies_are_immutable(storage: Storage, change: list[str]) -> None:
+    await storage.store_tasks([_task("a"), _task("b"), _task("c", deps=["a"])])
+    before = await _snapshot(storage)
+    task = await _get(storage, "c")
+    task.dependencies = change
+    with pytest.raises(ValidationError) as exc:
+        await storage.update_task(task)
+    assert exc.value.field == "task.dependencies"
+    assert await _snapshot(storage) == before
+
+
+# --- readiness and claims ---------------------------------------------------------------------
+
+
+async def test_pending_tasks_by_priority_then_oldest(storage: Storage, clock: FakeClock) -> None:
+    await storage.store_task(_task("blocker", created=_at(clock, 20)))
+    await storage.store_tasks(
+        [
+            _task("low-old", created=_at(clock, 1), priority=TaskPriority.Low),
+            _task("high-new", created=_at(clock, 9), priority=TaskPriority.High),
+            _task("high-old", created=_at(clock, 2), priority=TaskPriority.High),
+            _task("crit", created=_at(clock, 5), priority=TaskPriority.Critical, deps=["blocker"]),
+            _task("med-later", created=_at(clock, 4), run_after=clock() + timedelta(hours=1)),
+            _task("done", created=_at(clock, 0), status=TaskStatus.Completed),
+            _task("held", created=_at(clock, 0), status=TaskStatus.Assigned, assigned_to="w"),
+        ]
+    )
+    assert await _ids(storage.get_pending_tasks()) == [
+        "crit",
+        "high-old",
+        "high-new",
+        "med-later",
+        "blocker",
+        "low-old",
+    ]
+
+
+async def test_ready_tasks_are_only_the_claimable_ones(storage: Storage, clock: FakeClock) -> None:
+    await storage.store_tasks(
+        [
+            _task("blocker", created=_at(clock, 0), priority=TaskPriority.Low),
+            _task("blocked", created=_at(clock, 1), deps=["blocker"], priority=TaskPriority.High),
+            _task("later", created=_at(clock, 2), run_after=clock() + 1 * US),
+            _task("now", created=_at(clock, 3), run_after=clock()),
+            _task("past", created=_at(clock, 4), run_after=clock() - timedelta(days=1)),
+            _task("crit", created=_at(clock, 5), priority=TaskPriority.Critical),
+            _task("held", created=_at(clock, 6), status=TaskStatus.Running, assigned_to="w"),
+        ]
+    )
+    assert await _ids(storage.get_ready_tasks()) == ["crit", "now", "past", "blocker"]
+    clock.advance(1 * US)
+    assert await _ids(storage.get_ready_tasks()) == ["crit", "later", "now", "past", "blocker"]
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(0, 0), (1, 1), (3, 3), (5, 5), (99, 5)])
+async def test_ready_tasks_limit(
+    storage: Storage, clock: FakeClock, limit: int, expected: int
+) -> None:
+    await storage.store_tasks([_task(f"t{i}", created=_at(clock, i)) for i in range(5)])
+    got = await _ids(storage.get_ready_tasks(limit))
+    assert got == [f"t{i}" for i in range(expected)]
+
+
+async def test_ready_tasks_empty_storage(storage: Storage) -> None:
+    assert await storage.get_ready_tasks() == []
+    assert await storage.get_pending_tasks() == []
+
+
+async def test_run_after_becomes_due_as_clock_moves(storage: Storage, clock: FakeClock) -> None:
+    await storage.store_task(_task("t", run_after=clock() + timedelta(seconds=10)))
+    assert not await storage.claim_task("t", "w")
+    assert await storage.claim_next_task("w") is None
+    clock.advance(10)
+    assert await _ids(storage.get_ready_tasks()) == ["t"]
+    claimed = await storage.claim_next_task("w")
+    assert claimed is not None
+    assert claimed.id == "t"
+
+
+async def test_claim_task_on_ready_task(storage: Storage, clock: FakeClock) -> None:
+    await storage.store_task(_task("t"))
+    assert await storage.claim_task("t", "w1")
+    task = await _get(storage, "t")
+    assert task.status == TaskStatus.Assigned
+    assert task.assigned_to == "w1"
+    assert task.lease_expires_at == clock() + LEASE
+    assert task.updated_at == clock()
+    assert await storage.get_ready_tasks() == []
+    assert await _ids(storage.get_tasks_by_agent("w1")) == ["t"]
+
+
+@pytest.mark.parametrize(
+    "setup",
+    ["blocked", "delayed", "assigned", "running", "completed", "failed", "cancelled"],
+)
+async def test_claim_task_refuses_unready_task(
+    storage: Storage, clock: FakeClock, setup: str
+) -> None:
+    await storage.store_task(_task("dep"))
+    setups: dict[str, dict[str, Any]] = {
+        "blocked": {"deps": ["dep"]},
+        "delayed": {"run_after": clock() + timedelta(seconds=5)},
+        "assigned": {"status": TaskStatus.Assigned, "assigned_to": "other"},
+        "running": {"status": TaskStatus.Running, "assigned_to": "other"},
+        "completed": {"status": TaskStatus.Completed},
+        "failed": {"status": TaskStatus.Failed},
+        "cancelled": {"status": TaskStatus.Cancelled},
+    }
+    await storage.store_task(_task("t", **setups[setup]))
+    before = await _snapshot(storage)
+    assert await storage.claim_task("t", "w") is False
+    assert await _snapshot(storage) == before
+
+
+async def test_claim_task_missing_id_is_false(storage: Storage) -> None:
+    assert await storage.claim_task("ghost", "w") is False
+    assert await storage.get_task("ghost") is None
+
+
+async def test_claim_task_twice_only_first_wins(storage: Storage) -> None:
+    await storage.store_task(_task("t"))
+    assert await storage.claim_task("t", "w1")
+    assert not await storage.claim_task("t", "w2")
+    assert (await _get(storage, "t")).assigned_to == "w1"
+
+
+async def test_claim_next_task_priority_then_oldest(storage: Storage, clock: FakeClock) -> None:
+    await storage.store_tasks(
+        [
+            _task("low", created=_at(clock, 0), priority=TaskPriority.Low),
+            _task("med-new", created=_at(clock, 5)),
+            _task("med-old", created=_at(clock, 1)),
+            _task("high", created=_at(clock, 9), priority=TaskPriority.High),
+        ]
+    )
+    order = []
+    while (task := await storage.claim_next_task("w")) is not None:
+        assert task.status == TaskStatus.Assigned
+        assert task.assigned_to == "w"
+        assert task.lease_expires_at == clock() + LEASE
+        order.append(task.id)
+    assert order == ["high", "med-old", "med-new", "low"]
+
+
+async def test_claim_next_task_returns_stored_state(storage: Storage) -> None:
+    await storage.store_task(_task("t"))
+    claimed = await storage.claim_next_task("w")
+    assert claimed == await _get(storage, "t")
+
+
+async def test_claim_next_task_skips_blocked_and_delayed(
+    storage: Storage, clock: FakeClock
+) -> None:
+    await storage.store_tasks(
+        [
+            _task("dep", created=_at(clock, 3), priority=TaskPriority.Low),
+            _task("blocked", created=_at(clock, 0), priority=TaskPriority.Critical, deps=["dep"]),
+            _task(
+                "delayed",
+                created=_at(clock, 1),
+                priority=TaskPriority.Critical,
+                run_after=clock() + timedelta(seconds=1),
+            ),
+        ]
+    )
+    first = await storage.claim_next_task("w")
+    assert first is not None
+    assert first.id == "dep"
+    assert await storage.claim_next_task("w") is None
+    await storage.complete_task("dep", "w")
+    clock.advance(1)
+    got = [await storage.claim_next_task("w") for _ in range(3)]
+    assert [t.id if t else None for t in got] == ["blocked", "delayed", None]
+
+
+@pytest.mark.parametrize(
+    ("types", "expected"),
+    [
+        (["email"], ["e1", "e2"]),
+        (["report", "email"], ["r1", "e1", "e2"]),
+        (["nothing-of-this-type"], []),
+        ([], []),
+        (None, ["r1", "e1", "x1", "e2"]),
+    ],
+    ids=["one", "two", "none-match", "empty-list", "any"],
+)
+async def test_claim_next_task_honours_task_types(
+    storage: Storage, clock: FakeClock, types: list[str] | None, expected: list[str]
+) -> None:
+    await storage.store_tasks(
+        [
+            _task("e1", created=_at(clock, 1), task_type="email"),
+            _task("r1", created=_at(clock, 2), task_type="report", priority=TaskPriority.High),
+            _task("x1", created=_at(clock, 3), task_type="other"),
+            _task("e2", created=_at(clock, 4), task_type="email"),
+        ]
+    )
+    got = []
+    while (task := await storage.claim_next_task("w", types)) is not None:
+        got.append(task.id)
+    assert got == expected
+    assert len(await storage.get_ready_tasks()) == 4 - len(expected)
+
+
+async def test_claim_next_task_on_empty_storage(storage: Storage) -> None:
+    assert await storage.claim_next_task("w") is None
+
+
+async def test_tasks_by_agent(storage: Storage, clock: FakeClock) -> None:
+    await storage.store_tasks(
+        [
+            _task("a-low", created=_at(clock, 0), priority=TaskPriority.Low),
+            _task("a-high", created=_at(clock, 5), priority=TaskPriority.High),
+            _task("a-old", created=_at(clock, 1)),
+            _task("b", created=_at(clock, 2)),
+            _task("free", created=_at(clock, 3)),
+        ]
+    )
+    for tid in ("a-low", "a-high", "a-old"):
+        assert await storage.claim_task(tid, "alice")
+    assert await storage.claim_task("b", "bob")
+    await storage.start_task("a-old", "alice")
+    await storage.complete_task("a-old", "alice")
+    assert await _ids(storage.get_tasks_by_agent("alice")) == ["a-high", "a-old", "a-low"]
+    assert await _ids(storage.get_tasks_by_agent("bob")) == ["b"]
+    assert await storage.get_tasks_by_agent("nobody") == []
+
+
+# --- the status machine -----------------------------------------------------------------------
+
+_LEGAL = {
+    "pending": {"assigned", "running", "failed", "cancelled"},
+    "assigned": {"running", "completed", "failed", "cancelled", "pending"},
+    "running": {"completed", "failed", "cancelled", "pending"},
+    "completed": set(),
+    "failed": set(),
+    "cancelled": set(),
+}
+_PAIRS = [(old, new) for old in _LEGAL for new in _LEGAL]
+
+
+@pytest.mark.parametrize(("old", "new"), _PAIRS, ids=[f"{o}-to-{n}" for o, n in _PAIRS])
+async def test_update_task_status_transitions(storage: Storage, old: str, new: str) -> None:
+    holder = "w" if old in ("assigned", "running") else None
+    await storage.store_task(_task("t", status=TaskStatus(old), assigned_to=holder))
+    before = await _snapshot(storage)
+    task = await _get(storage, "t")
+    task.status = TaskStatus(new)
+    task.assigned_to = "w"
+    if new == old or new in _LEGAL[old]:
+        await storage.update_task(task)
+        assert (await _get(storage, "t")).status == new
+    else:
+        with pytest.raises(ValidationError) as exc:
+            await storage.update_task(task)
+        assert exc.value.field == "task.status"
+        assert await _snapshot(storage) == before
+
+
+@pytest.mark.parametrize("new", ["assigned", "running"])
+async def test_update_task_to_held_status_needs_assigned_to(storage: Storage, new: str) -> None:
+    await storage.store_task(_task("t"))
+    before = await _snapshot(storage)
+    task = await _get(storage, "t")
+    task.status = TaskStatus(new)
+    with pytest.raises(ValidationError) as exc:
+        await storage.update_task(task)
+    assert exc.value.field == "task.assigned_to"
+    assert await _snapshot(storage) == before
+
+
+@pytest.mark.parametrize("new", ["assigned", "running"])
+async def test_update_task_cannot_advance_before_dependencies(storage: Storage, new: str) -> None:
+    await storage.store_tasks([_task("dep"), _task("t", deps=["dep"])])
+    before = await _snapshot(storage)
+    task = await _get(storage, "t")
+    task.status = TaskStatus(new)
+    task.assigned_to = "w"
+    with pytest.raises(ValidationError) as exc:
+        await storage.update_task(task)
+    assert exc.value.field == "task.status"
+    assert await _snapshot(storage) == before
+
+
+async def test_store_task_cannot_be_held_before_dependencies(storage: Storage) -> None:
+    await storage.store_task(_task("dep"))
+    before = await _snapshot(storage)
+    with pytest.raises(ValidationError):
+        await storage.store_task(
+            _task("t", deps=["dep"], status=TaskStatus.Running, assigned_to="w")
+        )
+    with pytest.raises(ValidationError):
+        await storage.store_task(_task("u", deps=["dep"], status=TaskStatus.Completed))
+    assert await _snapshot(storage) == before
+
+
+async def test_crate_style_update_walks_the_status_machine(storage: Storage) -> None:
+    await storage.store_tasks([_task("a"), _task("b", deps=["a"])])
+    task = await _get(storage, "a")
+    task.assign_to("w")
+    await storage.update_task(task)
+    task.start()
+    await storage.update_task(task)
+    task.complete({"ok": 1})
+    await storage.update_task(task)
+    stored = await _get(storage, "a")
+    assert stored.status == TaskStatus.Completed
+    assert stored.result == {"ok": 1}
+    assert await _ids(storage.get_ready_tasks()) == ["b"]
+
+
+async def test_update_task_to_failed_cancels_dependents(storage: Storage) -> None:
+    await storage.store_tasks([_task("a"), _task("b", deps=["a"]), _task("c", deps=["b"])])
+    task = await _get(storage, "a")
+    task.status = TaskStatus.Failed
+    await storage.update_task(task)
+    for tid, cause in (("b", "a"), ("c", "b")):
+        dependent = await _get(storage, tid)
+        assert dependent.status == TaskStatus.Cancelled
+        assert dependent.error is not None
+        assert cause in dependent.error
+
+
+async def test_completing_dependency_makes_dependents_ready(
+    storage: Storage, clock: FakeClock
+) -> None:
+    await storage.store_tasks(
+        [
+            _task("a", created=_at(clock, 0)),
+            _task("b", created=_at(clock, 1), deps=["a"]),
+            _task("c", created=_at(clock, 2), deps=["a"]),
+            _task("d", created=_at(clock, 3), deps=["b", "c"]),
+        ]
+    )
+    assert await _ids(storage.get_ready_tasks()) == ["a"]
+    assert await storage.claim_task("a", "w")
+    await storage.start_task("a", "w")
+    assert await storage.get_ready_tasks() == []
+    await storage.complete_task("a", "w", {"out": 1})
+    assert await _ids(storage.get_ready_tasks()) == ["b", "c"]
+    for tid in ("b", "c"):
+        claimed = await storage.claim_next_task("w")
+        assert claimed is not None
+        assert claimed.id == tid
+        await storage.complete_task(tid, "w")
+    assert await _ids(storage.get_ready_tasks()) == ["d"]
+
+
+async def test_start_task_marks_running(storage: Storage, clock: FakeClock) -> None:
+    await _claimed(storage, "t")
+    clock.advance(3)
+    started = await storage.start_task("t", "w1")
+    assert started.status == TaskStatus.Running
+    assert started.started_at == clock()
+    assert started.assigned_to == "w1"
+    assert started == await _get(storage, "t")
+
+
+@pytest.mark.parametrize("start_first", [False, True], ids=["from-assigned", "from-running"])
+async def test_complete_task_records_result(
+    storage: Storage, clock: FakeClock, start_first: bool
+) -> None:
+    await _claimed(storage, "t")
+    if start_first:
+        await storage.start_task("t", "w1")
+    clock.advance(2)
+    done = await storage.complete_task("t", "w1", {"answer": 42, "items": [1.5, None]})
+    assert done.status == TaskStatus.Completed
+    assert done.result == {"answer": 42, "items": [1.5, None]}
+    assert done.completed_at == clock()
+    assert done.lease_expires_at is None
+    assert done == await _get(storage, "t")
+
+
+async def test_complete_task_without_result(storage: Storage) -> None:
+    await _claimed(storage, "t")
+    done = await storage.complete_task("t", "w1")
+    assert done.status == TaskStatus.Completed
+    assert done.result is None
+
+
+async def test_cancel_task_cascades_transitively(storage: Storage) -> None:
+    await storage.store_tasks(
+        [
+            _task("root"),
+            _task("child", deps=["root"]),
+            _task("grandchild", deps=["child"]),
+            _task("other-parent"),
+            _task("both", deps=["other-parent", "grandchild"]),
+            _task("sibling"),
+        ]
+    )
+    cancelled = await storage.cancel_task("root", "not needed")
+    assert sorted(cancelled) == ["both", "child", "grandchild", "root"]
+    root = await _get(storage, "root")
+    assert root.status == TaskStatus.Cancelled
+    assert root.error == "not needed"
+    assert root.completed_at is not None
+    for tid, cause in (("child", "root"), ("grandchild", "child"), ("both", "grandchild")):
+        task = await _get(storage, tid)
+        assert task.status == TaskStatus.Cancelled
+        assert task.error is not None
+        assert cause in task.error
+        assert "cancelled" in task.error
+    assert (await _get(storage, "other-parent")).status == TaskStatus.Pending
+    assert sorted(await _ids(storage.get_ready_tasks())) == ["other-parent", "sibling"]
+
+
+async def test_cancel_task_without_reason_keeps_error(storage: Storage) -> None:
+    await storage.store_task(_task("t", error="earlier"))
+    assert await storage.cancel_task("t") == ["t"]
+    task = await _get(storage, "t")
+    assert task.status == TaskStatus.Cancelled
+    assert task.error == "earlier"
+
+
+async def test_cancel_task_twice_returns_nothing_new(storage: Storage) -> None:
+    await storage.store_tasks([_task("a"), _task("b", deps=["a"])])
+    assert sorted(await storage.cancel_task("a")) == ["a", "b"]
+    before = await _snapshot(storage)
+    assert await storage.cancel_task("a") == []
+    assert await storage.cancel_task("b") == []
+    assert await _snapshot(storage) == before
+
+
+async def test_cancel_missing_task_raises_not_found(storage: Storage) -> None:
+    with pytest.raises(NotFoundError):
+        await storage.cancel_task("ghost")
+
+
+@pytest.mark.parametrize("status", [TaskStatus.Completed, TaskStatus.Failed])
+async def test_cancel_finished_task_is_refused(storage: Storage, status: TaskStatus) -> None:
+    await storage.store_task(_task("t", status=status))
+    before = await _snapshot(storage)
+    with pytest.raises(ValidationError):
+        await storage.cancel_task("t")
+    assert await _snapshot(storage) == before
+
+
+async def test_cancel_held_task_takes_it_from_the_worker(storage: Storage) -> None:
+    await _claimed(storage, "t", "w1")
+    await storage.start_task("t", "w1")
+    assert await storage.cancel_task("t", "stop") == ["t"]
+    with pytest.raises(LeaseLostError):
+        await storage.complete_task("t", "w1", "late")
+    task = await _get(storage, "t")
+    assert task.status == TaskStatus.Cancelled
+    assert task.result is None
+    assert task.lease_expires_at is None
+
+
+async def test_cancel_leaves_completed_dependents_alone(storage: Storage) -> None:
+    await storage.store_tasks([_task("a"), _task("b", deps=["a"]), _task("c", deps=["a"])])
+    assert await storage.claim_task("a", "w")
+    await storage.complete_task("a", "w")
+    assert await storage.claim_task("b", "w")
+    await storage.complete_task("b", "w")
+    assert await storage.cancel_task("c") == ["c"]
+    assert (await _get(storage, "b")).status == TaskStatus.Completed
+
+
+# --- retries ----------------------------------------------------------------------------------
+
+
+async def test_fail_task_retries_with_exponential_backoff(
+    storage_factory: StorageFactory, clock: FakeClock
+) -> None:
+    storage = await _retry_storage(storage_factory, clock)
+    await storage.store_task(_task("t", max_retries=4))
+    expected_waits = [2, 6, 10, 10]  # base 2 s, factor 3, capped at 10 s
+    for retry, wait in enumerate(expected_waits, start=1):
+        assert await storage.claim_task("t", "w")
+        await storage.start_task("t", "w")
+        clock.advance(1)
+        failed = await storage.fail_task("t", "w", f"attempt {retry} broke")
+        assert failed == await _get(storage, "t")
+        assert failed.status == TaskStatus.Pending
+        assert failed.retry_count == retry
+        assert failed.error == f"attempt {retry} broke"
+        assert failed.assigned_to is None
+        assert failed.lease_expires_at is None
+        assert failed.run_after == clock() + timedelta(seconds=wait)
+        assert await storage.get_ready_tasks() == []
+        assert await _ids(storage.get_pending_tasks()) == ["t"]
+        assert not await storage.claim_task("t", "w")
+        clock.advance(wait - 1)
+        clock.advance(timedelta(seconds=1) - US)
+        assert await storage.claim_next_task("w") is None
+        clock.advance(US)
+        assert await _ids(storage.get_ready_tasks()) == ["t"]
+    assert await storage.claim_task("t", "w")
+    final = await storage.fail_task("t", "w", "last")
+    assert final.status == TaskStatus.Failed
+    assert final.retry_count == 4
+    assert final.completed_at == clock()
+
+
+async def test_default_max_retries_allows_four_attempts(
+    storage_factory: StorageFactory, clock: FakeClock
+) -> None:
+    storage = await _retry_storage(storage_factory, clock)
+    await storage.store_task(TaskModel.new("job", id="t"))
+    attempts = 0
+    while True:
+        clock.advance(60)
+        claimed = await storage.claim_next_task("w")
+        if claimed is None:
+            break
+        attempts += 1
+        await storage.fail_task("t", "w", "no")
+    task = await _get(storage, "t")
+    assert attempts == 4
+    assert task.max_retries == 3
+    assert task.retry_count == 3
+    assert task.status == TaskStatus.Failed
+    assert task.error == "no"
+
+
+@pytest.mark.parametrize("max_retries", [0, 1, 2])
+async def test_max_retries_boundary(
+    storage_factory: StorageFactory, clock: FakeClock, max_retries: int
+) -> None:
+    storage = await _retry_storage(storage_factory, clock)
+    await storage.store_task(_task("t", max_retries=max_retries))
+    for retry in range(1, max_retries + 1):
+        assert await storage.claim_task("t", "w")
+        assert (await storage.fail_task("t", "w", "x")).retry_count == retry
+        clock.advance(60)
+    assert await storage.claim_task("t", "w")
+    final = await storage.fail_task("t", "w", "x")
+    assert final.status == TaskStatus.Failed
+    assert final.retry_count == max_retries
+    assert not await storage.claim_task("t", "w")
+
+
+async def test_final_failure_cancels_dependents(
+    storage_factory: StorageFactory, clock: FakeClock
+) -> None:
+    storage = await _retry_storage(storage_factory, clock)
+    await storage.store_tasks(
+        [
+            _task("a", max_retries=0),
+            _task("b", deps=["a"]),
+            _task("c", deps=["b"]),
+            _task("d"),
+        ]
+    )
+    assert await storage.claim_task("a", "w")
+    await storage.fail_task("a", "w", "fatal")
+    a, b, c = [await _get(storage, tid) for tid in "abc"]
+    assert a.status == TaskStatus.Failed
+    assert a.error == "fatal"
+    assert b.status == c.status == TaskStatus.Cancelled
+    assert b.error is not None
+    assert "a" in b.error
+    assert "failed" in b.error
+    assert c.error is not None
+    assert "b" in c.error
+    assert await _ids(storage.get_ready_tasks()) == ["d"]
+
+
+async def test_retry_does_not_cancel_dependents(
+    storage_factory: StorageFactory, clock: FakeClock
+) -> None:
+    storage = await _retry_storage(storage_factory, clock)
+    await storage.store_tasks([_task("a", max_retries=1), _task("b", deps=["a"])])
+    assert await storage.claim_task("a", "w")
+    await storage.fail_task("a", "w", "flaky")
+    assert (await _get(storage, "b")).status == TaskStatus.Pending
+    clock.advance(2)
+    assert await storage.claim_task("a", "w")
+    await storage.complete_task("a", "w")
+    assert await _ids(storage.get_ready_tasks()) == ["b"]
+
+
+# --- leases -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("default", "override", "expected"),
+    [
+        (10, None, timedelta(seconds=10)),
+        (10, 2.5, timedelta(seconds=2.5)),
+        (timedelta(minutes=2), timedelta(milliseconds=1), timedelta(milliseconds=1)),
+        (0.000001, None, timedelta(microseconds=1)),
+    ],
+    ids=["default", "seconds", "timedelta", "one-microsecond"],
+)
+async def test_claim_sets_lease(
+    storage_factory: StorageFactory,
+    clock: FakeClock,
+    default: float | timedelta,
+    override: float | timedelta | None,
+    expected: timedelta,
+) -> None:
+    storage = await storage_factory(clock=clock, lease=default)
+    await storage.store_tasks([_task("a"), _task("b")])
+    assert await storage.claim_task("a", "w", override)
+    claimed = await storage.claim_next_task("w", lease=override)
+    assert claimed is not None
+    assert claimed.lease_expires_at == clock() + expected
+    assert (await _get(storage, "a")).lease_expires_at == clock() + expected
+
+
+async def test_heartbeat_task_extends_lease(storage: Storage, clock: FakeClock) -> None:
+    await _claimed(storage, "t", "w1")
+    clock.advance(20)
+    beat = await storage.heartbeat_task("t", "w1")
+    assert beat.lease_expires_at == clock() + LEASE
+    assert beat.status == TaskStatus.Assigned
+    clock.advance(20)  # past the first lease, within the extended one
+    assert await storage.claim_next_task("w2") is None
+    assert (await storage.start_task("t", "w1")).status == TaskStatus.Running
+    beat = await storage.heartbeat_task("t", "w1", lease=timedelta(seconds=5))
+    assert beat.lease_expires_at == clock() + timedelta(seconds=5)
+    assert beat.status == TaskStatus.Running
+    assert beat == await _get(storage, "t")
+
+
+async def test_lease_is_held_until_its_last_microsecond(storage: Storage, clock: FakeClock) -> None:
+    await _claimed(storage, "t", "w1")
+    clock.advance(LEASE - US)
+    assert await storage.claim_next_task("w2") is None
+    assert (await storage.heartbeat_task("t", "w1", lease=1)).status == TaskStatus.Assigned
+    clock.advance(1)
+    with pytest.raises(LeaseLostError):
+        await storage.heartbeat_task("t", "w1")
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["assigned", "running"])
+async def test_expired_lease_is_requeued_by_next_claim(
+    storage_factory: StorageFactory, clock: FakeClock, started: bool
+) -> None:
+    storage = await _retry_storage(storage_factory, clock)
+    await storage.store_tasks([_task("t"), _task("other", task_type="else")])
+    assert await storage.claim_task("t", "w1", lease=10)
+    if started:
+        await storage.start_task("t", "w1")
+    clock.advance(10)
+    claimed = await storage.claim_next_task("w2", ["else"])
+    assert claimed is not None
+    assert claimed.id == "other"
+    task = await _get(storage, "t")
+    assert task.status == TaskStatus.Pending
+    assert task.retry_count == 1
+    assert task.assigned_to is None
+    assert task.lease_expires_at is None
+    assert task.run_after == clock() + timedelta(seconds=2)
+    assert task.error is not None
+    assert "lease" in task.error
+    assert "w1" in task.error
+    clock.advance(2)
+    again = await storage.claim_next_task("w2")
+    assert again is not None
+    assert again.id == "t"
+    assert again.assigned_to == "w2"
+    assert again.retry_count == 1
+
+
+async def test_expired_lease_without_retries_left_fails(
+    storage_factory: StorageFactory, clock: FakeClock
+) -> None:
+    storage = await _retry_storage(storage_factory, clock)
+    await storage.store_tasks([_task("t", max_retries=0), _task("child", deps=["t"])])
+    assert await storage.claim_task("t", "w1", lease=1)
+    clock.advance(1)
+    assert await storage.claim_next_task("w2") is None
+    task = await _get(storage, "t")
+    assert task.status == TaskStatus.Failed
+    assert task.retry_count == 0
+    assert task.error is not None
+    assert "lease" in task.error
+    child = await _get(storage, "child")
+    assert child.status == TaskStatus.Cancelled
+    assert child.error is not None
+    assert "t" in child.error
+
+
+async def test_claim_task_requeues_expired_work_too(
+    storage_factory: StorageFactory, clock: FakeClock
+) -> None:
+    storage = await _retry_storage(storage_factory, clock)
+    await storage.store_tasks([_task("t"), _task("u")])
+    assert await storage.claim_task("t", "w1", lease=5)
+    clock.advance(5)
+    assert not await storage.claim_task("t", "w2")  # requeued, waiting out its backoff
+    assert await storage.claim_task("u", "w2")
+    task = await _get(storage, "t")
+    assert task.status == TaskStatus.Pending
+    assert task.retry_count == 1
+    clock.advance(2)
+    assert await storage.claim_task("t", "w2")
+
+
+_HELD_OPS: dict[str, Callable[[Storage, str, str], Awaitable[Any]]] = {
+    "start": lambda s, t, a: s.start_task(t, a),
+    "complete": lambda s, t, a: s.complete_task(t, a, {"late": True}),
+    "fail": lambda s, t, a: s.fail_task(t, a, "late failure"),
+    "heartbeat": lambda s, t, a: s.heartbeat_task(t, a),
+}
+
+
+async def _lose_lease(storage: Storage, clock: FakeClock, how: str) -> None:
+    """Leave task "t" in a state where worker "w1" does not hold it."""
+    await storage.store_task(_task("t"))
+    if how == "never-held":
+        return
+    if how == "held-by-another":
+        assert await storage.claim_task("t", "w2")
+        return
+    assert await storage.claim_task("t", "w1", lease=5)
+    if how == "completed":
+        await storage.complete_task("t", "w1")
+        return
+    if how == "cancelled":
+        await storage.cancel_task("t")
+        return
+    clock.advance(5)
+    assert await storage.claim_next_task("w2") is None  # requeues "t" (retry after backoff)
+    if how == "reclaimed":
+        clock.advance(60)
+        assert await storage.claim_task("t", "w2")
+
+
+@pytest.mark.parametrize("op", list(_HELD_OPS))
+@pytest.mark.parametrize(
+    "how", ["never-held", "held-by-another", "requeued", "reclaimed", "completed", "cancelled"]
+)
+async def test_worker_without_the_task_gets_lease_lost(
+    storage: Storage, clock: FakeClock, op: str, how: str
+) -> None:
+    await _lose_lease(storage, clock, how)
+    before = await _snapshot(storage)
+    with pytest.raises(LeaseLostError) as exc:
+        await _HELD_OPS[op](storage, "t", "w1")
+    assert exc.value.task_id == "t"
+    assert exc.value.agent_id == "w1"
+    assert await _snapshot(storage) == before
+
+
+@pytest.mark.parametrize("op", list(_HELD_OPS))
+async def test_worker_whose_lease_expired_gets_lease_lost(
+    storage: Storage, clock: FakeClock, op: str
+) -> None:
+    await _claimed(storage, "t", "w1")
+    clock.advance(LEASE)
+    with pytest.raises(LeaseLostError):
+        await _HELD_OPS[op](storage, "t", "w1")
+    task = await _get(storage, "t")
+    assert task.status in (TaskStatus.Pending, TaskStatus.Assigned)
+    assert task.result is None
+    assert task.started_at is None
+    assert task.error is None or "late" not in task.error
+    assert task.lease_expires_at in (None, clock())
+    assert await storage.claim_next_task("w2") is None
+    requeued = await _get(storage, "t")
+    assert requeued.status == TaskStatus.Pending
+    assert requeued.retry_count == 1
+
+
+@pytest.mark.parametrize("op", list(_HELD_OPS))
+async def test_held_ops_on_missing_task_raise_not_found(storage: Storage, op: str) -> None:
+    with pytest.raises(NotFoundError):
+        await _HELD_OPS[op](storage, "ghost", "w1")
+    assert await storage.get_task("ghost") is None
+
+
+async def test_late_worker_cannot_overwrite_replacement_result(
+    storage: Storage, clock: FakeClock
+) -> None:
+    await _claimed(storage, "t", "slow")
+    await storage.start_task("t", "slow")
+    clock.advance(LEASE + timedelta(minutes=10))
+    assert await storage.claim_next_task("fast") is None  # requeued, waiting out its backoff
+    clock.advance(1)
+    replacement = await storage.claim_next_task("fast")
+    assert replacement is not None
+    assert replacement.id == "t"
+    await storage.complete_task("t", "fast", "fast result")
+    with pytest.raises(LeaseLostError):
+        await storage.complete_task("t", "slow", "slow result")
+    task = await _get(storage, "t")
+    assert task.result == "fast result"
+    assert task.assigned_to == "fast"
+    assert task.retry_count == 1
+
+
+# --- agents and their tasks -------------------------------------------------------------------
+
+
+def _agent(agent_id: str, clock: FakeClock) -> AgentModel:
+    agent = AgentModel.new(agent_id, "worker", ["any"], id=agent_id)
+    agent.heartbeat = agent.created_at = agent.updated_at = clock()
+    return agent
+
+
+async def test_delete_agent_requeues_held_tasks(
+    storage_factory: StorageFactory, clock: FakeClock
+) -> None:
+    storage = await _retry_storage(storage_factory, clock)
+    await storage.store_agent(_agent("gone", clock))
+    await storage.store_agent(_agent("stays", clock))
+    await storage.store_tasks(
+        [_task("held"), _task("running"), _task("done"), _task("last", max_retries=0)]
+    )
+    await storage.store_task(_task("theirs"))
+    for tid in ("held", "running", "done", "last"):
+        assert await storage.claim_task(tid, "gone")
+    assert await storage.claim_task("theirs", "stays")
+    await storage.start_task("running", "gone")
+    await storage.complete_task("done", "gone", 1)
+    await storage.delete_agent("gone")
+    for tid in ("held", "running"):
+        task = await _get(storage, tid)
+        assert task.status == TaskStatus.Pending
+        assert task.assigned_to is None
+        assert task.retry_count == 1
+        assert task.run_after == clock() + timedelta(seconds=2)
+        assert task.error is not None
+        assert "gone" in task.error
+    done = await _get(storage, "done")
+    assert done.status == TaskStatus.Completed
+    assert done.assigned_to is None
+    assert done.result == 1
+    last = await _get(storage, "last")
+    assert last.status == TaskStatus.Failed
+    assert last.assigned_to is None
+    assert await storage.get_tasks_by_agent("gone") == []
+    theirs = await _get(storage, "theirs")
+    assert theirs.assigned_to == "stays"
+    assert theirs.status == TaskStatus.Assigned
+    with pytest.raises(LeaseLostError):
+        await storage.complete_task("held", "gone")
+
+
+async def test_find_and_reap_stale_agents(
+    storage_factory: StorageFactory, clock: FakeClock
+) -> None:
+    storage = await _retry_storage(storage_factory, clock)
+    for agent_id in ("old", "fresh", "broken"):
+        await storage.store_agent(_agent(agent_id, clock))
+    broken = await storage.get_agent("broken")
+    assert broken is not None
+    broken.status = AgentStatus.Error
+    await storage.update_agent(broken)
+    await storage.store_tasks([_task("a"), _task("b"), _task("c")])
+    assert await storage.claim_task("a", "old", lease=3600)
+    assert await storage.claim_task("b", "fresh", lease=3600)
+    assert await storage.claim_task("c", "old", lease=3600)
+    await storage.complete_task("c", "old")
+    clock.advance(120)
+    await storage.heartbeat("fresh")
+    stale = await storage.find_stale_agents(timedelta(seconds=60))
+    assert [a.id for a in stale] == ["old"]
+    reaped = await storage.reap_stale_agents(timedelta(seconds=60))
+    assert [a.id for a in reaped] == ["old"]
+    old = await storage.get_agent("old")
+    assert old is not None
+    assert old.status == AgentStatus.Error
+    a = await _get(storage, "a")
+    assert a.status == TaskStatus.Pending
+    assert a.retry_count == 1
+    assert a.run_after == clock() + timedelta(seconds=2)
+    assert (await _get(storage, "b")).assigned_to == "fresh"
+    assert (await _get(storage, "c")).status == TaskStatus.Completed
+    assert await storage.find_stale_agents(timedelta(seconds=60)) == []
+    assert await storage.reap_stale_agents(timedelta(seconds=60)) == []
+    with pytest.raises(LeaseLostError):
+        await storage.start_task("a", "old")
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+_BAD_FIELDS: dict[str, dict[str, Any]] = {
+    "empty-id": {"id": ""},
+    "long-id": {"id": "x" * 257},
+    "nul-id": {"id": "a\x00b"},
+    "int-id": {"id": 12},
+    "empty-type": {"task_type": ""},
+    "nul-type": {"task_type": "a\x00"},
+    "bad-priority": {"priority": 7},
+    "bool-priority": {"priority": True},
+    "bad-status": {"status": "sleeping"},
+    "naive-created": {"created_at": datetime(2024, 1, 1)},
+    "string-created": {"created_at": "2024-01-01T00:00:00Z"},
+    "naive-run-after": {"run_after": datetime(2024, 1, 1)},
+    "nan-payload": {"payload": {"x": float("nan")}},
+    "inf-payload": {"payload": [float("inf")]},
+    "set-payload": {"payload": {1, 2}},
+    "int-key-payload": {"payload": {1: "a"}},
+    "tuple-payload": {"payload": (1, 2)},
+    "bytes-payload": {"payload": b"raw"},
+    "nul-in-payload": {"payload": {"k": "a\x00"}},
+    "inf-result": {"result": float("-inf")},
+    "negative-retries": {"max_retries": -1},
+    "float-retry-count": {"retry_count": 1.0},
+    "deps-string": {"dependencies": "a"},
+    "deps-int": {"dependencies": [1]},
+    "deps-empty-id": {"dependencies": [""]},
+    "nul-error": {"error": "bad\x00"},
+    "int-error": {"error": 3},
+    "empty-assigned": {"assigned_to": ""},
+    "held-without-agent": {"status": TaskStatus.Running},
+    "not-a-task": {},
+    "none": {},
+}
+
+
+def _bad_task(case: str, task_id: str) -> Any:
+    """The malformed task of ``case``, aimed at ``task_id`` (stored or not)."""
+    if case == "not-a-task":
+        return {"id": task_id, "task_type": "job"}
+    if case == "none":
+        return None
+    return _task(task_id, **_BAD_FIELDS[case])
+
+
+async def _stored_pair(storage: Storage) -> None:
+    """A pending task "p" and a task "h" held by "w" (what the bad calls must leave alone)."""
+    await storage.store_task(_task("p"))
+    await _claimed(storage, "h", "w")
+
+
+@pytest.mark.parametrize("case", list(_BAD_FIELDS))
+@pytest.mark.parametrize("method", ["store_task", "store_tasks", "update_task"])
+async def test_bad_task_is_refused(storage: Storage, method: str, case: str) -> None:
+    await _stored_pair(storage)
+    before = await _snapshot(storage)
+    call: Callable[[], Awaitable[Any]] = {
+        "store_task": lambda: storage.store_task(_bad_task(case, "new")),
+        "store_tasks": lambda: storage.store_tasks([_task("ok"), _bad_task(case, "new")]),
+        "update_task": lambda: storage.update_task(_bad_task(case, "p")),
+    }[method]
+    with pytest.raises(ValidationError):
+        await call()
+    assert await _snapshot(storage) == before
+
+
+_NAN = float("nan")
+_BAD_CALLS: dict[str, Callable[[Storage], Awaitable[Any]]] = {
+    "store_tasks-not-a-list": lambda s: s.store_tasks(_task("x")),  # type: ignore[arg-type]
+    "get_task-empty": lambda s: s.get_task(""),
+    "get_task-none": lambda s: s.get_task(None),  # type: ignore[arg-type]
+    "get_task-long": lambda s: s.get_task("x" * 257),
+    "get_task-nul": lambda s: s.get_task("p\x00"),
+    "delete_task-empty": lambda s: s.delete_task(""),
+    "delete_task-int": lambda s: s.delete_task(1),  # type: ignore[arg-type]
+    "ready-negative": lambda s: s.get_ready_tasks(-1),
+    "ready-float": lambda s: s.get_ready_tasks(1.5),  # type: ignore[arg-type]
+    "ready-string": lambda s: s.get_ready_tasks("3"),  # type: ignore[arg-type]
+    "ready-bool": lambda s: s.get_ready_tasks(True),
+    "by-agent-empty": lambda s: s.get_tasks_by_agent(""),
+    "by-agent-nul": lambda s: s.get_tasks_by_agent("w\x00"),
+    "claim-empty-task": lambda s: s.claim_task("", "w"),
+    "claim-empty-agent": lambda s: s.claim_task("p", ""),
+    "claim-long-agent": lambda s: s.claim_task("p", "w" * 257),
+    "claim-zero-lease": lambda s: s.claim_task("p", "w", 0),
+    "claim-negative-lease": lambda s: s.claim_task("p", "w", -1),
+    "claim-nan-lease": lambda s: s.claim_task("p", "w", _NAN),
+    "claim-inf-lease": lambda s: s.claim_task("p", "w", float("inf")),
+    "claim-string-lease": lambda s: s.claim_task("p", "w", "10"),  # type: ignore[arg-type]
+    "claim-negative-timedelta": lambda s: s.claim_task("p", "w", timedelta(seconds=-1)),
+    "next-empty-agent": lambda s: s.claim_next_task(""),
+    "next-types-string": lambda s: s.claim_next_task("w", "job"),
+    "next-types-ints": lambda s: s.claim_next_task("w", [1]),  # type: ignore[list-item]
+    "next-types-empty-name": lambda s: s.claim_next_task("w", [""]),
+    "next-zero-lease": lambda s: s.claim_next_task("w", None, 0),
+    "start-empty-task": lambda s: s.start_task("", "w"),
+    "start-empty-agent": lambda s: s.start_task("h", ""),
+    "start-nul-agent": lambda s: s.start_task("h", "w\x00"),
+    "complete-nan-result": lambda s: s.complete_task("h", "w", {"v": _NAN}),
+    "complete-int-key-result": lambda s: s.complete_task("h", "w", {1: "v"}),
+    "complete-object-result": lambda s: s.complete_task("h", "w", object()),
+    "complete-empty-agent": lambda s: s.complete_task("h", "", None),
+    "fail-none-error": lambda s: s.fail_task("h", "w", None),  # type: ignore[arg-type]
+    "fail-int-error": lambda s: s.fail_task("h", "w", 5),  # type: ignore[arg-type]
+    "fail-nul-error": lambda s: s.fail_task("h", "w", "x\x00y"),
+    "fail-empty-task": lambda s: s.fail_task("", "w", "e"),
+    "heartbeat-zero-lease": lambda s: s.heartbeat_task("h", "w", 0),
+    "heartbeat-negative-lease": lambda s: s.heartbeat_task("h", "w", timedelta(seconds=-5)),
+    "heartbeat-string-lease": lambda s: s.heartbeat_task("h", "w", "5"),  # type: ignore[arg-type]
+    "heartbeat-empty-agent": lambda s: s.heartbeat_task("h", ""),
+    "cancel-empty": lambda s: s.cancel_task(""),
+    "cancel-int-reason": lambda s: s.cancel_task("p", 5),  # type: ignore[arg-type]
+    "cancel-nul-reason": lambda s: s.cancel_task("p", "a\x00"),
+}
+
+
+@pytest.mark.parametrize("call", list(_BAD_CALLS.values()), ids=list(_BAD_CALLS))
+async def test_bad_argument_is_refused(
+    storage: Storage, call: Callable[[Storage], Awaitable[Any]]
+) -> None:
+    await _stored_pair(storage)
+    before = await _snapshot(storage)
+    with pytest.raises(ValidationError):
+        await call(storage)
+    assert await _snapshot(storage) == before
+
+
+__all__ = sorted(name for name in list(globals()) if name.startswith("test_"))

@@ -1,0 +1,3 @@
+"""The task part of the conformance suite, run against every backend."""
+
+from ruv_swarm_persistence.testing.tasks import *  # noqa: F403
