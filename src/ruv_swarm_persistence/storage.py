@@ -476,127 +476,137 @@ class DelegatingTransaction(Transaction):
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
 
+    def check_active(self) -> None:
+        """Raise :class:`TransactionError` unless the transaction is still open."""
+        if not self.is_active:
+            raise TransactionError("transaction is no longer active")
+
+    def _enter(self) -> contextvars.Token[Transaction | None]:
+        # A finished transaction must not quietly run its calls outside any transaction.
+        self.check_active()
+        return ACTIVE_TRANSACTION.set(self)
+
     async def store_agent(self, agent: AgentModel) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.store_agent(agent)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def get_agent(self, agent_id: str) -> AgentModel | None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_agent(agent_id)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def update_agent(self, agent: AgentModel) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.update_agent(agent)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def delete_agent(self, agent_id: str) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.delete_agent(agent_id)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def list_agents(self) -> list[AgentModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.list_agents()
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def list_agents_by_status(self, status: AgentStatus | str) -> list[AgentModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.list_agents_by_status(status)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def heartbeat(self, agent_id: str, at: TimeArg | None = None) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.heartbeat(agent_id, at)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def find_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.find_stale_agents(older_than)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def reap_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.reap_stale_agents(older_than)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def store_task(self, task: TaskModel) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.store_task(task)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.store_tasks(tasks)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def get_task(self, task_id: str) -> TaskModel | None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_task(task_id)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def update_task(self, task: TaskModel) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.update_task(task)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def delete_task(self, task_id: str) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.delete_task(task_id)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def get_pending_tasks(self) -> list[TaskModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_pending_tasks()
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def get_ready_tasks(self, limit: int | None = None) -> list[TaskModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_ready_tasks(limit)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def get_tasks_by_agent(self, agent_id: str) -> list[TaskModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_tasks_by_agent(agent_id)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def claim_task(self, task_id: str, agent_id: str, lease: Duration | None = None) -> bool:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.claim_task(task_id, agent_id, lease)
         finally:
@@ -608,35 +618,35 @@ class DelegatingTransaction(Transaction):
         task_types: Sequence[str] | None = None,
         lease: Duration | None = None,
     ) -> TaskModel | None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.claim_next_task(agent_id, task_types, lease)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def start_task(self, task_id: str, agent_id: str) -> TaskModel:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.start_task(task_id, agent_id)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def complete_task(self, task_id: str, agent_id: str, result: Any = None) -> TaskModel:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.complete_task(task_id, agent_id, result)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def fail_task(self, task_id: str, agent_id: str, error: str) -> TaskModel:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.fail_task(task_id, agent_id, error)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def cancel_task(self, task_id: str, reason: str | None = None) -> list[str]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.cancel_task(task_id, reason)
         finally:
@@ -645,49 +655,49 @@ class DelegatingTransaction(Transaction):
     async def heartbeat_task(
         self, task_id: str, agent_id: str, lease: Duration | None = None
     ) -> TaskModel:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.heartbeat_task(task_id, agent_id, lease)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def store_event(self, event: EventModel) -> int:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.store_event(event)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def store_events(self, events: Sequence[EventModel]) -> list[int]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.store_events(events)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_events_by_agent(agent_id, limit)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def get_events_by_type(self, event_type: str, limit: int = 100) -> list[EventModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_events_by_type(event_type, limit)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def get_events_since(self, since: TimeArg) -> list[EventModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_events_since(since)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def read_events(self, after_sequence: int = 0, limit: int = 1000) -> list[EventModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.read_events(after_sequence, limit)
         finally:
@@ -700,21 +710,21 @@ class DelegatingTransaction(Transaction):
         yield  # pragma: no cover - makes this an async generator
 
     async def store_message(self, message: MessageModel) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.store_message(message)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def get_message(self, message_id: str) -> MessageModel | None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_message(message_id)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def delete_message(self, message_id: str) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.delete_message(message_id)
         finally:
@@ -723,21 +733,21 @@ class DelegatingTransaction(Transaction):
     async def get_messages_between(
         self, agent_a: str, agent_b: str, limit: int = 100
     ) -> list[MessageModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_messages_between(agent_a, agent_b, limit)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def get_unread_messages(self, agent_id: str) -> list[MessageModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_unread_messages(agent_id)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def mark_message_read(self, message_id: str) -> MessageModel:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.mark_message_read(message_id)
         finally:
@@ -746,21 +756,21 @@ class DelegatingTransaction(Transaction):
     async def wait_for_messages(
         self, agent_id: str, timeout: Duration | None = None
     ) -> list[MessageModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.wait_for_messages(agent_id, timeout)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def store_metric(self, metric: MetricModel) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.store_metric(metric)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.store_metrics(metrics)
         finally:
@@ -769,7 +779,7 @@ class DelegatingTransaction(Transaction):
     async def get_metrics_by_agent(
         self, agent_id: str, metric_type: str | None = None
     ) -> list[MetricModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_metrics_by_agent(agent_id, metric_type)
         finally:
@@ -778,7 +788,7 @@ class DelegatingTransaction(Transaction):
     async def get_aggregated_metrics(
         self, metric_type: str, start: TimeArg, end: TimeArg
     ) -> list[MetricModel]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_aggregated_metrics(metric_type, start, end)
         finally:
@@ -792,35 +802,35 @@ class DelegatingTransaction(Transaction):
         group_by: Sequence[str] = ("agent_id",),
         bucket: Duration | None = None,
     ) -> list[MetricAggregate]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.aggregate_metrics(metric_type, start, end, group_by, bucket)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def query(self, builder: QueryBuilder[T]) -> list[T]:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.query(builder)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def vacuum(self) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.vacuum()
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def checkpoint(self) -> None:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.checkpoint()
         finally:
             ACTIVE_TRANSACTION.reset(token)
 
     async def get_storage_size(self) -> int:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.get_storage_size()
         finally:
@@ -832,7 +842,7 @@ class DelegatingTransaction(Transaction):
         metrics_before: TimeArg | None = None,
         read_messages_before: TimeArg | None = None,
     ) -> PruneResult:
-        token = ACTIVE_TRANSACTION.set(self)
+        token = self._enter()
         try:
             return await self.storage.prune(events_before, metrics_before, read_messages_before)
         finally:

@@ -1,0 +1,3 @@
+"""Conformance: the transactions suite on every backend."""
+
+from ruv_swarm_persistence.testing.transactions import *  # noqa: F403
