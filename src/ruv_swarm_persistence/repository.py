@@ -93,4 +93,4 @@ class Repository(Generic[T]):
         return cast("list[T]", await self.storage.query(builder))
 
     def _kind(self) -> str:
-        return "events" if self.model is EventModel else "metrics"
+        return {EventModel: "events", MessageModel: "messages"}.get(self.model, "metrics")
