@@ -23,6 +23,7 @@ __all__ = [
     "Timing",
     "best",
     "latencies",
+    "main_for",
     "parse_args",
     "percentile",
     "print_results",
@@ -267,3 +268,17 @@ def machine_info() -> dict[str, Any]:
     except ImportError:  # pragma: no cover - apsw is a default dependency
         pass
     return info
+
+
+def main_for(
+    run: Callable[[Options], tuple[str, list[Result]]],
+    prog: str,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The command line of one benchmark module: parse, run, print the table (and JSON)."""
+    opts = parse_args(argv, prog=prog)
+    title, results = run(opts)
+    print_results(title, results, file=sys.stderr if opts.json else None)
+    if opts.json:
+        print(results_json(title, results, machine_info()))
+    return 0

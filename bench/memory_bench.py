@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 from ruv_swarm_persistence import codec, rules
@@ -22,7 +21,7 @@ from ruv_swarm_persistence.codec import Record
 from ruv_swarm_persistence.errors import ConflictError
 from ruv_swarm_persistence.models import AgentModel, EventModel, TaskModel
 
-from .common import Options, Result, Timing, best, fill_ratios, timed_async
+from .common import Options, Result, Timing, best, fill_ratios, main_for, timed_async
 
 TITLE = "Memory backend vs a plain dict doing the same bookkeeping"
 PRODUCERS = 64
@@ -311,16 +310,5 @@ def run(opts: Options) -> tuple[str, list[Result]]:
     return TITLE, asyncio.run(run_all(opts))
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
-    from .common import machine_info, parse_args, print_results, results_json
-
-    opts = parse_args(argv, prog="python -m bench.memory_bench")
-    title, results = run(opts)
-    print_results(title, results, file=sys.stderr if opts.json else None)
-    if opts.json:
-        print(results_json(title, results, machine_info()))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(_main())
+    raise SystemExit(main_for(run, "python -m bench.memory_bench"))
