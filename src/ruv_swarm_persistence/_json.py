@@ -27,11 +27,25 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
 
+def _check_str(value: str, field: str) -> None:
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValidationError(
+                "contains a lone surrogate (not valid Unicode)", field=field
+            ) from None
+
+
 def _check(value: Any, field: str, depth: int, seen: set[int]) -> None:
-    """Walk ``value`` and raise on the first thing that is not strict JSON."""
-    if depth > MAX_DEPTH:
-        raise ValidationError(f"nested deeper than {MAX_DEPTH} levels (or a cycle)", field=field)
-    if value is None or isinstance(value, (str, bool)):
+    """Walk ``value`` and raise on the first thing that is not strict JSON.
+
+    ``depth`` counts the arrays and objects around ``value``; at most ``MAX_DEPTH`` nest.
+    """
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _check_str(value, field)
         return
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:
@@ -42,6 +56,8 @@ def _check(value: Any, field: str, depth: int, seen: set[int]) -> None:
             raise ValidationError(f"{value!r} is not valid JSON (NaN/Infinity)", field=field)
         return
     if type(value) is list or isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            raise _too_deep(field)
         if id(value) in seen:
             raise ValidationError("contains a cycle", field=field)
         seen.add(id(value))
@@ -50,16 +66,23 @@ def _check(value: Any, field: str, depth: int, seen: set[int]) -> None:
         seen.discard(id(value))
         return
     if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            raise _too_deep(field)
         if id(value) in seen:
             raise ValidationError("contains a cycle", field=field)
         seen.add(id(value))
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(f"object key {key!r} is not a string", field=field)
+            _check_str(key, field)
             _check(item, field, depth + 1, seen)
         seen.discard(id(value))
         return
     raise ValidationError(f"{type(value).__name__} is not a JSON type", field=field)
+
+
+def _too_deep(field: str) -> ValidationError:
+    return ValidationError(f"nests arrays/objects deeper than {MAX_DEPTH} levels", field=field)
 
 
 def _explain(value: Any, field: str) -> ValidationError:
@@ -82,6 +105,10 @@ def dumps(value: Any, field: str, max_bytes: int) -> str:
         # round trip that changes the value exposes every such rewrite.
         if _orjson.loads(raw) != value:
             raise _explain(value, field)
+        # orjson's own nesting limit differs between arrays and objects; enforce ours where
+        # the text has enough brackets to possibly reach it (a cheap, exact pre-filter).
+        if raw.count(b"[") + raw.count(b"{") >= MAX_DEPTH:
+            _check(value, field, 0, set())
         if len(raw) > max_bytes:
             raise ValidationError(
                 f"encodes to {len(raw)} bytes, more than the limit of {max_bytes}",
