@@ -900,6 +900,9 @@ class MemoryStorage(Storage):
                 waiters = self._mail_waiters.get(agent_id)
                 if waiters and fut in waiters:
                     waiters.remove(fut)
+            if self._closed:
+                # Woken by close(): return like a timeout instead of failing the next read.
+                return []
 
     # --- metrics --------------------------------------------------------------------------
 
