@@ -86,7 +86,7 @@ class _LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, R], *, closing: bool = False) -> R:
         """Run ``coro`` on the loop and wait for its result (or exception)."""
-        if threading.get_ident() == self.thread.ident:
+        if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError(
                 "a blocking storage method was called from its own event-loop thread "
@@ -121,7 +121,7 @@ class _LoopThread:
             return
         with contextlib.suppress(RuntimeError):  # the loop closed itself meanwhile
             self.loop.call_soon_threadsafe(self.loop.stop)
-        if threading.get_ident() != self.thread.ident:
+        if threading.current_thread() is not self.thread:
             self.thread.join(timeout)
 
 
@@ -150,14 +150,21 @@ async def _invoke(call: Callable[[Any], Awaitable[R]], target: Any) -> R:
 
 def _abandon(runner: _LoopThread, storage: Storage, label: str) -> None:
     """Finalizer of a SyncStorage collected while open: warn, then close it."""
-    warnings.warn(
-        f"unclosed {label}; use 'with open_storage(...)' or call close()",
-        ResourceWarning,
-        stacklevel=2,
-    )
+    try:
+        warnings.warn(
+            f"unclosed {label}; use 'with open_storage(...)' or call close()",
+            ResourceWarning,
+            stacklevel=2,
+        )
+    finally:
+        # Even when warnings are errors, the thread must not outlive its storage.
+        _shut_down(runner, storage)
+
+
+def _shut_down(runner: _LoopThread, storage: Storage) -> None:
     if not runner.begin_close():
         return
-    if threading.get_ident() == runner.thread.ident:
+    if threading.current_thread() is runner.thread:
         # Collected on its own loop thread: nothing may block here, so close in the background.
         async def close_then_stop() -> None:
             try:
@@ -195,6 +202,9 @@ class _SyncAPI:
         """The async storage (or transaction) calls from this thread go to."""
         raise NotImplementedError
 
+    def _self(self) -> SyncStorage | SyncTransaction:
+        raise NotImplementedError
+
     def _run(self, call: Callable[[Storage], Awaitable[R]]) -> R:
         return self._owner()._runner.run(_invoke(call, self._target()))
 
@@ -228,33 +238,35 @@ class _SyncAPI:
         async def start(s: Storage) -> AsyncIterator[EventModel]:
             return s.subscribe(after_sequence, event_types)
 
-        it = owner._runner.run(_invoke(start, owner._storage))
+        # A transaction refuses to subscribe (as the async one does); the storage streams.
+        source = self._tx if isinstance(self, SyncTransaction) else owner._storage
+        it = owner._runner.run(_invoke(start, source))
         return SyncSubscription(owner, it)
 
     @property
     def agents(self) -> SyncRepository[AgentModel]:
         """Repository of agents."""
-        return SyncRepository(self, AgentModel)
+        return SyncRepository(self._self(), AgentModel)
 
     @property
     def tasks(self) -> SyncRepository[TaskModel]:
         """Repository of tasks."""
-        return SyncRepository(self, TaskModel)
+        return SyncRepository(self._self(), TaskModel)
 
     @property
     def events(self) -> SyncRepository[EventModel]:
         """Repository of events (append-only)."""
-        return SyncRepository(self, EventModel)
+        return SyncRepository(self._self(), EventModel)
 
     @property
     def messages(self) -> SyncRepository[MessageModel]:
         """Repository of messages."""
-        return SyncRepository(self, MessageModel)
+        return SyncRepository(self._self(), MessageModel)
 
     @property
     def metrics(self) -> SyncRepository[MetricModel]:
         """Repository of metrics (append-only)."""
-        return SyncRepository(self, MetricModel)
+        return SyncRepository(self._self(), MetricModel)
 
     # --- generated from Storage by scripts/gen_sync.py: do not edit by hand ---------------
     # BEGIN GENERATED STORAGE
@@ -527,6 +539,9 @@ class SyncStorage(_SyncAPI):
     def _owner(self) -> SyncStorage:
         return self
 
+    def _self(self) -> SyncStorage:
+        return self
+
     def _target(self) -> Storage:
         ref = self._state.tx
         if ref is not None:
@@ -598,6 +613,9 @@ class SyncTransaction(_SyncAPI):
     def _owner(self) -> SyncStorage:
         return self._storage
 
+    def _self(self) -> SyncTransaction:
+        return self
+
     def _target(self) -> Storage:
         return self._tx
 
@@ -641,15 +659,15 @@ class SyncTransaction(_SyncAPI):
 class SyncRepository(Generic[T]):
     """The blocking :class:`~ruv_swarm_persistence.repository.Repository` of one model."""
 
-    __slots__ = ("_api", "model")
+    __slots__ = ("model", "storage")
 
-    def __init__(self, api: _SyncAPI, model: type[T]) -> None:
-        self._api = api
+    def __init__(self, storage: SyncStorage | SyncTransaction, model: type[T]) -> None:
+        self.storage = storage
         self.model = model
 
     def _run(self, call: Callable[[Repository[T]], Awaitable[R]]) -> R:
         model = self.model
-        return self._api._run(lambda s: call(Repository(s, model)))
+        return self.storage._run(lambda s: call(Repository(s, model)))
 
     def builder(self) -> QueryBuilder[T]:
         """A query builder over this repository's model."""
