@@ -1,0 +1,199 @@
+"""Strict JSON: the same accept/reject decisions and values with and without orjson."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ruv_swarm_persistence import _json
+from ruv_swarm_persistence.errors import ValidationError
+from ruv_swarm_persistence.models import TaskPriority
+
+BIG = 1 << 20
+
+
+@pytest.fixture(params=["orjson", "stdlib"])
+def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with orjson (when installed) and with the standard library."""
+    if request.param == "stdlib":
+        monkeypatch.setattr(_json, "_orjson", None)
+    elif _json._orjson is None:  # pragma: no cover - orjson is in the default install
+        pytest.fail("orjson is not installed; install it to compare both encoders")
+    return str(request.param)
+
+
+def _nest(levels: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def _nest_objects(levels: int) -> Any:
+    value: Any = {}
+    for _ in range(levels - 1):
+        value = {"k": value}
+    return value
+
+
+def _cycle() -> Any:
+    v: list[Any] = []
+    v.append(v)
+    return v
+
+
+def _dict_cycle() -> Any:
+    v: dict[str, Any] = {}
+    v["a"] = [v]
+    return v
+
+
+ACCEPTED: dict[str, Callable[[], Any]] = {
+    "null": lambda: None,
+    "true": lambda: True,
+    "zero": lambda: 0,
+    "u64 max": lambda: 2**64 - 1,
+    "i64 min": lambda: -(2**63),
+    "float": lambda: 1.5,
+    "negative zero": lambda: -0.0,
+    "huge float": lambda: 1.7976931348623157e308,
+    "tiny float": lambda: 5e-324,
+    "empty string": lambda: "",
+    "unicode": lambda: "ünïcødé ✓ \U0001f600 \u2028",
+    "nul in a string": lambda: "a\x00b",
+    "empty containers": lambda: [[], {}],
+    "nested": lambda: {"a": [1, {"b": None, "c": [True, 2.5, "x"]}]},
+    "254 arrays": lambda: _nest(254),
+    "253 arrays around an empty one": lambda: _nest(253, leaf=[]),
+    "254 objects": lambda: _nest_objects(254),
+    "int enum": lambda: {"p": TaskPriority.High},
+    "many keys": lambda: {str(i): i for i in range(2000)},
+}
+
+REJECTED: dict[str, Callable[[], Any]] = {
+    "nan": lambda: float("nan"),
+    "inf": lambda: float("inf"),
+    "-inf": lambda: float("-inf"),
+    "nan in a list": lambda: [1, float("nan")],
+    "int key": lambda: {1: "x"},
+    "bool key": lambda: {True: "x"},
+    "none key": lambda: {None: "x"},
+    "tuple": lambda: (1, 2),
+    "tuple inside": lambda: {"a": (1,)},
+    "set": lambda: {1},
+    "frozenset": lambda: frozenset(),
+    "list cycle": _cycle,
+    "dict cycle": _dict_cycle,
+    "datetime": lambda: datetime(2024, 1, 1, tzinfo=UTC),
+    "bytes": lambda: b"x",
+    "decimal": lambda: Decimal("1.5"),
+    "complex": lambda: 1j,
+    "object": object,
+    "int above u64": lambda: 2**64,
+    "int below i64": lambda: -(2**63) - 1,
+    "255 arrays": lambda: _nest(255),
+    "254 arrays around an empty one": lambda: _nest(254, leaf=[]),
+    "255 objects": lambda: _nest_objects(255),
+    "lone surrogate": lambda: "\ud800",
+    "lone surrogate key": lambda: {"\udfff": 1},
+}
+
+
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_accepted_values_round_trip(encoder: str, case: str) -> None:
+    value = ACCEPTED[case]()
+    text = _json.dumps(value, "f", BIG)
+    assert isinstance(text, str)
+    assert _json.loads(text) == value
+    assert json.loads(text) == value
+
+
+@pytest.mark.parametrize("case", list(REJECTED))
+def test_rejected_values_name_the_field(encoder: str, case: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        _json.dumps(REJECTED[case](), "task.payload", BIG)
+    assert info.value.field == "task.payload"
+    assert str(info.value).startswith("task.payload: ")
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("nan", "NaN"),
+        ("int key", "not a string"),
+        ("tuple", "tuple"),
+        ("list cycle", "cycle"),
+        ("int above u64", "64-bit"),
+        ("255 arrays", "254"),
+        ("lone surrogate", "surrogate"),
+    ],
+)
+def test_rejection_says_why(encoder: str, case: str, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        _json.dumps(REJECTED[case](), "f", BIG)
+
+
+def test_both_encoders_write_interchangeable_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    value = {"a": [1, 2.5, "ü", None, {"b": False}], "c": -(2**63)}
+    fast = _json.dumps(value, "f", BIG)
+    monkeypatch.setattr(_json, "_orjson", None)
+    slow = _json.dumps(value, "f", BIG)
+    assert _json.loads(fast) == _json.loads(slow) == value
+    assert len(fast.encode()) == len(slow.encode())
+
+
+@pytest.mark.parametrize("limit", [10, 64, 1000])
+def test_size_limit_counts_utf8_bytes(encoder: str, limit: int) -> None:
+    # ["…"] is four bytes around the string; "é" is two bytes.
+    room = limit - 4
+    assert _json.dumps(["x" * room], "f", limit)
+    with pytest.raises(ValidationError, match=f"limit of {limit}"):
+        _json.dumps(["x" * (room + 1)], "f", limit)
+    if room % 2 == 0:
+        assert _json.dumps(["é" * (room // 2)], "f", limit)
+        with pytest.raises(ValidationError, match="bytes"):
+            _json.dumps(["é" * (room // 2) + "x"], "f", limit)
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**65), max_value=2**65)
+    | st.floats()
+    | st.text(max_size=10)
+)
+_anything = st.recursive(
+    _scalars | st.tuples(st.integers()) | st.binary(max_size=2),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=4) | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@given(value=_anything)
+def test_decisions_agree_on_arbitrary_values(value: Any) -> None:
+    def decide() -> tuple[bool, Any]:
+        try:
+            return True, _json.loads(_json.dumps(value, "f", BIG))
+        except ValidationError:
+            return False, None
+
+    fast = decide()
+    saved = _json._orjson
+    _json._orjson = None
+    try:
+        slow = decide()
+    finally:
+        _json._orjson = saved
+    assert fast == slow
+    if fast[0]:
+        assert fast[1] == value
