@@ -15,8 +15,9 @@ from ..models import (
     MessagePriority,
     MetricModel,
 )
+from ..storage import Storage
 
-__all__ = ["T0", "WAIT", "agent", "at", "event", "message", "metric", "within"]
+__all__ = ["EMPTY", "T0", "WAIT", "agent", "at", "event", "message", "metric", "snapshot", "within"]
 
 T = TypeVar("T")
 
@@ -122,3 +123,23 @@ def metric(
         tags=dict(tags or {}),
         timestamp=at(ts),
     )
+
+
+async def snapshot(storage: Storage) -> dict[str, list[Any]]:
+    """Every row a storage holds, table by table, as comparable models."""
+    return {
+        "agents": await storage.agents.find_all(),
+        "tasks": await storage.tasks.find_all(),
+        "events": await storage.read_events(0, 1_000_000),
+        "messages": await storage.messages.find_all(),
+        "metrics": await storage.metrics.find_all(),
+    }
+
+
+EMPTY: dict[str, list[Any]] = {
+    "agents": [],
+    "tasks": [],
+    "events": [],
+    "messages": [],
+    "metrics": [],
+}

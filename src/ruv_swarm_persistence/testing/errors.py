@@ -22,7 +22,7 @@ from ..errors import (
 )
 from ..query import QueryBuilder
 from ..storage import Storage
-from ._support import agent, event, message, metric, within
+from ._support import agent, event, message, metric, snapshot, within
 
 Call = Callable[[Storage], Awaitable[Any]]
 
@@ -32,15 +32,6 @@ async def _populate(storage: Storage) -> None:
     await storage.store_event(event("e1", agent_id="a1"))
     await storage.store_message(message("m1", "a1", "a2"))
     await storage.store_metric(metric("x1", 1.0))
-
-
-async def _state(storage: Storage) -> list[Any]:
-    return [
-        await storage.list_agents(),
-        await storage.read_events(0),
-        await storage.messages.find_all(),
-        await storage.metrics.find_all(),
-    ]
 
 
 async def _commit_after_rollback(s: Storage) -> None:
@@ -100,7 +91,7 @@ FAILING: dict[str, tuple[Call, type[StorageError]]] = {
 async def test_failing_call_raises_the_library_error(storage: Storage, case: str) -> None:
     call, expected = FAILING[case]
     await _populate(storage)
-    before = await _state(storage)
+    before = await snapshot(storage)
     with pytest.raises(StorageError) as info:
         await call(storage)
     exc = info.value
@@ -110,7 +101,7 @@ async def test_failing_call_raises_the_library_error(storage: Storage, case: str
     if isinstance(exc, NotFoundError | ConflictError):
         assert exc.id in str(exc)
         assert exc.kind in {"agent", "task", "event", "message", "metric"}
-    assert await _state(storage) == before
+    assert await snapshot(storage) == before
 
 
 async def test_validation_error_is_also_a_value_error(storage: Storage) -> None:

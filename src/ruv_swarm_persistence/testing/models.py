@@ -29,7 +29,7 @@ from ..models import (
 )
 from ..storage import Storage
 from . import FakeClock
-from ._support import agent, event, message, metric
+from ._support import EMPTY, agent, event, message, metric, snapshot
 
 StorageFactory = Callable[..., Awaitable[Storage]]
 
@@ -296,14 +296,6 @@ JSON_FIELDS = [
 ]
 
 
-async def _nothing_stored(storage: Storage) -> None:
-    assert await storage.list_agents() == []
-    assert await storage.tasks.find_all() == []
-    assert await storage.read_events(0) == []
-    assert await storage.messages.find_all() == []
-    assert await storage.metrics.find_all() == []
-
-
 @pytest.mark.parametrize("field", JSON_FIELDS)
 @pytest.mark.parametrize("kind", list(BAD_JSON))
 async def test_invalid_json_is_refused_naming_the_field(
@@ -312,7 +304,7 @@ async def test_invalid_json_is_refused_naming_the_field(
     with pytest.raises(ValidationError, match=re.escape(field)) as info:
         await _store_with_json(storage, field, BAD_JSON[kind]())
     assert info.value.field == field
-    await _nothing_stored(storage)
+    assert await snapshot(storage) == EMPTY
 
 
 @pytest.mark.parametrize("field", JSON_FIELDS)
@@ -400,7 +392,7 @@ async def test_bad_ids_are_refused(storage: Storage, field: str, bad: str) -> No
     model = ID_FIELDS[field](BAD_IDS[bad])
     with pytest.raises(ValidationError, match=re.escape(field)):
         await _store_any(storage, model)
-    await _nothing_stored(storage)
+    assert await snapshot(storage) == EMPTY
 
 
 @pytest.mark.parametrize("field", list(ID_FIELDS))
@@ -465,7 +457,7 @@ BAD_FIELDS: dict[str, Callable[[], Any]] = {
 async def test_bad_fields_are_refused_naming_the_field(storage: Storage, field: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(field)):
         await _store_any(storage, BAD_FIELDS[field]())
-    await _nothing_stored(storage)
+    assert await snapshot(storage) == EMPTY
 
 
 @pytest.mark.parametrize("model", [None, {"id": "x"}, "agent"], ids=repr)
@@ -473,7 +465,7 @@ async def test_store_needs_a_model(storage: Storage, model: Any) -> None:
     for store in (storage.store_agent, storage.store_task, storage.store_event):
         with pytest.raises(ValidationError):
             await store(model)
-    await _nothing_stored(storage)
+    assert await snapshot(storage) == EMPTY
 
 
 __all__ = [name for name in list(globals()) if name.startswith("test_")]

@@ -13,7 +13,7 @@ from ..errors import ConflictError, TransactionError
 from ..models import AgentStatus, TaskModel
 from ..storage import Storage, Transaction
 from . import FakeClock
-from ._support import agent, at, event, message, metric, within
+from ._support import agent, at, event, message, metric, snapshot, within
 
 T = TypeVar("T")
 
@@ -24,15 +24,8 @@ def _outside(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
 
 
 async def _snapshot(storage: Storage) -> dict[str, Any]:
-    """Everything a storage holds, as comparable values."""
-    return {
-        "agents": await storage.agents.find_all(),
-        "tasks": await storage.tasks.find_all(),
-        "events": await storage.read_events(0, 100_000),
-        "messages": await storage.messages.find_all(),
-        "metrics": await storage.metrics.find_all(),
-        "ready": [t.id for t in await storage.get_ready_tasks()],
-    }
+    """Everything a storage holds, and which tasks are ready."""
+    return {**await snapshot(storage), "ready": [t.id for t in await storage.get_ready_tasks()]}
 
 
 def _task(id: str, created: float = 0.0) -> TaskModel:
