@@ -140,6 +140,15 @@ async def test_calls_on_a_closed_storage_raise_storage_error(storage: Storage, c
         await CLOSED_CALLS[case](storage)
 
 
+async def test_closing_with_an_open_transaction_rolls_it_back(storage: Storage) -> None:
+    tx = await storage.begin_transaction()
+    await tx.store_agent(agent("never"))
+    await storage.close()
+    assert not tx.is_active
+    with pytest.raises(StorageError):
+        await tx.commit()
+
+
 async def test_close_releases_waiters(storage: Storage) -> None:
     await _populate(storage)
     sub = storage.subscribe()

@@ -282,6 +282,27 @@ async def test_aggregate_metrics_epoch_aligned_buckets(storage: Storage) -> None
         _expect(aggs[2], [7.0])
 
 
+async def test_buckets_before_the_epoch_floor_too(storage: Storage) -> None:
+    before_epoch = datetime(1969, 12, 31, 23, 59, 30, tzinfo=UTC)
+    m1 = metric("pre", 1.0)
+    m1.timestamp = before_epoch
+    m2 = metric("post", 2.0)
+    m2.timestamp = before_epoch + timedelta(seconds=45)
+    await storage.store_metrics([m1, m2])
+    aggs = await storage.aggregate_metrics(
+        "latency", before_epoch, before_epoch + timedelta(minutes=1), group_by=(), bucket=60
+    )
+    assert [(a.bucket_start, a.count) for a in aggs] == [
+        (datetime(1969, 12, 31, 23, 59, tzinfo=UTC), 1),
+        (datetime(1970, 1, 1, tzinfo=UTC), 1),
+    ]
+
+
+async def test_store_metrics_of_an_empty_batch(storage: Storage) -> None:
+    await storage.store_metrics([])
+    assert await storage.metrics.find_all() == []
+
+
 async def test_aggregate_metrics_range_is_inclusive_and_accepts_epoch(storage: Storage) -> None:
     await storage.store_metrics(
         [

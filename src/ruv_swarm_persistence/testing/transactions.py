@@ -240,6 +240,21 @@ async def test_timeout_rolls_back_and_later_use_raises(storage: Storage) -> None
     assert [e.id for e in await _outside(storage.read_events())] == []
 
 
+async def test_a_timeout_releases_tasks_waiting_for_the_transaction(storage: Storage) -> None:
+    tx = await storage.begin_transaction(timeout=0.05)
+    await tx.store_agent(agent("abandoned"))
+    waiting = _outside(storage.store_agent(agent("patient")))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    await within(waiting)
+    assert not tx.is_active
+    names = await _outside(storage.list_agents())
+    assert [a.id for a in names] == ["patient"]
+    with pytest.raises(TransactionError):
+        await tx.rollback()
+
+
 async def test_timeout_in_a_block_raises_on_exit(storage: Storage) -> None:
     async def outlive_the_timeout() -> None:
         async with storage.transaction(timeout=0.05) as tx:
