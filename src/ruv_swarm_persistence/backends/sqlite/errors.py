@@ -1,0 +1,59 @@
+"""The one place where ``apsw`` errors become errors of the library's tree.
+
+Every call into the driver that can fail is wrapped by the writer, the reader pool or the
+maintenance code, and each of them hands the driver's exception to :func:`translate`. The
+driver's exception is kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apsw
+
+from ...codec import Record, decode
+from ...errors import (
+    ConflictError,
+    DatabaseError,
+    SerializationError,
+    StorageError,
+)
+
+__all__ = ["decode_row", "translate"]
+
+
+def translate(
+    exc: BaseException, *, kind: str | None = None, row_id: str | None = None
+) -> StorageError:
+    """The library error for a driver exception (a ``StorageError`` passes through).
+
+    A uniqueness violation while writing a row of ``kind`` with id ``row_id`` is a
+    :class:`ConflictError`; a busy or locked database (reported only once the busy timeout
+    has run out) and every other driver error is a :class:`DatabaseError`.
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    err: StorageError
+    text = str(exc)
+    if (
+        isinstance(exc, apsw.ConstraintError)
+        and kind is not None
+        and row_id is not None
+        and ("UNIQUE" in text or "PRIMARY KEY" in text)
+    ):
+        err = ConflictError(kind, row_id)
+    elif isinstance(exc, (apsw.BusyError, apsw.LockedError)):
+        err = DatabaseError(f"the database stayed locked past the busy timeout: {text}")
+    else:
+        err = DatabaseError(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    err.__cause__ = exc
+    return err
+
+
+def decode_row(table: str, columns: tuple[str, ...], row: Any) -> Any:
+    """The model of a row read in ``columns`` order; undecodable: ``SerializationError``."""
+    try:
+        record: Record = dict(zip(columns, row, strict=True))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(table, "?", f"unexpected row shape: {exc}") from exc
+    return decode(table, record)

@@ -1,0 +1,498 @@
+"""What each write does on SQLite: synchronous operations on the writer's connection.
+
+Each operation runs inside a write transaction the writer (or a held transaction) opened,
+and is atomic on its own: one statement, or several inside :func:`savepoint`. Expired
+leases are requeued in a step of their own before the operation that noticed them, so the
+requeue stays even when the operation then refuses the caller (as on the memory backend).
+
+Every status change of a task goes through :meth:`SqliteOps.transition`, which applies the
+rules of :mod:`ruv_swarm_persistence.rules` and keeps the dependency counts in step. The
+claim is the one hot path folded into a single statement; its ``WHERE`` clause is the
+readiness rule and its ``SET`` clause is :func:`rules.claim_changes`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import apsw
+
+from ... import _json, rules
+from ...codec import Record
+from ...errors import (
+    ConflictError,
+    LeaseLostError,
+    NotFoundError,
+    StorageError,
+    ValidationError,
+)
+from ...storage import PruneResult
+from ..sql_common import TASK_COLUMNS, check_new_status, plan_cascade, plan_task_batch
+from . import sql
+from .errors import translate
+from .writer import Outcome, WriteContext, savepoint
+
+__all__ = ["SqliteOps", "scalar", "task_state"]
+
+log = logging.getLogger(__name__)
+
+PENDING, COMPLETED = rules.PENDING, rules.COMPLETED
+FAILED, CANCELLED = rules.FAILED, rules.CANCELLED
+_CANCEL_COLUMNS = tuple(rules.cancel_changes("", 0))
+
+
+def task_state(row: Sequence[Any]) -> Record:
+    """A task row read with ``TASK_COLUMNS`` as a record (with ``unfinished_deps``)."""
+    return dict(zip(TASK_COLUMNS, row, strict=True))
+
+
+def scalar(conn: apsw.Connection, statement: str, params: Sequence[Any] = ()) -> Any:
+    """The first column of the one row a statement returns."""
+    for row in conn.execute(statement, params):
+        return row[0]
+    raise StorageError(f"no row from {statement!r}")
+
+
+def _ids_json(ids: Sequence[str]) -> str:
+    return json.dumps(list(ids))
+
+
+def _insert_run(
+    conn: apsw.Connection,
+    statement: str,
+    rows: list[tuple[Any, ...]],
+    start: int,
+    last_sequence: int | None,
+) -> tuple[list[Any], int | None, BaseException | None]:
+    """``executemany`` from ``start``; returns the results, the failing index and its error.
+
+    With ``last_sequence`` each row gets the next sequence appended as its last column and
+    the results are those sequences; otherwise the results are ``None``. A failing row is
+    undone by SQLite alone (statement atomicity), so the rows before it stand.
+    """
+    done: list[Any] = []
+    seq = [last_sequence]
+
+    def numbered() -> Any:
+        for i in range(start, len(rows)):
+            if seq[0] is None:
+                done.append(None)
+                yield rows[i]
+            else:
+                seq[0] += 1
+                done.append(seq[0])
+                yield (*rows[i], seq[0])
+
+    try:
+        conn.executemany(statement, numbered())
+    except apsw.Error as exc:
+        if not done:
+            raise
+        done.pop()
+        return done, start + len(done), exc
+    return done, None, None
+
+
+class SqliteOps:
+    """The write operations, given the storage's clock and retry policy."""
+
+    def __init__(self, now: Callable[[], int], policy: rules.RetryPolicy) -> None:
+        self.now = now
+        self.policy = policy
+
+    # --- rows in bulk -------------------------------------------------------------------
+
+    def _rows_in_bulk(
+        self,
+        ctx: WriteContext,
+        statement: str,
+        kind: str,
+        recs: list[Record],
+        rows: list[tuple[Any, ...]],
+        sequenced: bool,
+    ) -> list[Outcome]:
+        conn = ctx.conn
+        last: int | None = scalar(conn, sql.LAST_SEQUENCE) if sequenced else None
+        out: list[Outcome] = []
+        start = 0
+        while start < len(rows):
+            results, failed, exc = _insert_run(conn, statement, rows, start, last)
+            out.extend((True, r) for r in results)
+            if results and sequenced:
+                last = results[-1]
+            if failed is None:
+                break
+            assert exc is not None
+            out.append((False, translate(exc, kind=kind, row_id=recs[failed]["id"])))
+            start = failed + 1
+            if not conn.in_transaction:
+                # The whole batch is gone; the writer fails it. Write nothing outside it.
+                out.extend([(False, out[-1][1])] * (len(rows) - start))
+                break
+        return out
+
+    def event_rows(self, ctx: WriteContext, recs: list[Record]) -> list[Outcome]:
+        """Insert single events of many callers together; each gets its sequence."""
+        rows = [
+            (r["id"], r["event_type"], r["agent_id"], r["task_id"], r["payload"], r["metadata"],
+             r["timestamp"])
+            for r in recs
+        ]  # fmt: skip
+        out = self._rows_in_bulk(ctx, sql.INSERT_EVENT, "event", recs, rows, True)
+        ctx.events = True
+        return out
+
+    def metric_rows(self, ctx: WriteContext, recs: list[Record]) -> list[Outcome]:
+        """Insert single metrics of many callers together."""
+        rows = [tuple(r[c] for c in sql.METRIC_COLUMNS) for r in recs]
+        return self._rows_in_bulk(ctx, sql.INSERT_METRIC, "metric", recs, rows, False)
+
+    def _insert_all(
+        self,
+        conn: apsw.Connection,
+        statement: str,
+        kind: str,
+        recs: Sequence[Record],
+        rows: list[tuple[Any, ...]],
+        sequenced: bool,
+    ) -> list[Any]:
+        """Insert every row or none (the caller holds a savepoint)."""
+        last = scalar(conn, sql.LAST_SEQUENCE) if sequenced else None
+        results, failed, exc = _insert_run(conn, statement, rows, 0, last)
+        if failed is not None:
+            assert exc is not None
+            raise translate(exc, kind=kind, row_id=recs[failed]["id"]) from exc
+        return results
+
+    def store_events(self, ctx: WriteContext, recs: Sequence[Record]) -> list[int]:
+        """Insert events atomically, in order; returns their sequences."""
+        rows = [tuple(r[c] for c in sql.EVENT_COLUMNS[:-1]) for r in recs]
+        with savepoint(ctx.conn):
+            seqs = self._insert_all(ctx.conn, sql.INSERT_EVENT, "event", recs, rows, True)
+        ctx.events = True
+        return seqs
+
+    def store_metrics(self, ctx: WriteContext, recs: Sequence[Record]) -> None:
+        """Insert metrics atomically."""
+        rows = [tuple(r[c] for c in sql.METRIC_COLUMNS) for r in recs]
+        with savepoint(ctx.conn):
+            self._insert_all(ctx.conn, sql.INSERT_METRIC, "metric", recs, rows, False)
+
+    # --- agents ---------------------------------------------------------------------------
+
+    @staticmethod
+    def insert_agent(ctx: WriteContext, rec: Record) -> None:
+        """Store a new agent (a duplicate id is a conflict, translated by the caller)."""
+        ctx.conn.execute(sql.INSERT_AGENT, tuple(rec[c] for c in sql.AGENT_COLUMNS))
+
+    @staticmethod
+    def update_agent(ctx: WriteContext, rec: Record) -> None:
+        """Replace a stored agent."""
+        conn = ctx.conn
+        conn.execute(sql.UPDATE_AGENT, (*(rec[c] for c in sql.AGENT_COLUMNS[1:]), rec["id"]))
+        if conn.changes() == 0:
+            raise NotFoundError("agent", rec["id"])
+
+    def heartbeat(self, ctx: WriteContext, agent_id: str, stamp: int | None) -> None:
+        """Stamp an agent's heartbeat (now, or ``stamp``)."""
+        conn = ctx.conn
+        now = self.now()
+        conn.execute(sql.HEARTBEAT, (now if stamp is None else stamp, now, agent_id))
+        if conn.changes() == 0:
+            raise NotFoundError("agent", agent_id)
+
+    def delete_agent(self, ctx: WriteContext, agent_id: str) -> None:
+        """Delete an agent, its mailbox, and release the tasks it held."""
+        conn = ctx.conn
+        with savepoint(conn):
+            conn.execute(sql.DELETE_AGENT, (agent_id,))
+            if conn.changes() == 0:
+                return
+            conn.execute(sql.DELETE_MAILBOX, (agent_id, agent_id))
+            now = self.now()
+            for row in conn.execute(sql.TASKS_NAMING_AGENT, (agent_id,)).fetchall():
+                rec = task_state(row)
+                if rec["status"] in rules.ACTIVE:
+                    rec = self.fail_attempt(conn, rec, rules.released_error(agent_id), now)
+                if rec["assigned_to"] is not None:
+                    conn.execute(sql.CLEAR_ASSIGNEE, (rec["id"],))
+
+    def reap_stale_agents(self, ctx: WriteContext, cutoff: int, now: int) -> list[Record]:
+        """Mark stale agents ``error`` and requeue the tasks they held; returns them."""
+        conn = ctx.conn
+        reaped: list[Record] = []
+        with savepoint(conn):
+            stale = [str(r[0]) for r in conn.execute(sql.STALE_AGENTS, (cutoff,)).fetchall()]
+            for agent_id in stale:
+                for row in conn.execute(sql.MARK_AGENT_ERROR, (now, agent_id)):
+                    reaped.append(dict(zip(sql.AGENT_COLUMNS, row, strict=True)))
+                for trow in conn.execute(sql.TASKS_NAMING_AGENT, (agent_id,)).fetchall():
+                    rec = task_state(trow)
+                    if rec["status"] in rules.ACTIVE:
+                        self.fail_attempt(conn, rec, rules.released_error(agent_id), now)
+        return reaped
+
+    # --- the transition routine -----------------------------------------------------------
+
+    def transition(
+        self,
+        conn: apsw.Connection,
+        old: Record,
+        changes: dict[str, Any],
+        now: int,
+        cancelled: list[str] | None = None,
+    ) -> Record:
+        """Every status change goes through here: legality, dependents, cascades.
+
+        ``old`` is the stored state (with ``unfinished_deps``); the changes are written and
+        the new state returned. ``cancelled`` collects the ids this change cancelled.
+        """
+        new = {**old, **changes}
+        check_new_status(old, new)
+        columns = tuple(changes)
+        conn.execute(sql.task_update(columns), (*(new[c] for c in columns), old["id"]))
+        old_status, new_status = old["status"], new["status"]
+        if new_status == old_status:
+            return new
+        if new_status == COMPLETED:
+            conn.execute(sql.COMPLETE_DEPENDENCY, (old["id"],))
+        elif new_status in (FAILED, CANCELLED):
+            if new_status == CANCELLED and cancelled is not None:
+                cancelled.append(old["id"])
+            self._cascade(conn, old["id"], new_status, now, cancelled)
+        return new
+
+    def _cascade(
+        self,
+        conn: apsw.Connection,
+        root_id: str,
+        root_status: str,
+        now: int,
+        cancelled: list[str] | None,
+    ) -> None:
+        edges: list[tuple[Any, ...]] = conn.execute(sql.DEPENDENT_EDGES, (root_id,)).fetchall()
+        if not edges:
+            return
+        dependents: dict[str, list[str]] = {}
+        for parent, child in edges:
+            dependents.setdefault(parent, []).append(child)
+        children = list({child for _, child in edges})
+        tasks = {
+            rec["id"]: rec
+            for rec in map(task_state, conn.execute(sql.TASK_STATES, (_ids_json(children),)))
+        }
+        status = {task_id: rec["status"] for task_id, rec in tasks.items()}
+        update = sql.task_update(_CANCEL_COLUMNS)
+        for new in plan_cascade(root_id, root_status, dependents, status, tasks, now):
+            conn.execute(update, (*(new[c] for c in _CANCEL_COLUMNS), new["id"]))
+            if cancelled is not None:
+                cancelled.append(new["id"])
+
+    def fail_attempt(self, conn: apsw.Connection, rec: Record, error: str, now: int) -> Record:
+        """A failed attempt: retry after backoff, or fail for good (and cancel dependents)."""
+        changes = rules.failure_changes(
+            rec["retry_count"], rec["max_retries"], error, now, self.policy
+        )
+        return self.transition(conn, rec, changes, now)
+
+    def expire_leases(self, conn: apsw.Connection, now: int) -> None:
+        """Requeue (or fail) every held task whose lease has run out."""
+        rows = conn.execute(sql.EXPIRED_LEASES, (now,)).fetchall()
+        if not rows:
+            return
+        with savepoint(conn):
+            for row in rows:
+                rec = task_state(row)
+                log.info("lease of task %s held by %s expired", rec["id"], rec["assigned_to"])
+                self.fail_attempt(conn, rec, rules.lease_error(rec["assigned_to"]), now)
+
+    @staticmethod
+    def _state(conn: apsw.Connection, task_id: str) -> Record | None:
+        row = conn.execute(sql.GET_TASK_STATE, (task_id,)).fetchone()
+        return None if row is None else task_state(row)
+
+    def _held(self, conn: apsw.Connection, task_id: str, agent_id: str, now: int) -> Record:
+        self.expire_leases(conn, now)
+        rec = self._state(conn, task_id)
+        if rec is None:
+            raise NotFoundError("task", task_id)
+        if rec["status"] not in rules.ACTIVE or rec["assigned_to"] != agent_id:
+            raise LeaseLostError(task_id, agent_id, f"task is {rec['status']}")
+        return rec
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    def store_tasks(self, ctx: WriteContext, recs: Sequence[Record]) -> None:
+        """Store tasks atomically; dependencies first, counts of unfinished ones set."""
+        conn = ctx.conn
+        ids = [r["id"] for r in recs]
+        batch = set(ids)
+        existing = [row[0] for row in conn.execute(sql.EXISTING_TASKS, (_ids_json(ids),))]
+        outside = sorted({d for r in recs for d in _json.loads(r["dependencies"])} - batch)
+        stored_status: dict[str, str] = {}
+        if outside:
+            for task_id, status in conn.execute(sql.TASK_STATUSES, (_ids_json(outside),)):
+                stored_status[task_id] = status
+        planned = plan_task_batch(recs, existing, stored_status, self.now())
+        task_rows = [
+            (*(p.record[c] for c in sql.PUBLIC_TASK_COLUMNS), p.unfinished) for p in planned
+        ]
+        edges = [(p.record["id"], d) for p in planned for d in p.dependencies]
+        with savepoint(conn):
+            conn.executemany(sql.INSERT_TASK, task_rows)
+            if edges:
+                conn.executemany(sql.INSERT_DEPENDENCY, edges)
+
+    def update_task(self, ctx: WriteContext, rec: Record) -> None:
+        """Replace a stored task through the transition routine."""
+        conn = ctx.conn
+        old = self._state(conn, rec["id"])
+        if old is None:
+            raise NotFoundError("task", rec["id"])
+        if _json.loads(old["dependencies"]) != _json.loads(rec["dependencies"]):
+            raise ValidationError(
+                "dependencies cannot change after creation", field="task.dependencies"
+            )
+        changes = {k: v for k, v in rec.items() if k not in ("id", "dependencies")}
+        with savepoint(conn):
+            self.transition(conn, old, changes, self.now())
+
+    def delete_task(self, ctx: WriteContext, task_id: str) -> None:
+        """Delete a task nothing depends on (its own dependency edges go with it)."""
+        conn = ctx.conn
+        if conn.execute(sql.HAS_DEPENDENTS, (task_id,)).fetchone() is not None:
+            raise ConflictError("task", task_id, "has dependent tasks and cannot be deleted")
+        conn.execute(sql.DELETE_TASK, (task_id,))
+
+    def claim_task(self, ctx: WriteContext, task_id: str, agent_id: str, lease_us: int) -> bool:
+        """Claim this task if it is ready."""
+        conn = ctx.conn
+        now = self.now()
+        self.expire_leases(conn, now)
+        changes = rules.claim_changes(agent_id, now, lease_us)
+        conn.execute(sql.CLAIM_TASK, (*changes.values(), task_id, now))
+        return bool(conn.changes())
+
+    def claim_next_task(
+        self, ctx: WriteContext, agent_id: str, types: list[str] | None, lease_us: int
+    ) -> tuple[Any, ...] | None:
+        """Claim the best ready task (of these types) in one statement; its row, or None."""
+        conn = ctx.conn
+        now = self.now()
+        self.expire_leases(conn, now)
+        if types is not None and not types:
+            return None
+        params: list[Any] = list(rules.claim_changes(agent_id, now, lease_us).values())
+        if types is None:
+            params.append(now)
+        else:
+            for t in types:
+                params += (now, t)
+        row: tuple[Any, ...] | None = conn.execute(
+            sql.claim_next(None if types is None else len(types)), params
+        ).fetchone()
+        return row
+
+    def start_task(self, ctx: WriteContext, task_id: str, agent_id: str) -> Record:
+        """Mark a held task running."""
+        conn = ctx.conn
+        now = self.now()
+        rec = self._held(conn, task_id, agent_id, now)
+        return self.transition(conn, rec, rules.start_changes(now), now)
+
+    def complete_task(
+        self, ctx: WriteContext, task_id: str, agent_id: str, result: str | None
+    ) -> Record:
+        """Complete a held task; its dependents count one unfinished dependency fewer."""
+        conn = ctx.conn
+        now = self.now()
+        rec = self._held(conn, task_id, agent_id, now)
+        with savepoint(conn):
+            return self.transition(conn, rec, rules.complete_changes(result, now), now)
+
+    def fail_task(self, ctx: WriteContext, task_id: str, agent_id: str, error: str) -> Record:
+        """Record a failed attempt of a held task."""
+        conn = ctx.conn
+        now = self.now()
+        rec = self._held(conn, task_id, agent_id, now)
+        with savepoint(conn):
+            return self.fail_attempt(conn, rec, error, now)
+
+    def heartbeat_task(
+        self, ctx: WriteContext, task_id: str, agent_id: str, lease_us: int
+    ) -> Record:
+        """Extend the lease of a held task."""
+        conn = ctx.conn
+        now = self.now()
+        rec = self._held(conn, task_id, agent_id, now)
+        changes = {"lease_expires_at": now + lease_us, "updated_at": now}
+        return self.transition(conn, rec, changes, now)
+
+    def cancel_task(self, ctx: WriteContext, task_id: str, reason: str | None) -> list[str]:
+        """Cancel a task and its unfinished dependents; their ids in the order stored."""
+        conn = ctx.conn
+        now = self.now()
+        self.expire_leases(conn, now)
+        rec = self._state(conn, task_id)
+        if rec is None:
+            raise NotFoundError("task", task_id)
+        if rec["status"] == CANCELLED:
+            return []
+        cancelled: list[str] = []
+        with savepoint(conn):
+            self.transition(conn, rec, rules.cancel_changes(reason, now), now, cancelled)
+        if len(cancelled) < 2:
+            return cancelled
+        return [r[0] for r in conn.execute(sql.TASK_ROWIDS, (_ids_json(cancelled),))]
+
+    # --- messages -------------------------------------------------------------------------
+
+    @staticmethod
+    def insert_message(ctx: WriteContext, rec: Record) -> None:
+        """Store a message and wake its recipient's waiters after COMMIT."""
+        ctx.conn.execute(sql.INSERT_MESSAGE, tuple(rec[c] for c in sql.MESSAGE_COLUMNS))
+        ctx.mail.add(rec["to_agent"])
+
+    @staticmethod
+    def delete_message(ctx: WriteContext, message_id: str) -> None:
+        """Delete a message (idempotent)."""
+        ctx.conn.execute(sql.DELETE_MESSAGE, (message_id,))
+
+    def mark_message_read(self, ctx: WriteContext, message_id: str) -> tuple[Any, ...]:
+        """Record a read receipt (the first read time stays); the message's row."""
+        conn = ctx.conn
+        row: tuple[Any, ...] | None = conn.execute(
+            sql.MARK_READ, (self.now(), message_id)
+        ).fetchone()
+        if row is None:
+            row = conn.execute(sql.GET_MESSAGE, (message_id,)).fetchone()
+            if row is None:
+                raise NotFoundError("message", message_id)
+        return row
+
+    # --- retention --------------------------------------------------------------------------
+
+    @staticmethod
+    def prune(
+        conn: apsw.Connection,
+        events_before: int | None,
+        metrics_before: int | None,
+        read_messages_before: int | None,
+    ) -> PruneResult:
+        """Delete old history inside the open transaction; how many rows went."""
+        result = PruneResult()
+        if events_before is not None:
+            # Sequences must never be handed out again, even once every event is pruned.
+            conn.execute(sql.REMEMBER_SEQUENCE, conn.execute(sql.MAX_SEQUENCE).fetchone())
+            conn.execute(sql.PRUNE_EVENTS, (events_before,))
+            result.events = conn.changes()
+        if metrics_before is not None:
+            conn.execute(sql.PRUNE_METRICS, (metrics_before,))
+            result.metrics = conn.changes()
+        if read_messages_before is not None:
+            conn.execute(sql.PRUNE_MESSAGES, (read_messages_before,))
+            result.messages = conn.changes()
+        return result

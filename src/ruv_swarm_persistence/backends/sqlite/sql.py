@@ -1,0 +1,244 @@
+"""Every SQL statement of the SQLite backend, in one place.
+
+Rows are always read with an explicit column list (never ``*``), so a user migration that
+adds a column leaves the backend working. Statements are plain strings; apsw's statement
+cache prepares each one once per connection.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ... import rules
+from ...codec import COLUMNS
+from ..sql_common import TASK_COLUMNS
+
+__all__ = ["task_update", "claim_next"]
+
+
+def _select(table: str, columns: tuple[str, ...] | None = None) -> str:
+    return f"SELECT {', '.join(columns or COLUMNS[table])} FROM {table}"
+
+
+def _insert(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+# --- connection set-up ----------------------------------------------------------------------
+
+#: Run on every connection.
+CONNECTION_PRAGMAS: Final = (
+    "PRAGMA foreign_keys = ON; "
+    # The query builder's LIKE is case-sensitive on every backend.
+    "PRAGMA case_sensitive_like = ON; "
+    "PRAGMA temp_store = MEMORY;"
+)
+#: Run once on a new file, before any table exists (auto_vacuum cannot be turned on later
+#: without a full VACUUM).
+NEW_DATABASE_PRAGMAS: Final = "PRAGMA auto_vacuum = INCREMENTAL;"
+JOURNAL_WAL: Final = "PRAGMA journal_mode = WAL"
+#: The writer checkpoints on its own schedule (the Checkpointer), never on the commit path.
+WRITER_PRAGMAS: Final = "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
+READER_PRAGMAS: Final = "PRAGMA query_only = ON;"
+
+# --- migrations -----------------------------------------------------------------------------
+
+CREATE_MIGRATIONS: Final = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, "
+    "applied_at INTEGER NOT NULL)"
+)
+APPLIED_MIGRATIONS: Final = (
+    "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
+)
+MIGRATION_RECORDED: Final = "SELECT 1 FROM schema_migrations WHERE version = ?"
+RECORD_MIGRATION: Final = (
+    "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)"
+)
+FORGET_MIGRATION: Final = "DELETE FROM schema_migrations WHERE version = ?"
+
+# --- agents ---------------------------------------------------------------------------------
+
+AGENT_COLUMNS: Final = COLUMNS["agents"]
+GET_AGENT: Final = _select("agents") + " WHERE id = ?"
+INSERT_AGENT: Final = _insert("agents", AGENT_COLUMNS)
+UPDATE_AGENT: Final = (
+    "UPDATE agents SET " + ", ".join(f"{c} = ?" for c in AGENT_COLUMNS[1:]) + " WHERE id = ?"
+)
+DELETE_AGENT: Final = "DELETE FROM agents WHERE id = ?"
+LIST_AGENTS: Final = _select("agents") + " ORDER BY created_at, id"
+AGENTS_BY_STATUS: Final = _select("agents") + " WHERE status = ? ORDER BY created_at, id"
+STALE_AGENTS: Final = (
+    _select("agents")
+    + " WHERE heartbeat < ? AND status NOT IN ('error', 'shutdown') ORDER BY heartbeat, id"
+)
+HEARTBEAT: Final = "UPDATE agents SET heartbeat = ?, updated_at = ? WHERE id = ?"
+MARK_AGENT_ERROR: Final = (
+    "UPDATE agents SET status = 'error', updated_at = ? WHERE id = ? RETURNING "
+    + ", ".join(AGENT_COLUMNS)
+)
+DELETE_MAILBOX: Final = "DELETE FROM messages WHERE from_agent = ? OR to_agent = ?"
+
+# --- tasks ----------------------------------------------------------------------------------
+
+PUBLIC_TASK_COLUMNS: Final = COLUMNS["tasks"]
+_TASK_ORDER: Final = " ORDER BY priority DESC, created_at, id"
+_READY: Final = (
+    "status = 'pending' AND unfinished_deps = 0 AND (run_after IS NULL OR run_after <= ?)"
+)
+GET_TASK: Final = _select("tasks") + " WHERE id = ?"
+#: A task with its count of unfinished dependencies, for the transition routine.
+GET_TASK_STATE: Final = _select("tasks", TASK_COLUMNS) + " WHERE id = ?"
+INSERT_TASK: Final = _insert("tasks", TASK_COLUMNS)
+INSERT_DEPENDENCY: Final = "INSERT INTO task_dependencies (task_id, depends_on) VALUES (?, ?)"
+TASK_STATUSES: Final = "SELECT id, status FROM tasks WHERE id IN (SELECT value FROM json_each(?))"
+EXISTING_TASKS: Final = "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))"
+HAS_DEPENDENTS: Final = "SELECT 1 FROM task_dependencies WHERE depends_on = ? LIMIT 1"
+DELETE_TASK: Final = "DELETE FROM tasks WHERE id = ?"
+PENDING_TASKS: Final = _select("tasks") + " WHERE status = 'pending'" + _TASK_ORDER
+READY_TASKS: Final = _select("tasks") + " WHERE " + _READY + _TASK_ORDER
+READY_TASKS_LIMIT: Final = READY_TASKS + " LIMIT ?"
+TASKS_BY_AGENT: Final = _select("tasks") + " WHERE assigned_to = ?" + _TASK_ORDER
+#: Tasks an agent holds or held, in the order they were stored (the memory backend's order).
+TASKS_NAMING_AGENT: Final = _select("tasks", TASK_COLUMNS) + " WHERE assigned_to = ? ORDER BY rowid"
+CLEAR_ASSIGNEE: Final = "UPDATE tasks SET assigned_to = NULL WHERE id = ?"
+EXPIRED_LEASES: Final = (
+    _select("tasks", TASK_COLUMNS)
+    + " WHERE lease_expires_at <= ? AND status IN ('assigned', 'running')"
+    + " ORDER BY lease_expires_at, id"
+)
+#: Dependents become one step closer to ready when a dependency completes.
+COMPLETE_DEPENDENCY: Final = (
+    "UPDATE tasks SET unfinished_deps = unfinished_deps - 1 "
+    "WHERE id IN (SELECT task_id FROM task_dependencies WHERE depends_on = ?)"
+)
+#: Every dependency edge below a task, in the order the edges were recorded.
+DEPENDENT_EDGES: Final = (
+    "WITH RECURSIVE below(id) AS ("
+    " SELECT ? UNION SELECT d.task_id FROM task_dependencies d JOIN below b ON d.depends_on = b.id"
+    ") SELECT d.depends_on, d.task_id FROM below b"
+    " JOIN task_dependencies d ON d.depends_on = b.id ORDER BY d.rowid"
+)
+TASK_STATES: Final = (
+    _select("tasks", TASK_COLUMNS) + " WHERE id IN (SELECT value FROM json_each(?))"
+)
+TASK_ROWIDS: Final = (
+    "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?)) ORDER BY rowid"
+)
+
+_CLAIM_SET: Final = tuple(rules.claim_changes("", 0, 0))
+_RETURNING_TASK: Final = " RETURNING " + ", ".join(PUBLIC_TASK_COLUMNS)
+CLAIM_TASK: Final = (
+    "UPDATE tasks SET " + ", ".join(f"{c} = ?" for c in _CLAIM_SET) + " WHERE id = ? AND " + _READY
+)
+
+
+def claim_next(type_count: int | None) -> str:
+    """The claim in one statement: take the best ready task (of ``type_count`` types).
+
+    Parameters: the claim's values (in :func:`rules.claim_changes` order), then ``now``
+    without types, or ``now, type`` once per type. With several types, each arm takes its
+    best task from the per-type index and the best of those wins.
+    """
+    head = "UPDATE tasks SET " + ", ".join(f"{c} = ?" for c in _CLAIM_SET) + " WHERE id = "
+    if type_count is None:
+        pick = f"(SELECT id FROM tasks WHERE {_READY}{_TASK_ORDER} LIMIT 1)"
+    else:
+        arm = (
+            f"SELECT * FROM (SELECT id, priority, created_at FROM tasks"
+            f" WHERE {_READY} AND task_type = ?{_TASK_ORDER} LIMIT 1)"
+        )
+        arms = " UNION ALL ".join([arm] * type_count)
+        pick = f"(SELECT id FROM ({arms}){_TASK_ORDER} LIMIT 1)"
+    return head + pick + _RETURNING_TASK
+
+
+_task_updates: dict[tuple[str, ...], str] = {}
+
+
+def task_update(columns: tuple[str, ...]) -> str:
+    """``UPDATE tasks SET <columns> WHERE id = ?`` (cached per column set)."""
+    sql = _task_updates.get(columns)
+    if sql is None:
+        sql = "UPDATE tasks SET " + ", ".join(f"{c} = ?" for c in columns) + " WHERE id = ?"
+        _task_updates[columns] = sql
+    return sql
+
+
+# --- events ---------------------------------------------------------------------------------
+
+EVENT_COLUMNS: Final = COLUMNS["events"]
+INSERT_EVENT: Final = _insert("events", EVENT_COLUMNS)
+#: The last sequence handed out: the highest stored, or the highest ever pruned.
+LAST_SEQUENCE: Final = (
+    "SELECT max(coalesce((SELECT max(sequence) FROM events), 0),"
+    " coalesce((SELECT value FROM swarm_meta WHERE key = 'event_sequence'), 0))"
+)
+REMEMBER_SEQUENCE: Final = (
+    "INSERT INTO swarm_meta (key, value) VALUES ('event_sequence', ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
+)
+EVENTS_BY_AGENT: Final = (
+    _select("events") + " WHERE agent_id = ? ORDER BY timestamp DESC, sequence DESC LIMIT ?"
+)
+EVENTS_BY_TYPE: Final = (
+    _select("events") + " WHERE event_type = ? ORDER BY timestamp DESC, sequence DESC LIMIT ?"
+)
+EVENTS_SINCE: Final = _select("events") + " WHERE timestamp >= ? ORDER BY timestamp, sequence"
+READ_EVENTS: Final = _select("events") + " WHERE sequence > ? ORDER BY sequence LIMIT ?"
+MAX_SEQUENCE: Final = "SELECT coalesce(max(sequence), 0) FROM events"
+PRUNE_EVENTS: Final = "DELETE FROM events WHERE timestamp < ?"
+
+# --- messages -------------------------------------------------------------------------------
+
+MESSAGE_COLUMNS: Final = COLUMNS["messages"]
+INSERT_MESSAGE: Final = _insert("messages", MESSAGE_COLUMNS)
+GET_MESSAGE: Final = _select("messages") + " WHERE id = ?"
+DELETE_MESSAGE: Final = "DELETE FROM messages WHERE id = ?"
+MESSAGES_BETWEEN: Final = (
+    _select("messages")
+    + " WHERE (from_agent = ?1 AND to_agent = ?2) OR (from_agent = ?2 AND to_agent = ?1)"
+    + " ORDER BY created_at DESC, id DESC LIMIT ?3"
+)
+UNREAD_MESSAGES: Final = (
+    _select("messages") + " WHERE to_agent = ? AND read = 0 ORDER BY priority DESC, created_at, id"
+)
+HAS_UNREAD: Final = "SELECT 1 FROM messages WHERE to_agent = ? AND read = 0 LIMIT 1"
+MARK_READ: Final = (
+    "UPDATE messages SET read = 1, read_at = ? WHERE id = ? AND read = 0 RETURNING "
+    + ", ".join(MESSAGE_COLUMNS)
+)
+PRUNE_MESSAGES: Final = "DELETE FROM messages WHERE read = 1 AND read_at < ?"
+
+# --- metrics --------------------------------------------------------------------------------
+
+METRIC_COLUMNS: Final = COLUMNS["metrics"]
+INSERT_METRIC: Final = _insert("metrics", METRIC_COLUMNS)
+METRICS_BY_AGENT: Final = _select("metrics") + " WHERE agent_id = ? ORDER BY timestamp, id"
+METRICS_BY_AGENT_AND_TYPE: Final = (
+    _select("metrics") + " WHERE agent_id = ? AND metric_type = ? ORDER BY timestamp, id"
+)
+#: The crate's aggregate, computed by SQLite: one row per agent and unit.
+AGGREGATE_BY_AGENT: Final = (
+    "SELECT agent_id, unit, count(*), sum(value), min(value), max(value), max(timestamp)"
+    " FROM metrics WHERE metric_type = ? AND timestamp BETWEEN ? AND ? GROUP BY agent_id, unit"
+)
+METRIC_ROWS: Final = (
+    "SELECT agent_id, unit, tags, value, timestamp FROM metrics"
+    " WHERE metric_type = ? AND timestamp BETWEEN ? AND ?"
+)
+PRUNE_METRICS: Final = "DELETE FROM metrics WHERE timestamp < ?"
+
+# --- maintenance ----------------------------------------------------------------------------
+
+DATA_VERSION: Final = "PRAGMA data_version"
+STORAGE_SIZE: Final = "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size"
+INTEGRITY_CHECK: Final = "PRAGMA integrity_check"
+FOREIGN_KEY_CHECK: Final = "PRAGMA foreign_key_check"
+#: Tasks whose count of unfinished dependencies disagrees with their dependency edges.
+DEPENDENCY_COUNT_CHECK: Final = (
+    "SELECT t.id, t.unfinished_deps, count(p.id) FROM tasks t"
+    " LEFT JOIN task_dependencies d ON d.task_id = t.id"
+    " LEFT JOIN tasks p ON p.id = d.depends_on AND p.status != 'completed'"
+    " GROUP BY t.id HAVING t.unfinished_deps != count(p.id)"
+)

@@ -1,0 +1,1223 @@
+"""``SqliteStorage``: the embedded default backend, on ``apsw``.
+
+One writer connection commits every coroutine's writes in batches (:mod:`.writer`); reads
+use a pool of read connections (:mod:`.readers`); the SQL lives in :mod:`.sql` and what each
+write does in :mod:`.ops`. The file is in WAL mode, so readers never wait for the writer and
+several processes can share it: writes take the lock with ``BEGIN IMMEDIATE`` and wait for
+each other up to the busy timeout.
+
+Semantics are the memory backend's, checked by the same conformance suite. As there, a
+transaction owns the storage until it ends: other tasks' calls (reads too) wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import apsw
+
+from ... import codec, rules
+from ..._time import from_us, now_us, to_us
+from ...aggregate import MetricRow, aggregate, check_group_by
+from ...codec import Limits
+from ...errors import MigrationError, StorageError, TransactionError, ValidationError
+from ...migrations import AppliedMigration, Migration, MigrationRunner
+from ...models import (
+    AgentModel,
+    AgentStatus,
+    EventModel,
+    MessageModel,
+    MetricModel,
+    TaskModel,
+)
+from ...query import QueryBuilder
+from ...storage import (
+    ACTIVE_TRANSACTION,
+    DelegatingTransaction,
+    Duration,
+    MetricAggregate,
+    PruneResult,
+    Storage,
+    TimeArg,
+    Transaction,
+)
+from ..memory import _types_arg
+from . import sql
+from .errors import decode_row, translate
+from .ops import SqliteOps, scalar
+from .readers import ReaderPool, SqliteStorageBuilder
+from .writer import Checkpointer, GroupCommitWriter, WriteContext
+
+__all__ = ["SqliteStorage", "SqliteTransaction"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How often a waiting subscriber or mail waiter looks for other processes' commits.
+WATCH_INTERVAL_S: Final = 0.05
+#: Reads expected to return at most this many rows run in the loop, without a thread hop.
+INLINE_ROWS: Final = 100
+#: Operations writing more rows than this run on the writer's thread, off the loop.
+HEAVY_ROWS: Final = 1000
+#: Rows a subscriber reads per step (in the loop).
+SUBSCRIBE_PAGE: Final = 100
+
+_SYNCHRONOUS: Final = {"normal": "NORMAL", "full": "FULL"}
+_OPTION_NAMES: Final = frozenset(
+    {
+        "readers", "min_idle_readers", "connection_timeout", "idle_timeout", "synchronous",
+        "busy_timeout", "max_batch", "lease", "clock", "retry_policy", "limits",
+        "transaction_timeout",
+    }
+)  # fmt: skip
+
+
+class _Options:
+    """Every option of :meth:`SqliteStorage.open`, checked; URL strings are parsed."""
+
+    __slots__ = (
+        "busy_timeout_ms",
+        "clock",
+        "connection_timeout_s",
+        "idle_timeout_s",
+        "lease_us",
+        "limits",
+        "max_batch",
+        "min_idle_readers",
+        "readers",
+        "retry_policy",
+        "synchronous",
+        "transaction_timeout_us",
+    )
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        unknown = set(options) - _OPTION_NAMES
+        if unknown:
+            raise ValidationError(
+                f"unknown option(s) {', '.join(sorted(unknown))}; known: "
+                + ", ".join(sorted(_OPTION_NAMES)),
+                field="options",
+            )
+        o = options
+        self.readers = _int(o.get("readers", 4), "readers", minimum=1)
+        self.min_idle_readers = _int(o.get("min_idle_readers", 1), "min_idle_readers", minimum=0)
+        self.connection_timeout_s = _seconds(o.get("connection_timeout", 30), "connection_timeout")
+        idle = o.get("idle_timeout", 600)
+        self.idle_timeout_s = None if idle is None else _seconds(idle, "idle_timeout")
+        sync = o.get("synchronous", "normal")
+        if not isinstance(sync, str) or sync.lower() not in _SYNCHRONOUS:
+            raise ValidationError(f"{sync!r} is not 'normal' or 'full'", field="synchronous")
+        self.synchronous = _SYNCHRONOUS[sync.lower()]
+        self.busy_timeout_ms = _int(o.get("busy_timeout", 5000), "busy_timeout", minimum=0)
+        self.max_batch = _int(o.get("max_batch", 512), "max_batch", minimum=1)
+        self.lease_us = codec.duration_arg(_number(o.get("lease", 30), "lease"), "lease")
+        self.transaction_timeout_us = codec.duration_arg(
+            _number(o.get("transaction_timeout", 30), "transaction_timeout"),
+            "transaction_timeout",
+        )
+        clock = o.get("clock")
+        if clock is not None and not callable(clock):
+            raise ValidationError("must be a callable returning a datetime", field="clock")
+        self.clock: Callable[[], datetime] | None = clock
+        policy = o.get("retry_policy") or rules.RetryPolicy()
+        if not isinstance(policy, rules.RetryPolicy):
+            raise ValidationError("must be a RetryPolicy", field="retry_policy")
+        self.retry_policy = policy
+        limits = o.get("limits") or codec.DEFAULT_LIMITS
+        if not isinstance(limits, Limits):
+            raise ValidationError("must be a Limits", field="limits")
+        self.limits = limits
+
+
+def _number(value: Any, field: str) -> Any:
+    """A URL option's text as a number (other values pass through to their own check)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValidationError(f"{value!r} is not a number", field=field) from None
+    return value
+
+
+def _int(value: Any, field: str, *, minimum: int) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValidationError(f"{value!r} is not an integer", field=field) from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValidationError(f"must be an integer of at least {minimum}", field=field)
+    return value
+
+
+def _seconds(value: Any, field: str) -> float:
+    return codec.duration_arg(_number(value, field), field) / 1e6
+
+
+def _models(table: str, columns: tuple[str, ...], rows: Any) -> list[Any]:
+    return [decode_row(table, columns, row) for row in rows]
+
+
+def _one(conn: apsw.Connection, statement: str, params: Any, table: str) -> Any:
+    row = conn.execute(statement, params).fetchone()
+    return None if row is None else decode_row(table, codec.COLUMNS[table], row)
+
+
+def _all(conn: apsw.Connection, statement: str, params: Any, table: str) -> list[Any]:
+    return _models(table, codec.COLUMNS[table], conn.execute(statement, params))
+
+
+class _Opening:
+    """What :meth:`SqliteStorage.open` returns: await it, or use it with ``async with``."""
+
+    __slots__ = ("_options", "_path", "_storage")
+
+    def __init__(self, path: str | os.PathLike[str], options: dict[str, Any]) -> None:
+        self._path = path
+        self._options = options
+        self._storage: SqliteStorage | None = None
+
+    async def _open(self) -> SqliteStorage:
+        storage = SqliteStorage(self._path, **self._options)
+        await storage._start()
+        return storage
+
+    def __await__(self) -> Generator[Any, None, SqliteStorage]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> SqliteStorage:
+        self._storage = await self._open()
+        return self._storage
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._storage is not None:
+            await self._storage.close()
+
+
+class SqliteStorage(Storage):
+    """A swarm's storage in one SQLite file, shareable by several processes.
+
+    Open with ``await SqliteStorage.open("swarm.db", **options)`` (or ``async with
+    SqliteStorage.open(...) as storage``, or ``init_storage("sqlite:///swarm.db")``); a new
+    file is created and migrated. Options (keyword arguments, or URL query parameters):
+
+    * ``readers`` — most read connections (4); ``min_idle_readers`` kept open (1);
+      ``connection_timeout`` — seconds a read waits for a connection before ``PoolError``
+      (30); ``idle_timeout`` — seconds before an idle extra connection closes (600).
+    * ``synchronous`` — ``"normal"`` (default: a commit survives a process crash) or
+      ``"full"`` (also an OS crash or power loss).
+    * ``busy_timeout`` — milliseconds to wait for another process's write lock (5000).
+    * ``max_batch`` — most operations committed in one transaction (512).
+    * the standard options: ``clock``, ``lease`` (30 s), ``retry_policy``, ``limits``,
+      ``transaction_timeout`` (30 s).
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], **options: Any) -> None:
+        text = os.fspath(path)
+        if not isinstance(text, str) or not text or text == ":memory:" or text.startswith("file:"):
+            raise ValidationError(
+                "needs a file path (use memory:// for a storage in memory)", field="path"
+            )
+        self.path = text
+        self._opts = opts = _Options(dict(options))
+        clock = opts.clock
+        self._now: Callable[[], int] = now_us if clock is None else (lambda: to_us(clock()))
+        self._limits = opts.limits
+        self._lease_us = opts.lease_us
+        self._ops = SqliteOps(self._now, opts.retry_policy)
+        self._writer: GroupCommitWriter | None = None
+        self._pool: ReaderPool | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._closed = False
+        self._started = False
+        self._tx: SqliteTransaction | None = None
+        # Slow path needed: closed, a transaction holds the storage, or a timed-out
+        # transaction's owner has not yet been told (its calls must fail, not autocommit).
+        self._blocked = True
+        self._orphaned = 0
+        self._tx_waiters: list[asyncio.Future[None]] = []
+        self._event_waiters: list[asyncio.Future[None]] = []
+        self._mail_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._event_gen = 0
+        self._mail_gen = 0
+        self._watcher: asyncio.Task[None] | None = None
+        self._watch_conn: apsw.Connection | None = None
+
+    # --- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], **options: Any) -> _Opening:
+        """Open (creating and migrating) the storage at ``path``; see the class for options."""
+        return _Opening(path, options)
+
+    @classmethod
+    def builder(cls) -> SqliteStorageBuilder:
+        """The crate's pool builder: ``SqliteStorage.builder().max_connections(32)…``."""
+        return SqliteStorageBuilder()
+
+    def _connect(self, *, role: str) -> apsw.Connection:
+        """A configured connection: ``writer``, ``reader`` or ``checkpointer``."""
+        opts = self._opts
+        conn = apsw.Connection(
+            self.path,
+            flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE,
+            statementcachesize=256 if role == "writer" else 128,
+        )
+        try:
+            conn.set_busy_timeout(opts.busy_timeout_ms)
+            conn.execute(sql.CONNECTION_PRAGMAS)
+            if role == "writer":
+                conn.execute(sql.NEW_DATABASE_PRAGMAS)
+                mode = scalar(conn, sql.JOURNAL_WAL)
+                if str(mode).lower() != "wal":
+                    raise StorageError(f"{self.path}: cannot use WAL mode (journal mode {mode})")
+                conn.execute(f"PRAGMA synchronous = {opts.synchronous}")
+                conn.execute(sql.WRITER_PRAGMAS)
+            elif role == "reader":
+                conn.execute(sql.READER_PRAGMAS)
+            else:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await asyncio.to_thread(self._connect, role="writer")
+        except apsw.Error as exc:
+            raise translate(exc) from exc
+        opts = self._opts
+        self._writer = GroupCommitWriter(
+            conn,
+            max_batch=opts.max_batch,
+            busy_timeout_ms=opts.busy_timeout_ms,
+            on_commit=self._committed,
+        )
+
+        def catch_up() -> None:
+            loop.call_soon_threadsafe(self._catch_up)
+
+        try:
+            await MigrationRunner(self).migrate()
+            self._pool = ReaderPool(
+                lambda: self._connect(role="reader"),
+                max_size=opts.readers,
+                min_idle=opts.min_idle_readers,
+                connection_timeout_s=opts.connection_timeout_s,
+                idle_timeout_s=opts.idle_timeout_s,
+            )
+            self._checkpointer = Checkpointer(
+                lambda: self._connect(role="checkpointer"),
+                catch_up=catch_up,
+            )
+            conn.set_wal_hook(self._checkpointer.wal_hook)
+        except BaseException:
+            await self._shutdown()
+            raise
+        self._started = True
+        self._blocked = False
+
+    def _catch_up(self) -> None:
+        """Checkpoint between two batches when a busy writer outruns the background one."""
+        if self._closed or self._writer is None:
+            return
+
+        def run(conn: apsw.Connection) -> None:
+            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+
+        self._writer.submit_alone(run).add_done_callback(_log_failure)
+
+    # --- gate: closed storage, transactions owned by other tasks ------------------------------
+
+    async def _gate(self) -> SqliteTransaction | None:
+        """Wait while another task's transaction holds the storage; the one this call joins."""
+        while True:
+            if self._closed or not self._started:
+                raise StorageError("storage is closed")
+            tx = self._tx
+            current = ACTIVE_TRANSACTION.get()
+            if (
+                current is not None
+                and current is not tx
+                and isinstance(current, SqliteTransaction)
+                and current._sqlite is self
+                and current._state == "timed_out"
+            ):
+                # Without this, calls after the timeout would silently run outside it.
+                current.check_active()
+            if tx is None:
+                return None
+            if current is tx:
+                tx.check_active()
+                if tx.ctx is None:
+                    raise TransactionError("the transaction has not started yet")
+                return tx
+            fut = asyncio.get_running_loop().create_future()
+            self._tx_waiters.append(fut)
+            await fut
+
+    def _release(self) -> None:
+        self._tx = None
+        self._blocked = self._closed or self._orphaned > 0 or not self._started
+        waiters, self._tx_waiters = self._tx_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    @property
+    def _w(self) -> GroupCommitWriter:
+        writer = self._writer
+        if writer is None:
+            raise StorageError("storage is closed")
+        return writer
+
+    async def _write(
+        self,
+        op: Callable[[WriteContext], T],
+        *,
+        row_kind: str | None = None,
+        row_id: str | None = None,
+        heavy: bool = False,
+    ) -> T:
+        tx = await self._gate() if self._blocked else None
+        if tx is not None:
+            assert tx.ctx is not None
+            return self._w.run_held(tx.ctx, op, row_kind=row_kind, row_id=row_id)  # type: ignore[no-any-return]
+        result: T = await self._w.submit(op, row_kind=row_kind, row_id=row_id, heavy=heavy)
+        return result
+
+    async def _read(self, fn: Callable[[apsw.Connection], T], *, inline: bool) -> T:
+        tx = await self._gate() if self._blocked else None
+        if tx is not None:
+            assert tx.ctx is not None
+            return self._w.run_held(tx.ctx, lambda ctx: fn(ctx.conn))  # type: ignore[no-any-return]
+        pool = self._pool
+        if pool is None:
+            raise StorageError("storage is closed")
+        if inline:
+            conn = pool.try_acquire()
+            if conn is not None:
+                try:
+                    return fn(conn)
+                except StorageError:
+                    raise
+                except apsw.Error as exc:
+                    raise translate(exc) from exc
+                finally:
+                    pool.release(conn)
+        return await pool.run(fn)
+
+    # --- notifications ----------------------------------------------------------------------
+
+    def _committed(self, ctx: WriteContext) -> None:
+        if ctx.events:
+            self._event_gen += 1
+            waiters, self._event_waiters = self._event_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        for agent_id in ctx.mail:
+            self._mail_gen += 1
+            for fut in self._mail_waiters.pop(agent_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _wake_everyone(self) -> None:
+        self._event_gen += 1
+        self._mail_gen += 1
+        futs = self._event_waiters + [f for fs in self._mail_waiters.values() for f in fs]
+        self._event_waiters = []
+        self._mail_waiters = {}
+        for fut in futs:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _watch(self) -> None:
+        """Look for other processes' commits while anyone waits (cheap, and only then)."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_other_processes())
+
+    async def _watch_other_processes(self) -> None:
+        if self._watch_conn is None:
+            self._watch_conn = self._connect(role="reader")
+        conn = self._watch_conn
+        version = scalar(conn, sql.DATA_VERSION)
+        while (self._event_waiters or self._mail_waiters) and not self._closed:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            if self._closed:
+                return
+            now = scalar(conn, sql.DATA_VERSION)
+            if now != version:
+                version = now
+                self._wake_everyone()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Commit what is queued, roll back an open transaction, release every resource."""
+        if self._closed:
+            return
+        if self._tx is not None:
+            self._tx.abort("storage closed")
+        self._closed = True
+        self._blocked = True
+        self._wake_everyone()
+        await self._shutdown()
+        self._release()
+
+    async def _shutdown(self) -> None:
+        self._closed = True
+        watcher = self._watcher
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        writer = self._writer
+        if writer is not None:
+            await writer.drain()
+            writer.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+        if self._pool is not None:
+            self._pool.close()
+        if self._watch_conn is not None:
+            self._watch_conn.close()
+            self._watch_conn = None
+        if writer is not None:
+            writer.conn.set_wal_hook(None)
+            writer.conn.close()
+            self._writer = None
+
+    # --- migrations (MigrationTarget) -------------------------------------------------------
+
+    async def applied_migrations(self) -> list[AppliedMigration]:
+        """Rows of ``schema_migrations`` (created if needed), by version."""
+
+        def read(conn: apsw.Connection) -> list[AppliedMigration]:
+            conn.execute(sql.CREATE_MIGRATIONS)
+            return [
+                AppliedMigration(version, name, checksum, from_us(applied_at))
+                for version, name, checksum, applied_at in conn.execute(sql.APPLIED_MIGRATIONS)
+            ]
+
+        result: list[AppliedMigration] = await self._w.submit_alone(read)
+        return result
+
+    async def apply_migration(self, migration: Migration, recorded_name: str) -> bool:
+        """Run a migration and record it in one ``BEGIN IMMEDIATE`` transaction.
+
+        ``False`` when the version is already recorded (another process was first).
+        """
+
+        def apply(conn: apsw.Connection) -> bool:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(sql.CREATE_MIGRATIONS)
+                if conn.execute(sql.MIGRATION_RECORDED, (migration.version,)).fetchone():
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute(migration.up)
+                conn.execute(
+                    sql.RECORD_MIGRATION,
+                    (migration.version, recorded_name, migration.checksum, self._now()),
+                )
+                conn.execute("COMMIT")
+            except apsw.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise MigrationError(
+                    f"migration {migration.version} ({recorded_name}) failed: {exc}"
+                ) from exc
+            log.info("applied migration %s (%s)", migration.version, recorded_name)
+            return True
+
+        result: bool = await self._w.submit_alone(apply)
+        return result
+
+    async def revert_migration(self, migration: Migration, recorded_name: str) -> None:
+        """Run a migration's ``down`` SQL and forget it, in one transaction."""
+        if migration.down is None:
+            raise MigrationError(f"migration {migration.version} has no down SQL")
+        down = migration.down
+
+        def revert(conn: apsw.Connection) -> None:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(down)
+                conn.execute(sql.FORGET_MIGRATION, (migration.version,))
+                conn.execute("COMMIT")
+            except apsw.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise MigrationError(
+                    f"rolling back migration {migration.version} ({recorded_name}) failed: {exc}"
+                ) from exc
+
+        await self._w.submit_alone(revert)
+
+    # --- agents -----------------------------------------------------------------------------
+
+    async def store_agent(self, agent: AgentModel) -> None:
+        rec = codec.encode_agent(agent, self._limits)
+        await self._write(
+            lambda ctx: SqliteOps.insert_agent(ctx, rec), row_kind="agent", row_id=rec["id"]
+        )
+
+    async def get_agent(self, agent_id: str) -> AgentModel | None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        args = (agent_id,)
+        result: AgentModel | None = await self._read(
+            lambda conn: _one(conn, sql.GET_AGENT, args, "agents"), inline=True
+        )
+        return result
+
+    async def update_agent(self, agent: AgentModel) -> None:
+        rec = codec.encode_agent(agent, self._limits)
+        await self._write(lambda ctx: SqliteOps.update_agent(ctx, rec))
+
+    async def delete_agent(self, agent_id: str) -> None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        await self._write(lambda ctx: self._ops.delete_agent(ctx, agent_id))
+
+    async def list_agents(self) -> list[AgentModel]:
+        return await self._read(
+            lambda conn: _all(conn, sql.LIST_AGENTS, (), "agents"), inline=False
+        )
+
+    async def list_agents_by_status(self, status: AgentStatus | str) -> list[AgentModel]:
+        value = (codec._enum(AgentStatus, status, "status").value,)
+        return await self._read(
+            lambda conn: _all(conn, sql.AGENTS_BY_STATUS, value, "agents"), inline=False
+        )
+
+    async def heartbeat(self, agent_id: str, at: TimeArg | None = None) -> None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        stamp = None if at is None else codec.time_arg(at, "at")
+        await self._write(lambda ctx: self._ops.heartbeat(ctx, agent_id, stamp))
+
+    async def find_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
+        cutoff = (codec.cutoff_arg(older_than, "older_than", self._now()),)
+        return await self._read(
+            lambda conn: _all(conn, sql.STALE_AGENTS, cutoff, "agents"), inline=False
+        )
+
+    async def reap_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
+        now = self._now()
+        cutoff = codec.cutoff_arg(older_than, "older_than", now)
+        recs = await self._write(lambda ctx: self._ops.reap_stale_agents(ctx, cutoff, now))
+        return [codec.decode("agents", r) for r in recs]
+
+    # --- tasks ------------------------------------------------------------------------------
+
+    async def store_task(self, task: TaskModel) -> None:
+        await self.store_tasks([task])
+
+    async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
+        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence):
+            raise ValidationError("must be a list of tasks", field="tasks")
+        recs = [codec.encode_task(t, self._limits) for t in tasks]
+
+        def store(ctx: WriteContext) -> None:
+            if recs:
+                self._ops.store_tasks(ctx, recs)
+
+        await self._write(store, heavy=len(recs) > HEAVY_ROWS)
+
+    async def get_task(self, task_id: str) -> TaskModel | None:
+        codec.check_id(task_id, "task_id", self._limits)
+        args = (task_id,)
+        result: TaskModel | None = await self._read(
+            lambda conn: _one(conn, sql.GET_TASK, args, "tasks"), inline=True
+        )
+        return result
+
+    async def update_task(self, task: TaskModel) -> None:
+        rec = codec.encode_task(task, self._limits)
+        await self._write(lambda ctx: self._ops.update_task(ctx, rec))
+
+    async def delete_task(self, task_id: str) -> None:
+        codec.check_id(task_id, "task_id", self._limits)
+        await self._write(lambda ctx: self._ops.delete_task(ctx, task_id))
+
+    async def get_pending_tasks(self) -> list[TaskModel]:
+        return await self._read(
+            lambda conn: _all(conn, sql.PENDING_TASKS, (), "tasks"), inline=False
+        )
+
+    async def get_ready_tasks(self, limit: int | None = None) -> list[TaskModel]:
+        n = None if limit is None else codec.limit_arg(limit)
+        now = self._now()
+        params: tuple[int, ...]
+        if n is None:
+            statement, params = sql.READY_TASKS, (now,)
+        else:
+            statement, params = sql.READY_TASKS_LIMIT, (now, n)
+        return await self._read(
+            lambda conn: _all(conn, statement, params, "tasks"),
+            inline=n is not None and n <= INLINE_ROWS,
+        )
+
+    async def get_tasks_by_agent(self, agent_id: str) -> list[TaskModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        args = (agent_id,)
+        return await self._read(
+            lambda conn: _all(conn, sql.TASKS_BY_AGENT, args, "tasks"), inline=False
+        )
+
+    def _lease(self, lease: Duration | None) -> int:
+        return self._lease_us if lease is None else codec.duration_arg(lease, "lease")
+
+    async def claim_task(self, task_id: str, agent_id: str, lease: Duration | None = None) -> bool:
+        codec.check_id(task_id, "task_id", self._limits)
+        codec.check_id(agent_id, "agent_id", self._limits)
+        lease_us = self._lease(lease)
+        return await self._write(lambda ctx: self._ops.claim_task(ctx, task_id, agent_id, lease_us))
+
+    async def claim_next_task(
+        self,
+        agent_id: str,
+        task_types: Sequence[str] | None = None,
+        lease: Duration | None = None,
+    ) -> TaskModel | None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        types = _types_arg(task_types)
+        lease_us = self._lease(lease)
+        row = await self._write(
+            lambda ctx: self._ops.claim_next_task(ctx, agent_id, types, lease_us)
+        )
+        return None if row is None else decode_row("tasks", sql.PUBLIC_TASK_COLUMNS, row)
+
+    def _check_held(self, task_id: str, agent_id: str) -> None:
+        codec.check_id(task_id, "task_id", self._limits)
+        codec.check_id(agent_id, "agent_id", self._limits)
+
+    async def start_task(self, task_id: str, agent_id: str) -> TaskModel:
+        self._check_held(task_id, agent_id)
+        rec = await self._write(lambda ctx: self._ops.start_task(ctx, task_id, agent_id))
+        return codec.decode("tasks", rec)  # type: ignore[no-any-return]
+
+    async def complete_task(self, task_id: str, agent_id: str, result: Any = None) -> TaskModel:
+        encoded = None if result is None else codec._json_field(result, "result", self._limits)
+        self._check_held(task_id, agent_id)
+        rec = await self._write(
+            lambda ctx: self._ops.complete_task(ctx, task_id, agent_id, encoded)
+        )
+        return codec.decode("tasks", rec)  # type: ignore[no-any-return]
+
+    async def fail_task(self, task_id: str, agent_id: str, error: str) -> TaskModel:
+        codec.check_text(error, "error", self._limits, empty_ok=True)
+        self._check_held(task_id, agent_id)
+        rec = await self._write(lambda ctx: self._ops.fail_task(ctx, task_id, agent_id, error))
+        return codec.decode("tasks", rec)  # type: ignore[no-any-return]
+
+    async def cancel_task(self, task_id: str, reason: str | None = None) -> list[str]:
+        codec.check_id(task_id, "task_id", self._limits)
+        if reason is not None:
+            codec.check_text(reason, "reason", self._limits, empty_ok=True)
+        return await self._write(lambda ctx: self._ops.cancel_task(ctx, task_id, reason))
+
+    async def heartbeat_task(
+        self, task_id: str, agent_id: str, lease: Duration | None = None
+    ) -> TaskModel:
+        lease_us = self._lease(lease)
+        self._check_held(task_id, agent_id)
+        rec = await self._write(
+            lambda ctx: self._ops.heartbeat_task(ctx, task_id, agent_id, lease_us)
+        )
+        return codec.decode("tasks", rec)  # type: ignore[no-any-return]
+
+    # --- events -----------------------------------------------------------------------------
+
+    async def store_event(self, event: EventModel) -> int:
+        rec = codec.encode_event(event, self._limits)
+        if self._blocked:
+            tx = await self._gate()
+            if tx is not None:
+                assert tx.ctx is not None
+                seqs: list[int] = self._w.run_held(
+                    tx.ctx, lambda ctx: self._ops.store_events(ctx, [rec])
+                )
+                event.sequence = seqs[0]
+                return seqs[0]
+        seq: int = await self._w.submit_row(self._ops.event_rows, rec)
+        event.sequence = seq
+        return seq
+
+    async def store_events(self, events: Sequence[EventModel]) -> list[int]:
+        if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+            raise ValidationError("must be a list of events", field="events")
+        recs = [codec.encode_event(ev, self._limits) for ev in events]
+
+        def store(ctx: WriteContext) -> list[int]:
+            return self._ops.store_events(ctx, recs) if recs else []
+
+        seqs = await self._write(store, heavy=len(recs) > HEAVY_ROWS)
+        for ev, seq in zip(events, seqs, strict=True):
+            ev.sequence = seq
+        return seqs
+
+    async def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        args = (agent_id, codec.limit_arg(limit))
+        return await self._read(
+            lambda conn: _all(conn, sql.EVENTS_BY_AGENT, args, "events"),
+            inline=args[1] <= INLINE_ROWS,
+        )
+
+    async def get_events_by_type(self, event_type: str, limit: int = 100) -> list[EventModel]:
+        codec.check_text(event_type, "event_type", self._limits)
+        args = (event_type, codec.limit_arg(limit))
+        return await self._read(
+            lambda conn: _all(conn, sql.EVENTS_BY_TYPE, args, "events"),
+            inline=args[1] <= INLINE_ROWS,
+        )
+
+    async def get_events_since(self, since: TimeArg) -> list[EventModel]:
+        args = (codec.time_arg(since, "since"),)
+        return await self._read(
+            lambda conn: _all(conn, sql.EVENTS_SINCE, args, "events"), inline=False
+        )
+
+    async def read_events(self, after_sequence: int = 0, limit: int = 1000) -> list[EventModel]:
+        args = (codec.limit_arg(after_sequence, "after_sequence"), codec.limit_arg(limit))
+        return await self._read(
+            lambda conn: _all(conn, sql.READ_EVENTS, args, "events"),
+            inline=args[1] <= INLINE_ROWS,
+        )
+
+    async def subscribe(
+        self, after_sequence: int = 0, event_types: Sequence[str] | None = None
+    ) -> AsyncIterator[EventModel]:
+        last = codec.limit_arg(after_sequence, "after_sequence")
+        types = None if event_types is None else frozenset(_types_arg(event_types) or ())
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            gen = self._event_gen
+            batch = await self.read_events(last, SUBSCRIBE_PAGE)
+            for ev in batch:
+                last = ev.sequence or last
+                if types is None or ev.event_type in types:
+                    yield ev
+            if len(batch) == SUBSCRIBE_PAGE or gen != self._event_gen or self._closed:
+                continue
+            fut = loop.create_future()
+            self._event_waiters.append(fut)
+            self._watch()
+            try:
+                await fut
+            finally:
+                if fut in self._event_waiters:
+                    self._event_waiters.remove(fut)
+
+    # --- messages ---------------------------------------------------------------------------
+
+    async def store_message(self, message: MessageModel) -> None:
+        rec = codec.encode_message(message, self._limits)
+        await self._write(
+            lambda ctx: SqliteOps.insert_message(ctx, rec), row_kind="message", row_id=rec["id"]
+        )
+
+    async def get_message(self, message_id: str) -> MessageModel | None:
+        codec.check_id(message_id, "message_id", self._limits)
+        args = (message_id,)
+        result: MessageModel | None = await self._read(
+            lambda conn: _one(conn, sql.GET_MESSAGE, args, "messages"), inline=True
+        )
+        return result
+
+    async def delete_message(self, message_id: str) -> None:
+        codec.check_id(message_id, "message_id", self._limits)
+        await self._write(lambda ctx: SqliteOps.delete_message(ctx, message_id))
+
+    async def get_messages_between(
+        self, agent_a: str, agent_b: str, limit: int = 100
+    ) -> list[MessageModel]:
+        codec.check_id(agent_a, "agent_a", self._limits)
+        codec.check_id(agent_b, "agent_b", self._limits)
+        args = (agent_a, agent_b, codec.limit_arg(limit))
+        return await self._read(
+            lambda conn: _all(conn, sql.MESSAGES_BETWEEN, args, "messages"),
+            inline=args[2] <= INLINE_ROWS,
+        )
+
+    async def get_unread_messages(self, agent_id: str) -> list[MessageModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        args = (agent_id,)
+        # A mailbox is short, and waiting workers poll it: read it in the loop.
+        return await self._read(
+            lambda conn: _all(conn, sql.UNREAD_MESSAGES, args, "messages"), inline=True
+        )
+
+    async def mark_message_read(self, message_id: str) -> MessageModel:
+        codec.check_id(message_id, "message_id", self._limits)
+        row = await self._write(lambda ctx: self._ops.mark_message_read(ctx, message_id))
+        return decode_row("messages", sql.MESSAGE_COLUMNS, row)  # type: ignore[no-any-return]
+
+    async def wait_for_messages(
+        self, agent_id: str, timeout: Duration | None = None
+    ) -> list[MessageModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        timeout_s = (
+            None
+            if timeout is None
+            else codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
+        )
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            gen = self._mail_gen
+            unread = await self.get_unread_messages(agent_id)
+            if unread or self._closed:
+                return unread
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return []
+            if gen != self._mail_gen:
+                continue
+            fut = loop.create_future()
+            self._mail_waiters.setdefault(agent_id, []).append(fut)
+            self._watch()
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), remaining)
+            except TimeoutError:
+                return []
+            finally:
+                waiters = self._mail_waiters.get(agent_id)
+                if waiters and fut in waiters:
+                    waiters.remove(fut)
+                    if not waiters:
+                        del self._mail_waiters[agent_id]
+            if self._closed:
+                # Woken by close(): return like a timeout instead of failing the next read.
+                return []
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    async def store_metric(self, metric: MetricModel) -> None:
+        rec = codec.encode_metric(metric, self._limits)
+        if self._blocked:
+            tx = await self._gate()
+            if tx is not None:
+                assert tx.ctx is not None
+                self._w.run_held(tx.ctx, lambda ctx: self._ops.store_metrics(ctx, [rec]))
+                return
+        await self._w.submit_row(self._ops.metric_rows, rec)
+
+    async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
+        if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Sequence):
+            raise ValidationError("must be a list of metrics", field="metrics")
+        recs = [codec.encode_metric(m, self._limits) for m in metrics]
+
+        def store(ctx: WriteContext) -> None:
+            if recs:
+                self._ops.store_metrics(ctx, recs)
+
+        await self._write(store, heavy=len(recs) > HEAVY_ROWS)
+
+    async def get_metrics_by_agent(
+        self, agent_id: str, metric_type: str | None = None
+    ) -> list[MetricModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        params: tuple[str, ...]
+        if metric_type is None:
+            statement, params = sql.METRICS_BY_AGENT, (agent_id,)
+        else:
+            codec.check_text(metric_type, "metric_type", self._limits)
+            statement, params = sql.METRICS_BY_AGENT_AND_TYPE, (agent_id, metric_type)
+        return await self._read(lambda conn: _all(conn, statement, params, "metrics"), inline=False)
+
+    async def get_aggregated_metrics(
+        self, metric_type: str, start: TimeArg, end: TimeArg
+    ) -> list[MetricModel]:
+        codec.check_text(metric_type, "metric_type", self._limits)
+        args = (metric_type, codec.time_arg(start, "start"), codec.time_arg(end, "end"))
+
+        def read(conn: apsw.Connection) -> list[MetricModel]:
+            groups: list[tuple[Any, ...]] = conn.execute(sql.AGGREGATE_BY_AGENT, args).fetchall()
+            # The order of aggregate(): agents (missing one first), then unit.
+            groups.sort(key=lambda g: (g[0] is not None, g[0] or "", g[1]))
+            return [
+                MetricModel(
+                    id=f"{metric_type}:{agent if agent is not None else '*'}:{unit}",
+                    metric_type=metric_type,
+                    value=total / count,
+                    unit=unit,
+                    agent_id=agent,
+                    tags={
+                        "count": str(count),
+                        "min": repr(float(low)),
+                        "max": repr(float(high)),
+                        "sum": repr(float(total)),
+                    },
+                    timestamp=from_us(latest),
+                )
+                for agent, unit, count, total, low, high, latest in groups
+            ]
+
+        return await self._read(read, inline=False)
+
+    async def aggregate_metrics(
+        self,
+        metric_type: str,
+        start: TimeArg,
+        end: TimeArg,
+        group_by: Sequence[str] = ("agent_id",),
+        bucket: Duration | None = None,
+    ) -> list[MetricAggregate]:
+        codec.check_text(metric_type, "metric_type", self._limits)
+        args = (metric_type, codec.time_arg(start, "start"), codec.time_arg(end, "end"))
+        groups = check_group_by(group_by)
+        bucket_us = None if bucket is None else codec.duration_arg(bucket, "bucket")
+
+        def read(conn: apsw.Connection) -> list[MetricAggregate]:
+            rows = [MetricRow(*row) for row in conn.execute(sql.METRIC_ROWS, args)]
+            return aggregate(metric_type, rows, groups, bucket_us)
+
+        return await self._read(read, inline=False)
+
+    # --- transactions -----------------------------------------------------------------------
+
+    async def begin_transaction(self, timeout: Duration | None = None) -> Transaction:
+        timeout_us = (
+            self._opts.transaction_timeout_us
+            if timeout is None
+            else codec.duration_arg(timeout, "timeout")
+        )
+        current = ACTIVE_TRANSACTION.get()
+        if current is not None and current.is_active and getattr(current, "storage", None) is self:
+            raise TransactionError("a transaction is already open; transactions do not nest")
+        while True:
+            if self._closed or not self._started:
+                raise StorageError("storage is closed")
+            if self._tx is None:
+                break
+            fut = asyncio.get_running_loop().create_future()
+            self._tx_waiters.append(fut)
+            await fut
+        tx = SqliteTransaction(self)
+        self._tx = tx
+        self._blocked = True
+        try:
+            await self._w.hold()
+        except BaseException:
+            tx._state = "rolled back"
+            self._release()
+            raise
+        tx._begin(WriteContext(self._w.conn), timeout_us / 1e6)
+        ACTIVE_TRANSACTION.set(tx)
+        return tx
+
+    def _finish(self, tx: SqliteTransaction, *, commit: bool) -> None:
+        if ACTIVE_TRANSACTION.get() is tx:
+            ACTIVE_TRANSACTION.set(None)
+        self._release()
+        if commit and tx.ctx is not None:
+            self._committed(tx.ctx)
+
+    # --- queries and maintenance ------------------------------------------------------------
+
+    async def query(self, builder: QueryBuilder[Any]) -> list[Any]:
+        if not isinstance(builder, QueryBuilder):
+            raise ValidationError("expected a QueryBuilder", field="builder")
+        statement, params = builder.build("sqlite")
+        table = builder.table
+        limit = builder.limit_value
+        return await self._read(
+            lambda conn: _all(conn, statement, params, table),
+            inline=limit is not None and limit <= INLINE_ROWS,
+        )
+
+    async def vacuum(self) -> None:
+        """Rebuild the file without free pages (waits for queued writes first)."""
+        if await self._joined():
+            return  # VACUUM cannot run inside a transaction; nothing to reclaim from it
+        await self._w.submit_alone(lambda conn: conn.execute("VACUUM"))
+
+    async def checkpoint(self) -> None:
+        """Copy the whole write-ahead log into the database file and truncate it."""
+        if await self._joined():
+            return
+
+        def run(conn: apsw.Connection) -> None:
+            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+
+        await self._w.submit_alone(run)
+
+    async def _joined(self) -> bool:
+        return (await self._gate() if self._blocked else None) is not None
+
+    async def get_storage_size(self) -> int:
+        """Bytes of the database (free pages included; the log not yet copied too)."""
+        size: int = await self._read(lambda conn: scalar(conn, sql.STORAGE_SIZE), inline=True)
+        return size
+
+    async def integrity_check(self) -> list[str]:
+        """Problems found in the file: SQLite's own check, foreign keys, dependency counts.
+
+        An empty list means the database is sound.
+        """
+
+        def check(conn: apsw.Connection) -> list[str]:
+            problems = [r[0] for r in conn.execute(sql.INTEGRITY_CHECK) if r[0] != "ok"]
+            for table, rowid, parent, _fk in conn.execute(sql.FOREIGN_KEY_CHECK):
+                problems.append(f"{table} row {rowid}: no {parent} row it refers to")
+            for task_id, stored, actual in conn.execute(sql.DEPENDENCY_COUNT_CHECK):
+                problems.append(
+                    f"task {task_id!r} counts {stored} unfinished dependencies, "
+                    f"its dependencies say {actual}"
+                )
+            return problems
+
+        return await self._read(check, inline=False)
+
+    async def backup(self, dest: str | os.PathLike[str]) -> None:
+        """Copy the database to ``dest`` while it stays in use (a consistent snapshot)."""
+        target = os.fspath(dest)
+        if target == self.path:
+            raise ValidationError("cannot back up a database onto itself", field="dest")
+
+        def copy(conn: apsw.Connection) -> None:
+            out = apsw.Connection(target)
+            try:
+                with out.backup("main", conn, "main") as b:
+                    # One step: a single read snapshot of the source, writers carry on.
+                    b.step(-1)
+            finally:
+                out.close()
+
+        await self._read(copy, inline=False)
+
+    async def prune(
+        self,
+        events_before: TimeArg | None = None,
+        metrics_before: TimeArg | None = None,
+        read_messages_before: TimeArg | None = None,
+    ) -> PruneResult:
+        """Delete old history, then give the freed pages back to the file system."""
+        ev_t = None if events_before is None else codec.time_arg(events_before, "events_before")
+        me_t = None if metrics_before is None else codec.time_arg(metrics_before, "metrics_before")
+        ms_t = (
+            None
+            if read_messages_before is None
+            else codec.time_arg(read_messages_before, "read_messages_before")
+        )
+        tx = await self._gate() if self._blocked else None
+        if tx is not None:
+            assert tx.ctx is not None
+            result: PruneResult = self._w.run_held(
+                tx.ctx, lambda ctx: SqliteOps.prune(ctx.conn, ev_t, me_t, ms_t)
+            )
+            return result
+
+        def run(conn: apsw.Connection) -> PruneResult:
+            conn.execute("BEGIN IMMEDIATE")
+            result = SqliteOps.prune(conn, ev_t, me_t, ms_t)
+            conn.execute("COMMIT")
+            if result.events or result.metrics or result.messages:
+                conn.execute("PRAGMA incremental_vacuum")
+            return result
+
+        pruned: PruneResult = await self._w.submit_alone(run)
+        return pruned
+
+
+class SqliteTransaction(DelegatingTransaction):
+    """A transaction of :class:`SqliteStorage`: holds the writer, rolled back on timeout."""
+
+    def __init__(self, storage: SqliteStorage) -> None:
+        super().__init__(storage)
+        self._sqlite = storage
+        self._state = "starting"
+        self.ctx: WriteContext | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _begin(self, ctx: WriteContext, timeout_s: float) -> None:
+        self.ctx = ctx
+        self._state = "active"
+        self._timer = asyncio.get_running_loop().call_later(timeout_s, self._timed_out)
+
+    @property
+    def is_active(self) -> bool:
+        return self._state == "active"
+
+    def check_active(self) -> None:
+        if self._state == "timed_out":
+            raise TransactionError("transaction was rolled back after its timeout")
+        if self._state != "active":
+            raise TransactionError(f"transaction already {self._state}")
+
+    def _end(self, state: str, *, commit: bool) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._state = state
+        writer = self._sqlite._writer
+        try:
+            if writer is not None:
+                writer.release(commit=commit)
+        except StorageError as exc:
+            self._state = "rolled back"
+            self._sqlite._finish(self, commit=False)
+            raise TransactionError(f"commit failed: {exc}") from exc
+        self._sqlite._finish(self, commit=commit)
+
+    def _timed_out(self) -> None:
+        if self._state == "active":
+            log.warning("transaction open past its timeout; rolled back")
+            self._sqlite._orphaned += 1
+            self._end("timed_out", commit=False)
+
+    def abort(self, why: str) -> None:
+        """Roll back at once (used when the storage closes)."""
+        if self._state == "active":
+            self._end("rolled back", commit=False)
+            log.warning("transaction rolled back: %s", why)
+
+    def _acknowledge_timeout(self) -> None:
+        if self._state == "timed_out":
+            s = self._sqlite
+            self._state = "timed out (reported)"
+            s._orphaned -= 1
+            s._blocked = s._closed or s._tx is not None or s._orphaned > 0
+            if ACTIVE_TRANSACTION.get() is self:
+                ACTIVE_TRANSACTION.set(None)
+            raise TransactionError("transaction was rolled back after its timeout")
+
+    async def settle_inactive(self, failed: bool) -> None:
+        try:
+            self._acknowledge_timeout()
+        except TransactionError:
+            if not failed:
+                raise
+
+    async def commit(self) -> None:
+        self._acknowledge_timeout()
+        self.check_active()
+        self._end("committed", commit=True)
+
+    async def rollback(self) -> None:
+        self._acknowledge_timeout()
+        self.check_active()
+        self._end("rolled back", commit=False)
+
+
+def _log_failure(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("background checkpoint failed: %s", fut.exception())
