@@ -1,0 +1,8 @@
+"""``python -m ruv_swarm_persistence`` runs ``swarmdb``."""
+
+from __future__ import annotations
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

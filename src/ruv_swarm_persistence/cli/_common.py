@@ -1,0 +1,264 @@
+"""What every ``swarmdb`` command shares: the database option, opening, output, parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..query import QueryBuilder
+from ..storage import Storage
+from ..urls import DEFAULT_PATH, ParsedUrl, init_storage, parse_url
+
+T = TypeVar("T")
+
+#: Human output (tables); colour only when stdout is a terminal (rich decides, NO_COLOR wins).
+#: Piped, rows stay unwrapped up to 200 columns (or $COLUMNS) so lines can be grepped.
+out = Console(
+    highlight=False,
+    width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200,
+)
+#: Progress, notes and errors: stderr, so ``--json`` output stays clean.
+err = Console(stderr=True, highlight=False)
+
+
+class CliError(Exception):
+    """A user error: printed as one ``error: …`` line, exit status 1."""
+
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="URL",
+        help="Database: a file path or URL (default: $SWARM_DB_URL, else ./swarm.db).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
+]
+LimitOption = Annotated[
+    int, typer.Option("--limit", "-n", min=0, help="Show at most this many rows (0: all).")
+]
+
+
+def db_url(ctx: typer.Context, db: str | None) -> str:
+    """The database a command works on: its ``--db``, the global one, the env, the default."""
+    if db:
+        return db
+    root = ctx.find_root().params.get("db")
+    if root:
+        return str(root)
+    return os.environ.get("SWARM_DB_URL") or DEFAULT_PATH
+
+
+def display_url(url: str) -> str:
+    """A URL fit to print: without a password."""
+    parts = urlsplit(url)
+    if parts.password:
+        return urlunsplit(parts._replace(netloc=parts.netloc.replace(parts.password, "***")))
+    return url
+
+
+def locate(url: str, *, must_exist: bool) -> ParsedUrl:
+    """Parse ``url``; for a read-only command, refuse a database file that does not exist."""
+    parsed = parse_url(url)
+    if must_exist and parsed.scheme == "sqlite" and not Path(parsed.location).exists():
+        raise CliError(
+            f"no database at {parsed.location} (create one with 'swarmdb demo', "
+            "or point --db / $SWARM_DB_URL at an existing one)"
+        )
+    return parsed
+
+
+@asynccontextmanager
+async def opened(url: str, *, must_exist: bool = True, **options: Any) -> AsyncIterator[Storage]:
+    """Open the storage at ``url`` for one command, and close it afterwards."""
+    locate(url, must_exist=must_exist)
+    storage = await init_storage(url, **options)
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine."""
+    return asyncio.run(coro)
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    """``30s``, ``10m``, ``2h``, ``1d``, ``1h30m``, ``250ms`` as a timedelta."""
+    cleaned = text.strip().lower()
+    pos, seconds = 0, 0.0
+    for m in _PART.finditer(cleaned):
+        if m.start() != pos:
+            break
+        seconds += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not cleaned or pos != len(cleaned):
+        raise CliError(f"{option}: {text!r} is not a duration (like 30s, 10m, 2h, 1d)")
+    if seconds <= 0:
+        raise CliError(f"{option}: the duration must be positive, not {text!r}")
+    return timedelta(seconds=seconds)
+
+
+def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
+    """An age (``10m``: ten minutes ago) or an ISO time (naive means UTC)."""
+    try:
+        return (now or datetime.now(UTC)) - parse_duration(text, option)
+    except CliError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CliError(
+            f"{option}: {text!r} is neither a duration (30s, 10m, 2h, 1d) "
+            "nor an ISO time (2024-05-01T12:00:00Z)"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def parse_where(text: str | None, builder: QueryBuilder[T]) -> QueryBuilder[T]:
+    """Add ``--where '{"field": value, "other": [a, b]}'`` to a query (lists mean any of)."""
+    if text is None:
+        return builder
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"--where: not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
+        ) from None
+    if not isinstance(spec, dict):
+        raise CliError('--where: expected a JSON object such as {"status": "pending"}')
+    for field, value in spec.items():
+        if isinstance(value, list):
+            builder = builder.where_in(field, value)
+        else:
+            builder = builder.where_eq(field, value)
+    return builder
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """A value as JSON-ready data: dataclasses, datetimes (ISO 8601), enums, paths."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(json.dumps(plain(value), ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_json_lines(values: Iterable[Any]) -> None:
+    """One JSON document per line (for streams)."""
+    for v in values:
+        sys.stdout.write(json.dumps(plain(v), ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str | None, *columns: str) -> Table:
+    """A table in the house style."""
+    t = Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for i, c in enumerate(columns):
+        # Ids and names stay whole; long free text folds.
+        t.add_column(c, no_wrap=i == 0, overflow="fold")
+    return t
+
+
+def when(value: datetime | None) -> str:
+    """A time for tables: UTC, to the second."""
+    return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def age(value: datetime | None, now: datetime | None = None) -> str:
+    """How long ago, compactly (``4s``, ``12m``, ``3h``, ``2d``)."""
+    if value is None:
+        return ""
+    seconds = ((now or datetime.now(UTC)) - value).total_seconds()
+    if seconds < 0:
+        return "in " + age(now or datetime.now(UTC), value)
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def compact(value: Any, width: int = 60) -> str:
+    """A JSON value on one short line."""
+    text = value if isinstance(value, str) else json.dumps(plain(value), ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+STATUS_STYLE = {
+    "pending": "yellow",
+    "assigned": "cyan",
+    "running": "blue",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "active": "green",
+    "idle": "cyan",
+    "busy": "blue",
+    "initializing": "yellow",
+    "paused": "yellow",
+    "error": "red",
+    "shutdown": "dim",
+}
+
+
+def styled(value: str) -> Text:
+    """A status word in its colour."""
+    return Text(value, style=STATUS_STYLE.get(value, ""))
+
+
+def cell(value: Any) -> Text:
+    """Any value as table text (never interpreted as rich markup)."""
+    return Text("" if value is None else str(value))

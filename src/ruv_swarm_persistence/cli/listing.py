@@ -1,0 +1,603 @@
+"""Read-only commands: status, agents, tasks, events, messages, metrics, tail."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.columns import Columns
+from rich.text import Text
+
+from ..migrations import MigrationRunner, MigrationTarget
+from ..models import (
+    AgentModel,
+    EventModel,
+    MessageModel,
+    MessagePriority,
+    MetricModel,
+    TaskModel,
+    TaskPriority,
+    TaskStatus,
+)
+from ..query import QueryBuilder
+from ..storage import Storage
+from ._app import app
+from ._common import (
+    CliError,
+    DbOption,
+    JsonOption,
+    LimitOption,
+    age,
+    cell,
+    compact,
+    db_url,
+    display_url,
+    err,
+    opened,
+    out,
+    parse_duration,
+    parse_time,
+    parse_where,
+    print_json,
+    print_json_lines,
+    run,
+    styled,
+    table,
+    when,
+)
+
+WhereOption = Annotated[
+    str | None,
+    typer.Option(
+        "--where",
+        metavar="JSON",
+        help="Extra filters as a JSON object, e.g. '{\"priority\": 3}' (a list means any of).",
+    ),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option("--since", help="Only after this: an age (30s, 10m, 2h, 1d) or an ISO time."),
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option("--until", help="Only before this: an age (30s, 10m, 2h, 1d) or an ISO time."),
+]
+
+
+def _limited(builder: QueryBuilder[Any], limit: int) -> QueryBuilder[Any]:
+    return builder.limit(limit) if limit else builder
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+async def _status(storage: Storage, url: str, integrity: bool) -> dict[str, Any]:
+    tasks = await storage.query(QueryBuilder(TaskModel))
+    agents = await storage.list_agents()
+    last_event = await storage.query(QueryBuilder(EventModel).order_by("sequence", True).limit(1))
+    unread = await storage.query(QueryBuilder(MessageModel).where_eq("read", False))
+    last_metric = await storage.query(
+        QueryBuilder(MetricModel).order_by("timestamp", True).limit(1)
+    )
+    ready = await storage.get_ready_tasks(limit=10_001)
+    info: dict[str, Any] = {
+        "database": display_url(url),
+        "backend": type(storage).__name__,
+        "path": getattr(storage, "path", None),
+        "size_bytes": await storage.get_storage_size(),
+        "schema_version": None,
+        "agents": dict(sorted(Counter(a.status.value for a in agents).items())),
+        "agents_total": len(agents),
+        "tasks": {s.value: 0 for s in TaskStatus}
+        | dict(Counter(t.status.value for t in tasks).items()),
+        "tasks_total": len(tasks),
+        "tasks_ready": len(ready),
+        "events_last_sequence": last_event[0].sequence if last_event else 0,
+        "events_last_at": last_event[0].timestamp if last_event else None,
+        "messages_unread": len(unread),
+        "metrics_last_at": last_metric[0].timestamp if last_metric else None,
+    }
+    if isinstance(storage, MigrationTarget):
+        info["schema_version"] = await MigrationRunner(storage).current_version()
+    if integrity:
+        check = getattr(storage, "integrity_check", None)
+        if check is None:
+            raise CliError(f"{type(storage).__name__} has no integrity check")
+        problems = await check()
+        info["integrity"] = problems if problems else "ok"
+    return info
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    db: DbOption = None,
+    json: JsonOption = False,
+    integrity: Annotated[
+        bool, typer.Option("--integrity", help="Also run the backend's integrity check.")
+    ] = False,
+) -> None:
+    """Overview: agents and tasks by status, events, unread mail, size, schema version."""
+    url = db_url(ctx, db)
+
+    async def go() -> dict[str, Any]:
+        async with opened(url) as storage:
+            return await _status(storage, url, integrity)
+
+    info = run(go())
+    if json:
+        print_json(info)
+        return
+    head = table(f"swarm database {info['database']}", "", "")
+    head.show_header = False
+    head.add_row("backend", cell(info["backend"]))
+    if info["path"]:
+        head.add_row("file", cell(info["path"]))
+    head.add_row("size", cell(f"{info['size_bytes'] / 1024:,.0f} KiB"))
+    if info["schema_version"] is not None:
+        head.add_row("schema version", cell(info["schema_version"]))
+    head.add_row(
+        "events",
+        cell(
+            f"{info['events_last_sequence']:,} (last {age(info['events_last_at'])} ago)"
+            if info["events_last_at"]
+            else "none"
+        ),
+    )
+    head.add_row("unread messages", cell(f"{info['messages_unread']:,}"))
+    head.add_row(
+        "last metric",
+        cell(f"{age(info['metrics_last_at'])} ago" if info["metrics_last_at"] else "none"),
+    )
+    if "integrity" in info:
+        ok = info["integrity"] == "ok"
+        head.add_row(
+            "integrity",
+            Text("ok" if ok else "; ".join(info["integrity"]), style="green" if ok else "red"),
+        )
+    out.print(head)
+    agents_t = table("agents", "status", "count")
+    for k, v in info["agents"].items():
+        agents_t.add_row(styled(k), cell(v))
+    agents_t.add_row(cell("total"), cell(info["agents_total"]))
+    tasks_t = table("tasks", "status", "count")
+    for k, v in info["tasks"].items():
+        tasks_t.add_row(styled(k), cell(f"{v:,}"))
+    tasks_t.add_row(cell("ready now"), cell(f"{info['tasks_ready']:,}"))
+    tasks_t.add_row(cell("total"), cell(f"{info['tasks_total']:,}"))
+    out.print(Columns([agents_t, tasks_t], padding=(0, 6)))
+
+
+# --- agents -------------------------------------------------------------------------------
+
+
+@app.command()
+def agents(
+    ctx: typer.Context,
+    status: Annotated[
+        list[str] | None, typer.Option("--status", "-s", help="Only agents with this status.")
+    ] = None,
+    agent_type: Annotated[
+        str | None, typer.Option("--type", "-t", help="Only agents of this type.")
+    ] = None,
+    where: WhereOption = None,
+    limit: LimitOption = 0,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Registered agents: status, capabilities, heartbeat age, tasks held."""
+    url = db_url(ctx, db)
+
+    async def go() -> tuple[list[AgentModel], Counter[str]]:
+        builder = QueryBuilder(AgentModel).order_by("created_at")
+        if status:
+            builder = builder.where_in("status", status)
+        if agent_type:
+            builder = builder.where_eq("agent_type", agent_type)
+        builder = _limited(parse_where(where, builder), limit)
+        async with opened(url) as storage:
+            found = await storage.query(builder)
+            held = await storage.query(
+                QueryBuilder(TaskModel).where_in("status", ["assigned", "running"])
+            )
+        return found, Counter(t.assigned_to or "" for t in held)
+
+    found, held = run(go())
+    if json:
+        print_json(found)
+        return
+    now = datetime.now(UTC)
+    t = table(f"{len(found)} agents", "id", "type", "status", "capabilities", "heartbeat", "held")
+    for a in found:
+        t.add_row(
+            cell(a.id),
+            cell(a.agent_type),
+            styled(a.status.value),
+            cell(", ".join(a.capabilities)),
+            cell(f"{age(a.heartbeat, now)} ago"),
+            cell(held.get(a.id, 0)),
+        )
+    out.print(t)
+
+
+# --- tasks --------------------------------------------------------------------------------
+
+
+@app.command()
+def tasks(
+    ctx: typer.Context,
+    status: Annotated[
+        list[str] | None,
+        typer.Option("--status", "-s", help="Only tasks with this status (repeatable)."),
+    ] = None,
+    task_type: Annotated[
+        str | None, typer.Option("--type", "-t", help="Only tasks of this type.")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", "-a", help="Only tasks assigned to this agent.")
+    ] = None,
+    ready: Annotated[
+        bool, typer.Option("--ready", help="Only tasks ready to claim now, in claim order.")
+    ] = False,
+    where: WhereOption = None,
+    limit: LimitOption = 50,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Tasks, highest priority first: filter by status, type, agent, readiness."""
+    url = db_url(ctx, db)
+    for s in status or ():
+        if s not in {x.value for x in TaskStatus}:
+            raise CliError(
+                f"--status: {s!r} is not one of {', '.join(x.value for x in TaskStatus)}"
+            )
+
+    async def go() -> list[TaskModel]:
+        builder = QueryBuilder(TaskModel).order_by("priority", desc=True).order_by("created_at")
+        if status:
+            builder = builder.where_in("status", status)
+        if task_type:
+            builder = builder.where_eq("task_type", task_type)
+        if agent:
+            builder = builder.where_eq("assigned_to", agent)
+        builder = parse_where(where, builder)
+        async with opened(url) as storage:
+            if ready:
+                wanted = {t.id for t in await storage.query(builder)}
+                found = [t for t in await storage.get_ready_tasks() if t.id in wanted]
+                return found[:limit] if limit else found
+            return await storage.query(_limited(builder, limit))
+
+    found = run(go())
+    if json:
+        print_json(found)
+        return
+    t = table(
+        f"{len(found)} tasks"
+        + (f" (first {limit}; --limit 0 for all)" if len(found) == limit else ""),
+        "id",
+        "type",
+        "priority",
+        "status",
+        "agent",
+        "tries",
+        "deps",
+        "updated",
+        "error",
+    )
+    now = datetime.now(UTC)
+    for task in found:
+        t.add_row(
+            cell(task.id),
+            cell(task.task_type),
+            cell(TaskPriority(task.priority).name),
+            styled(task.status.value),
+            cell(task.assigned_to),
+            cell(f"{task.retry_count}/{task.max_retries}"),
+            cell(len(task.dependencies)),
+            cell(f"{age(task.updated_at, now)} ago"),
+            Text(compact(task.error or "", 40), style="red"),
+        )
+    out.print(t)
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def _event_query(
+    agent: str | None,
+    event_type: list[str] | None,
+    task: str | None,
+    since: str | None,
+    until: str | None,
+    where: str | None,
+) -> QueryBuilder[EventModel]:
+    builder = QueryBuilder(EventModel)
+    if agent:
+        builder = builder.where_eq("agent_id", agent)
+    if event_type:
+        builder = builder.where_in("event_type", event_type)
+    if task:
+        builder = builder.where_eq("task_id", task)
+    if since:
+        builder = builder.where_gte("timestamp", parse_time(since, "--since"))
+    if until:
+        builder = builder.where_lt("timestamp", parse_time(until, "--until"))
+    return parse_where(where, builder)
+
+
+AgentFilter = Annotated[
+    str | None, typer.Option("--agent", "-a", help="Only events of this agent.")
+]
+TypeFilter = Annotated[
+    list[str] | None, typer.Option("--type", "-t", help="Only events of this type (repeatable).")
+]
+
+
+def _event_line(e: EventModel) -> Text:
+    line = Text()
+    line.append(f"{e.sequence:>7} ", style="dim")
+    line.append(f"{when(e.timestamp)} ", style="dim")
+    style = "red" if "fail" in e.event_type or "lost" in e.event_type else "cyan"
+    line.append(f"{e.event_type:<18} ", style=style)
+    if e.agent_id:
+        line.append(f"{e.agent_id} ", style="green")
+    if e.task_id:
+        line.append(f"{e.task_id} ", style="yellow")
+    line.append(compact(e.payload, 80))
+    return line
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    agent: AgentFilter = None,
+    event_type: TypeFilter = None,
+    task: Annotated[str | None, typer.Option("--task", help="Only events of this task.")] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    where: WhereOption = None,
+    limit: LimitOption = 50,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """The event log, oldest first (the newest --limit); --json prints JSON lines."""
+    url = db_url(ctx, db)
+
+    async def go() -> list[EventModel]:
+        builder = _event_query(agent, event_type, task, since, until, where)
+        async with opened(url) as storage:
+            newest = await storage.query(_limited(builder.order_by("sequence", True), limit))
+        return newest[::-1]
+
+    found = run(go())
+    if json:
+        print_json_lines(found)
+        return
+    for e in found:
+        out.print(_event_line(e))
+    if not found:
+        err.print("no events match")
+
+
+@app.command()
+def tail(
+    ctx: typer.Context,
+    agent: AgentFilter = None,
+    event_type: TypeFilter = None,
+    last: Annotated[
+        int, typer.Option("--last", "-n", min=0, help="Show this many past events first.")
+    ] = 10,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", min=1, help="Exit after printing this many new events."),
+    ] = None,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Follow the event log as events are committed (by any process); Ctrl-C stops."""
+    url = db_url(ctx, db)
+
+    def show(e: EventModel) -> None:
+        if json:
+            print_json_lines([e])
+        else:
+            out.print(_event_line(e))
+            sys.stdout.flush()
+
+    async def go() -> None:
+        builder = _event_query(agent, event_type, None, None, None, None)
+        async with opened(url) as storage:
+            latest = await storage.query(
+                QueryBuilder(EventModel).order_by("sequence", True).limit(1)
+            )
+            after = (latest[0].sequence or 0) if latest else 0
+            if last:
+                backlog = await storage.query(
+                    builder.where_lte("sequence", after).order_by("sequence", True).limit(last)
+                )
+                for e in reversed(backlog):
+                    show(e)
+            seen = 0
+            async for e in storage.subscribe(after, event_types=event_type or None):
+                if agent and e.agent_id != agent:
+                    continue
+                show(e)
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(go())
+
+
+# --- messages -----------------------------------------------------------------------------
+
+
+@app.command()
+def messages(
+    ctx: typer.Context,
+    agent: Annotated[
+        str | None, typer.Option("--agent", "-a", help="Messages to or from this agent.")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Messages to this agent.")] = None,
+    sender: Annotated[str | None, typer.Option("--from", help="Messages from this agent.")] = None,
+    unread: Annotated[bool, typer.Option("--unread", help="Only unread messages.")] = False,
+    message_type: Annotated[
+        str | None, typer.Option("--type", "-t", help="Only messages of this type.")
+    ] = None,
+    where: WhereOption = None,
+    limit: LimitOption = 50,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Messages between agents, newest first, with read receipts."""
+    url = db_url(ctx, db)
+
+    async def go() -> list[MessageModel]:
+        builder = QueryBuilder(MessageModel).order_by("created_at", desc=True)
+        if to:
+            builder = builder.where_eq("to_agent", to)
+        if sender:
+            builder = builder.where_eq("from_agent", sender)
+        if unread:
+            builder = builder.where_eq("read", False)
+        if message_type:
+            builder = builder.where_eq("message_type", message_type)
+        builder = parse_where(where, builder)
+        async with opened(url) as storage:
+            if not agent:
+                return await storage.query(_limited(builder, limit))
+            both = await storage.query(builder.where_eq("to_agent", agent))
+            both += await storage.query(builder.where_eq("from_agent", agent))
+            both.sort(key=lambda m: (m.created_at, m.id), reverse=True)
+            unique = list({m.id: m for m in both}.values())
+            return unique[:limit] if limit else unique
+
+    found = run(go())
+    if json:
+        print_json(found)
+        return
+    t = table(f"{len(found)} messages", "sent", "from", "to", "type", "priority", "read", "content")
+    for m in found:
+        t.add_row(
+            cell(when(m.created_at)),
+            cell(m.from_agent),
+            cell(m.to_agent),
+            cell(m.message_type),
+            cell(MessagePriority(m.priority).name),
+            Text(when(m.read_at), style="green") if m.read else Text("unread", style="yellow"),
+            cell(compact(m.content, 50)),
+        )
+    out.print(t)
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+@app.command()
+def metrics(
+    ctx: typer.Context,
+    metric_type: Annotated[
+        str | None,
+        typer.Argument(help="Metric to aggregate (e.g. cpu_usage); omit to list recent values."),
+    ] = None,
+    by: Annotated[
+        str,
+        typer.Option("--by", help="Group by: agent, tag:NAME, both comma-separated, or none."),
+    ] = "agent",
+    bucket: Annotated[
+        str | None, typer.Option("--bucket", help="Time buckets of this size (1m, 5m, 1h).")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", "-a", help="Only this agent's values.")
+    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    limit: LimitOption = 50,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Aggregate a metric (count, mean, percentiles) per agent/tag and time bucket."""
+    url = db_url(ctx, db)
+    start = parse_time(since, "--since") if since else datetime(1970, 1, 1, tzinfo=UTC)
+    end = parse_time(until, "--until") if until else datetime.now(UTC)
+    size = parse_duration(bucket, "--bucket") if bucket else None
+    groups: list[str] = []
+    for part in (p.strip() for p in by.split(",")):
+        if part in ("agent", "agent_id"):
+            groups.append("agent_id")
+        elif part.startswith("tag:") and len(part) > 4:
+            groups.append(part)
+        elif part != "none":
+            raise CliError(f"--by: {part!r} is not agent, tag:NAME or none")
+
+    if metric_type is None:
+
+        async def recent() -> list[MetricModel]:
+            builder = QueryBuilder(MetricModel).order_by("timestamp", desc=True)
+            builder = builder.where_gte("timestamp", start).where_lte("timestamp", end)
+            if agent:
+                builder = builder.where_eq("agent_id", agent)
+            async with opened(url) as storage:
+                return await storage.query(_limited(builder, limit))
+
+        values = run(recent())
+        if json:
+            print_json(values)
+            return
+        t = table(
+            f"{len(values)} recent measurements", "time", "metric", "agent", "value", "unit", "tags"
+        )
+        for m in values:
+            t.add_row(
+                cell(when(m.timestamp)),
+                cell(m.metric_type),
+                cell(m.agent_id),
+                cell(f"{m.value:g}"),
+                cell(m.unit),
+                cell(compact(m.tags, 40)),
+            )
+        out.print(t)
+        if values:
+            err.print(f"aggregate one with e.g. swarmdb metrics {values[0].metric_type} --by agent")
+        return
+
+    async def aggregated() -> list[Any]:
+        async with opened(url) as storage:
+            rows = await storage.aggregate_metrics(metric_type, start, end, groups, size)
+        if agent:
+            rows = [r for r in rows if r.group.get("agent_id") == agent]
+        return rows
+
+    rows = run(aggregated())
+    if json:
+        print_json(rows)
+        return
+    heads = [g.removeprefix("tag:") if g != "agent_id" else "agent" for g in groups]
+    t = table(
+        f"{metric_type}: {len(rows)} groups",
+        *heads,
+        *(["bucket"] if size else []),
+        "unit",
+        "count",
+        "mean",
+        "min",
+        "p50",
+        "p95",
+        "p99",
+        "max",
+    )
+    for r in rows:
+        t.add_row(
+            *(cell(r.group.get(g)) for g in groups),
+            *([cell(when(r.bucket_start))] if size else []),
+            cell(r.unit),
+            cell(r.count),
+            *(cell(f"{getattr(r, k):.4g}") for k in ("mean", "min", "p50", "p95", "p99", "max")),
+        )
+    out.print(t)

@@ -1,0 +1,321 @@
+"""Commands that change or copy a database: migrate, vacuum, checkpoint, backup, prune, copy."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from ..errors import StorageError
+from ..migrations import MigrationRunner, MigrationTarget
+from ..storage import Storage
+from ..urls import init_storage
+from ._app import app
+from ._common import (
+    CliError,
+    DbOption,
+    JsonOption,
+    cell,
+    db_url,
+    display_url,
+    err,
+    locate,
+    opened,
+    out,
+    parse_time,
+    plain,
+    print_json,
+    run,
+    table,
+    when,
+)
+
+
+def _runner(storage: Storage) -> MigrationRunner:
+    if not isinstance(storage, MigrationTarget):
+        raise CliError(f"{type(storage).__name__} has no schema to migrate")
+    return MigrationRunner(storage)
+
+
+def _spinner(label: str, enabled: bool) -> Progress:
+    """An indeterminate progress line on stderr, for one long call."""
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not enabled or not err.is_terminal,
+    )
+    progress.add_task(label, total=None)
+    return progress
+
+
+# --- migrate ------------------------------------------------------------------------------
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    show: Annotated[
+        bool, typer.Option("--status", help="List migrations and whether each is applied.")
+    ] = False,
+    to: Annotated[
+        int | None,
+        typer.Option(
+            "--to", min=0, help="Migrate (or roll back) to this version instead of the latest."
+        ),
+    ] = None,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Apply the schema migrations (opening a database also does); --status lists them."""
+    url = db_url(ctx, db)
+
+    async def go() -> dict[str, Any]:
+        async with opened(url, must_exist=show) as storage:
+            runner = _runner(storage)
+            before = await runner.current_version()
+            applied: list[int] = []
+            undone: list[int] = []
+            if not show:
+                if to is not None and to < before:
+                    undone = await runner.rollback_to(to)
+                else:
+                    applied = await runner.migrate(to)
+            return {
+                "version_before": before,
+                "version": await runner.current_version(),
+                "applied": applied,
+                "rolled_back": undone,
+                "migrations": await runner.status(),
+            }
+
+    result = run(go())
+    if json:
+        print_json(result)
+        return
+    if show:
+        t = table(
+            f"schema at version {result['version']}", "version", "name", "applied", "checksum"
+        )
+        for m in result["migrations"]:
+            t.add_row(
+                cell(m.version),
+                cell(m.name),
+                Text(when(m.applied_at), style="green")
+                if m.applied
+                else Text("pending", style="yellow"),
+                cell({None: "", True: "ok", False: "EDITED"}[m.checksum_ok]),
+            )
+        out.print(t)
+        return
+    if result["rolled_back"]:
+        out.print(
+            f"rolled back {', '.join(map(str, result['rolled_back']))}; "
+            f"schema at version {result['version']}"
+        )
+    elif result["applied"]:
+        out.print(
+            f"applied {', '.join(map(str, result['applied']))}; "
+            f"schema at version {result['version']}"
+        )
+    else:
+        out.print(f"schema already at version {result['version']}; nothing to do")
+
+
+# --- vacuum, checkpoint -------------------------------------------------------------------
+
+
+@app.command()
+def vacuum(ctx: typer.Context, db: DbOption = None, json: JsonOption = False) -> None:
+    """Reclaim free space (the file shrinks after pruning)."""
+    url = db_url(ctx, db)
+
+    async def go() -> dict[str, int]:
+        async with opened(url) as storage:
+            before = await storage.get_storage_size()
+            await storage.vacuum()
+            return {"size_before": before, "size_after": await storage.get_storage_size()}
+
+    sizes = run(go())
+    if json:
+        print_json(sizes)
+        return
+    out.print(
+        f"vacuumed: {sizes['size_before'] / 1024:,.0f} KiB → {sizes['size_after'] / 1024:,.0f} KiB"
+    )
+
+
+@app.command()
+def checkpoint(ctx: typer.Context, db: DbOption = None, json: JsonOption = False) -> None:
+    """Copy the write-ahead log into the database file."""
+    url = db_url(ctx, db)
+
+    async def go() -> None:
+        async with opened(url) as storage:
+            await storage.checkpoint()
+
+    run(go())
+    if json:
+        print_json({"checkpoint": "ok"})
+    else:
+        out.print("checkpoint done")
+
+
+# --- backup -------------------------------------------------------------------------------
+
+
+@app.command()
+def backup(
+    ctx: typer.Context,
+    dest: Annotated[Path, typer.Argument(help="File to write the copy to.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite DEST if it exists.")] = False,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Copy the database to DEST while it stays in use (an online, consistent snapshot)."""
+    url = db_url(ctx, db)
+    if dest.exists() and not force:
+        raise CliError(f"{dest} exists; pass --force to overwrite it")
+    locate(url, must_exist=True)  # before deleting anything
+    if force:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{dest}{suffix}").unlink(missing_ok=True)
+
+    async def go() -> dict[str, Any]:
+        async with opened(url) as storage:
+            copy = getattr(storage, "backup", None)
+            if copy is None:
+                raise CliError(
+                    f"{type(storage).__name__} has no online backup; "
+                    "use 'swarmdb copy SRC DST' to copy it into a SQLite file instead"
+                )
+            started = time.monotonic()
+            with _spinner(f"backing up to {dest}", not json):
+                await copy(str(dest))
+            elapsed = time.monotonic() - started
+        problems: list[str] = []
+        async with opened(str(dest)) as copied:
+            check = getattr(copied, "integrity_check", None)
+            if check is not None:
+                problems = await check()
+        if problems:
+            raise StorageError(f"the backup at {dest} fails its integrity check: {problems[0]}")
+        return {"dest": str(dest), "bytes": dest.stat().st_size, "seconds": round(elapsed, 3)}
+
+    result = run(go())
+    if json:
+        print_json(result)
+    else:
+        out.print(
+            f"backed up to {result['dest']} ({result['bytes'] / 1024:,.0f} KiB, "
+            f"{result['seconds']:.2f} s; integrity check ok)"
+        )
+
+
+# --- prune --------------------------------------------------------------------------------
+
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    events: Annotated[
+        str | None,
+        typer.Option("--events", help="Delete events older than this (30d, or an ISO time)."),
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option("--metrics", help="Delete metrics older than this (7d, or an ISO time)."),
+    ] = None,
+    read_messages: Annotated[
+        str | None,
+        typer.Option(
+            "--read-messages", help="Delete read messages older than this (1d, or an ISO time)."
+        ),
+    ] = None,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Retention: delete old events, metrics and read messages."""
+    url = db_url(ctx, db)
+    if events is None and metrics is None and read_messages is None:
+        raise CliError("nothing to prune: give --events, --metrics and/or --read-messages")
+    now = datetime.now(UTC)
+    cut = {
+        "events_before": parse_time(events, "--events", now) if events else None,
+        "metrics_before": parse_time(metrics, "--metrics", now) if metrics else None,
+        "read_messages_before": (
+            parse_time(read_messages, "--read-messages", now) if read_messages else None
+        ),
+    }
+
+    async def go() -> Any:
+        async with opened(url) as storage:
+            return await storage.prune(**cut)
+
+    result = run(go())
+    if json:
+        print_json(result)
+        return
+    out.print(
+        f"pruned {result.events:,} events, {result.metrics:,} metrics, "
+        f"{result.messages:,} read messages"
+    )
+
+
+# --- copy ---------------------------------------------------------------------------------
+
+
+@app.command()
+def copy(
+    src: Annotated[str, typer.Argument(help="Database to copy from (path or URL).")],
+    dst: Annotated[str, typer.Argument(help="Database to copy into (path or URL); must be empty.")],
+    json: JsonOption = False,
+) -> None:
+    """Copy a whole swarm from SRC to DST (e.g. SQLite to PostgreSQL), verified by checksums."""
+    locate(src, must_exist=True)
+    locate(dst, must_exist=False)
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise CliError("SRC and DST are the same database")
+    try:
+        module = importlib.import_module("ruv_swarm_persistence.copy")
+    except ModuleNotFoundError as exc:
+        raise CliError("copying is not available in this version") from exc
+    copy_storage = module.copy_storage
+
+    async def go() -> Any:
+        source = await init_storage(src)
+        try:
+            target = await init_storage(dst)
+            try:
+                kwargs: dict[str, Any] = {}
+                with _spinner(f"copying {display_url(src)} → {display_url(dst)}", not json) as bar:
+                    if "progress" in inspect.signature(copy_storage).parameters:
+                        task = bar.task_ids[0]
+
+                        def progress(*args: Any) -> None:
+                            bar.update(task, description=f"copying: {' '.join(map(str, args))}")
+
+                        kwargs["progress"] = progress
+                    return await copy_storage(source, target, **kwargs)
+            finally:
+                await target.close()
+        finally:
+            await source.close()
+
+    result = run(go())
+    if json:
+        print_json({"src": display_url(src), "dst": display_url(dst), "result": plain(result)})
+        return
+    out.print(f"copied {display_url(src)} → {display_url(dst)}")
+    if result is not None:
+        out.print(plain(result))

@@ -1,0 +1,616 @@
+"""A simulated swarm that exercises the whole Storage API: what ``swarmdb demo`` runs.
+
+Agents with capabilities register and heartbeat; a DAG of tasks with priorities and
+dependencies is stored at once; each agent runs worker coroutines that claim ready tasks under
+a lease, work, and complete or fail them (failures retry with backoff; a few tasks fail for
+good and their dependents are cancelled). One agent crashes mid-run while holding work: its
+tasks come back after the lease expires and others finish them, and the supervisor reaps it.
+Agents message each other and read their mail (read receipts); events and metrics are recorded
+throughout. The summary is computed from the database afterwards, not from counters kept on
+the side, so it can be checked against the database.
+
+The seed fixes the swarm: its agents, the task graph, each task's planned failures, which
+agent crashes and when. Which agent runs which task, and how many leases expire, depend on
+scheduling (a machine under load may see a slow worker lose a lease too; the demo records it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from ._time import utc_now
+from .errors import LeaseLostError
+from .models import (
+    AgentModel,
+    AgentStatus,
+    EventModel,
+    MessageModel,
+    MessagePriority,
+    MetricModel,
+    TaskModel,
+    TaskPriority,
+    TaskStatus,
+)
+from .query import QueryBuilder
+from .rules import RetryPolicy
+from .storage import Storage
+
+__all__ = [
+    "AgentReport",
+    "DemoConfig",
+    "DemoProgress",
+    "DemoSummary",
+    "demo_retry_policy",
+    "has_data",
+    "run_demo",
+]
+
+#: Agent kinds and what each can do; every task type is covered by at least two kinds.
+ROSTER: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
+    ("researcher", ("research", "analysis")),
+    ("coder", ("coding", "review")),
+    ("analyst", ("analysis", "data-processing")),
+    ("tester", ("testing", "coding")),
+    ("reviewer", ("review", "testing")),
+    ("data-engineer", ("data-processing", "research")),
+    ("architect", ("design", "review", "coding")),
+    ("coordinator", ("design", "research", "analysis")),
+)
+
+_PRIORITIES: Final = (
+    (TaskPriority.Low, 20),
+    (TaskPriority.Medium, 50),
+    (TaskPriority.High, 22),
+    (TaskPriority.Critical, 8),
+)
+_MESSAGE_KINDS: Final = ("handoff", "question", "status", "review-request")
+_UNFINISHED: Final = [TaskStatus.Pending, TaskStatus.Assigned, TaskStatus.Running]
+#: Planned failures of a task that can never succeed.
+_DOOMED: Final = 1_000
+
+
+def demo_retry_policy() -> RetryPolicy:
+    """Short backoff (50 ms, doubling, at most 400 ms) so retries show within seconds."""
+    return RetryPolicy(base_us=50_000, factor=2.0, max_us=400_000)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoConfig:
+    """How big the swarm is and how it behaves."""
+
+    agents: int = 8
+    tasks: int = 2_000
+    seed: int = 7
+    workers_per_agent: int = 2
+    #: Seconds a claim holds a task; the crashed agent's work comes back after this.
+    lease: float = 1.0
+    #: Seconds between agent heartbeats (each also records cpu and memory metrics).
+    heartbeat: float = 0.2
+    #: An agent silent this long is reaped (longer than the lease: leases expire first).
+    stale_after: float = 2.5
+    #: Share of tasks that fail once or twice before succeeding.
+    flaky: float = 0.08
+    #: Share of tasks that always fail (they end failed; their dependents cancelled).
+    doomed: float = 0.005
+    #: Share of the run after which the chosen agent crashes.
+    crash_at: float = 0.35
+    crash: bool = True
+    #: Chance that an agent messages a peer after finishing a task.
+    chatter: float = 0.15
+    #: Give up if the swarm has not finished after this many seconds.
+    deadline: float = 600.0
+
+
+@dataclass(slots=True)
+class AgentProgress:
+    """One agent as the live display shows it."""
+
+    agent_id: str
+    agent_type: str
+    state: str = "starting"  # starting, working, idle, crashed, done
+    current: str | None = None
+    completed: int = 0
+    failed_attempts: int = 0
+
+
+@dataclass(slots=True)
+class DemoProgress:
+    """A snapshot of the running swarm, handed to the progress callback."""
+
+    phase: str
+    total: int
+    stored: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    failed_attempts: int = 0
+    lost_leases: int = 0
+    messages_sent: int = 0
+    messages_read: int = 0
+    elapsed: float = 0.0
+    crashed_agent: str | None = None
+    agents: dict[str, AgentProgress] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> int:
+        """Tasks in a final state."""
+        return self.completed + self.failed + self.cancelled
+
+
+@dataclass(slots=True)
+class AgentReport:
+    """Per-agent lines of the summary, read back from the database."""
+
+    agent_id: str
+    agent_type: str
+    status: str
+    capabilities: list[str]
+    tasks_completed: int
+    task_ms_count: int
+    task_ms_mean: float
+    task_ms_p95: float
+    cpu_mean: float
+    cpu_max: float
+
+
+@dataclass(slots=True)
+class DemoSummary:
+    """What the demo did, computed from the database after the run."""
+
+    seed: int
+    agents: int
+    tasks: int
+    elapsed_s: float
+    throughput_tasks_per_s: float
+    tasks_by_status: dict[str, int]
+    retries: int
+    failed_attempts: int
+    recovered_leases: int
+    crashed_agent: str | None
+    reaped_agents: list[str]
+    messages_sent: int
+    messages_read: int
+    messages_unread: int
+    events: int
+    last_sequence: int
+    metrics: int
+    per_agent: list[AgentReport]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return asdict(self)
+
+
+async def has_data(storage: Storage) -> bool:
+    """True when the storage holds any agent, task, event, message or metric."""
+    for model in (AgentModel, TaskModel, MessageModel, MetricModel):
+        if await storage.query(QueryBuilder(model).limit(1)):
+            return True
+    return bool(await storage.read_events(0, 1))
+
+
+# --- the plan: everything the seed decides ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    agents: list[AgentModel]
+    tasks: list[TaskModel]
+    victim: str | None
+
+
+def _plan(config: DemoConfig, now: datetime) -> _Plan:
+    rng = random.Random(config.seed)
+    agents: list[AgentModel] = []
+    for i in range(config.agents):
+        kind, caps = ROSTER[i % len(ROSTER)]
+        number = i // len(ROSTER) + 1
+        agents.append(
+            AgentModel.new(
+                f"{kind}-{number}",
+                kind,
+                list(caps),
+                id=f"{kind}-{number}",
+                metadata={"demo": {"seed": config.seed}, "region": rng.choice(["eu", "us"])},
+            )
+        )
+    coverage = Counter(c for a in agents for c in a.capabilities)
+    types = sorted(coverage)
+    # The victim's work must be doable by someone else once it is gone.
+    candidates = [a.id for a in agents if all(coverage[c] >= 2 for c in a.capabilities)]
+    victim = rng.choice(candidates) if config.crash and candidates else None
+
+    tasks: list[TaskModel] = []
+    window = max(20, config.tasks // 10)
+    levels = [p for p, _ in _PRIORITIES]
+    weights = [w for _, w in _PRIORITIES]
+    for i in range(config.tasks):
+        deps: list[str] = []
+        if i:
+            k = rng.choice((0, 0, 1, 1, 1, 2, 3))
+            pool = range(max(0, i - window), i)
+            deps = [f"task-{j:05d}" for j in sorted(rng.sample(pool, min(k, len(pool))))]
+        roll = rng.random()
+        if roll < config.doomed:
+            fail_attempts = _DOOMED
+        elif roll < config.doomed + config.flaky:
+            fail_attempts = rng.choice((1, 1, 2))
+        else:
+            fail_attempts = 0
+        long = rng.random() < 0.01
+        task = TaskModel.new(
+            rng.choice(types),
+            {
+                "step": i,
+                "work_ms": rng.randint(150, 300) if long else rng.randint(1, 6),
+                "fail_attempts": fail_attempts,
+            },
+            rng.choices(levels, weights)[0],
+            id=f"task-{i:05d}",
+            dependencies=deps,
+            max_retries=3,
+        )
+        task.created_at = task.updated_at = now
+        tasks.append(task)
+    return _Plan(agents, tasks, victim)
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+class _Swarm:
+    def __init__(
+        self,
+        storage: Storage,
+        config: DemoConfig,
+        plan: _Plan,
+        on_progress: Callable[[DemoProgress], None] | None,
+    ) -> None:
+        self.s = storage
+        self.config = config
+        self.plan = plan
+        self.on_progress = on_progress
+        self.rng = random.Random(config.seed + 1)
+        self.progress = DemoProgress("starting", len(plan.tasks))
+        self.progress.agents = {a.id: AgentProgress(a.id, a.agent_type) for a in plan.agents}
+        self.done = asyncio.Event()
+        self.crashed = asyncio.Event()
+        self.started = time.monotonic()
+        self.last_cancel_check = 0
+
+    def report(self, phase: str | None = None) -> None:
+        if phase is not None:
+            self.progress.phase = phase
+        self.progress.elapsed = time.monotonic() - self.started
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+    async def event(
+        self, kind: str, payload: Any = None, agent: str | None = None, task: str | None = None
+    ) -> None:
+        await self.s.store_event(EventModel.new(kind, payload, agent_id=agent, task_id=task))
+
+    # --- setup ------------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        self.report("registering agents")
+        for a in self.plan.agents:
+            await self.s.store_agent(a)
+            a.set_status(AgentStatus.Active)
+            await self.s.update_agent(a)
+        await self.s.store_events(
+            [
+                EventModel.new("agent.registered", {"capabilities": a.capabilities}, agent_id=a.id)
+                for a in self.plan.agents
+            ]
+        )
+        self.report("storing tasks")
+        chunk = 250
+        for start in range(0, len(self.plan.tasks), chunk):
+            await self.s.store_tasks(self.plan.tasks[start : start + chunk])
+            self.progress.stored = min(start + chunk, len(self.plan.tasks))
+            self.report()
+        await self.event(
+            "swarm.started",
+            {
+                "seed": self.config.seed,
+                "agents": len(self.plan.agents),
+                "tasks": len(self.plan.tasks),
+            },
+        )
+        # The coordinator (or whoever comes first) briefs everyone.
+        lead = self.plan.agents[0].id
+        for a in self.plan.agents[1:]:
+            await self.send(lead, a.id, "briefing", MessagePriority.High)
+
+    # --- agents -----------------------------------------------------------------------------
+
+    async def send(
+        self, sender: str, to: str, kind: str, priority: MessagePriority | None = None
+    ) -> None:
+        if priority is None:
+            priority = self.rng.choices(list(MessagePriority), (20, 60, 15, 5))[0]
+        msg = MessageModel.new(
+            sender, to, kind, {"note": f"{kind} from {sender}"}, priority=priority
+        )
+        await self.s.store_message(msg)
+        self.progress.messages_sent += 1
+
+    async def read_mail(self, agent_id: str, wait: float) -> None:
+        mail = await self.s.wait_for_messages(agent_id, timeout=wait)
+        for m in mail:
+            await self.s.mark_message_read(m.id)
+            self.progress.messages_read += 1
+
+    async def heartbeats(self, agent: AgentModel) -> None:
+        rng = random.Random(f"{self.config.seed}:{agent.id}")
+        cpu, mem = rng.uniform(15, 40), rng.uniform(180, 420)
+        while not self.done.is_set():
+            if agent.id == self.plan.victim and self.crashed.is_set():
+                return
+            cpu = min(100.0, max(1.0, cpu + rng.uniform(-8, 9)))
+            mem = max(64.0, mem + rng.uniform(-10, 12))
+            await self.s.heartbeat(agent.id)
+            await self.s.store_metrics(
+                [
+                    MetricModel.new("cpu_usage", round(cpu, 2), "percent", agent_id=agent.id),
+                    MetricModel.new("memory_usage", round(mem, 1), "MiB", agent_id=agent.id),
+                ]
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.done.wait(), self.config.heartbeat)
+
+    async def worker(self, agent: AgentModel) -> None:
+        me = self.progress.agents[agent.id]
+        victim = agent.id == self.plan.victim
+        while not self.done.is_set():
+            if victim and self.crashed.is_set():
+                me.state, me.current = "crashed", None
+                return
+            task = await self.s.claim_next_task(
+                agent.id, agent.capabilities, lease=self.config.lease
+            )
+            if task is None:
+                me.state = "idle"
+                await self.read_mail(agent.id, 0.05)
+                continue
+            me.state, me.current = "working", task.id
+            await self.event("task.claimed", {"attempt": task.retry_count + 1}, agent.id, task.id)
+            try:
+                await self.work(agent, task, victim)
+            except LeaseLostError as exc:
+                # Too slow (a machine under load): someone else will redo it.
+                self.progress.lost_leases += 1
+                await self.event("task.lease_lost", {"error": str(exc)}, agent.id, task.id)
+            if victim and self.crashed.is_set():
+                me.state, me.current = "crashed", None
+                return
+            me.state, me.current = "idle", None
+            if self.rng.random() < 0.3:
+                await self.read_mail(agent.id, 0)
+
+    async def work(self, agent: AgentModel, task: TaskModel, victim: bool) -> None:
+        me = self.progress.agents[agent.id]
+        began = time.monotonic()
+        await self.s.start_task(task.id, agent.id)
+        work_ms = int(task.payload["work_ms"])
+        crash_point = self.config.crash_at * self.progress.total
+        if victim and not self.crashed.is_set() and self.progress.finished >= crash_point:
+            # The crash: stop mid-task, holding the lease, never to heartbeat again.
+            self.crashed.set()
+            self.progress.crashed_agent = agent.id
+            return
+        if work_ms > 100:
+            await asyncio.sleep(work_ms / 2000)
+            await self.s.heartbeat_task(task.id, agent.id, lease=self.config.lease)
+            await asyncio.sleep(work_ms / 2000)
+        else:
+            await asyncio.sleep(work_ms / 1000)
+        if victim and self.crashed.is_set():
+            return  # crashed while this one was in flight: abandoned too
+        elapsed_ms = (time.monotonic() - began) * 1000
+        if task.retry_count < int(task.payload["fail_attempts"]):
+            after = await self.s.fail_task(
+                task.id, agent.id, f"simulated failure on attempt {task.retry_count + 1}"
+            )
+            me.failed_attempts += 1
+            self.progress.failed_attempts += 1
+            await self.event(
+                "task.failed",
+                {"attempt": task.retry_count + 1, "final": after.status == TaskStatus.Failed},
+                agent.id,
+                task.id,
+            )
+            if after.status == TaskStatus.Failed:
+                self.progress.failed += 1
+                await self.count_cancelled()
+            return
+        await self.s.complete_task(task.id, agent.id, {"by": agent.id, "ms": round(elapsed_ms, 2)})
+        me.completed += 1
+        self.progress.completed += 1
+        await self.event("task.completed", {"attempt": task.retry_count + 1}, agent.id, task.id)
+        await self.s.store_metric(
+            MetricModel.new(
+                "task_duration_ms",
+                round(elapsed_ms, 3),
+                "ms",
+                agent_id=agent.id,
+                tags={"task_type": task.task_type},
+            )
+        )
+        if self.rng.random() < self.config.chatter:
+            peers = [a.id for a in self.plan.agents if a.id != agent.id]
+            if peers:
+                await self.send(agent.id, self.rng.choice(peers), self.rng.choice(_MESSAGE_KINDS))
+
+    async def count_cancelled(self) -> None:
+        rows = await self.s.query(QueryBuilder(TaskModel).where_eq("status", "cancelled"))
+        self.progress.cancelled = len(rows)
+
+    # --- supervision ------------------------------------------------------------------------
+
+    async def supervise(self) -> None:
+        last_reap = time.monotonic()
+        last_check = time.monotonic()
+        while True:
+            self.report("running")
+            now = time.monotonic()
+            if now - last_reap >= 0.5:
+                last_reap = now
+                await self.reap(self.config.stale_after)
+            if self.progress.finished >= self.progress.total or now - last_check >= 1.0:
+                last_check = now
+                if not await self.s.query(
+                    QueryBuilder(TaskModel).where_in("status", _UNFINISHED).limit(1)
+                ):
+                    return
+            if now - self.started > self.config.deadline:
+                raise TimeoutError(f"the swarm did not finish within {self.config.deadline:.0f} s")
+            await asyncio.sleep(0.1)
+
+    async def reap(self, older_than: float) -> list[str]:
+        reaped = await self.s.reap_stale_agents(timedelta(seconds=older_than))
+        for a in reaped:
+            await self.event("agent.reaped", {"silent_for_s": round(older_than, 3)}, a.id)
+        return [a.id for a in reaped]
+
+    async def run(self) -> None:
+        await self.setup()
+        self.started = time.monotonic()
+        tasks = [asyncio.create_task(self.heartbeats(a)) for a in self.plan.agents]
+        tasks += [
+            asyncio.create_task(self.worker(a))
+            for a in self.plan.agents
+            for _ in range(self.config.workers_per_agent)
+        ]
+        try:
+            await self.supervise()
+        finally:
+            self.done.set()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        self.progress.elapsed = time.monotonic() - self.started
+        # Whoever stopped heartbeating (the crashed agent) is reaped now; the rest go idle.
+        await self.reap(max(3 * self.config.heartbeat, 0.5))
+        for a in self.plan.agents:
+            current = await self.s.get_agent(a.id)
+            if current is not None and current.status == AgentStatus.Active:
+                current.set_status(AgentStatus.Idle)
+                await self.s.update_agent(current)
+        await self.event(
+            "swarm.finished",
+            {"elapsed_s": round(self.progress.elapsed, 3), "crashed": self.progress.crashed_agent},
+        )
+        await self.count_cancelled()
+        self.report("finished")
+
+
+async def run_demo(
+    storage: Storage,
+    config: DemoConfig | None = None,
+    on_progress: Callable[[DemoProgress], None] | None = None,
+) -> DemoSummary:
+    """Run the simulated swarm on ``storage`` (which should be empty) and summarise it.
+
+    Open the storage with a short retry policy (:func:`demo_retry_policy`) so that retries
+    show within seconds. ``on_progress`` receives snapshots while it runs.
+    """
+    config = config or DemoConfig()
+    if config.agents < 1 or config.tasks < 1:
+        raise ValueError("the demo needs at least one agent and one task")
+    started_at = utc_now()
+    plan = _plan(config, started_at)
+    swarm = _Swarm(storage, config, plan, on_progress)
+    await swarm.run()
+    return await summarize(storage, config, swarm.progress, started_at)
+
+
+async def summarize(
+    storage: Storage, config: DemoConfig, progress: DemoProgress, since: datetime
+) -> DemoSummary:
+    """The summary of a finished demo, read from the database."""
+    tasks = await storage.query(QueryBuilder(TaskModel))
+    by_status = Counter(t.status.value for t in tasks)
+    events = await _all_events(storage)
+    claims: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for e in events:
+        if e.task_id is None:
+            continue
+        if e.event_type == "task.claimed":
+            claims[e.task_id] += 1
+        elif e.event_type in ("task.completed", "task.failed"):
+            outcomes[e.task_id] += 1
+    messages = await storage.query(QueryBuilder(MessageModel))
+    metrics = await storage.query(QueryBuilder(MetricModel))
+    end = utc_now() + timedelta(seconds=1)
+    durations = {
+        a.group.get("agent_id"): a
+        for a in await storage.aggregate_metrics("task_duration_ms", since, end)
+    }
+    cpu = {
+        a.group.get("agent_id"): a for a in await storage.aggregate_metrics("cpu_usage", since, end)
+    }
+    done_by = Counter(t.assigned_to for t in tasks if t.status == TaskStatus.Completed)
+    per_agent = []
+    for a in await storage.list_agents():
+        d, c = durations.get(a.id), cpu.get(a.id)
+        per_agent.append(
+            AgentReport(
+                agent_id=a.id,
+                agent_type=a.agent_type,
+                status=a.status.value,
+                capabilities=list(a.capabilities),
+                tasks_completed=done_by.get(a.id, 0),
+                task_ms_count=d.count if d else 0,
+                task_ms_mean=round(d.mean, 3) if d else 0.0,
+                task_ms_p95=round(d.p95, 3) if d else 0.0,
+                cpu_mean=round(c.mean, 2) if c else 0.0,
+                cpu_max=round(c.max, 2) if c else 0.0,
+            )
+        )
+    completed = by_status.get(TaskStatus.Completed.value, 0)
+    elapsed = progress.elapsed
+    return DemoSummary(
+        seed=config.seed,
+        agents=len(per_agent),
+        tasks=len(tasks),
+        elapsed_s=round(elapsed, 3),
+        throughput_tasks_per_s=round(completed / elapsed, 1) if elapsed > 0 else 0.0,
+        tasks_by_status={s.value: by_status.get(s.value, 0) for s in TaskStatus},
+        retries=sum(t.retry_count for t in tasks),
+        failed_attempts=sum(1 for e in events if e.event_type == "task.failed"),
+        recovered_leases=sum(claims[t] - outcomes[t] for t in claims),
+        crashed_agent=progress.crashed_agent,
+        reaped_agents=sorted(
+            e.agent_id for e in events if e.event_type == "agent.reaped" and e.agent_id
+        ),
+        messages_sent=len(messages),
+        messages_read=sum(1 for m in messages if m.read),
+        messages_unread=sum(1 for m in messages if not m.read),
+        events=len(events),
+        last_sequence=max((e.sequence or 0 for e in events), default=0),
+        metrics=len(metrics),
+        per_agent=per_agent,
+    )
+
+
+async def _all_events(storage: Storage) -> list[EventModel]:
+    out: list[EventModel] = []
+    after = 0
+    while True:
+        batch = await storage.read_events(after, 5_000)
+        out.extend(batch)
+        if len(batch) < 5_000:
+            return out
+        after = batch[-1].sequence or after
