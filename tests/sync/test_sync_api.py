@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WAIT = 30.0
 
 #: Backend URLs the blocking API is exercised on (``{tmp}`` becomes a fresh folder).
-URLS = ["memory://"]
+URLS = ["memory://", "{tmp}/sync.db"]
 
 
 @pytest.fixture(params=URLS)
