@@ -31,7 +31,7 @@ def pg_url() -> Iterator[str]:
     Found or started by ``pgserver``; each test works in a schema of its own. Without a server
     the test skips with the reason, except with ``CI=true``, where it fails.
     """
-    import pgserver
+    from tests import pgserver
 
     with contextlib.ExitStack() as stack:
         try:

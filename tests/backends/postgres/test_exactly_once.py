@@ -46,6 +46,7 @@ async def _unfinished_left(storage: Storage) -> bool:
 
 
 async def _drain(storage: Storage, agent: str, deadline: float, out: dict[str, Any]) -> None:
+    idle = 0.002
     while time.monotonic() < deadline:
         async with storage.transaction() as tx:
             task = await tx.claim_next_task(agent)
@@ -55,8 +56,10 @@ async def _drain(storage: Storage, agent: str, deadline: float, out: dict[str, A
             if not await _unfinished_left(storage):
                 return
             # Ready work is held by others; their completions will release more.
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(idle)
+            idle = min(idle * 2, 0.05)
             continue
+        idle = 0.002
         out["claimed"].append(task.id)
         async with storage.transaction() as tx:
             done = await tx.complete_task(task.id, agent, {"by": agent})
@@ -147,7 +150,7 @@ async def _run_workers(url: str, schema: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.timeout(WORKER_SECONDS + 60)
 async def test_tasks_complete_exactly_once_in_dependency_order(pg_url: str) -> None:
-    import pgserver
+    from tests import pgserver
 
     schema = pgserver.new_schema_name("exactly_once")
     seed = random.randrange(2**32)

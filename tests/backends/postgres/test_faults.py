@@ -20,7 +20,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-import pgserver
 from ruv_swarm_persistence import init_storage
 from ruv_swarm_persistence.errors import (
     DatabaseError,
@@ -35,6 +34,7 @@ from ruv_swarm_persistence.models import (
     TaskModel,
 )
 from ruv_swarm_persistence.storage import Storage
+from tests import pgserver
 
 #: What a call may raise when its connection dies under it.
 TRANSPORT_ERRORS = (DatabaseError, PoolError, TransactionError)

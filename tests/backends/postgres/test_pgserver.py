@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-import pgserver
+from tests import pgserver
 
 
 @pytest.fixture
