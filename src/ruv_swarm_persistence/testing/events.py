@@ -229,10 +229,8 @@ async def test_event_reads_reject_bad_arguments(storage: Storage, call: str, arg
         await getattr(storage, call)(*args)
 
 
-async def _collect(
-    source: AsyncIterator[EventModel], n: int, into: list[EventModel] | None = None
-) -> list[EventModel]:
-    out = [] if into is None else into
+async def _collect(source: AsyncIterator[EventModel], n: int) -> list[EventModel]:
+    out: list[EventModel] = []
     async for ev in source:
         out.append(ev)
         if len(out) == n:
@@ -254,11 +252,11 @@ async def _drain_loop() -> None:
 
 async def test_subscribe_yields_existing_then_new_events(storage: Storage) -> None:
     await storage.store_events([event("old1"), event("old2")])
-    got: list[EventModel] = []
     sub = storage.subscribe()
-    reader = asyncio.create_task(_collect(sub, 5, got))
+    existing = await within(_collect(sub, 2))
+    assert [e.id for e in existing] == ["old1", "old2"]
+    reader = asyncio.create_task(_collect(sub, 3))
     await _drain_loop()
-    assert [e.id for e in got] == ["old1", "old2"]
     assert not reader.done()
 
     async def writer() -> None:
@@ -266,7 +264,7 @@ async def test_subscribe_yields_existing_then_new_events(storage: Storage) -> No
         await storage.store_events([event("new2"), event("new3")])
 
     await asyncio.create_task(writer())
-    events = await within(reader)
+    events = existing + await within(reader)
     assert [e.id for e in events] == ["old1", "old2", "new1", "new2", "new3"]
     seqs = [_seq(e) for e in events]
     assert seqs == sorted(seqs)
