@@ -276,10 +276,11 @@ class SqliteOps:
         edges: list[tuple[Any, ...]] = conn.execute(sql.DEPENDENT_EDGES, (root_id,)).fetchall()
         if not edges:
             return
+        edges.sort()  # by rowid: each task's dependents in the order they were recorded
         dependents: dict[str, list[str]] = {}
-        for parent, child in edges:
+        for _rowid, parent, child in edges:
             dependents.setdefault(parent, []).append(child)
-        children = list({child for _, child in edges})
+        children = list({child for _, _, child in edges})
         tasks = {
             rec["id"]: rec
             for rec in map(task_state, conn.execute(sql.TASK_STATES, (_ids_json(children),)))

@@ -26,20 +26,26 @@ def _insert(table: str, columns: tuple[str, ...]) -> str:
 
 # --- connection set-up ----------------------------------------------------------------------
 
+# Each pragma runs on its own: apsw runs the statements after one that returns a row only
+# as that row is read, so a script of pragmas would silently stop after the first.
+
 #: Run on every connection.
 CONNECTION_PRAGMAS: Final = (
-    "PRAGMA foreign_keys = ON; "
+    "PRAGMA foreign_keys = ON",
     # The query builder's LIKE is case-sensitive on every backend.
-    "PRAGMA case_sensitive_like = ON; "
-    "PRAGMA temp_store = MEMORY;"
+    "PRAGMA case_sensitive_like = ON",
+    "PRAGMA temp_store = MEMORY",
 )
-#: Run once on a new file, before any table exists (auto_vacuum cannot be turned on later
-#: without a full VACUUM).
-NEW_DATABASE_PRAGMAS: Final = "PRAGMA auto_vacuum = INCREMENTAL;"
+#: Run on the writer before anything else: on a new file, before any table exists
+#: (auto_vacuum cannot be turned on later without a full VACUUM).
+NEW_DATABASE_PRAGMAS: Final = ("PRAGMA auto_vacuum = INCREMENTAL",)
 JOURNAL_WAL: Final = "PRAGMA journal_mode = WAL"
 #: The writer checkpoints on its own schedule (the Checkpointer), never on the commit path.
-WRITER_PRAGMAS: Final = "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
-READER_PRAGMAS: Final = "PRAGMA query_only = ON;"
+WRITER_PRAGMAS: Final = ("PRAGMA wal_autocheckpoint = 0", "PRAGMA journal_size_limit = 67108864")
+READER_PRAGMAS: Final = ("PRAGMA query_only = ON",)
+#: A connection learns that the file is in WAL mode on its first read; until then its
+#: checkpoints do nothing (and report -1).
+CHECKPOINTER_PRAGMAS: Final = ("PRAGMA wal_autocheckpoint = 0", "PRAGMA journal_mode")
 
 # --- migrations -----------------------------------------------------------------------------
 
@@ -96,7 +102,9 @@ EXISTING_TASKS: Final = "SELECT id FROM tasks WHERE id IN (SELECT value FROM jso
 HAS_DEPENDENTS: Final = "SELECT 1 FROM task_dependencies WHERE depends_on = ? LIMIT 1"
 DELETE_TASK: Final = "DELETE FROM tasks WHERE id = ?"
 PENDING_TASKS: Final = _select("tasks") + " WHERE status = 'pending'" + _TASK_ORDER
-READY_TASKS: Final = _select("tasks") + " WHERE " + _READY + _TASK_ORDER
+# INDEXED BY: without statistics the planner may take tasks_pending (same order, also
+# partial), which also holds the blocked tasks.
+READY_TASKS: Final = _select("tasks") + " INDEXED BY tasks_ready WHERE " + _READY + _TASK_ORDER
 READY_TASKS_LIMIT: Final = READY_TASKS + " LIMIT ?"
 TASKS_BY_AGENT: Final = _select("tasks") + " WHERE assigned_to = ?" + _TASK_ORDER
 #: Tasks an agent holds or held, in the order they were stored (the memory backend's order).
@@ -112,12 +120,14 @@ COMPLETE_DEPENDENCY: Final = (
     "UPDATE tasks SET unfinished_deps = unfinished_deps - 1 "
     "WHERE id IN (SELECT task_id FROM task_dependencies WHERE depends_on = ?)"
 )
-#: Every dependency edge below a task, in the order the edges were recorded.
+#: Every dependency edge below a task, with its rowid (the order edges were recorded in).
+#: CROSS JOIN keeps the walk going from the few tasks below into the edge index.
 DEPENDENT_EDGES: Final = (
     "WITH RECURSIVE below(id) AS ("
-    " SELECT ? UNION SELECT d.task_id FROM task_dependencies d JOIN below b ON d.depends_on = b.id"
-    ") SELECT d.depends_on, d.task_id FROM below b"
-    " JOIN task_dependencies d ON d.depends_on = b.id ORDER BY d.rowid"
+    " SELECT ? UNION SELECT task_dependencies.task_id FROM below"
+    " CROSS JOIN task_dependencies ON task_dependencies.depends_on = below.id"
+    ") SELECT task_dependencies.rowid, depends_on, task_id FROM below"
+    " CROSS JOIN task_dependencies ON task_dependencies.depends_on = below.id"
 )
 TASK_STATES: Final = (
     _select("tasks", TASK_COLUMNS) + " WHERE id IN (SELECT value FROM json_each(?))"
@@ -142,11 +152,12 @@ def claim_next(type_count: int | None) -> str:
     """
     head = "UPDATE tasks SET " + ", ".join(f"{c} = ?" for c in _CLAIM_SET) + " WHERE id = "
     if type_count is None:
-        pick = f"(SELECT id FROM tasks WHERE {_READY}{_TASK_ORDER} LIMIT 1)"
+        pick = f"(SELECT id FROM tasks INDEXED BY tasks_ready WHERE {_READY}{_TASK_ORDER} LIMIT 1)"
     else:
         arm = (
-            f"SELECT * FROM (SELECT id, priority, created_at FROM tasks"
-            f" WHERE {_READY} AND task_type = ?{_TASK_ORDER} LIMIT 1)"
+            "SELECT * FROM (SELECT id, priority, created_at FROM tasks"
+            f" INDEXED BY tasks_ready_by_type WHERE {_READY} AND task_type = ?{_TASK_ORDER}"
+            " LIMIT 1)"
         )
         arms = " UNION ALL ".join([arm] * type_count)
         pick = f"(SELECT id FROM ({arms}){_TASK_ORDER} LIMIT 1)"

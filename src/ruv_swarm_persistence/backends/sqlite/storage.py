@@ -240,6 +240,9 @@ class SqliteStorage(Storage):
         self._limits = opts.limits
         self._lease_us = opts.lease_us
         self._ops = SqliteOps(self._now, opts.retry_policy)
+        # Bound once: the writer coalesces consecutive rows of the same bulk (by identity).
+        self._event_rows = self._ops.event_rows
+        self._metric_rows = self._ops.metric_rows
         self._writer: GroupCommitWriter | None = None
         self._pool: ReaderPool | None = None
         self._checkpointer: Checkpointer | None = None
@@ -280,18 +283,22 @@ class SqliteStorage(Storage):
         )
         try:
             conn.set_busy_timeout(opts.busy_timeout_ms)
-            conn.execute(sql.CONNECTION_PRAGMAS)
+            pragmas: tuple[str, ...] = sql.CONNECTION_PRAGMAS
             if role == "writer":
-                conn.execute(sql.NEW_DATABASE_PRAGMAS)
+                pragmas += sql.NEW_DATABASE_PRAGMAS
+            for pragma in pragmas:
+                conn.execute(pragma).fetchall()
+            if role == "writer":
                 mode = scalar(conn, sql.JOURNAL_WAL)
                 if str(mode).lower() != "wal":
                     raise StorageError(f"{self.path}: cannot use WAL mode (journal mode {mode})")
-                conn.execute(f"PRAGMA synchronous = {opts.synchronous}")
-                conn.execute(sql.WRITER_PRAGMAS)
+                pragmas = (f"PRAGMA synchronous = {opts.synchronous}", *sql.WRITER_PRAGMAS)
             elif role == "reader":
-                conn.execute(sql.READER_PRAGMAS)
+                pragmas = sql.READER_PRAGMAS
             else:
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
+                pragmas = sql.CHECKPOINTER_PRAGMAS
+            for pragma in pragmas:
+                conn.execute(pragma).fetchall()
         except BaseException:
             conn.close()
             raise
@@ -340,7 +347,8 @@ class SqliteStorage(Storage):
             return
 
         def run(conn: apsw.Connection) -> None:
-            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+            with contextlib.suppress(apsw.BusyError):  # the background one is at it
+                conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
 
         self._writer.submit_alone(run).add_done_callback(_log_failure)
 
@@ -757,7 +765,7 @@ class SqliteStorage(Storage):
                 )
                 event.sequence = seqs[0]
                 return seqs[0]
-        seq: int = await self._w.submit_row(self._ops.event_rows, rec)
+        seq: int = await self._w.submit_row(self._event_rows, rec)
         event.sequence = seq
         return seq
 
@@ -919,7 +927,7 @@ class SqliteStorage(Storage):
                 assert tx.ctx is not None
                 self._w.run_held(tx.ctx, lambda ctx: self._ops.store_metrics(ctx, [rec]))
                 return
-        await self._w.submit_row(self._ops.metric_rows, rec)
+        await self._w.submit_row(self._metric_rows, rec)
 
     async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
         if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Sequence):

@@ -137,6 +137,8 @@ class GroupCommitWriter:
         self._idle: list[asyncio.Future[None]] = []
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="swarm-sqlite-writer")
         self._closed = False
+        #: Batches committed so far (for tests and benchmarks).
+        self.batches = 0
         conn.set_busy_timeout(0)
 
     # --- submitting -----------------------------------------------------------------------
@@ -360,6 +362,7 @@ class GroupCommitWriter:
                     err.__cause__ = cause
                     return [(False, err)] * n
             self._end_transaction("COMMIT")
+            self.batches += 1
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -488,7 +491,9 @@ class Checkpointer:
         self._wake = threading.Event()
         self._stop = False
         self._dirty = False
+        self._signalled = False
         self._pages = 0
+        self._base = 0  # log size at the last checkpoint
         self._last_commit = 0.0
         self._thread = threading.Thread(
             target=self._run, name="swarm-sqlite-checkpoint", daemon=True
@@ -499,8 +504,11 @@ class Checkpointer:
         """The writer connection's WAL hook: note the commit, wake the thread when useful."""
         self._pages = pages
         self._last_commit = time.monotonic()
-        if not self._dirty or pages >= self._pages_limit:
+        if pages < self._base:
+            self._base = 0  # SQLite restarted the log from its beginning
+        if not self._signalled and (not self._dirty or pages - self._base >= self._pages_limit):
             self._dirty = True
+            self._signalled = True
             self._wake.set()
         return apsw.SQLITE_OK
 
@@ -518,8 +526,8 @@ class Checkpointer:
                 self._wake.clear()
                 if self._stop:
                     return
-                # Wait for the writer to go idle, unless the log is already long.
-                while not self._stop and self._pages < self._pages_limit:
+                # Wait for the writer to go idle, unless the log has grown enough already.
+                while not self._stop and self._pages - self._base < self._pages_limit:
                     idle_for = time.monotonic() - self._last_commit
                     if idle_for >= self._idle_s:
                         break
@@ -528,6 +536,7 @@ class Checkpointer:
                 if self._stop:
                     return
                 self._dirty = False
+                self._signalled = False
                 if conn is None:
                     conn = self._open()
                 try:
@@ -537,7 +546,13 @@ class Checkpointer:
                 except apsw.Error:
                     log.exception("background WAL checkpoint failed")
                     continue
+                if log_frames < 0:
+                    log.debug("background WAL checkpoint did not run")
+                    continue
+                self._base = log_frames
                 if log_frames >= 4 * self._pages_limit and self._catch_up is not None:
+                    # The log keeps growing under a busy writer: SQLite restarts it only once
+                    # a checkpoint has copied all of it, which needs a pause in the writes.
                     self._catch_up()
         finally:
             if conn is not None:

@@ -1,0 +1,112 @@
+-- The current schema of the SQLite backend, as every migration in order leaves it.
+-- Kept as data: a test builds a database from this file and one by running the
+-- migrations, and finds them identical. Update it with each new migration.
+
+
+CREATE TABLE agents (
+    id           TEXT PRIMARY KEY NOT NULL,
+    name         TEXT NOT NULL,
+    agent_type   TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    capabilities TEXT NOT NULL,
+    metadata     TEXT NOT NULL,
+    heartbeat    INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE INDEX agents_by_created ON agents (created_at, id);
+CREATE INDEX agents_by_status ON agents (status, created_at, id);
+CREATE INDEX agents_by_heartbeat ON agents (heartbeat, id);
+
+-- unfinished_deps counts dependencies not yet completed: a task is ready when it is pending,
+-- the count is zero and run_after has passed. The rowid keeps the order tasks were stored.
+CREATE TABLE tasks (
+    id               TEXT PRIMARY KEY NOT NULL,
+    task_type        TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    status           TEXT NOT NULL,
+    assigned_to      TEXT,
+    payload          TEXT NOT NULL,
+    result           TEXT,
+    error            TEXT,
+    retry_count      INTEGER NOT NULL,
+    max_retries      INTEGER NOT NULL,
+    dependencies     TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    completed_at     INTEGER,
+    lease_expires_at INTEGER,
+    run_after        INTEGER,
+    unfinished_deps  INTEGER NOT NULL DEFAULT 0
+);
+-- The claim: highest priority, oldest first, among ready tasks (of some types).
+CREATE INDEX tasks_ready ON tasks (priority DESC, created_at, id)
+    WHERE status = 'pending' AND unfinished_deps = 0;
+CREATE INDEX tasks_ready_by_type ON tasks (task_type, priority DESC, created_at, id)
+    WHERE status = 'pending' AND unfinished_deps = 0;
+CREATE INDEX tasks_pending ON tasks (priority DESC, created_at, id) WHERE status = 'pending';
+-- Leases to expire: only held tasks carry one.
+CREATE INDEX tasks_by_lease ON tasks (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+CREATE INDEX tasks_by_agent ON tasks (assigned_to, priority DESC, created_at, id)
+    WHERE assigned_to IS NOT NULL;
+
+-- One row per dependency; the rowid keeps the order dependents were recorded in, which is
+-- the order a cancellation cascades in.
+CREATE TABLE task_dependencies (
+    task_id    TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    depends_on TEXT NOT NULL REFERENCES tasks (id),
+    UNIQUE (task_id, depends_on)
+);
+CREATE INDEX task_dependencies_by_parent ON task_dependencies (depends_on);
+
+-- sequence is assigned by the single writer inside its write transaction, so it increases
+-- strictly in commit order, across processes too; swarm_meta keeps the highest sequence
+-- ever pruned, so a sequence is never handed out twice.
+CREATE TABLE events (
+    sequence   INTEGER PRIMARY KEY,
+    id         TEXT NOT NULL UNIQUE,
+    event_type TEXT NOT NULL,
+    agent_id   TEXT,
+    task_id    TEXT,
+    payload    TEXT NOT NULL,
+    metadata   TEXT NOT NULL,
+    timestamp  INTEGER NOT NULL
+);
+CREATE INDEX events_by_agent ON events (agent_id, timestamp) WHERE agent_id IS NOT NULL;
+CREATE INDEX events_by_type ON events (event_type, timestamp);
+CREATE INDEX events_by_time ON events (timestamp);
+
+CREATE TABLE messages (
+    id           TEXT PRIMARY KEY NOT NULL,
+    from_agent   TEXT NOT NULL,
+    to_agent     TEXT NOT NULL,
+    message_type TEXT NOT NULL,
+    content      TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    read         INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    read_at      INTEGER
+);
+CREATE INDEX messages_unread ON messages (to_agent, priority DESC, created_at, id) WHERE read = 0;
+CREATE INDEX messages_by_pair ON messages (from_agent, to_agent, created_at, id);
+CREATE INDEX messages_by_recipient ON messages (to_agent);
+CREATE INDEX messages_read_at ON messages (read_at) WHERE read = 1;
+
+CREATE TABLE metrics (
+    id          TEXT PRIMARY KEY NOT NULL,
+    metric_type TEXT NOT NULL,
+    agent_id    TEXT,
+    value       REAL NOT NULL,
+    unit        TEXT NOT NULL,
+    tags        TEXT NOT NULL,
+    timestamp   INTEGER NOT NULL
+);
+CREATE INDEX metrics_by_type ON metrics (metric_type, timestamp);
+CREATE INDEX metrics_by_agent ON metrics (agent_id, timestamp, id) WHERE agent_id IS NOT NULL;
+CREATE INDEX metrics_by_time ON metrics (timestamp);
+
+CREATE TABLE swarm_meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -1,0 +1,194 @@
+"""Every query of the API is served by an index: no full scan of a large table.
+
+``EXPLAIN QUERY PLAN`` runs for each statement the backend issues, on a populated database
+without statistics (as users have it). A plain ``SCAN <table>`` of a large table fails, and
+so does a scan of a whole index, except for the queries that return every row of it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from ruv_swarm_persistence import (
+    AgentModel,
+    EventModel,
+    MessageModel,
+    MetricModel,
+    TaskModel,
+)
+from ruv_swarm_persistence.backends.sqlite import SqliteStorage, sql
+
+LARGE_TABLES = ("agents", "tasks", "task_dependencies", "events", "messages", "metrics")
+NOW = 1_800_000_000_000_000
+IDS = json.dumps(["t1", "t2"])
+
+#: (name, statement, parameters, indexes it may scan whole: the queries returning all of it)
+QUERIES: list[tuple[str, str, tuple[Any, ...], tuple[str, ...]]] = [
+    ("get_agent", sql.GET_AGENT, ("a1",), ()),
+    ("insert_agent", sql.INSERT_AGENT, ("x",) * len(sql.AGENT_COLUMNS), ()),
+    ("update_agent", sql.UPDATE_AGENT, ("x",) * len(sql.AGENT_COLUMNS), ()),
+    ("delete_agent", sql.DELETE_AGENT, ("a1",), ()),
+    ("list_agents", sql.LIST_AGENTS, (), ("agents_by_created",)),
+    ("list_agents_by_status", sql.AGENTS_BY_STATUS, ("idle",), ()),
+    ("find_stale_agents", sql.STALE_AGENTS, (NOW,), ()),
+    ("heartbeat", sql.HEARTBEAT, (NOW, NOW, "a1"), ()),
+    ("mark_agent_error", sql.MARK_AGENT_ERROR, (NOW, "a1"), ()),
+    ("delete_mailbox", sql.DELETE_MAILBOX, ("a1", "a1"), ()),
+    ("get_task", sql.GET_TASK, ("t1",), ()),
+    ("get_task_state", sql.GET_TASK_STATE, ("t1",), ()),
+    ("existing_tasks", sql.EXISTING_TASKS, (IDS,), ()),
+    ("task_statuses", sql.TASK_STATUSES, (IDS,), ()),
+    ("has_dependents", sql.HAS_DEPENDENTS, ("t1",), ()),
+    ("delete_task", sql.DELETE_TASK, ("t1",), ()),
+    ("get_pending_tasks", sql.PENDING_TASKS, (), ("tasks_pending",)),
+    ("get_ready_tasks", sql.READY_TASKS, (NOW,), ("tasks_ready",)),
+    ("get_ready_tasks_limit", sql.READY_TASKS_LIMIT, (NOW, 10), ("tasks_ready",)),
+    ("get_tasks_by_agent", sql.TASKS_BY_AGENT, ("a1",), ()),
+    ("tasks_naming_agent", sql.TASKS_NAMING_AGENT, ("a1",), ()),
+    ("clear_assignee", sql.CLEAR_ASSIGNEE, ("t1",), ()),
+    ("expired_leases", sql.EXPIRED_LEASES, (NOW,), ()),
+    ("complete_dependency", sql.COMPLETE_DEPENDENCY, ("t1",), ()),
+    ("dependent_edges", sql.DEPENDENT_EDGES, ("t1",), ()),
+    ("task_states", sql.TASK_STATES, (IDS,), ()),
+    ("task_rowids", sql.TASK_ROWIDS, (IDS,), ()),
+    ("claim_task", sql.CLAIM_TASK, ("assigned", "a1", NOW, NOW, "t1", NOW), ()),
+    ("claim_next", sql.claim_next(None), ("assigned", "a1", NOW, NOW, NOW), ("tasks_ready",)),
+    ("claim_next_1_type", sql.claim_next(1), ("assigned", "a1", NOW, NOW, NOW, "w"), ()),
+    (
+        "claim_next_3_types",
+        sql.claim_next(3),
+        ("assigned", "a1", NOW, NOW, NOW, "w", NOW, "x", NOW, "y"),
+        (),
+    ),
+    ("task_update", sql.task_update(("status", "updated_at")), ("done", NOW, "t1"), ()),
+    ("last_sequence", sql.LAST_SEQUENCE, (), ()),
+    ("max_sequence", sql.MAX_SEQUENCE, (), ()),
+    ("events_by_agent", sql.EVENTS_BY_AGENT, ("a1", 100), ()),
+    ("events_by_type", sql.EVENTS_BY_TYPE, ("t", 100), ()),
+    ("events_since", sql.EVENTS_SINCE, (NOW,), ()),
+    ("read_events", sql.READ_EVENTS, (10, 100), ()),
+    ("prune_events", sql.PRUNE_EVENTS, (NOW,), ()),
+    ("get_message", sql.GET_MESSAGE, ("m1",), ()),
+    ("delete_message", sql.DELETE_MESSAGE, ("m1",), ()),
+    ("messages_between", sql.MESSAGES_BETWEEN, ("a1", "a2", 100), ()),
+    ("unread_messages", sql.UNREAD_MESSAGES, ("a1",), ()),
+    ("has_unread", sql.HAS_UNREAD, ("a1",), ()),
+    ("mark_read", sql.MARK_READ, (NOW, "m1"), ()),
+    ("prune_messages", sql.PRUNE_MESSAGES, (NOW,), ()),
+    ("metrics_by_agent", sql.METRICS_BY_AGENT, ("a1",), ()),
+    ("metrics_by_agent_and_type", sql.METRICS_BY_AGENT_AND_TYPE, ("a1", "latency"), ()),
+    ("aggregate_by_agent", sql.AGGREGATE_BY_AGENT, ("latency", 0, NOW), ()),
+    ("metric_rows", sql.METRIC_ROWS, ("latency", 0, NOW), ()),
+    ("prune_metrics", sql.PRUNE_METRICS, (NOW,), ()),
+]
+
+_SCAN = re.compile(r"\bSCAN (\w+)(?: USING (?:COVERING )?INDEX (\w+))?")
+#: What a plan may scan that is not a table: a constant row, the recursive walk of a
+#: cascade, the ids passed as JSON.
+NOT_TABLES = ("CONSTANT", "below", "json_each")
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database with a few hundred rows in every table, filled through the API."""
+    import asyncio
+
+    path = tmp_path_factory.mktemp("plans") / "plans.db"
+
+    async def fill() -> None:
+        t0 = datetime(2024, 1, 1, tzinfo=UTC)
+        async with SqliteStorage.open(path) as s:
+            for i in range(200):
+                await s.store_agent(AgentModel.new(f"agent {i}", "worker", id=f"a{i}"))
+            tasks = [TaskModel.new("w" if i % 2 else "x", {"i": i}, id=f"t{i}") for i in range(300)]
+            for i in range(1, 300, 3):
+                tasks[i].dependencies = [f"t{i - 1}"]
+            await s.store_tasks(tasks)
+            for _ in range(50):
+                claimed = await s.claim_next_task("a1")
+                assert claimed is not None
+            await s.store_events(
+                [
+                    EventModel.new(f"type{i % 5}", {"i": i}, agent_id=f"a{i % 20}")
+                    for i in range(500)
+                ]
+            )
+            for i in range(300):
+                await s.store_message(MessageModel.new(f"a{i % 10}", f"a{i % 7}", "note", {}))
+            metrics = []
+            for i in range(500):
+                m = MetricModel.new("latency" if i % 2 else "cpu", i, "ms", agent_id=f"a{i % 9}")
+                m.timestamp = t0 + timedelta(seconds=i)
+                metrics.append(m)
+            await s.store_metrics(metrics)
+
+    asyncio.run(fill())
+    return path
+
+
+@pytest.fixture
+def conn(populated: Path) -> AsyncIterator[apsw.Connection]:
+    c = apsw.Connection(str(populated))
+    c.execute("PRAGMA case_sensitive_like = ON").fetchall()
+    yield c
+    c.close()
+
+
+def _plan(conn: apsw.Connection, statement: str, params: tuple[Any, ...]) -> list[str]:
+    return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, params)]
+
+
+@pytest.mark.parametrize(
+    ("statement", "params", "whole"),
+    [pytest.param(s, p, w, id=name) for name, s, p, w in QUERIES],
+)
+def test_no_full_scan_of_a_large_table(
+    conn: apsw.Connection, statement: str, params: tuple[Any, ...], whole: tuple[str, ...]
+) -> None:
+    plan = _plan(conn, statement, params)
+    for step in plan:
+        m = _SCAN.search(step)
+        if m is None or m.group(1) in NOT_TABLES:
+            continue
+        # Statements name tables without aliases, so the plan shows which table it scans.
+        assert m.group(1) in (*LARGE_TABLES, "swarm_meta"), f"unexpected scan: {plan}"
+        index = m.group(2)
+        assert index is not None, f"full scan of {m.group(1)}: {plan}"
+        assert index in whole, f"scan of the whole index {index}: {plan}"
+
+
+def test_every_statement_of_the_backend_is_checked() -> None:
+    """A statement added to ``sql`` without a plan check fails here."""
+    checked = {s for _, s, _, _ in QUERIES}
+    unchecked = {
+        name
+        for name, value in vars(sql).items()
+        if isinstance(value, str)
+        and name.isupper()
+        and re.match(r"\s*(SELECT|UPDATE|DELETE|WITH)\b", value)
+        and value not in checked
+    }
+    # Maintenance reads whole tables on purpose (integrity checks, migrations' bookkeeping).
+    assert unchecked <= {
+        "APPLIED_MIGRATIONS",
+        "MIGRATION_RECORDED",
+        "FORGET_MIGRATION",
+        "STORAGE_SIZE",
+        "DEPENDENCY_COUNT_CHECK",
+    }, unchecked
+
+
+def test_the_claim_reads_the_ready_index_in_claim_order(conn: apsw.Connection) -> None:
+    plan = " | ".join(_plan(conn, sql.claim_next(None), ("assigned", "a", NOW, NOW, NOW)))
+    assert "tasks_ready" in plan
+    assert "TEMP B-TREE" not in plan  # the index order is the claim order: no sort
+    typed = " | ".join(_plan(conn, sql.claim_next(1), ("assigned", "a", NOW, NOW, NOW, "w")))
+    assert "tasks_ready_by_type" in typed
