@@ -35,7 +35,7 @@ def pg_url() -> Iterator[str]:
 
     with contextlib.ExitStack() as stack:
         try:
-            db = stack.enter_context(pgserver.session_database())
+            db = stack.enter_context(pgserver.session_database(wait_for_drop=False))
         except pgserver.Unavailable as exc:
             if os.environ.get("CI") == "true":
                 pytest.fail(f"PostgreSQL is required with CI=true: {exc}", pytrace=False)
