@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import DatabaseError
 from ..query import QueryBuilder
 from ..storage import Storage
 from ..urls import DEFAULT_PATH, ParsedUrl, init_storage, parse_url
@@ -88,11 +89,30 @@ def locate(url: str, *, must_exist: bool) -> ParsedUrl:
     return parsed
 
 
+async def open_db(url: str, *, must_exist: bool = True, **options: Any) -> Storage:
+    """Open the storage at ``url``; a database that cannot be opened says which and why."""
+    parsed = locate(url, must_exist=must_exist)
+    try:
+        return await init_storage(url, **options)
+    except DatabaseError as exc:
+        where = parsed.location if parsed.scheme == "sqlite" else display_url(url)
+        raise CliError(f"cannot open {where}: {exc}{_read_only_hint(parsed)}") from exc
+
+
+def _read_only_hint(parsed: ParsedUrl) -> str:
+    """Why a database file may have failed to open, when the file system tells."""
+    if parsed.scheme != "sqlite":
+        return ""
+    path = Path(parsed.location)
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return " (the file or its folder is read-only)"
+    return ""
+
+
 @asynccontextmanager
 async def opened(url: str, *, must_exist: bool = True, **options: Any) -> AsyncIterator[Storage]:
     """Open the storage at ``url`` for one command, and close it afterwards."""
-    locate(url, must_exist=must_exist)
-    storage = await init_storage(url, **options)
+    storage = await open_db(url, must_exist=must_exist, **options)
     try:
         yield storage
     finally:

@@ -20,7 +20,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from ..demo import has_data
 from ..models import EventModel, TaskModel
 from ..storage import Storage
-from ..urls import init_storage
 from ._app import app
 from ._common import (
     CliError,
@@ -30,6 +29,7 @@ from ._common import (
     display_url,
     err,
     locate,
+    open_db,
     out,
     print_json,
     run,
@@ -152,7 +152,7 @@ def bench(
     n = 500 if quick else ops
 
     async def go(url: str, must_be_empty: bool) -> tuple[str, list[Measurement]]:
-        storage = await init_storage(url)
+        storage = await open_db(url, must_exist=False)
         try:
             if must_be_empty and await has_data(storage):
                 raise CliError(

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from ..demo import DemoConfig, DemoProgress, DemoSummary, demo_retry_policy, has_data, run_demo
-from ..urls import DEFAULT_PATH, init_storage
+from ..urls import DEFAULT_PATH
 from ._app import app
 from ._common import (
     CliError,
@@ -25,6 +25,7 @@ from ._common import (
     display_url,
     err,
     locate,
+    open_db,
     out,
     print_json,
     run,
@@ -200,7 +201,9 @@ def demo(
     config = DemoConfig(agents=agents, tasks=tasks, seed=seed)
 
     async def go() -> tuple[DemoSummary, str | None]:
-        storage = await init_storage(url, lease=config.lease, retry_policy=demo_retry_policy())
+        storage = await open_db(
+            url, must_exist=False, lease=config.lease, retry_policy=demo_retry_policy()
+        )
         try:
             if await has_data(storage):
                 where = parsed.location if parsed.scheme == "sqlite" else display_url(url)

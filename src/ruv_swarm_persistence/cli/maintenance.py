@@ -17,7 +17,6 @@ from rich.text import Text
 from ..errors import StorageError
 from ..migrations import MigrationRunner, MigrationTarget
 from ..storage import Storage
-from ..urls import init_storage
 from ._app import app
 from ._common import (
     CliError,
@@ -28,6 +27,7 @@ from ._common import (
     display_url,
     err,
     locate,
+    open_db,
     opened,
     out,
     parse_time,
@@ -293,9 +293,9 @@ def copy(
     copy_storage = module.copy_storage
 
     async def go() -> Any:
-        source = await init_storage(src)
+        source = await open_db(src)
         try:
-            target = await init_storage(dst)
+            target = await open_db(dst, must_exist=False)
             try:
                 kwargs: dict[str, Any] = {}
                 with _spinner(f"copying {display_url(src)} → {display_url(dst)}", not json) as bar:
