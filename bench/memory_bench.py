@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from ruv_swarm_persistence import codec, rules
 from ruv_swarm_persistence._time import now_us
@@ -230,7 +231,7 @@ async def bench_claims(opts: Options) -> list[Result]:
         async def d_claim(agent: str, q: DictQueue = q) -> TaskModel | None:
             return await q.claim_next_task(agent, lease_us)
 
-        dict_runs.append(await timed_async(n, lambda c=d_claim, q=q: drain(c, q.complete_task, n)))
+        dict_runs.append(await timed_async(n, partial(drain, d_claim, q.complete_task, n)))
 
         storage = MemoryStorage()
         await storage.store_tasks(make_tasks(n))
@@ -239,7 +240,7 @@ async def bench_claims(opts: Options) -> list[Result]:
             return await s.complete_task(task_id, agent)
 
         memory_runs.append(
-            await timed_async(n, lambda s=storage, c=m_complete: drain(s.claim_next_task, c, n))
+            await timed_async(n, partial(drain, storage.claim_next_task, m_complete, n))
         )
         await storage.close()
     note = f"{WORKERS} worker coroutines, {n:,} tasks, half with a dependency"

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,8 @@ def codec_event_row(seq: int, ev: EventModel) -> tuple[Any, ...]:
 
 
 def next_sequence(conn: apsw.Connection) -> int:
-    return int(conn.execute(S.LAST_SEQUENCE).fetchall()[0][0]) + 1
+    last: Any = conn.execute(S.LAST_SEQUENCE).fetchall()[0][0]
+    return int(last) + 1
 
 
 def make_events(n: int) -> list[EventModel]:
@@ -185,19 +187,15 @@ async def bench_a(opts: Options, work: Workdir) -> list[Result]:
         for _ in range(opts.repeat):
             if sync == "NORMAL":
                 conn = raw_connection(await schema_file(work.path("raw64")), sync)
-                runs["raw64"].append(
-                    timed(n, lambda c=conn, ev=events: raw_commit_every(c, ev, 64))
-                )
+                runs["raw64"].append(timed(n, partial(raw_commit_every, conn, events, 64)))
                 conn.close()
             conn = raw_connection(await schema_file(work.path("raw1")), sync)
             first = events[:n_row]
-            runs["raw1"].append(timed(n_row, lambda c=conn, ev=first: raw_commit_every(c, ev, 1)))
+            runs["raw1"].append(timed(n_row, partial(raw_commit_every, conn, first, 1)))
             conn.close()
             storage = await open_storage(work.path("storage"), synchronous=sync.lower())
             fresh = copy_events(events)
-            runs["storage"].append(
-                await timed_async(n, lambda s=storage, ev=fresh: storage_producers(s, ev))
-            )
+            runs["storage"].append(await timed_async(n, partial(storage_producers, storage, fresh)))
             await storage.close()
         label = "synchronous=NORMAL" if sync == "NORMAL" else "synchronous=FULL"
         out.append(
@@ -257,11 +255,11 @@ async def bench_b(opts: Options, work: Workdir) -> list[Result]:
     for _ in range(opts.repeat):
         for side, build in (("raw", event_row), ("codec", codec_event_row)):
             conn = raw_connection(await schema_file(work.path(side)))
-            runs[side].append(timed(n, lambda c=conn, b=build: raw_batch(c, events, b)))
+            runs[side].append(timed(n, partial(raw_batch, conn, events, build)))
             conn.close()
         storage = await open_storage(work.path("storage"))
         fresh = copy_events(events)
-        runs["storage"].append(await timed_async(n, lambda s=storage, ev=fresh: s.store_events(ev)))
+        runs["storage"].append(await timed_async(n, partial(storage.store_events, fresh)))
         await storage.close()
     return [
         Result.of(
@@ -450,10 +448,10 @@ async def bench_d(opts: Options, work: Workdir) -> list[Result]:
         raw_path = work.path("raw")
         async with await open_storage(raw_path) as setup:
             await setup.store_tasks(tasks)
-        raw_runs.append(timed(n, lambda p=raw_path: raw_drain(p, n)))
+        raw_runs.append(timed(n, partial(raw_drain, raw_path, n)))
         storage = await open_storage(work.path("storage"))
         await storage.store_tasks(make_tasks(n))
-        storage_runs.append(await timed_async(n, lambda s=storage: storage_drain(s, n)))
+        storage_runs.append(await timed_async(n, partial(storage_drain, storage, n)))
         await storage.close()
     return [
         Result.of(
@@ -500,7 +498,7 @@ async def bench_e(opts: Options, work: Workdir) -> list[Result]:
 
     def raw_reads() -> None:
         for agent_id in ids:
-            row = conn.execute(AGENT_SELECT, (agent_id,)).fetchone()
+            row: Any = conn.execute(AGENT_SELECT, (agent_id,)).fetchone()
             codec.decode_agent(dict(zip(columns, row, strict=True)))
 
     async def storage_reads() -> None:
@@ -557,7 +555,7 @@ def make_metrics(n: int, start: datetime) -> list[MetricModel]:
 
 def raw_aggregate(conn: apsw.Connection, start: int, end: int) -> list[MetricModel]:
     """The crate's aggregate with the storage's SQL, built into the same models."""
-    groups = conn.execute(S.AGGREGATE_BY_AGENT, ("latency", start, end)).fetchall()
+    groups: list[Any] = conn.execute(S.AGGREGATE_BY_AGENT, ("latency", start, end)).fetchall()
     groups.sort(key=lambda g: (g[0] is not None, g[0] or "", g[1]))
     return [
         MetricModel(

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import IO, Any
 
@@ -325,7 +325,7 @@ async def rescuer(db: str, log: Log, name: str, backoff_ms: int) -> None:
     log.write({"finished": True})
 
 
-ROLES: dict[str, Callable[..., Awaitable[None]]] = {
+ROLES: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
     "writer": lambda db, log, tag, seed: writer(db, log, tag, int(seed)),
     "claimer": lambda db, log, name, n: claimer(db, log, name, int(n)),
     "holder": lambda db, log, n, lease: holder(db, log, int(n), float(lease)),
