@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def conn(populated: Path) -> AsyncIterator[apsw.Connection]:
+def conn(populated: Path) -> Iterator[apsw.Connection]:
     c = apsw.Connection(str(populated))
     c.execute("PRAGMA case_sensitive_like = ON").fetchall()
     yield c

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -27,13 +28,13 @@ SCHEMA_TABLES = (
 )
 
 
-def _schema(conn: apsw.Connection) -> list[tuple[str, str, str, str]]:
+def _schema(conn: apsw.Connection) -> list[tuple[Any, ...]]:
     rows = conn.execute(
         "SELECT type, name, tbl_name, sql FROM sqlite_schema"
         " WHERE name NOT IN ('schema_migrations', 'sqlite_sequence') ORDER BY type, name"
     ).fetchall()
     # Statements keep their text as written: compare them with white space folded.
-    return [(t, n, tbl, re.sub(r"\s+", " ", sql or "").strip()) for t, n, tbl, sql in rows]
+    return [(t, n, tbl, re.sub(r"\s+", " ", str(sql or "")).strip()) for t, n, tbl, sql in rows]
 
 
 async def test_migrations_build_the_schema_kept_as_data(tmp_path: Path) -> None:

@@ -127,11 +127,13 @@ class _Options:
         if clock is not None and not callable(clock):
             raise ValidationError("must be a callable returning a datetime", field="clock")
         self.clock: Callable[[], datetime] | None = clock
-        policy = o.get("retry_policy") or rules.RetryPolicy()
+        policy = o.get("retry_policy")
+        policy = rules.RetryPolicy() if policy is None else policy
         if not isinstance(policy, rules.RetryPolicy):
             raise ValidationError("must be a RetryPolicy", field="retry_policy")
         self.retry_policy = policy
-        limits = o.get("limits") or codec.DEFAULT_LIMITS
+        limits = o.get("limits")
+        limits = codec.DEFAULT_LIMITS if limits is None else limits
         if not isinstance(limits, Limits):
             raise ValidationError("must be a Limits", field="limits")
         self.limits = limits
@@ -1140,7 +1142,8 @@ class SqliteStorage(Storage):
             result = SqliteOps.prune(conn, ev_t, me_t, ms_t)
             conn.execute("COMMIT")
             if result.events or result.metrics or result.messages:
-                conn.execute("PRAGMA incremental_vacuum")
+                # Each step frees one page: read it to the end.
+                conn.execute("PRAGMA incremental_vacuum").fetchall()
             return result
 
         pruned: PruneResult = await self._w.submit_alone(run)
