@@ -127,10 +127,10 @@ def _render(summary: DemoSummary, url: str, path: str | None, explicit: bool) ->
         "per agent",
         "agent",
         "status",
-        "completed",
-        "task ms mean",
-        "task ms p95",
-        "cpu mean",
+        "tasks done",
+        "ms avg",
+        "ms p95",
+        "cpu avg",
         "cpu max",
     )
     for a in s.per_agent:
