@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from ruv_swarm_persistence import EventModel, QueryBuilder, TaskModel, TaskStatus
 from ruv_swarm_persistence.sync import open_storage
+from tests import pgserver
 
 from .conftest import DEMO_ARGS, Demo, assert_one_line_error, snapshot, swarmdb
 
@@ -185,8 +185,23 @@ def test_the_human_summary_says_where_the_database_is_and_what_to_try(tmp_path: 
     assert "--db" not in ran.stdout  # the default database needs no option
 
 
-@pytest.mark.parametrize("url", ["memory://"])
-def test_the_demo_runs_on_any_url(url: str) -> None:
-    summary = swarmdb("demo", "--agents", "3", "--tasks", "30", "--json", "--db", url).json()
-    assert sum(summary["tasks_by_status"].values()) == 30
-    assert summary["path"] is None
+def test_the_demo_runs_in_memory() -> None:
+    summary = swarmdb("demo", "--agents", "3", "--tasks", "30", "--json", "--db", "memory://")
+    assert sum(summary.json()["tasks_by_status"].values()) == 30
+    assert summary.json()["path"] is None
+
+
+def test_the_demo_runs_on_postgresql(pg_url: str) -> None:
+    schema = pgserver.new_schema_name("demo")
+    url = f"{pg_url}?schema={schema}"
+    try:
+        summary = swarmdb("demo", "--agents", "4", "--tasks", "60", "--json", "--db", url).json()
+        assert sum(summary["tasks_by_status"].values()) == 60
+        assert summary["tasks_by_status"]["pending"] == 0
+        status = swarmdb("status", "--json", "--db", url).json()
+        assert status["backend"] == "PostgresStorage"
+        assert status["tasks"] == summary["tasks_by_status"]
+        again = swarmdb("demo", "--fresh", "--db", url)
+        assert_one_line_error(again, "--fresh", "empty database")
+    finally:
+        asyncio.run(pgserver.drop_schema(pg_url, schema))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import inspect
 import subprocess
@@ -37,18 +38,28 @@ from ruv_swarm_persistence.sync import (
     SyncTransaction,
     open_storage,
 )
+from tests import pgserver
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Bounds a wait for another thread; never an assertion about speed.
 WAIT = 30.0
 
-#: Backend URLs the blocking API is exercised on (``{tmp}`` becomes a fresh folder).
-URLS = ["memory://", "{tmp}/sync.db"]
+#: Backends the blocking API is exercised on.
+BACKENDS: list[Any] = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
-@pytest.fixture(params=URLS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return str(request.param).format(tmp=tmp_path)
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database of the parametrized backend."""
+    if request.param == "memory":
+        yield "memory://"
+    elif request.param == "sqlite":
+        yield str(tmp_path / "sync.db")
+    else:
+        base = request.getfixturevalue("pg_url")
+        schema = pgserver.new_schema_name("sync")
+        yield f"{base}?schema={schema}"
+        asyncio.run(pgserver.drop_schema(base, schema))
 
 
 @pytest.fixture
