@@ -2,7 +2,9 @@
 
 A benchmark compares a *subject* (the library) with one or more *baselines* run in the same
 process and the same run, on the same input. Runs alternate subject and baseline so that a
-burst of noise on the shared machine hits both; each side keeps its best run.
+burst of noise on the shared machine hits both; each side keeps its best run. Besides the
+wall-clock ratio, tables show the ratio of CPU time (the process's, all threads): on a
+machine others load too it moves less, though it hides time spent waiting for the disk.
 """
 
 from __future__ import annotations
@@ -76,11 +78,19 @@ class Timing:
     ops: int
     seconds: float
     samples: list[float] | None = None
+    cpu_seconds: float | None = None
 
     @property
     def rate(self) -> float:
-        """Operations per second."""
+        """Operations per second (wall clock)."""
         return self.ops / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def cpu_rate(self) -> float | None:
+        """Operations per second of this process's CPU time (all its threads)."""
+        if not self.cpu_seconds:
+            return None
+        return self.ops / self.cpu_seconds
 
 
 @dataclass(slots=True)
@@ -96,6 +106,7 @@ class Result:
     ops: int
     seconds: float
     ops_per_s: float
+    cpu_ops_per_s: float | None = None
     unit: str = "ops"
     p50_ms: float | None = None
     p99_ms: float | None = None
@@ -103,6 +114,7 @@ class Result:
     max_ms: float | None = None
     baseline: str | None = None
     ratio: float | None = None
+    cpu_ratio: float | None = None
     target: str = ""
     note: str = ""
 
@@ -125,6 +137,7 @@ class Result:
             ops=timing.ops,
             seconds=timing.seconds,
             ops_per_s=timing.rate,
+            cpu_ops_per_s=timing.cpu_rate,
             unit=unit,
             baseline=baseline,
             target=target,
@@ -165,9 +178,9 @@ def timed(ops: int, fn: Callable[[], object]) -> Timing:
     gc.collect()
     gc.disable()
     try:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        return Timing(ops, time.perf_counter() - t0)
+        return Timing(ops, time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
     finally:
         gc.enable()
 
@@ -177,9 +190,9 @@ async def timed_async(ops: int, fn: Callable[[], Awaitable[object]]) -> Timing:
     gc.collect()
     gc.disable()
     try:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         await fn()
-        return Timing(ops, time.perf_counter() - t0)
+        return Timing(ops, time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
     finally:
         gc.enable()
 
@@ -197,6 +210,8 @@ def fill_ratios(results: list[Result]) -> list[Result]:
             base = by_key.get((r.bench, r.baseline))
             if base is not None and base.ops_per_s > 0:
                 r.ratio = r.ops_per_s / base.ops_per_s
+            if base is not None and base.cpu_ops_per_s and r.cpu_ops_per_s:
+                r.cpu_ratio = r.cpu_ops_per_s / base.cpu_ops_per_s
     return results
 
 
@@ -225,6 +240,7 @@ def print_results(title: str, results: Sequence[Result], *, file: Any = None) ->
         for name in ("p50 ms", "p99 ms", "p99.9 ms"):
             table.add_column(name, justify="right")
     table.add_column("ratio", justify="right")
+    table.add_column("cpu ratio", justify="right")
     table.add_column("target")
     last = None
     for r in results:
@@ -234,7 +250,7 @@ def print_results(title: str, results: Sequence[Result], *, file: Any = None) ->
         cells = [r.bench, r.variant, f"{r.ops_per_s:,.0f} {r.unit}/s"]
         if with_latency:
             cells += [_num(r.p50_ms), _num(r.p99_ms), _num(r.p999_ms)]
-        cells += [ratio_text(r.ratio), r.target]
+        cells += [ratio_text(r.ratio), ratio_text(r.cpu_ratio), r.target]
         table.add_row(*cells)
     console.print(table)
 
