@@ -257,9 +257,8 @@ class SqliteOps:
         old_status, new_status = old["status"], new["status"]
         if new_status == old_status:
             return new
-        if new_status == COMPLETED:
-            conn.execute(sql.COMPLETE_DEPENDENCY, (old["id"],))
-        elif new_status in (FAILED, CANCELLED):
+        # On COMPLETED the schema's trigger has counted the dependents down already.
+        if new_status in (FAILED, CANCELLED):
             if new_status == CANCELLED and cancelled is not None:
                 cancelled.append(old["id"])
             self._cascade(conn, old["id"], new_status, now, cancelled)
@@ -301,6 +300,8 @@ class SqliteOps:
 
     def expire_leases(self, conn: apsw.Connection, now: int) -> None:
         """Requeue (or fail) every held task whose lease has run out."""
+        if conn.execute(sql.ANY_EXPIRED, (now,)).fetchone() is None:
+            return
         rows = conn.execute(sql.EXPIRED_LEASES, (now,)).fetchall()
         if not rows:
             return
@@ -407,12 +408,11 @@ class SqliteOps:
     def complete_task(
         self, ctx: WriteContext, task_id: str, agent_id: str, result: str | None
     ) -> Record:
-        """Complete a held task; its dependents count one unfinished dependency fewer."""
+        """Complete a held task (one statement; the trigger counts its dependents down)."""
         conn = ctx.conn
         now = self.now()
         rec = self._held(conn, task_id, agent_id, now)
-        with savepoint(conn):
-            return self.transition(conn, rec, rules.complete_changes(result, now), now)
+        return self.transition(conn, rec, rules.complete_changes(result, now), now)
 
     def fail_task(self, ctx: WriteContext, task_id: str, agent_id: str, error: str) -> Record:
         """Record a failed attempt of a held task."""

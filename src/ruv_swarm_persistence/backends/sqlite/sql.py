@@ -7,6 +7,7 @@ cache prepares each one once per connection.
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from ... import rules
@@ -110,15 +111,12 @@ TASKS_BY_AGENT: Final = _select("tasks") + " WHERE assigned_to = ?" + _TASK_ORDE
 #: Tasks an agent holds or held, in the order they were stored (the memory backend's order).
 TASKS_NAMING_AGENT: Final = _select("tasks", TASK_COLUMNS) + " WHERE assigned_to = ? ORDER BY rowid"
 CLEAR_ASSIGNEE: Final = "UPDATE tasks SET assigned_to = NULL WHERE id = ?"
+#: Cheap probe before the full search: one look into the lease index.
+ANY_EXPIRED: Final = "SELECT 1 FROM tasks WHERE lease_expires_at <= ? LIMIT 1"
 EXPIRED_LEASES: Final = (
     _select("tasks", TASK_COLUMNS)
     + " WHERE lease_expires_at <= ? AND status IN ('assigned', 'running')"
     + " ORDER BY lease_expires_at, id"
-)
-#: Dependents become one step closer to ready when a dependency completes.
-COMPLETE_DEPENDENCY: Final = (
-    "UPDATE tasks SET unfinished_deps = unfinished_deps - 1 "
-    "WHERE id IN (SELECT task_id FROM task_dependencies WHERE depends_on = ?)"
 )
 #: Every dependency edge below a task, with its rowid (the order edges were recorded in).
 #: CROSS JOIN keeps the walk going from the few tasks below into the edge index.
@@ -143,6 +141,7 @@ CLAIM_TASK: Final = (
 )
 
 
+@functools.cache
 def claim_next(type_count: int | None) -> str:
     """The claim in one statement: take the best ready task (of ``type_count`` types).
 

@@ -3,6 +3,7 @@ DROP TABLE swarm_meta;
 DROP TABLE metrics;
 DROP TABLE messages;
 DROP TABLE events;
+DROP TRIGGER tasks_completed;
 DROP TABLE task_dependencies;
 DROP TABLE tasks;
 DROP TABLE agents;

@@ -60,6 +60,15 @@ CREATE TABLE task_dependencies (
 );
 CREATE INDEX task_dependencies_by_parent ON task_dependencies (depends_on);
 
+-- A completed task leaves its dependents one unfinished dependency fewer, in the statement
+-- that completes it (so the count cannot drift, whatever wrote the status).
+CREATE TRIGGER tasks_completed AFTER UPDATE OF status ON tasks
+    WHEN NEW.status = 'completed' AND OLD.status != 'completed'
+BEGIN
+    UPDATE tasks SET unfinished_deps = unfinished_deps - 1
+        WHERE id IN (SELECT task_id FROM task_dependencies WHERE depends_on = NEW.id);
+END;
+
 -- sequence is assigned by the single writer inside its write transaction, so it increases
 -- strictly in commit order, across processes too; swarm_meta keeps the highest sequence
 -- ever pruned, so a sequence is never handed out twice.
