@@ -7,6 +7,7 @@ traceback; 2 bad usage (unknown command or option, a malformed number).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -26,8 +27,11 @@ def _fail(message: str, status: int = 1) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``swarmdb`` entry point."""
     try:
-        from . import bench, demo, listing, maintenance  # noqa: F401 - they register commands
         from ._app import app
+
+        # Importing a module registers its commands; this order is the order of --help.
+        for module in ("demo", "listing", "maintenance", "bench"):
+            importlib.import_module(f"{__name__}.{module}")
     except ModuleNotFoundError as exc:
         if exc.name in _CLI_DEPENDENCIES:
             _fail(f"swarmdb needs {exc.name!r}: pip install 'ruv-swarm-persistence[cli]'")

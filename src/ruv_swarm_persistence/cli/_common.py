@@ -56,7 +56,8 @@ JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
 ]
 LimitOption = Annotated[
-    int, typer.Option("--limit", "-n", min=0, help="Show at most this many rows (0: all).")
+    int,
+    typer.Option("--limit", "-n", min=0, metavar="N", help="Show at most this many rows (0: all)."),
 ]
 
 

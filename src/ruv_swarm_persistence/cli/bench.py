@@ -128,7 +128,10 @@ def bench(
         typer.Option("--builtin", help="Run the short built-in check even in a source checkout."),
     ] = False,
     ops: Annotated[
-        int, typer.Option("--ops", min=64, help="Operations per step of the built-in check.")
+        int,
+        typer.Option(
+            "--ops", min=64, metavar="N", help="Operations per step of the built-in check."
+        ),
     ] = 2000,
     db: DbOption = None,
     json: JsonOption = False,

@@ -168,10 +168,15 @@ def _render(summary: DemoSummary, url: str, path: str | None, explicit: bool) ->
 @app.command()
 def demo(
     ctx: typer.Context,
-    agents: Annotated[int, typer.Option("--agents", min=1, help="How many agents.")] = 8,
-    tasks: Annotated[int, typer.Option("--tasks", min=1, help="How many tasks in the DAG.")] = 2000,
+    agents: Annotated[
+        int, typer.Option("--agents", min=1, metavar="N", help="How many agents.")
+    ] = 8,
+    tasks: Annotated[
+        int, typer.Option("--tasks", min=1, metavar="N", help="How many tasks in the DAG.")
+    ] = 2000,
     seed: Annotated[
-        int, typer.Option("--seed", help="Fixes the swarm, its task graph and failures.")
+        int,
+        typer.Option("--seed", metavar="N", help="Fixes the swarm, its task graph and failures."),
     ] = 7,
     fresh: Annotated[
         bool,

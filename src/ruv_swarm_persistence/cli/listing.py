@@ -60,11 +60,17 @@ WhereOption = Annotated[
 ]
 SinceOption = Annotated[
     str | None,
-    typer.Option("--since", help="Only after this: an age (30s, 10m, 2h, 1d) or an ISO time."),
+    typer.Option(
+        "--since", metavar="WHEN", help="Only after this: an age (30s, 10m, 2h, 1d) or an ISO time."
+    ),
 ]
 UntilOption = Annotated[
     str | None,
-    typer.Option("--until", help="Only before this: an age (30s, 10m, 2h, 1d) or an ISO time."),
+    typer.Option(
+        "--until",
+        metavar="WHEN",
+        help="Only before this: an age (30s, 10m, 2h, 1d) or an ISO time.",
+    ),
 ]
 
 
@@ -179,10 +185,11 @@ def status(
 def agents(
     ctx: typer.Context,
     status: Annotated[
-        list[str] | None, typer.Option("--status", "-s", help="Only agents with this status.")
+        list[str] | None,
+        typer.Option("--status", "-s", metavar="STATUS", help="Only agents with this status."),
     ] = None,
     agent_type: Annotated[
-        str | None, typer.Option("--type", "-t", help="Only agents of this type.")
+        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only agents of this type.")
     ] = None,
     where: WhereOption = None,
     limit: LimitOption = 0,
@@ -232,13 +239,16 @@ def tasks(
     ctx: typer.Context,
     status: Annotated[
         list[str] | None,
-        typer.Option("--status", "-s", help="Only tasks with this status (repeatable)."),
+        typer.Option(
+            "--status", "-s", metavar="STATUS", help="Only tasks with this status (repeatable)."
+        ),
     ] = None,
     task_type: Annotated[
-        str | None, typer.Option("--type", "-t", help="Only tasks of this type.")
+        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only tasks of this type.")
     ] = None,
     agent: Annotated[
-        str | None, typer.Option("--agent", "-a", help="Only tasks assigned to this agent.")
+        str | None,
+        typer.Option("--agent", "-a", metavar="AGENT", help="Only tasks assigned to this agent."),
     ] = None,
     ready: Annotated[
         bool, typer.Option("--ready", help="Only tasks ready to claim now, in claim order.")
@@ -331,10 +341,11 @@ def _event_query(
 
 
 AgentFilter = Annotated[
-    str | None, typer.Option("--agent", "-a", help="Only events of this agent.")
+    str | None, typer.Option("--agent", "-a", metavar="AGENT", help="Only events of this agent.")
 ]
 TypeFilter = Annotated[
-    list[str] | None, typer.Option("--type", "-t", help="Only events of this type (repeatable).")
+    list[str] | None,
+    typer.Option("--type", "-t", metavar="TYPE", help="Only events of this type (repeatable)."),
 ]
 
 
@@ -357,7 +368,9 @@ def events(
     ctx: typer.Context,
     agent: AgentFilter = None,
     event_type: TypeFilter = None,
-    task: Annotated[str | None, typer.Option("--task", help="Only events of this task.")] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", metavar="TASK", help="Only events of this task.")
+    ] = None,
     since: SinceOption = None,
     until: UntilOption = None,
     where: WhereOption = None,
@@ -390,11 +403,14 @@ def tail(
     agent: AgentFilter = None,
     event_type: TypeFilter = None,
     last: Annotated[
-        int, typer.Option("--last", "-n", min=0, help="Show this many past events first.")
+        int,
+        typer.Option("--last", "-n", min=0, metavar="N", help="Show this many past events first."),
     ] = 10,
     count: Annotated[
         int | None,
-        typer.Option("--count", min=1, help="Exit after printing this many new events."),
+        typer.Option(
+            "--count", min=1, metavar="N", help="Exit after printing this many new events."
+        ),
     ] = None,
     db: DbOption = None,
     json: JsonOption = False,
@@ -442,13 +458,18 @@ def tail(
 def messages(
     ctx: typer.Context,
     agent: Annotated[
-        str | None, typer.Option("--agent", "-a", help="Messages to or from this agent.")
+        str | None,
+        typer.Option("--agent", "-a", metavar="AGENT", help="Messages to or from this agent."),
     ] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Messages to this agent.")] = None,
-    sender: Annotated[str | None, typer.Option("--from", help="Messages from this agent.")] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", metavar="AGENT", help="Messages to this agent.")
+    ] = None,
+    sender: Annotated[
+        str | None, typer.Option("--from", metavar="AGENT", help="Messages from this agent.")
+    ] = None,
     unread: Annotated[bool, typer.Option("--unread", help="Only unread messages.")] = False,
     message_type: Annotated[
-        str | None, typer.Option("--type", "-t", help="Only messages of this type.")
+        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only messages of this type.")
     ] = None,
     where: WhereOption = None,
     limit: LimitOption = 50,
@@ -504,17 +525,25 @@ def metrics(
     ctx: typer.Context,
     metric_type: Annotated[
         str | None,
-        typer.Argument(help="Metric to aggregate (e.g. cpu_usage); omit to list recent values."),
+        typer.Argument(
+            metavar="METRIC",
+            help="Metric to aggregate (e.g. cpu_usage); omit to list recent values.",
+        ),
     ] = None,
     by: Annotated[
         str,
-        typer.Option("--by", help="Group by: agent, tag:NAME, both comma-separated, or none."),
+        typer.Option(
+            "--by",
+            metavar="GROUPS",
+            help="Group by: agent, tag:NAME, both comma-separated, or none.",
+        ),
     ] = "agent",
     bucket: Annotated[
-        str | None, typer.Option("--bucket", help="Time buckets of this size (1m, 5m, 1h).")
+        str | None,
+        typer.Option("--bucket", metavar="SIZE", help="Time buckets of this size (1m, 5m, 1h)."),
     ] = None,
     agent: Annotated[
-        str | None, typer.Option("--agent", "-a", help="Only this agent's values.")
+        str | None, typer.Option("--agent", "-a", metavar="AGENT", help="Only this agent's values.")
     ] = None,
     since: SinceOption = None,
     until: UntilOption = None,

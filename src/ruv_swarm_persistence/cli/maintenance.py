@@ -230,11 +230,15 @@ def prune(
     ctx: typer.Context,
     events: Annotated[
         str | None,
-        typer.Option("--events", help="Delete events older than this (30d, or an ISO time)."),
+        typer.Option(
+            "--events", metavar="AGE", help="Delete events older than this (30d, or an ISO time)."
+        ),
     ] = None,
     metrics: Annotated[
         str | None,
-        typer.Option("--metrics", help="Delete metrics older than this (7d, or an ISO time)."),
+        typer.Option(
+            "--metrics", metavar="AGE", help="Delete metrics older than this (7d, or an ISO time)."
+        ),
     ] = None,
     read_messages: Annotated[
         str | None,
@@ -281,7 +285,7 @@ def copy(
     dst: Annotated[str, typer.Argument(help="Database to copy into (path or URL); must be empty.")],
     json: JsonOption = False,
 ) -> None:
-    """Copy a whole swarm from SRC to DST (e.g. SQLite to PostgreSQL), verified by checksums."""
+    """Copy a whole swarm from SRC into an empty DST (SQLite or PostgreSQL), verified."""
     locate(src, must_exist=True)
     locate(dst, must_exist=False)
     if os.path.abspath(src) == os.path.abspath(dst):
