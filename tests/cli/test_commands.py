@@ -308,3 +308,31 @@ def test_tail_human_output_follows_one_agent(demo: Demo, tmp_path: Path) -> None
     assert "probe" in after[0]
     assert victim in after[0]
     assert '"n": 2' in after[0]
+
+
+def test_the_console_script_and_version() -> None:
+    script = Path(sys.executable).with_name("swarmdb")
+    done = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, env=cli_env(), check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("swarmdb (ruv-swarm-persistence) ")
+
+
+def test_without_the_cli_extra_the_error_says_what_to_install() -> None:
+    hide_typer = (
+        "import sys; sys.modules['typer'] = None\n"
+        "from ruv_swarm_persistence.cli import main\n"
+        "main(['status'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", hide_typer],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "error: swarmdb needs 'typer': pip install 'ruv-swarm-persistence[cli]'"
+    ]
