@@ -15,8 +15,10 @@ import heapq
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
+import orjson
+
 from ruv_swarm_persistence import codec, rules
-from ruv_swarm_persistence._time import now_us
+from ruv_swarm_persistence._time import now_us, to_us
 from ruv_swarm_persistence.backends.memory import MemoryStorage
 from ruv_swarm_persistence.codec import Record
 from ruv_swarm_persistence.errors import ConflictError
@@ -34,6 +36,8 @@ WORKERS = 4
 class DictEvents:
     """An append-only event log in dicts: validation, sequence and the same three indexes."""
 
+    encode: Callable[[EventModel], Record] = staticmethod(codec.encode_event)
+
     def __init__(self) -> None:
         self.events: list[Record] = []
         self.ids: dict[str, Record] = {}
@@ -42,7 +46,7 @@ class DictEvents:
         self.seq = 0
 
     async def store_event(self, event: EventModel) -> int:
-        rec = codec.encode_event(event)
+        rec = self.encode(event)
         if rec["id"] in self.ids:
             raise ConflictError("event", rec["id"])
         self.seq += 1
@@ -54,6 +58,26 @@ class DictEvents:
         self.by_type.setdefault(rec["event_type"], []).append(rec)
         event.sequence = self.seq
         return self.seq
+
+
+def unchecked_record(event: EventModel, limits: codec.Limits = codec.DEFAULT_LIMITS) -> Record:
+    """An event's record built by hand: JSON encoded, nothing checked."""
+    return {
+        "id": event.id,
+        "event_type": event.event_type,
+        "agent_id": event.agent_id,
+        "task_id": event.task_id,
+        "payload": orjson.dumps(event.payload).decode(),
+        "metadata": orjson.dumps(event.metadata).decode(),
+        "timestamp": to_us(event.timestamp),
+        "sequence": None,
+    }
+
+
+class UncheckedDictEvents(DictEvents):
+    """The same store with records built by :func:`unchecked_record`."""
+
+    encode = staticmethod(unchecked_record)
 
 
 class DictQueue:
@@ -196,14 +220,25 @@ async def bench_events(opts: Options) -> list[Result]:
         if not opts.wants(key):
             continue
         dict_runs: list[Timing] = []
+        unchecked_runs: list[Timing] = []
         memory_runs: list[Timing] = []
         for _ in range(opts.repeat):
             dict_runs.append(await _append_run(key, DictEvents().store_event, n))
+            unchecked_runs.append(await _append_run(key, UncheckedDictEvents().store_event, n))
             storage = MemoryStorage()
             memory_runs.append(await _append_run(key, storage.store_event, n))
             await storage.close()
         target = "≥ 200,000 events/s" if key == "events.64" else ""
         out.append(Result.of(key, "plain dict", best(dict_runs), unit="events", note=label))
+        out.append(
+            Result.of(
+                key,
+                "  plain dict, JSON encoded but nothing checked",
+                best(unchecked_runs),
+                unit="events",
+                baseline="plain dict",
+            )
+        )
         out.append(
             Result.of(
                 key,
