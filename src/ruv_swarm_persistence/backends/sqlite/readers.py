@@ -9,12 +9,13 @@ may return many rows run on a pool thread, so the loop stays free while they dec
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import apsw
 
@@ -25,9 +26,18 @@ from .errors import translate
 if TYPE_CHECKING:
     from .storage import SqliteStorage
 
-__all__ = ["ReaderPool", "SqliteStorageBuilder"]
+__all__ = ["NOT_RUN", "NotRun", "ReaderPool", "SqliteStorageBuilder"]
 
 T = TypeVar("T")
+
+
+class NotRun(enum.Enum):
+    """The answer of :meth:`ReaderPool.run_inline` when every connection was busy."""
+
+    NOT_RUN = 0
+
+
+NOT_RUN: Final = NotRun.NOT_RUN
 
 
 class ReaderPool:
@@ -145,11 +155,11 @@ class ReaderPool:
                 keep.append((conn, since))
         self._idle = keep
 
-    def run_inline(self, fn: Callable[[apsw.Connection], T]) -> T | None:
-        """Run a short read in the loop; ``None`` (did not run) when no connection is free."""
-        conn = self.try_acquire()
+    def run_inline(self, fn: Callable[[apsw.Connection], T]) -> T | NotRun:
+        """Run a short read in the loop; :data:`NOT_RUN` when no connection is free."""
+        conn = self._idle.pop()[0] if self._idle else self.try_acquire()
         if conn is None:
-            return None
+            return NOT_RUN
         try:
             return fn(conn)
         except StorageError:

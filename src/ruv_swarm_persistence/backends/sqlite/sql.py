@@ -35,7 +35,7 @@ CONNECTION_PRAGMAS: Final = (
     "PRAGMA foreign_keys = ON",
     # The query builder's LIKE is case-sensitive on every backend.
     "PRAGMA case_sensitive_like = ON",
-    "PRAGMA temp_store = MEMORY",
+    # temp_store stays the default: MEMORY made GROUP BY aggregates ~20% slower here.
 )
 #: Run on the writer before anything else: on a new file, before any table exists
 #: (auto_vacuum cannot be turned on later without a full VACUUM).

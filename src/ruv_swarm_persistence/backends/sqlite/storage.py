@@ -52,7 +52,7 @@ from ..memory import _types_arg
 from . import sql
 from .errors import decode_row, translate
 from .ops import SqliteOps, scalar
-from .readers import ReaderPool, SqliteStorageBuilder
+from .readers import NOT_RUN, NotRun, ReaderPool, SqliteStorageBuilder
 from .writer import Checkpointer, GroupCommitWriter, WriteContext
 
 __all__ = ["SqliteStorage", "SqliteTransaction"]
@@ -422,17 +422,20 @@ class SqliteStorage(Storage):
         if pool is None:
             raise StorageError("storage is closed")
         if inline:
-            conn = pool.try_acquire()
-            if conn is not None:
-                try:
-                    return fn(conn)
-                except StorageError:
-                    raise
-                except apsw.Error as exc:
-                    raise translate(exc) from exc
-                finally:
-                    pool.release(conn)
+            got = pool.run_inline(fn)
+            if got is not NOT_RUN:
+                return got
         return await pool.run(fn)
+
+    def _try_now(self, fn: Callable[[apsw.Connection], T]) -> T | NotRun:
+        """A short indexed read run at once in the loop, if nothing stands in the way.
+
+        A plain call, not a coroutine: point reads are the hot path of readers.
+        """
+        pool = self._pool
+        if self._blocked or pool is None:
+            return NOT_RUN
+        return pool.run_inline(fn)
 
     # --- notifications ----------------------------------------------------------------------
 
@@ -594,10 +597,12 @@ class SqliteStorage(Storage):
     async def get_agent(self, agent_id: str) -> AgentModel | None:
         codec.check_id(agent_id, "agent_id", self._limits)
         args = (agent_id,)
-        result: AgentModel | None = await self._read(
-            lambda conn: _one(conn, sql.GET_AGENT, args, "agents"), inline=True
-        )
-        return result
+
+        def read(conn: apsw.Connection) -> AgentModel | None:
+            return _one(conn, sql.GET_AGENT, args, "agents")  # type: ignore[no-any-return]
+
+        got = self._try_now(read)
+        return await self._read(read, inline=True) if got is NOT_RUN else got
 
     async def update_agent(self, agent: AgentModel) -> None:
         rec = codec.encode_agent(agent, self._limits)
@@ -654,10 +659,12 @@ class SqliteStorage(Storage):
     async def get_task(self, task_id: str) -> TaskModel | None:
         codec.check_id(task_id, "task_id", self._limits)
         args = (task_id,)
-        result: TaskModel | None = await self._read(
-            lambda conn: _one(conn, sql.GET_TASK, args, "tasks"), inline=True
-        )
-        return result
+
+        def read(conn: apsw.Connection) -> TaskModel | None:
+            return _one(conn, sql.GET_TASK, args, "tasks")  # type: ignore[no-any-return]
+
+        got = self._try_now(read)
+        return await self._read(read, inline=True) if got is NOT_RUN else got
 
     async def update_task(self, task: TaskModel) -> None:
         rec = codec.encode_task(task, self._limits)
@@ -848,10 +855,12 @@ class SqliteStorage(Storage):
     async def get_message(self, message_id: str) -> MessageModel | None:
         codec.check_id(message_id, "message_id", self._limits)
         args = (message_id,)
-        result: MessageModel | None = await self._read(
-            lambda conn: _one(conn, sql.GET_MESSAGE, args, "messages"), inline=True
-        )
-        return result
+
+        def read(conn: apsw.Connection) -> MessageModel | None:
+            return _one(conn, sql.GET_MESSAGE, args, "messages")  # type: ignore[no-any-return]
+
+        got = self._try_now(read)
+        return await self._read(read, inline=True) if got is NOT_RUN else got
 
     async def delete_message(self, message_id: str) -> None:
         codec.check_id(message_id, "message_id", self._limits)

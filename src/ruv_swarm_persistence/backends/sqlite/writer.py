@@ -471,9 +471,10 @@ class Checkpointer:
     """Runs WAL checkpoints on its own thread and connection, off the commit path.
 
     The writer's WAL hook reports each commit; a PASSIVE checkpoint runs once the writer has
-    been idle for ``idle_s`` or the log holds ``pages`` pages. When a busy writer keeps the
-    log from ever being fully copied (so SQLite never restarts it), ``catch_up`` is asked to
-    checkpoint between two batches.
+    been idle for ``idle_s`` or the log holds ``pages`` pages more than at the last one. When
+    a writer that never pauses keeps the log from ever being fully copied (SQLite restarts it
+    only then), and it reaches ``catch_up_pages``, ``catch_up`` is asked to checkpoint
+    between two batches: rare, and it delays the queued writes, never the loop.
     """
 
     def __init__(
@@ -482,12 +483,14 @@ class Checkpointer:
         *,
         pages: int = 1000,
         idle_s: float = 0.25,
+        catch_up_pages: int = 10_000,
         catch_up: Callable[[], None] | None = None,
     ) -> None:
         self._open = open_connection
         self._pages_limit = pages
         self._idle_s = idle_s
         self._catch_up = catch_up
+        self._catch_up_pages = catch_up_pages
         self._wake = threading.Event()
         self._stop = False
         self._dirty = False
@@ -550,7 +553,7 @@ class Checkpointer:
                     log.debug("background WAL checkpoint did not run")
                     continue
                 self._base = log_frames
-                if log_frames >= 4 * self._pages_limit and self._catch_up is not None:
+                if log_frames >= self._catch_up_pages and self._catch_up is not None:
                     # The log keeps growing under a busy writer: SQLite restarts it only once
                     # a checkpoint has copied all of it, which needs a pause in the writes.
                     self._catch_up()
