@@ -61,7 +61,9 @@ WhereOption = Annotated[
 SinceOption = Annotated[
     str | None,
     typer.Option(
-        "--since", metavar="WHEN", help="Only after this: an age (30s, 10m, 2h, 1d) or an ISO time."
+        "--since",
+        metavar="WHEN",
+        help="Only after this: an age (30s, 10m, 2h, 1d) or an ISO time (UTC without an offset).",
     ),
 ]
 UntilOption = Annotated[
@@ -69,7 +71,7 @@ UntilOption = Annotated[
     typer.Option(
         "--until",
         metavar="WHEN",
-        help="Only before this: an age (30s, 10m, 2h, 1d) or an ISO time.",
+        help="Only before this: an age (30s, 10m, 2h, 1d) or an ISO time (UTC without an offset).",
     ),
 ]
 
