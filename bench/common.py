@@ -10,6 +10,7 @@ machine others load too it moves less, though it hides time spent waiting for th
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import math
@@ -19,12 +20,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ruv_swarm_persistence.models import TaskModel
+
 __all__ = [
+    "Claim",
+    "Complete",
     "Options",
     "Result",
     "Timing",
     "best",
+    "drain",
     "latencies",
+    "make_tasks",
     "main_for",
     "parse_args",
     "percentile",
@@ -152,6 +159,41 @@ class Result:
                 lat["max"],
             )
         return r
+
+
+# --- workloads shared by the backends' benchmarks -----------------------------------------
+
+
+def make_tasks(n: int) -> list[TaskModel]:
+    """``n`` tasks; every odd one depends on the one before it."""
+    tasks: list[TaskModel] = []
+    for i in range(n):
+        deps = [tasks[i - 1].id] if i % 2 else []
+        tasks.append(TaskModel.new("work", {"i": i}, dependencies=deps))
+    return tasks
+
+
+Claim = Callable[[str], Awaitable[TaskModel | None]]
+Complete = Callable[[str, str], Awaitable[TaskModel]]
+
+
+async def drain(claim: Claim, complete: Complete, total: int, workers: int = 4) -> int:
+    """``workers`` coroutines claim and complete until ``total`` tasks are done."""
+    done = 0
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        agent = f"worker-{w}"
+        while done < total:
+            task = await claim(agent)
+            if task is None:
+                await asyncio.sleep(0)
+                continue
+            await complete(task.id, agent)
+            done += 1
+
+    await asyncio.gather(*(worker(w) for w in range(workers)))
+    return done
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:

@@ -24,11 +24,20 @@ from ruv_swarm_persistence.codec import Record
 from ruv_swarm_persistence.errors import ConflictError
 from ruv_swarm_persistence.models import AgentModel, EventModel, TaskModel
 
-from .common import Options, Result, Timing, best, fill_ratios, main_for, timed_async
+from .common import (
+    Options,
+    Result,
+    Timing,
+    best,
+    drain,
+    fill_ratios,
+    main_for,
+    make_tasks,
+    timed_async,
+)
 
 TITLE = "Memory backend vs a plain dict doing the same bookkeeping"
 PRODUCERS = 64
-WORKERS = 4
 
 # --- the plain-dict baseline ------------------------------------------------------------
 
@@ -162,38 +171,6 @@ async def producers_building(store: StoreEvent, n: int) -> None:
     await asyncio.gather(*(producer(p) for p in range(PRODUCERS)))
 
 
-def make_tasks(n: int) -> list[TaskModel]:
-    """``n`` tasks; every odd one depends on the one before it."""
-    tasks: list[TaskModel] = []
-    for i in range(n):
-        deps = [tasks[i - 1].id] if i % 2 else []
-        tasks.append(TaskModel.new("work", {"i": i}, dependencies=deps))
-    return tasks
-
-
-Claim = Callable[[str], Awaitable[TaskModel | None]]
-Complete = Callable[[str, str], Awaitable[TaskModel]]
-
-
-async def drain(claim: Claim, complete: Complete, total: int) -> int:
-    """``WORKERS`` coroutines claim and complete until ``total`` tasks are done."""
-    done = 0
-
-    async def worker(w: int) -> None:
-        nonlocal done
-        agent = f"worker-{w}"
-        while done < total:
-            task = await claim(agent)
-            if task is None:
-                await asyncio.sleep(0)
-                continue
-            await complete(task.id, agent)
-            done += 1
-
-    await asyncio.gather(*(worker(w) for w in range(WORKERS)))
-    return done
-
-
 # --- the benchmarks -----------------------------------------------------------------------
 
 
@@ -278,7 +255,7 @@ async def bench_claims(opts: Options) -> list[Result]:
             await timed_async(n, partial(drain, storage.claim_next_task, m_complete, n))
         )
         await storage.close()
-    note = f"{WORKERS} worker coroutines, {n:,} tasks, half with a dependency"
+    note = f"4 worker coroutines, {n:,} tasks, half with a dependency"
     return [
         Result.of("claims", "plain dict heap", best(dict_runs), unit="tasks", note=note),
         Result.of(

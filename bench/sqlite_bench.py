@@ -39,7 +39,18 @@ from ruv_swarm_persistence._time import from_us, now_us, to_us
 from ruv_swarm_persistence.models import AgentModel, EventModel, MetricModel, TaskModel
 from ruv_swarm_persistence.storage import Storage
 
-from .common import Options, Result, Timing, best, fill_ratios, main_for, timed, timed_async
+from .common import (
+    Options,
+    Result,
+    Timing,
+    best,
+    drain,
+    fill_ratios,
+    main_for,
+    make_tasks,
+    timed,
+    timed_async,
+)
 
 TITLE = "SQLite backend vs raw apsw (same statements, same ids, same run)"
 PRODUCERS = 64
@@ -351,15 +362,6 @@ async def bench_c(opts: Options, work: Workdir) -> list[Result]:
 # --- (d) claim → complete -------------------------------------------------------------------------
 
 
-def make_tasks(n: int) -> list[TaskModel]:
-    """``n`` tasks; every odd one depends on the one before it."""
-    tasks: list[TaskModel] = []
-    for i in range(n):
-        deps = [tasks[i - 1].id] if i % 2 else []
-        tasks.append(TaskModel.new("work", {"i": i}, dependencies=deps))
-    return tasks
-
-
 RAW_CLAIM = S.claim_next(None)
 #: The completion in one statement (the storage reads the task, then updates it).
 RAW_COMPLETE = (
@@ -423,20 +425,10 @@ def raw_drain(path: Path, total: int) -> None:
 
 
 async def storage_drain(storage: Storage, total: int) -> None:
-    done = 0
+    async def complete(task_id: str, agent: str) -> TaskModel:
+        return await storage.complete_task(task_id, agent)
 
-    async def worker(w: int) -> None:
-        nonlocal done
-        agent = f"worker-{w}"
-        while done < total:
-            task = await storage.claim_next_task(agent)
-            if task is None:
-                await asyncio.sleep(0)
-                continue
-            await storage.complete_task(task.id, agent)
-            done += 1
-
-    await asyncio.gather(*(worker(w) for w in range(WORKERS)))
+    await drain(storage.claim_next_task, complete, total, WORKERS)
 
 
 async def bench_d(opts: Options, work: Workdir) -> list[Result]:

@@ -132,6 +132,26 @@ def wait_for(
     raise AssertionError(f"child did not report {key!r} within {timeout}s: {describe(log)}")
 
 
+def run_all(
+    role: str, db: Path, logs: list[Path], args: list[tuple[object, ...]], timeout: float
+) -> None:
+    """Run one child per log to the end; each must exit 0 within ``timeout`` seconds."""
+    procs = [spawn(role, db, log, *a) for log, a in zip(logs, args, strict=True)]
+    deadline = time.monotonic() + timeout
+    try:
+        for proc, log in zip(procs, logs, strict=True):
+            try:
+                code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"{role} hung: {describe(log)}") from None
+            assert code == 0, f"{role} failed: {describe(log)}"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 # --- writer -------------------------------------------------------------------------------
 
 

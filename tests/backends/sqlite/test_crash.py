@@ -12,15 +12,12 @@ on one file; a few kills land during start-up (opening, creating the schema).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import random
 import signal
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import apsw
@@ -36,20 +33,8 @@ from ruv_swarm_persistence import (
 )
 from ruv_swarm_persistence.storage import Storage
 
+from . import _workers as W
 
-def _workers() -> ModuleType:
-    name = "sqlite_test_workers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_workers.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-W = _workers()
 ROUNDS = 12
 MODELS: dict[str, type[Any]] = {
     "agents": AgentModel,

@@ -9,33 +9,17 @@ the error saying the lease expired), and are completed by a rescuer.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from ruv_swarm_persistence import QueryBuilder, TaskModel
 
+from . import _workers as W
 
-def _workers() -> ModuleType:
-    name = "sqlite_test_workers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_workers.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-W = _workers()
 TASKS = 12
 HELD = 4
 LEASE_S = 0.5
@@ -74,21 +58,7 @@ def test_tasks_of_a_killed_worker_are_retried_by_others_after_the_lease(tmp_path
     assert len(held) == HELD
 
     logs = [tmp_path / f"rescuer{k}.log" for k in range(2)]
-    rescuers = [
-        W.spawn("rescuer", db, log, f"rescuer-{k}", BACKOFF_MS) for k, log in enumerate(logs)
-    ]
-    try:
-        for proc, log in zip(rescuers, logs, strict=True):
-            try:
-                code = proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                raise AssertionError(f"rescuer hung: {W.describe(log)}") from None
-            assert code == 0, f"rescuer failed: {W.describe(log)}"
-    finally:
-        for proc in rescuers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    W.run_all("rescuer", db, logs, [(f"rescuer-{k}", BACKOFF_MS) for k in range(2)], 90)
 
     claims = [r for log in logs for r in W.read_log(log) if "claimed" in r]
     assert sorted(r["claimed"] for r in claims) == sorted(t.id for t in tasks), claims

@@ -10,32 +10,16 @@ all its dependencies. No call may fail, "database is locked" included.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import random
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from ruv_swarm_persistence import QueryBuilder, TaskModel, TaskPriority
 
+from . import _workers as W
 
-def _workers() -> ModuleType:
-    name = "sqlite_test_workers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_workers.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-W = _workers()
 TASKS = 5_000
 PROCESSES = 4
 COROUTINES = 2
@@ -97,19 +81,7 @@ def test_four_processes_complete_each_task_exactly_once_in_dependency_order(
     asyncio.run(setup(db, tasks))
 
     logs = [tmp_path / f"claimer{p}.log" for p in range(PROCESSES)]
-    procs = [W.spawn("claimer", db, log, f"p{p}", COROUTINES) for p, log in enumerate(logs)]
-    try:
-        for proc, log in zip(procs, logs, strict=True):
-            try:
-                code = proc.wait(timeout=150)
-            except subprocess.TimeoutExpired:
-                raise AssertionError(f"claimer hung: {W.describe(log)}") from None
-            assert code == 0, f"claimer failed: {W.describe(log)}"
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    W.run_all("claimer", db, logs, [(f"p{p}", COROUTINES) for p in range(PROCESSES)], 150)
 
     records = [r for log in logs for r in W.read_log(log)]
     assert not [r for r in records if "error" in r or "violation" in r], records[:5]
