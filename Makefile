@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,cli,postgres]'
 	touch $(STAMP)
 
-## Run the demo swarm on the embedded SQLite default.
+## Run the demo swarm on the embedded SQLite default (./swarm.db, recreated each run).
 demo: setup
-	$(BIN)/swarmdb demo
+	$(BIN)/swarmdb demo --fresh
 
 ## The whole test suite: lint, types, then every test (PostgreSQL found or started by the tests).
 test: setup
