@@ -1,11 +1,12 @@
 """Exactly once across processes: 4 processes x 4 coroutines drain 10,000 dependent tasks.
 
-Every claim and every completion runs in a transaction that also appends an event
-(``claimed`` / ``completed`` with the task's id). Event sequences follow commit order, so
-"each dependency completed before its dependent was claimed" becomes "the dependency's
-``completed`` sequence is lower than the dependent's ``claimed`` sequence", checked for every
-edge. A claim that ignored an unfinished dependency would commit its ``claimed`` event before
-the dependency's ``completed`` event and show up here.
+The workers use the plain API (``claim_next_task`` → ``complete_task``), so 16 claimers race
+for the same rows. A witness trigger, installed by the test in the swarm's schema, logs every
+status change of a task with a number from a sequence, drawn inside the statement that makes
+the change. A dependent is correctly claimed only after its dependency's completion committed,
+so the completion's number is lower than the claim's; a claim that ignored an unfinished
+dependency would draw its number first. Every edge of the dependency graph is checked that
+way, and every task must leave ``pending`` once and complete once.
 
 This file is also the worker: ``python test_exactly_once.py URL SCHEMA WORKER COROUTINES
 SECONDS`` drains tasks and prints what it claimed and completed as JSON.
@@ -19,13 +20,13 @@ import os
 import random
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
 
 from ruv_swarm_persistence import init_storage
-from ruv_swarm_persistence.models import EventModel, TaskModel, TaskPriority
+from ruv_swarm_persistence.models import TaskModel, TaskPriority
 from ruv_swarm_persistence.query import QueryBuilder
 from ruv_swarm_persistence.storage import Storage
 
@@ -36,6 +37,25 @@ WINDOW = 100  # dependencies are drawn from the previous WINDOW tasks
 WORKER_SECONDS = 240.0  # a worker gives up (and the test fails) after this long
 UNFINISHED = ["pending", "assigned", "running"]
 WORKER_SCRIPT = os.path.abspath(__file__)
+
+WITNESS = """
+CREATE TABLE {schema}.status_witness (
+    number     BIGSERIAL PRIMARY KEY,
+    task_id    TEXT NOT NULL,
+    old_status TEXT NOT NULL,
+    new_status TEXT NOT NULL,
+    agent      TEXT
+);
+CREATE FUNCTION {schema}.witness_status() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {schema}.status_witness (task_id, old_status, new_status, agent)
+    VALUES (NEW.id, OLD.status, NEW.status, NEW.assigned_to);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER witness_status AFTER UPDATE OF status ON {schema}.tasks
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION {schema}.witness_status();
+"""
 
 # --- the worker -----------------------------------------------------------------------------
 
@@ -48,10 +68,7 @@ async def _unfinished_left(storage: Storage) -> bool:
 async def _drain(storage: Storage, agent: str, deadline: float, out: dict[str, Any]) -> None:
     idle = 0.002
     while time.monotonic() < deadline:
-        async with storage.transaction() as tx:
-            task = await tx.claim_next_task(agent)
-            if task is not None:
-                await tx.store_event(EventModel.new("claimed", task_id=task.id, agent_id=agent))
+        task = await storage.claim_next_task(agent)
         if task is None:
             if not await _unfinished_left(storage):
                 return
@@ -61,9 +78,7 @@ async def _drain(storage: Storage, agent: str, deadline: float, out: dict[str, A
             continue
         idle = 0.002
         out["claimed"].append(task.id)
-        async with storage.transaction() as tx:
-            done = await tx.complete_task(task.id, agent, {"by": agent})
-            await tx.store_event(EventModel.new("completed", task_id=task.id, agent_id=agent))
+        done = await storage.complete_task(task.id, agent, {"by": agent})
         assert done.status == "completed", done
         out["completed"].append(task.id)
     out["errors"].append(f"{agent}: deadline passed with tasks unfinished")
@@ -103,17 +118,6 @@ def make_tasks(n: int, rng: random.Random) -> list[TaskModel]:
     return tasks
 
 
-async def _read_all_events(storage: Storage) -> list[EventModel]:
-    events: list[EventModel] = []
-    after = 0
-    while True:
-        page = await storage.read_events(after, 1000)
-        if not page:
-            return events
-        events += page
-        after = page[-1].sequence or 0
-
-
 async def _run_workers(url: str, schema: str) -> list[dict[str, Any]]:
     procs = [
         await asyncio.create_subprocess_exec(
@@ -147,6 +151,31 @@ async def _run_workers(url: str, schema: str) -> list[dict[str, Any]]:
     return reports
 
 
+async def install_witness(url: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(WITNESS.format(schema=f'"{schema}"'))
+    finally:
+        await conn.close()
+
+
+async def read_witness(url: str, schema: str) -> list[Any]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        return list(
+            await conn.fetch(
+                f'SELECT number, task_id, old_status, new_status, agent FROM "{schema}".'
+                "status_witness ORDER BY number"
+            )
+        )
+    finally:
+        await conn.close()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(WORKER_SECONDS + 60)
 async def test_tasks_complete_exactly_once_in_dependency_order(pg_url: str) -> None:
@@ -157,6 +186,7 @@ async def test_tasks_complete_exactly_once_in_dependency_order(pg_url: str) -> N
     tasks = make_tasks(TASKS, random.Random(seed))
     storage = await init_storage(pg_url, schema=schema)
     try:
+        await install_witness(pg_url, schema)
         for i in range(0, TASKS, 500):
             await storage.store_tasks(tasks[i : i + 500])
 
@@ -174,42 +204,38 @@ async def test_tasks_complete_exactly_once_in_dependency_order(pg_url: str) -> N
         # The work really was shared between processes.
         assert all(len(r["completed"]) > 0 for r in reports)
 
-        left = await storage.query(QueryBuilder(TaskModel).where_ne("status", "completed"))
-        assert left == []
+        # What the database saw: each task left pending once, then completed once.
+        changes: dict[str, list[Any]] = defaultdict(list)
+        for row in await read_witness(pg_url, schema):
+            changes[row["task_id"]].append(row)
+        assert set(changes) == ids
+        odd = {
+            i: [(r["old_status"], r["new_status"]) for r in rows]
+            for i, rows in changes.items()
+            if len(rows) != 2
+            or rows[0]["old_status"] != "pending"
+            or rows[1]["new_status"] != "completed"
+        }
+        assert odd == {}, f"seed {seed}: unexpected status changes {list(odd.items())[:5]}"
+        claim_number = {i: rows[0]["number"] for i, rows in changes.items()}
+        done_number = {i: rows[1]["number"] for i, rows in changes.items()}
+        claimed_by = {i: rows[0]["agent"] for i, rows in changes.items()}
 
-        events = await _read_all_events(storage)
-        sequences = [e.sequence for e in events]
-        assert sequences == sorted(sequences)
-        assert len(set(sequences)) == len(sequences)
-        claimed_at: dict[str, int] = {}
-        completed_at: dict[str, int] = {}
-        claimed_by: dict[str, str | None] = {}
-        for e in events:
-            assert e.task_id is not None
-            assert e.sequence is not None
-            book = claimed_at if e.event_type == "claimed" else completed_at
-            assert e.task_id not in book, f"{e.event_type} twice: {e.task_id}"
-            book[e.task_id] = e.sequence
-            if e.event_type == "claimed":
-                claimed_by[e.task_id] = e.agent_id
-        assert set(claimed_at) == ids
-        assert set(completed_at) == ids
-
-        out_of_order = [
+        too_early = [
             (dep, t.id)
             for t in tasks
             for dep in t.dependencies
-            if not completed_at[dep] < claimed_at[t.id]
+            if not done_number[dep] < claim_number[t.id]
         ]
-        assert out_of_order == [], f"seed {seed}: dependents claimed too early {out_of_order[:5]}"
-        assert all(claimed_at[i] < completed_at[i] for i in ids)
+        assert too_early == [], f"seed {seed}: dependents claimed too early {too_early[:5]}"
 
-        # Each stored result names the agent whose claim the log recorded.
-        sample = random.Random(seed).sample(tasks, 200)
-        for t in sample:
-            stored = await storage.get_task(t.id)
-            assert stored is not None
-            assert stored.result == {"by": claimed_by[t.id]}
+        # Each stored result names the agent whose claim the database recorded.
+        stored = await storage.query(QueryBuilder(TaskModel))
+        assert len(stored) == TASKS
+        wrong = [
+            t.id for t in stored if t.status != "completed" or t.result != {"by": claimed_by[t.id]}
+        ]
+        assert wrong == []
     finally:
         await storage.close()
         await pgserver.drop_schema(pg_url, schema)
