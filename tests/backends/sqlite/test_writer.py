@@ -21,6 +21,7 @@ from ruv_swarm_persistence import (
     SerializationError,
     StorageError,
     TaskModel,
+    TransactionError,
 )
 from ruv_swarm_persistence.backends.sqlite import SqliteStorage
 
@@ -236,3 +237,22 @@ async def test_not_found_is_not_a_driver_error(sqlite: SqliteStorage) -> None:
         await sqlite.heartbeat("nobody")
     with pytest.raises(NotFoundError):
         await sqlite.mark_message_read("nothing")
+
+
+async def test_a_transaction_the_database_abandoned_ends_instead_of_autocommitting(
+    sqlite: SqliteStorage,
+) -> None:
+    tx = await sqlite.begin_transaction()
+    await tx.store_agent(AgentModel.new("first", "worker", id="first"))
+
+    def abandon(ctx: Any) -> None:
+        # What SQLite does on some I/O errors: roll the whole transaction back.
+        ctx.conn.execute("ROLLBACK")
+
+    with pytest.raises(TransactionError, match="rolled the transaction back"):
+        await tx.storage._write(abandon)  # type: ignore[attr-defined]
+    assert not tx.is_active
+    with pytest.raises(TransactionError):
+        await tx.store_agent(AgentModel.new("second", "worker", id="second"))
+    await sqlite.store_agent(AgentModel.new("after", "worker", id="after"))
+    assert [a.id for a in await sqlite.list_agents()] == ["after"]

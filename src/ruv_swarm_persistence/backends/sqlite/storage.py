@@ -398,6 +398,25 @@ class SqliteStorage(Storage):
             raise StorageError("storage is closed")
         return writer
 
+    def _in_tx(
+        self,
+        tx: SqliteTransaction,
+        op: Callable[[WriteContext], T],
+        *,
+        row_kind: str | None = None,
+        row_id: str | None = None,
+    ) -> T:
+        """Run an operation inside the transaction ``tx`` holds (in the loop)."""
+        writer = self._w
+        assert tx.ctx is not None
+        try:
+            result: T = writer.run_held(tx.ctx, op, row_kind=row_kind, row_id=row_id)
+        except StorageError as exc:
+            tx.check_alive(writer.conn, exc)
+            raise
+        tx.check_alive(writer.conn, None)
+        return result
+
     async def _write(
         self,
         op: Callable[[WriteContext], T],
@@ -408,16 +427,14 @@ class SqliteStorage(Storage):
     ) -> T:
         tx = await self._gate() if self._blocked else None
         if tx is not None:
-            assert tx.ctx is not None
-            return self._w.run_held(tx.ctx, op, row_kind=row_kind, row_id=row_id)  # type: ignore[no-any-return]
+            return self._in_tx(tx, op, row_kind=row_kind, row_id=row_id)
         result: T = await self._w.submit(op, row_kind=row_kind, row_id=row_id, heavy=heavy)
         return result
 
     async def _read(self, fn: Callable[[apsw.Connection], T], *, inline: bool) -> T:
         tx = await self._gate() if self._blocked else None
         if tx is not None:
-            assert tx.ctx is not None
-            return self._w.run_held(tx.ctx, lambda ctx: fn(ctx.conn))  # type: ignore[no-any-return]
+            return self._in_tx(tx, lambda ctx: fn(ctx.conn))
         pool = self._pool
         if pool is None:
             raise StorageError("storage is closed")
@@ -768,10 +785,7 @@ class SqliteStorage(Storage):
         if self._blocked:
             tx = await self._gate()
             if tx is not None:
-                assert tx.ctx is not None
-                seqs: list[int] = self._w.run_held(
-                    tx.ctx, lambda ctx: self._ops.store_events(ctx, [rec])
-                )
+                seqs = self._in_tx(tx, lambda ctx: self._ops.store_events(ctx, [rec]))
                 event.sequence = seqs[0]
                 return seqs[0]
         seq: int = await self._w.submit_row(self._event_rows, rec)
@@ -935,8 +949,7 @@ class SqliteStorage(Storage):
         if self._blocked:
             tx = await self._gate()
             if tx is not None:
-                assert tx.ctx is not None
-                self._w.run_held(tx.ctx, lambda ctx: self._ops.store_metrics(ctx, [rec]))
+                self._in_tx(tx, lambda ctx: self._ops.store_metrics(ctx, [rec]))
                 return
         await self._w.submit_row(self._metric_rows, rec)
 
@@ -1140,11 +1153,7 @@ class SqliteStorage(Storage):
         )
         tx = await self._gate() if self._blocked else None
         if tx is not None:
-            assert tx.ctx is not None
-            result: PruneResult = self._w.run_held(
-                tx.ctx, lambda ctx: SqliteOps.prune(ctx.conn, ev_t, me_t, ms_t)
-            )
-            return result
+            return self._in_tx(tx, lambda ctx: SqliteOps.prune(ctx.conn, ev_t, me_t, ms_t))
 
         def run(conn: apsw.Connection) -> PruneResult:
             conn.execute("BEGIN IMMEDIATE")
@@ -1197,6 +1206,25 @@ class SqliteTransaction(DelegatingTransaction):
             self._sqlite._finish(self, commit=False)
             raise TransactionError(f"commit failed: {exc}") from exc
         self._sqlite._finish(self, commit=commit)
+
+    def check_alive(self, conn: apsw.Connection, cause: BaseException | None) -> None:
+        """After an operation: if SQLite rolled the whole transaction back, end it here too.
+
+        An I/O error or a full disk can make SQLite abandon the transaction; the statements
+        that follow would otherwise run one by one outside any transaction.
+        """
+        if conn.in_transaction or self._state != "active":
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._state = "rolled back"
+        writer = self._sqlite._writer
+        if writer is not None:
+            writer.release(commit=False)
+        self._sqlite._finish(self, commit=False)
+        raise TransactionError(
+            f"the database rolled the transaction back: {cause or 'unknown cause'}"
+        ) from cause
 
     def _timed_out(self) -> None:
         if self._state == "active":
