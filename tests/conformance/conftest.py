@@ -12,7 +12,7 @@ from ruv_swarm_persistence.backends.memory import MemoryStorage
 from ruv_swarm_persistence.storage import Storage
 from ruv_swarm_persistence.testing.plugin import clock, storage  # noqa: F401 - fixtures
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "sqlite"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -23,6 +23,10 @@ async def storage_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Asy
     async def make(**options: Any) -> Storage:
         if request.param == "memory":
             s: Storage = MemoryStorage(**options)
+        elif request.param == "sqlite":
+            from ruv_swarm_persistence.backends.sqlite import SqliteStorage
+
+            s = await SqliteStorage.open(tmp_path / f"{len(made)}.db", **options)
         else:  # pragma: no cover - each backend adds its branch
             raise AssertionError(request.param)
         made.append(s)
