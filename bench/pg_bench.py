@@ -602,8 +602,26 @@ async def run_all(opts: Options) -> list[Result]:
     return fill_ratios(results)
 
 
+class NoServer(Exception):
+    """No PostgreSQL server answered; the benchmark is skipped."""
+
+
+async def _check_server() -> None:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(_server_url(), timeout=5)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise NoServer(f"{type(exc).__name__}: {exc}") from exc
+    await conn.close()
+
+
 def run(opts: Options) -> tuple[str, list[Result]]:
-    """Run the module; returns its title and rows."""
+    """Run the module; returns its title and rows (none when no server answers)."""
+    try:
+        asyncio.run(_check_server())
+    except NoServer as exc:
+        return f"{TITLE}: skipped, no PostgreSQL server at {_server_url()} ({exc})", []
     return TITLE, asyncio.run(run_all(opts))
 
 
