@@ -1,0 +1,280 @@
+"""The PostgreSQL backend's statements, kept apart from the code that runs them.
+
+Tables are named without a schema: every connection's ``search_path`` is the storage's schema.
+Times are integer microseconds; "now" is always a parameter taken from the storage's clock.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ...codec import COLUMNS
+from ..sql_common import TASK_COLUMNS
+
+#: Task columns as this backend reads them: the shared ones, then the order of storing.
+TASK_COLS: Final = (*TASK_COLUMNS, "stored_order")
+AGENT_COLS: Final = COLUMNS["agents"]
+EVENT_COLS: Final = COLUMNS["events"]
+MESSAGE_COLS: Final = COLUMNS["messages"]
+METRIC_COLS: Final = COLUMNS["metrics"]
+
+#: Every table of the schema, dependents before what they reference (for size and vacuum).
+TABLES: Final = (
+    "task_dependencies",
+    "tasks",
+    "agents",
+    "events",
+    "messages",
+    "metrics",
+    "swarm_counters",
+    "schema_migrations",
+)
+
+
+def _cols(cols: tuple[str, ...], prefix: str = "") -> str:
+    return ", ".join(prefix + c for c in cols)
+
+
+_T = _cols(TASK_COLS)
+_TP = _cols(TASK_COLS, "t.")
+_A = _cols(AGENT_COLS)
+_E = _cols(EVENT_COLS)
+_M = _cols(MESSAGE_COLS)
+_X = _cols(METRIC_COLS)
+_HELD = "('assigned', 'running')"
+_DONE = "('completed', 'failed', 'cancelled')"
+_READY = "status = 'pending' AND unfinished_deps = 0 AND (run_after IS NULL OR run_after <= $1)"
+_CLAIM_ORDER = "priority DESC, created_at, id"
+_ANY_EXPIRED = f"EXISTS (SELECT 1 FROM tasks WHERE lease_expires_at <= $1 AND status IN {_HELD})"
+
+# --- schema and migrations -----------------------------------------------------------------
+
+SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
+MIGRATIONS_TABLE_EXISTS = "SELECT to_regclass('schema_migrations') IS NOT NULL"
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    BIGINT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    checksum   TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+)"""
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock($1::int4, $2::int4)"
+APPLIED = "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
+IS_APPLIED = "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)"
+RECORD_MIGRATION = (
+    "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)"
+)
+FORGET_MIGRATION = "DELETE FROM schema_migrations WHERE version = $1"
+
+# --- notifications -------------------------------------------------------------------------
+
+NOTIFY = "SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k"
+
+# --- agents --------------------------------------------------------------------------------
+
+INSERT_AGENT = f"INSERT INTO agents ({_A}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+UPDATE_AGENT = """
+UPDATE agents SET name = $2, agent_type = $3, status = $4, capabilities = $5, metadata = $6,
+    heartbeat = $7, created_at = $8, updated_at = $9
+WHERE id = $1 RETURNING 1"""
+GET_AGENT = f"SELECT {_A} FROM agents WHERE id = $1"
+DELETE_AGENT = "DELETE FROM agents WHERE id = $1 RETURNING 1"
+DELETE_MAILBOX = "DELETE FROM messages WHERE from_agent = $1 OR to_agent = $1"
+LIST_AGENTS = f"SELECT {_A} FROM agents ORDER BY created_at, id"
+LIST_AGENTS_BY_STATUS = f"SELECT {_A} FROM agents WHERE status = $1 ORDER BY created_at, id"
+HEARTBEAT = "UPDATE agents SET heartbeat = $2, updated_at = $3 WHERE id = $1 RETURNING 1"
+STALE_AGENTS = f"""
+SELECT {_A} FROM agents WHERE heartbeat < $1 AND status NOT IN ('error', 'shutdown')
+ORDER BY heartbeat, id"""
+LOCK_STALE_AGENTS = STALE_AGENTS + " FOR UPDATE"
+MARK_AGENT_ERROR = "UPDATE agents SET status = 'error', updated_at = $2 WHERE id = $1"
+
+# --- tasks ---------------------------------------------------------------------------------
+
+GET_TASK = f"SELECT {_T} FROM tasks WHERE id = $1"
+LOCK_TASK = GET_TASK + " FOR UPDATE"
+#: A held task, locked, and whether any lease anywhere has run out (then expire those first).
+LOCK_HELD_TASK = (
+    f"SELECT {_T}, {_ANY_EXPIRED.replace('$1', '$2')} FROM tasks WHERE id = $1 FOR UPDATE"
+)
+ANY_EXPIRED = f"SELECT {_ANY_EXPIRED}"
+EXPIRED_LEASES = f"""
+SELECT {_T} FROM tasks WHERE lease_expires_at <= $1 AND status IN {_HELD}
+ORDER BY lease_expires_at, id FOR UPDATE SKIP LOCKED"""
+TASKS_OF_AGENT_LOCKED = (
+    f"SELECT {_T} FROM tasks WHERE assigned_to = $1 ORDER BY stored_order FOR UPDATE"
+)
+HELD_BY_AGENT_LOCKED = (
+    f"SELECT {_T} FROM tasks WHERE assigned_to = $1 AND status IN {_HELD} "
+    "ORDER BY stored_order FOR UPDATE"
+)
+EXISTING_TASK_IDS = "SELECT id FROM tasks WHERE id = ANY ($1::text[])"
+#: Dependencies of new tasks, share-locked so that none completes or goes away meanwhile.
+DEPENDENCY_STATUS = "SELECT id, status FROM tasks WHERE id = ANY ($1::text[]) ORDER BY id FOR SHARE"
+INSERT_TASKS = """
+INSERT INTO tasks (id, task_type, priority, status, assigned_to, payload, result, error,
+    retry_count, max_retries, dependencies, created_at, updated_at, started_at, completed_at,
+    lease_expires_at, run_after, unfinished_deps)
+SELECT u.id, u.task_type, u.priority, u.status, u.assigned_to, u.payload::jsonb, u.result::jsonb,
+    u.error, u.retry_count, u.max_retries, u.dependencies::jsonb, u.created_at, u.updated_at,
+    u.started_at, u.completed_at, u.lease_expires_at, u.run_after, u.unfinished_deps
+FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::int4[], $10::int4[], $11::text[], $12::int8[], $13::int8[], $14::int8[],
+    $15::int8[], $16::int8[], $17::int8[], $18::int4[])
+    WITH ORDINALITY AS u(id, task_type, priority, status, assigned_to, payload, result, error,
+        retry_count, max_retries, dependencies, created_at, updated_at, started_at, completed_at,
+        lease_expires_at, run_after, unfinished_deps, ord)
+ORDER BY u.ord"""
+INSERT_EDGES = """
+INSERT INTO task_dependencies (depends_on, task_id)
+SELECT u.depends_on, u.task_id FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
+    AS u(depends_on, task_id, ord)
+ORDER BY u.ord"""
+#: Every mutable column of a task (dependencies and the count of unfinished ones excepted).
+UPDATE_TASK = """
+UPDATE tasks SET task_type = $2, priority = $3, status = $4, assigned_to = $5, payload = $6,
+    result = $7, error = $8, retry_count = $9, max_retries = $10, created_at = $11,
+    updated_at = $12, started_at = $13, completed_at = $14, lease_expires_at = $15,
+    run_after = $16
+WHERE id = $1"""
+#: A dependency completed: its dependents have one unfinished dependency less (locked in id
+#: order, so two completions sharing dependents cannot deadlock).
+DEPENDENCY_COMPLETED = """
+WITH locked AS (
+    SELECT id FROM tasks
+    WHERE id IN (SELECT task_id FROM task_dependencies WHERE depends_on = $1)
+    ORDER BY id FOR UPDATE
+)
+UPDATE tasks AS t SET unfinished_deps = t.unfinished_deps - 1 FROM locked WHERE t.id = locked.id
+RETURNING t.status = 'pending' AND t.unfinished_deps = 0"""
+HAS_DEPENDENTS = "SELECT EXISTS (SELECT 1 FROM task_dependencies WHERE depends_on = $1)"
+DELETE_TASK = "DELETE FROM tasks WHERE id = $1"
+#: Unfinished tasks reachable from $1 through dependencies, not yet locked by us; locked.
+CASCADE_CANDIDATES = f"""
+WITH RECURSIVE reach(id) AS (
+    SELECT d.task_id FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
+    WHERE d.depends_on = $1 AND t.status NOT IN {_DONE}
+    UNION
+    SELECT d.task_id FROM reach JOIN task_dependencies d ON d.depends_on = reach.id
+        JOIN tasks t ON t.id = d.task_id
+    WHERE t.status NOT IN {_DONE}
+)
+SELECT {_T} FROM tasks
+WHERE id IN (SELECT id FROM reach) AND status NOT IN {_DONE} AND NOT (id = ANY ($2::text[]))
+ORDER BY id FOR UPDATE"""
+DEPENDENTS_OF = """
+SELECT d.depends_on, d.task_id, t.status FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
+WHERE d.depends_on = ANY ($1::text[]) ORDER BY d.position"""
+PENDING_TASKS = f"SELECT {_T} FROM tasks WHERE status = 'pending' ORDER BY {_CLAIM_ORDER}"
+READY_TASKS = f"SELECT {_T} FROM tasks WHERE {_READY} ORDER BY {_CLAIM_ORDER} LIMIT $2"
+NEXT_RUN_AFTER = (
+    "SELECT min(run_after) FROM tasks "
+    "WHERE status = 'pending' AND unfinished_deps = 0 AND run_after > $1"
+)
+TASKS_BY_AGENT = f"SELECT {_T} FROM tasks WHERE assigned_to = $1 ORDER BY {_CLAIM_ORDER}"
+
+#: Claim the best ready task in one statement: $1 now, $2..$4 what the claim writes, $5 types.
+_PICK = f"""
+    SELECT id FROM tasks
+    WHERE {_READY} AND ($5::text[] IS NULL OR task_type = ANY ($5::text[])){{extra}}
+    ORDER BY {_CLAIM_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED"""
+_CLAIM_PICKED = f"""
+    UPDATE tasks AS t SET status = $2, assigned_to = $3, lease_expires_at = $4, updated_at = $1
+    FROM picked WHERE t.id = picked.id
+    RETURNING {_TP}"""
+CLAIM_NEXT = f"WITH picked AS ({_PICK.format(extra='')}) {_CLAIM_PICKED}"
+#: The same, unless some lease has run out (the first column says so; then nothing is
+#: claimed and the caller expires leases in a transaction first).
+CLAIM_NEXT_FAST = f"""
+WITH expired AS (SELECT {_ANY_EXPIRED} AS found),
+picked AS ({_PICK.format(extra=" AND NOT (SELECT found FROM expired)")}),
+claimed AS ({_CLAIM_PICKED})
+SELECT expired.found, claimed.* FROM expired LEFT JOIN claimed ON TRUE"""
+#: Claim one named task if ready: $1 now, $2..$4 the claim, $5 the task id.
+_CLAIM_ONE = f"""
+    UPDATE tasks SET status = $2, assigned_to = $3, lease_expires_at = $4, updated_at = $1
+    WHERE id = $5 AND {_READY}{{extra}}
+    RETURNING 1"""
+CLAIM_ONE = _CLAIM_ONE.format(extra="")
+CLAIM_ONE_FAST = f"""
+WITH expired AS (SELECT {_ANY_EXPIRED} AS found),
+claimed AS ({_CLAIM_ONE.format(extra=" AND NOT (SELECT found FROM expired)")})
+SELECT expired.found, EXISTS (SELECT 1 FROM claimed) FROM expired"""
+
+# --- events --------------------------------------------------------------------------------
+
+#: Append events: the counter row's lock serializes appends until commit, so sequences are
+#: gapless and commit in order. $1..$7 arrays of the events' fields, $8 the channel.
+APPEND_EVENTS = """
+WITH counter AS (
+    UPDATE swarm_counters SET value = value + cardinality($1::text[])
+    WHERE name = 'events'
+    RETURNING value - cardinality($1::text[]) AS base
+), ins AS (
+    INSERT INTO events (sequence, id, event_type, agent_id, task_id, payload, metadata, timestamp)
+    SELECT counter.base + u.ord, u.id, u.event_type, u.agent_id, u.task_id, u.payload::jsonb,
+        u.metadata::jsonb, u.ts
+    FROM counter, unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+        $6::text[], $7::int8[]) WITH ORDINALITY
+        AS u(id, event_type, agent_id, task_id, payload, metadata, ts, ord)
+    RETURNING sequence
+)
+SELECT max(sequence), pg_notify($8, 'e') FROM ins"""
+EVENTS_BY_AGENT = (
+    f"SELECT {_E} FROM events WHERE agent_id = $1 ORDER BY timestamp DESC, sequence DESC LIMIT $2"
+)
+EVENTS_BY_TYPE = (
+    f"SELECT {_E} FROM events WHERE event_type = $1 ORDER BY timestamp DESC, sequence DESC LIMIT $2"
+)
+EVENTS_SINCE = f"SELECT {_E} FROM events WHERE timestamp >= $1 ORDER BY timestamp, sequence"
+READ_EVENTS = f"SELECT {_E} FROM events WHERE sequence > $1 ORDER BY sequence LIMIT $2"
+
+# --- messages ------------------------------------------------------------------------------
+
+STORE_MESSAGE = f"""
+WITH ins AS (
+    INSERT INTO messages ({_M}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING to_agent
+)
+SELECT pg_notify($10, 'm:' || to_agent) FROM ins"""
+GET_MESSAGE = f"SELECT {_M} FROM messages WHERE id = $1"
+DELETE_MESSAGE = "DELETE FROM messages WHERE id = $1"
+MESSAGES_BETWEEN = f"""
+SELECT {_M} FROM messages
+WHERE (from_agent = $1 AND to_agent = $2) OR (from_agent = $2 AND to_agent = $1)
+ORDER BY created_at DESC, id DESC LIMIT $3"""
+UNREAD_MESSAGES = (
+    f"SELECT {_M} FROM messages WHERE to_agent = $1 AND read = 0 "
+    "ORDER BY priority DESC, created_at, id"
+)
+MARK_READ = f"UPDATE messages SET read = 1, read_at = $2 WHERE id = $1 AND read = 0 RETURNING {_M}"
+
+# --- metrics -------------------------------------------------------------------------------
+
+INSERT_METRICS = """
+INSERT INTO metrics (id, metric_type, agent_id, value, unit, tags, timestamp)
+SELECT u.id, u.metric_type, u.agent_id, u.value, u.unit, u.tags::jsonb, u.ts
+FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[],
+    $7::int8[]) AS u(id, metric_type, agent_id, value, unit, tags, ts)"""
+METRICS_BY_AGENT = f"""
+SELECT {_X} FROM metrics WHERE agent_id = $1 AND ($2::text IS NULL OR metric_type = $2)
+ORDER BY timestamp, id"""
+METRIC_ROWS = """
+SELECT agent_id, unit, tags, value, timestamp FROM metrics
+WHERE metric_type = $1 AND timestamp >= $2 AND timestamp <= $3"""
+
+# --- maintenance ---------------------------------------------------------------------------
+
+PRUNE_EVENTS = (
+    "WITH d AS (DELETE FROM events WHERE timestamp < $1 RETURNING 1) SELECT count(*) FROM d"
+)
+PRUNE_METRICS = (
+    "WITH d AS (DELETE FROM metrics WHERE timestamp < $1 RETURNING 1) SELECT count(*) FROM d"
+)
+PRUNE_MESSAGES = """
+WITH d AS (DELETE FROM messages WHERE read = 1 AND read_at IS NOT NULL AND read_at < $1
+    RETURNING 1)
+SELECT count(*) FROM d"""
+STORAGE_SIZE = """
+SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)::int8
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname = ANY ($2::text[])"""

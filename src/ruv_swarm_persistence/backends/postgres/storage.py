@@ -1,0 +1,1657 @@
+"""``PostgresStorage``: the Storage API on PostgreSQL through an asyncpg pool.
+
+How the semantics are kept (the conformance suite checks every one):
+
+* Every write runs in one transaction (or, inside a caller's transaction, a savepoint, so a
+  refused write leaves the transaction usable). Task writes requeue expired leases first, as
+  the memory backend does, and every status change goes through :meth:`_transition`, built on
+  :mod:`ruv_swarm_persistence.rules`; the claim is folded into one ``UPDATE … FOR UPDATE SKIP
+  LOCKED`` statement that also refuses to run while a lease has expired (the caller then
+  expires leases in a transaction and claims there).
+* Event sequences come from a counter row updated in the appending statement: its row lock
+  serializes appends until commit, so sequences are gapless and commit in order, and a
+  reader of ``read_events(after=N)`` never misses a later commit with a lower number.
+  Concurrent ``store_event`` calls of one process are grouped into one statement (group
+  commit), so the serialization costs one round trip per group, not per event.
+* Writers ``NOTIFY`` in the transaction of the write; a dedicated listener connection wakes
+  ``subscribe``, ``wait_for_messages`` and :meth:`PostgresStorage.wait_for_tasks` in every
+  process (see :mod:`.listener`).
+* Transactions hold one connection; while one is open, calls from other tasks of this
+  process wait for it to end (the memory backend's rule), other processes are isolated by
+  MVCC and row locks.
+* Dead connections are replaced by the pool. A read that loses its connection is retried
+  once; a write is retried only when it certainly did not commit (the connection died before
+  ``COMMIT`` was sent, or the server rolled it back after a deadlock); a write whose commit is
+  in doubt raises :class:`DatabaseError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final, TypeVar, cast
+
+import asyncpg
+
+from ... import _json, codec, rules
+from ..._time import from_us, now_us, to_us
+from ...aggregate import MetricRow, aggregate, check_group_by, crate_aggregate
+from ...codec import Limits, Record
+from ...errors import (
+    ConflictError,
+    DatabaseError,
+    LeaseLostError,
+    MigrationError,
+    NotFoundError,
+    PoolError,
+    StorageError,
+    TransactionError,
+    ValidationError,
+)
+from ...migrations import AppliedMigration, Migration, MigrationRunner
+from ...models import AgentModel, AgentStatus, EventModel, MessageModel, MetricModel, TaskModel
+from ...query import QueryBuilder
+from ...storage import (
+    ACTIVE_TRANSACTION,
+    DelegatingTransaction,
+    Duration,
+    MetricAggregate,
+    PruneResult,
+    Storage,
+    TimeArg,
+    Transaction,
+)
+from ..sql_common import check_new_status, plan_cascade, plan_task_batch, row_record
+from . import errors, sql
+from .listener import Listener
+
+__all__ = ["PostgresStorage", "PostgresTransaction"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: A pooled asyncpg connection (typed loosely: asyncpg's proxies mirror ``Connection``).
+Conn = Any
+
+PENDING, ASSIGNED, RUNNING = rules.PENDING, rules.ASSIGNED, rules.RUNNING
+COMPLETED, FAILED, CANCELLED = rules.COMPLETED, rules.FAILED, rules.CANCELLED
+
+#: First key of the two-key advisory lock that serializes migrations (the second is the
+#: schema's CRC-32, so swarms in different schemas migrate independently).
+MIGRATION_LOCK_KEY: Final = 0x53574D47
+_DEADLOCK_RETRIES: Final = 5
+
+
+# --- JSON into jsonb ---------------------------------------------------------------------------
+
+_POSITIVE_EXPONENT = re.compile(r"\d[eE]\+?\d")
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?[eE][+-]?\d+')
+
+
+def _plain_number(match: re.Match[str]) -> str:
+    token = match.group()
+    if token[0] == '"' or "-" in token.lower().partition("e")[2]:
+        return token
+    text = format(Decimal(token), "f")
+    return text if "." in text else text + ".0"
+
+
+def jsonb_text(text: str) -> str:
+    """JSON text that comes back out of ``jsonb`` as the same values.
+
+    ``jsonb`` stores numbers as ``numeric`` and prints them without exponent, so the float
+    ``1e+16`` would come back as the integer ``10000000000000000``. Writing such floats as
+    plain decimals with a fractional part (``10000000000000000.0``) keeps them floats.
+    """
+    if _POSITIVE_EXPONENT.search(text) is None:
+        return text
+    return _JSON_TOKEN.sub(_plain_number, text)
+
+
+def _opt_jsonb(text: str | None) -> str | None:
+    return None if text is None else jsonb_text(text)
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+def _task(row: Any) -> Record:
+    return row_record(sql.TASK_COLS, row)
+
+
+def _decode(table: str, columns: tuple[str, ...], row: Any) -> Any:
+    return codec.decode(table, row_record(columns, row))
+
+
+def _task_model(rec: Record) -> TaskModel:
+    return cast(TaskModel, codec.decode("tasks", rec))
+
+
+def _message(row: Any) -> MessageModel:
+    return cast(MessageModel, _decode("messages", sql.MESSAGE_COLS, row))
+
+
+def _agent_args(r: Record) -> tuple[Any, ...]:
+    return (
+        r["id"],
+        r["name"],
+        r["agent_type"],
+        r["status"],
+        jsonb_text(r["capabilities"]),
+        jsonb_text(r["metadata"]),
+        r["heartbeat"],
+        r["created_at"],
+        r["updated_at"],
+    )
+
+
+def _task_update_args(r: Record) -> tuple[Any, ...]:
+    return (
+        r["id"],
+        r["task_type"],
+        r["priority"],
+        r["status"],
+        r["assigned_to"],
+        jsonb_text(r["payload"]),
+        _opt_jsonb(r["result"]),
+        r["error"],
+        r["retry_count"],
+        r["max_retries"],
+        r["created_at"],
+        r["updated_at"],
+        r["started_at"],
+        r["completed_at"],
+        r["lease_expires_at"],
+        r["run_after"],
+    )
+
+
+def _columns(recs: Sequence[Record], names: Sequence[str]) -> list[list[Any]]:
+    return [[r[n] for r in recs] for n in names]
+
+
+class _Keep(Exception):
+    """Raised inside a write to commit what it did, then raise ``error`` to the caller.
+
+    A late worker's ``complete_task`` first requeues the expired leases (its own included)
+    and then learns it lost the task: the requeue stays, as on every backend.
+    """
+
+    def __init__(self, error: StorageError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(slots=True)
+class _Effects:
+    """What a write changed that waiters care about: notified at commit."""
+
+    events: bool = False
+    tasks: bool = False
+    mail: set[str] = field(default_factory=set)
+
+    def notes(self) -> list[str]:
+        out = [f"m:{a}" for a in sorted(self.mail)]
+        if self.events:
+            out.append("e")
+        if self.tasks:
+            out.append("t")
+        return out
+
+    def merge(self, other: _Effects) -> None:
+        self.events |= other.events
+        self.tasks |= other.tasks
+        self.mail |= other.mail
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """Connection pool settings (keyword arguments or URL parameters)."""
+
+    min_size: int = 1
+    max_size: int = 10
+    command_timeout: float | None = None
+    max_inactive_connection_lifetime: float = 300.0
+    acquire_timeout: float = 30.0
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_schema(schema: Any) -> str:
+    """A schema name: a non-empty string of at most 63 bytes without NUL."""
+    if not isinstance(schema, str) or not schema:
+        raise ValidationError("must be a non-empty string", field="schema")
+    if "\x00" in schema or len(schema.encode()) > 63:
+        raise ValidationError("must be at most 63 bytes without NUL", field="schema")
+    return schema
+
+
+def channel_for(schema: str) -> str:
+    """The notification channel of a schema (short enough for any schema name)."""
+    return "ruv_swarm_" + hashlib.sha1(schema.encode()).hexdigest()[:16]
+
+
+class PostgresStorage(Storage):
+    """A swarm stored in PostgreSQL; many processes on many machines may share it.
+
+    Open with ``await PostgresStorage.open(dsn, **options)`` or
+    ``await init_storage("postgresql://user@host/db?schema=swarm1")``. Options: ``schema``
+    (created if missing; several swarms can share a database), the pool's ``min_size``,
+    ``max_size``, ``command_timeout``, ``max_inactive_connection_lifetime`` and
+    ``acquire_timeout`` (seconds to wait for a free connection before :class:`PoolError`),
+    and the standard ``clock``, ``lease``, ``retry_policy``, ``limits`` and
+    ``transaction_timeout``. Times are stored as integer microseconds, so they round-trip
+    exactly; JSON fields are ``jsonb``.
+    """
+
+    dialect = "postgres"
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        *,
+        dsn: str,
+        schema: str,
+        connect_options: dict[str, Any],
+        pool_options: PoolOptions,
+        clock: Callable[[], datetime] | None = None,
+        lease: Duration = 30,
+        retry_policy: rules.RetryPolicy | None = None,
+        limits: Limits | None = None,
+        transaction_timeout: Duration = 30,
+    ) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self.schema = schema
+        self._connect_options = connect_options
+        self.pool_options = pool_options
+        self._now: Callable[[], int] = now_us if clock is None else (lambda: to_us(clock()))
+        self._lease_us = codec.duration_arg(lease, "lease")
+        self._policy = retry_policy or rules.RetryPolicy()
+        self._limits = limits or codec.DEFAULT_LIMITS
+        self._tx_timeout_us = codec.duration_arg(transaction_timeout, "transaction_timeout")
+        self.channel = channel_for(schema)
+        self.listener = Listener(self._listen_connection, self.channel)
+        self._appender = _EventAppender(self)
+        self._closed = False
+        self._tx: PostgresTransaction | None = None
+        # Slow path needed: closed, a transaction is open, or a timed-out transaction's owner
+        # has not yet been told (its calls must fail rather than run outside it).
+        self._blocked = False
+        self._orphaned = 0
+        self._tx_waiters: list[asyncio.Future[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        schema: str = "public",
+        min_size: int = 1,
+        max_size: int = 10,
+        command_timeout: float | None = None,
+        max_inactive_connection_lifetime: float = 300.0,
+        acquire_timeout: float = 30.0,
+        migrate: bool = True,
+        **options: Any,
+    ) -> PostgresStorage:
+        """Connect, create the schema if missing and apply pending migrations."""
+        schema = check_schema(schema)
+        pool_options = PoolOptions(
+            min_size=_int_option(min_size, "min_size", minimum=0),
+            max_size=_int_option(max_size, "max_size", minimum=1),
+            command_timeout=(
+                None
+                if command_timeout is None
+                else _float_option(command_timeout, "command_timeout")
+            ),
+            max_inactive_connection_lifetime=_float_option(
+                max_inactive_connection_lifetime, "max_inactive_connection_lifetime", zero=True
+            ),
+            acquire_timeout=_float_option(acquire_timeout, "acquire_timeout"),
+        )
+        if pool_options.min_size > pool_options.max_size:
+            raise ValidationError("must not exceed max_size", field="min_size")
+        unknown = set(options) - _STANDARD_OPTIONS
+        if unknown:
+            raise ValidationError(
+                f"unknown option(s): {', '.join(sorted(unknown))}", field="options"
+            )
+        if not isinstance(dsn, str) or not dsn:
+            raise ValidationError("must be a postgresql:// URL", field="dsn")
+        connect_options: dict[str, Any] = {
+            "server_settings": {
+                "search_path": _quote_ident(schema),
+                "application_name": "ruv-swarm-persistence",
+            },
+            "command_timeout": pool_options.command_timeout,
+        }
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=pool_options.min_size,
+                max_size=pool_options.max_size,
+                max_inactive_connection_lifetime=pool_options.max_inactive_connection_lifetime,
+                **connect_options,
+            )
+        except Exception as exc:
+            raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+        storage = cls(
+            pool,
+            dsn=dsn,
+            schema=schema,
+            connect_options=connect_options,
+            pool_options=pool_options,
+            **options,
+        )
+        if migrate:
+            try:
+                await MigrationRunner(storage).migrate()
+            except BaseException:
+                await storage.close()
+                raise
+        return storage
+
+    async def _listen_connection(self) -> asyncpg.Connection[Any]:
+        settings = dict(self._connect_options["server_settings"])
+        settings["application_name"] = "ruv-swarm-persistence listener"
+        return await asyncpg.connect(self._dsn, server_settings=settings, timeout=10)
+
+    # --- migrations (MigrationTarget) ------------------------------------------------------
+
+    def _migration_lock_args(self) -> tuple[int, int]:
+        crc = zlib.crc32(self.schema.encode())
+        return MIGRATION_LOCK_KEY, crc - (1 << 32) if crc >= 1 << 31 else crc
+
+    async def _prepare_schema(self, conn: Conn) -> None:
+        """Create the schema and ``schema_migrations`` under the migration lock, if missing."""
+        if await conn.fetchval(sql.MIGRATIONS_TABLE_EXISTS):
+            return
+        await conn.execute(sql.MIGRATION_LOCK, *self._migration_lock_args())
+        if not await conn.fetchval(sql.SCHEMA_EXISTS, self.schema):
+            await conn.execute(f"CREATE SCHEMA {_quote_ident(self.schema)}")
+        await conn.execute(sql.CREATE_MIGRATIONS_TABLE)
+
+    async def applied_migrations(self) -> list[AppliedMigration]:
+        """Rows of ``schema_migrations`` (creating the schema and table if needed)."""
+
+        async def run(conn: Conn) -> list[AppliedMigration]:
+            async with conn.transaction():
+                await self._prepare_schema(conn)
+                rows = await conn.fetch(sql.APPLIED)
+            return [AppliedMigration(r[0], r[1], r[2], from_us(r[3])) for r in rows]
+
+        return await self._pooled_read(run)
+
+    async def apply_migration(self, migration: Migration, recorded_name: str) -> bool:
+        """Run one migration and record it, in one transaction under the migration lock."""
+
+        async def run(conn: Conn) -> bool:
+            async with conn.transaction():
+                await self._prepare_schema(conn)
+                await conn.execute(sql.MIGRATION_LOCK, *self._migration_lock_args())
+                # Another process may have applied it while we waited for the lock.
+                if await conn.fetchval(sql.IS_APPLIED, migration.version):
+                    return False
+                try:
+                    await conn.execute(migration.up)
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(
+                        f"migration {migration.version} ({recorded_name}) failed: {exc}"
+                    ) from exc
+                await conn.execute(
+                    sql.RECORD_MIGRATION,
+                    migration.version,
+                    recorded_name,
+                    migration.checksum,
+                    self._now(),
+                )
+            return True
+
+        applied = await self._pooled_read(run)
+        if applied:
+            await self._pool.expire_connections()
+        return applied
+
+    async def revert_migration(self, migration: Migration, recorded_name: str) -> None:
+        """Run ``migration.down`` and delete its record, in one transaction under the lock."""
+        down = migration.down
+        if down is None:
+            raise MigrationError(f"migration {migration.version} ({recorded_name}) has no down SQL")
+
+        async def run(conn: Conn) -> None:
+            async with conn.transaction():
+                await conn.execute(sql.MIGRATION_LOCK, *self._migration_lock_args())
+                try:
+                    await conn.execute(down)
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(
+                        f"rolling back migration {migration.version} ({recorded_name}) "
+                        f"failed: {exc}"
+                    ) from exc
+                await conn.execute(sql.FORGET_MIGRATION, migration.version)
+
+        await self._pooled_read(run)
+        await self._pool.expire_connections()
+
+    # --- the gate: closed storage, transactions owned by other tasks -----------------------
+
+    async def _gate(self) -> PostgresTransaction | None:
+        """Wait while another task's transaction is open; return the caller's own, if any."""
+        while True:
+            if self._closed:
+                raise StorageError("storage is closed")
+            current = ACTIVE_TRANSACTION.get()
+            if isinstance(current, PostgresTransaction) and current._pg is self:
+                if current._state == "active":
+                    return current
+                if current._state == "timed_out":
+                    current.check_active()
+            if self._tx is None:
+                return None
+            fut = asyncio.get_running_loop().create_future()
+            self._tx_waiters.append(fut)
+            await fut
+
+    def _release_tx(self, tx: PostgresTransaction) -> None:
+        if self._tx is tx:
+            self._tx = None
+        self._blocked = self._closed or self._tx is not None or self._orphaned > 0
+        waiters, self._tx_waiters = self._tx_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # --- running statements ----------------------------------------------------------------
+
+    async def _acquire(self) -> Conn:
+        try:
+            return await self._pool.acquire(timeout=self.pool_options.acquire_timeout)
+        except TimeoutError as exc:
+            raise PoolError(
+                f"no PostgreSQL connection became free within "
+                f"{self.pool_options.acquire_timeout} s (max_size={self.pool_options.max_size})"
+            ) from exc
+
+    async def _pooled_read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``fn`` on a pooled connection; a lost connection is retried once."""
+        retried = False
+        while True:
+            try:
+                conn = await self._acquire()
+                try:
+                    return await fn(conn)
+                finally:
+                    await self._pool.release(conn)
+            except StorageError:
+                raise
+            except Exception as exc:
+                if not retried and errors.connection_lost(exc):
+                    retried = True
+                    log.warning("read lost its connection (%s); retrying once", exc)
+                    continue
+                raise errors.translate(exc) from exc
+
+    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run a read: inside the caller's transaction if any, else on the pool."""
+        tx = await self._gate() if self._blocked else None
+        if tx is not None:
+            return await tx._run(fn)
+        return await self._pooled_read(fn)
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+        return await self._read(lambda conn: conn.fetch(query, *args))
+
+    async def _fetchrow(self, query: str, *args: Any) -> Any:
+        return await self._read(lambda conn: conn.fetchrow(query, *args))
+
+    async def _write(self, fn: Callable[[Conn, _Effects], Awaitable[T]]) -> T:
+        """Run a write in its own transaction (or a savepoint of the caller's).
+
+        Retried when it certainly did not commit: the connection died before ``COMMIT`` was
+        sent, or the server rolled it back (deadlock, serialization failure).
+        """
+        tx = await self._gate() if self._blocked else None
+        if tx is not None:
+            return await tx._run_write(fn)
+        attempt = 0
+        while True:
+            fx = _Effects()
+            committing = False
+            deferred: StorageError | None = None
+            result: Any = None
+            try:
+                conn = await self._acquire()
+                try:
+                    tr = conn.transaction()
+                    await tr.start()
+                    try:
+                        try:
+                            result = await fn(conn, fx)
+                        except _Keep as keep:
+                            deferred = keep.error
+                        keys = fx.notes()
+                        if keys:
+                            await conn.execute(sql.NOTIFY, self.channel, keys)
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            await tr.rollback()
+                        raise
+                    committing = True
+                    await tr.commit()
+                finally:
+                    await self._pool.release(conn)
+            except StorageError:
+                raise
+            except Exception as exc:
+                retryable = errors.rolled_back(exc) or (
+                    attempt == 0 and errors.connection_lost(exc)
+                )
+                if not committing and attempt < _DEADLOCK_RETRIES and retryable:
+                    attempt += 1
+                    log.info("write retried after %s", type(exc).__name__)
+                    await asyncio.sleep(0.001 * attempt)
+                    continue
+                if committing and errors.connection_lost(exc):
+                    raise DatabaseError(
+                        "lost the PostgreSQL connection while committing: the write may or "
+                        "may not have been applied"
+                    ) from exc
+                raise errors.translate(exc) from exc
+            self._after_commit(fx)
+            if deferred is not None:
+                raise deferred
+            return result  # type: ignore[no-any-return]
+
+    async def _statement(self, query: str, *args: Any) -> list[Any]:
+        """One write statement: its own transaction, or a savepoint of the caller's."""
+        tx = await self._gate() if self._blocked else None
+        if tx is not None:
+            return await tx._run_write(lambda conn, _fx: conn.fetch(query, *args))
+        return list(await self._once(lambda conn: conn.fetch(query, *args)))
+
+    async def _once(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run a self-committing statement on the pool (effects are notified by its SQL).
+
+        Retried only when connecting failed: once sent, a single statement is its own
+        commit, so a lost connection leaves its outcome unknown.
+        """
+        try:
+            conn = await self._acquire()
+        except StorageError:
+            raise
+        except Exception as exc:
+            if not errors.connection_lost(exc):
+                raise errors.translate(exc) from exc
+            log.warning("connecting failed (%s); retrying once", exc)
+            try:
+                conn = await self._acquire()
+            except StorageError:
+                raise
+            except Exception as again:
+                raise errors.translate(again) from again
+        try:
+            return await fn(conn)
+        except StorageError:
+            raise
+        except Exception as exc:
+            if errors.connection_lost(exc):
+                raise DatabaseError(
+                    "lost the PostgreSQL connection during a write: it may or may not have "
+                    "been applied"
+                ) from exc
+            raise errors.translate(exc) from exc
+        finally:
+            await self._pool.release(conn)
+
+    async def _statement_append(self, recs: Sequence[Record]) -> list[int]:
+        return await self._once(lambda conn: self._append(conn, recs))
+
+    def _after_commit(self, fx: _Effects) -> None:
+        """Wake this process's waiters at once (other processes hear the NOTIFY)."""
+        for key in fx.notes():
+            self.listener.wake(key)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Finish pending appends, roll back an open transaction, close every connection."""
+        if self._closed:
+            return
+        await self._appender.drain()
+        self._closed = True
+        self._blocked = True
+        tx = self._tx
+        if tx is not None:
+            await tx._abort("storage closed")
+        for task in list(self._background):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
+        await self.listener.close()
+        waiters, self._tx_waiters = self._tx_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        try:
+            await asyncio.wait_for(self._pool.close(), 10)
+        except (TimeoutError, Exception):
+            self._pool.terminate()
+
+    # --- agents ------------------------------------------------------------------------------
+
+    async def store_agent(self, agent: AgentModel) -> None:
+        rec = codec.encode_agent(agent, self._limits)
+        await self._statement(sql.INSERT_AGENT, *_agent_args(rec))
+
+    async def get_agent(self, agent_id: str) -> AgentModel | None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        row = await self._fetchrow(sql.GET_AGENT, agent_id)
+        return None if row is None else _decode("agents", sql.AGENT_COLS, row)
+
+    async def update_agent(self, agent: AgentModel) -> None:
+        rec = codec.encode_agent(agent, self._limits)
+        if not await self._statement(sql.UPDATE_AGENT, *_agent_args(rec)):
+            raise NotFoundError("agent", rec["id"])
+
+    async def delete_agent(self, agent_id: str) -> None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+
+        async def run(conn: Conn, fx: _Effects) -> None:
+            if await conn.fetchval(sql.DELETE_AGENT, agent_id) is None:
+                return
+            await conn.execute(sql.DELETE_MAILBOX, agent_id)
+            now = self._now()
+            for row in await conn.fetch(sql.TASKS_OF_AGENT_LOCKED, agent_id):
+                # Re-read: releasing an earlier task may have cancelled this one.
+                rec = _task(await conn.fetchrow(sql.GET_TASK, row[0]))
+                if rec["status"] in rules.ACTIVE:
+                    rec = await self._fail_attempt(
+                        conn, rec, rules.released_error(agent_id), now, fx
+                    )
+                if rec["assigned_to"] is not None:
+                    await conn.execute(
+                        sql.UPDATE_TASK, *_task_update_args({**rec, "assigned_to": None})
+                    )
+
+        await self._write(run)
+
+    async def list_agents(self) -> list[AgentModel]:
+        rows = await self._fetch(sql.LIST_AGENTS)
+        return [_decode("agents", sql.AGENT_COLS, r) for r in rows]
+
+    async def list_agents_by_status(self, status: AgentStatus | str) -> list[AgentModel]:
+        value = codec._enum(AgentStatus, status, "status").value
+        rows = await self._fetch(sql.LIST_AGENTS_BY_STATUS, value)
+        return [_decode("agents", sql.AGENT_COLS, r) for r in rows]
+
+    async def heartbeat(self, agent_id: str, at: TimeArg | None = None) -> None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        stamp = None if at is None else codec.time_arg(at, "at")
+        now = self._now()
+        if not await self._statement(sql.HEARTBEAT, agent_id, now if stamp is None else stamp, now):
+            raise NotFoundError("agent", agent_id)
+
+    async def find_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
+        cutoff = codec.cutoff_arg(older_than, "older_than", self._now())
+        rows = await self._fetch(sql.STALE_AGENTS, cutoff)
+        return [_decode("agents", sql.AGENT_COLS, r) for r in rows]
+
+    async def reap_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
+        now = self._now()
+        cutoff = codec.cutoff_arg(older_than, "older_than", now)
+
+        async def run(conn: Conn, fx: _Effects) -> list[AgentModel]:
+            reaped = []
+            for row in await conn.fetch(sql.LOCK_STALE_AGENTS, cutoff):
+                rec = {**row_record(sql.AGENT_COLS, row), "status": "error", "updated_at": now}
+                await conn.execute(sql.MARK_AGENT_ERROR, rec["id"], now)
+                reaped.append(codec.decode("agents", rec))
+                for t in await conn.fetch(sql.HELD_BY_AGENT_LOCKED, rec["id"]):
+                    await self._fail_attempt(
+                        conn, _task(t), rules.released_error(rec["id"]), now, fx
+                    )
+            return reaped
+
+        return await self._write(run)
+
+    # --- the transition routine ------------------------------------------------------------
+
+    async def _transition(
+        self, conn: Conn, old: Record, changes: dict[str, Any], now: int, fx: _Effects
+    ) -> Record:
+        """Every status change goes through here: legality, dependents, cascades."""
+        new = {**old, **changes}
+        check_new_status(old, new)
+        await conn.execute(sql.UPDATE_TASK, *_task_update_args(new))
+        old_status, new_status = old["status"], new["status"]
+        if new_status == old_status:
+            return new
+        if new_status == PENDING and new["unfinished_deps"] == 0:
+            fx.tasks = True
+        if new_status == COMPLETED:
+            if any(r[0] for r in await conn.fetch(sql.DEPENDENCY_COMPLETED, old["id"])):
+                fx.tasks = True
+        elif new_status in (FAILED, CANCELLED):
+            await self._cascade(conn, new, now)
+        return new
+
+    async def _cascade(self, conn: Conn, root: Record, now: int) -> list[Record]:
+        """Cancel, transitively, the unfinished dependents of a failed or cancelled task."""
+        locked: dict[str, Record] = {}
+        while True:
+            # Lock first, then read the edges: a dependent added meanwhile shows up in the
+            # next round, so none is left waiting on a cancelled task.
+            rows = await conn.fetch(sql.CASCADE_CANDIDATES, root["id"], list(locked))
+            if not rows:
+                break
+            for row in rows:
+                rec = _task(row)
+                locked[rec["id"]] = rec
+        if not locked:
+            return []
+        dependents: dict[str, list[str]] = {}
+        status: dict[str, str] = {}
+        for depends_on, task_id, st in await conn.fetch(sql.DEPENDENTS_OF, [root["id"], *locked]):
+            dependents.setdefault(depends_on, []).append(task_id)
+            status[task_id] = st
+        for tid, rec in locked.items():
+            status[tid] = rec["status"]
+        cancelled = plan_cascade(root["id"], root["status"], dependents, status, locked, now)
+        if cancelled:
+            await conn.executemany(sql.UPDATE_TASK, [_task_update_args(r) for r in cancelled])
+        return cancelled
+
+    async def _fail_attempt(
+        self, conn: Conn, rec: Record, error: str, now: int, fx: _Effects
+    ) -> Record:
+        changes = rules.failure_changes(
+            rec["retry_count"], rec["max_retries"], error, now, self._policy
+        )
+        return await self._transition(conn, rec, changes, now, fx)
+
+    async def _expire_leases(self, conn: Conn, now: int, fx: _Effects) -> None:
+        for row in await conn.fetch(sql.EXPIRED_LEASES, now):
+            rec = _task(row)
+            log.info("lease of task %s held by %s expired", rec["id"], rec["assigned_to"])
+            await self._fail_attempt(conn, rec, rules.lease_error(rec["assigned_to"]), now, fx)
+
+    def _check_held_args(self, task_id: str, agent_id: str) -> None:
+        codec.check_id(task_id, "task_id", self._limits)
+        codec.check_id(agent_id, "agent_id", self._limits)
+
+    async def _held(
+        self, conn: Conn, task_id: str, agent_id: str, now: int, fx: _Effects
+    ) -> Record:
+        """The task, locked, if ``agent_id`` holds it (expired leases requeued first)."""
+        row = await conn.fetchrow(sql.LOCK_HELD_TASK, task_id, now)
+        if row is None or row[-1]:
+            await self._expire_leases(conn, now, fx)
+            row = await conn.fetchrow(sql.LOCK_TASK, task_id)
+            if row is None:
+                raise _Keep(NotFoundError("task", task_id))
+            rec = _task(row)
+        else:
+            rec = _task(tuple(row)[:-1])
+        if rec["status"] not in rules.ACTIVE or rec["assigned_to"] != agent_id:
+            raise _Keep(LeaseLostError(task_id, agent_id, f"task is {rec['status']}"))
+        return rec
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    async def store_task(self, task: TaskModel) -> None:
+        await self.store_tasks([task])
+
+    async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
+        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence):
+            raise ValidationError("must be a list of tasks", field="tasks")
+        recs = [codec.encode_task(t, self._limits) for t in tasks]
+        if not recs:
+            return
+        ids = [r["id"] for r in recs]
+        in_batch = set(ids)
+        dep_ids = sorted(
+            {d for r in recs for d in _json.loads(r["dependencies"]) if d not in in_batch}
+        )
+
+        async def run(conn: Conn, fx: _Effects) -> None:
+            stored = [r[0] for r in await conn.fetch(sql.EXISTING_TASK_IDS, ids)]
+            status: dict[str, str] = {}
+            if dep_ids:
+                status = {r[0]: r[1] for r in await conn.fetch(sql.DEPENDENCY_STATUS, dep_ids)}
+            planned = plan_task_batch(recs, stored, status, self._now())
+            rows = [p.record for p in planned]
+            cols = _columns(rows, codec.COLUMNS["tasks"])
+            cols[5] = [jsonb_text(v) for v in cols[5]]  # payload
+            cols[6] = [_opt_jsonb(v) for v in cols[6]]  # result
+            cols[10] = [jsonb_text(v) for v in cols[10]]  # dependencies
+            await conn.execute(sql.INSERT_TASKS, *cols, [p.unfinished for p in planned])
+            edges = [(d, p.record["id"]) for p in planned for d in p.dependencies]
+            if edges:
+                await conn.execute(sql.INSERT_EDGES, [e[0] for e in edges], [e[1] for e in edges])
+            if any(p.unfinished == 0 and p.record["status"] == PENDING for p in planned):
+                fx.tasks = True
+
+        await self._write(run)
+
+    async def get_task(self, task_id: str) -> TaskModel | None:
+        codec.check_id(task_id, "task_id", self._limits)
+        row = await self._fetchrow(sql.GET_TASK, task_id)
+        return None if row is None else codec.decode("tasks", _task(row))
+
+    async def update_task(self, task: TaskModel) -> None:
+        rec = codec.encode_task(task, self._limits)
+
+        async def run(conn: Conn, fx: _Effects) -> None:
+            row = await conn.fetchrow(sql.LOCK_TASK, rec["id"])
+            if row is None:
+                raise NotFoundError("task", rec["id"])
+            old = _task(row)
+            if _json.loads(old["dependencies"]) != _json.loads(rec["dependencies"]):
+                raise ValidationError(
+                    "dependencies cannot change after creation", field="task.dependencies"
+                )
+            changes = {k: v for k, v in rec.items() if k not in ("id", "dependencies")}
+            await self._transition(conn, old, changes, self._now(), fx)
+
+        await self._write(run)
+
+    async def delete_task(self, task_id: str) -> None:
+        codec.check_id(task_id, "task_id", self._limits)
+
+        async def run(conn: Conn, fx: _Effects) -> None:
+            if await conn.fetchval(sql.HAS_DEPENDENTS, task_id):
+                raise ConflictError("task", task_id, "has dependent tasks and cannot be deleted")
+            await conn.execute(sql.DELETE_TASK, task_id)
+
+        await self._write(run)
+
+    async def get_pending_tasks(self) -> list[TaskModel]:
+        rows = await self._fetch(sql.PENDING_TASKS)
+        return [codec.decode("tasks", _task(r)) for r in rows]
+
+    async def get_ready_tasks(self, limit: int | None = None) -> list[TaskModel]:
+        n = None if limit is None else codec.limit_arg(limit)
+        rows = await self._fetch(sql.READY_TASKS, self._now(), n)
+        return [codec.decode("tasks", _task(r)) for r in rows]
+
+    async def get_tasks_by_agent(self, agent_id: str) -> list[TaskModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        rows = await self._fetch(sql.TASKS_BY_AGENT, agent_id)
+        return [codec.decode("tasks", _task(r)) for r in rows]
+
+    def _lease(self, lease: Duration | None) -> int:
+        return self._lease_us if lease is None else codec.duration_arg(lease, "lease")
+
+    async def _in_transaction(self) -> bool:
+        return (await self._gate() if self._blocked else None) is not None
+
+    async def claim_task(self, task_id: str, agent_id: str, lease: Duration | None = None) -> bool:
+        codec.check_id(task_id, "task_id", self._limits)
+        codec.check_id(agent_id, "agent_id", self._limits)
+        lease_us = self._lease(lease)
+        now = self._now()
+        c = rules.claim_changes(agent_id, now, lease_us)
+        claim = (now, c["status"], c["assigned_to"], c["lease_expires_at"], task_id)
+        if not await self._in_transaction():
+            row = (await self._statement(sql.CLAIM_ONE_FAST, *claim))[0]
+            if not row[0]:
+                return bool(row[1])
+
+        async def run(conn: Conn, fx: _Effects) -> bool:
+            await self._expire_leases(conn, now, fx)
+            return await conn.fetchval(sql.CLAIM_ONE, *claim) is not None
+
+        return await self._write(run)
+
+    async def claim_next_task(
+        self,
+        agent_id: str,
+        task_types: Sequence[str] | None = None,
+        lease: Duration | None = None,
+    ) -> TaskModel | None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        types = _types_arg(task_types)
+        lease_us = self._lease(lease)
+        now = self._now()
+        c = rules.claim_changes(agent_id, now, lease_us)
+        claim = (now, c["status"], c["assigned_to"], c["lease_expires_at"], types)
+        if not await self._in_transaction():
+            row = (await self._statement(sql.CLAIM_NEXT_FAST, *claim))[0]
+            if not row[0]:
+                return None if row[1] is None else codec.decode("tasks", _task(tuple(row)[1:]))
+
+        async def run(conn: Conn, fx: _Effects) -> TaskModel | None:
+            await self._expire_leases(conn, now, fx)
+            got = await conn.fetchrow(sql.CLAIM_NEXT, *claim)
+            return None if got is None else codec.decode("tasks", _task(got))
+
+        return await self._write(run)
+
+    async def start_task(self, task_id: str, agent_id: str) -> TaskModel:
+        self._check_held_args(task_id, agent_id)
+        now = self._now()
+
+        async def run(conn: Conn, fx: _Effects) -> Record:
+            rec = await self._held(conn, task_id, agent_id, now, fx)
+            return await self._transition(conn, rec, rules.start_changes(now), now, fx)
+
+        return _task_model(await self._write(run))
+
+    async def complete_task(self, task_id: str, agent_id: str, result: Any = None) -> TaskModel:
+        self._check_held_args(task_id, agent_id)
+        encoded = None if result is None else codec._json_field(result, "result", self._limits)
+        now = self._now()
+
+        async def run(conn: Conn, fx: _Effects) -> Record:
+            rec = await self._held(conn, task_id, agent_id, now, fx)
+            changes = rules.complete_changes(encoded, now)
+            return await self._transition(conn, rec, changes, now, fx)
+
+        return _task_model(await self._write(run))
+
+    async def fail_task(self, task_id: str, agent_id: str, error: str) -> TaskModel:
+        self._check_held_args(task_id, agent_id)
+        codec.check_text(error, "error", self._limits, empty_ok=True)
+        now = self._now()
+
+        async def run(conn: Conn, fx: _Effects) -> Record:
+            rec = await self._held(conn, task_id, agent_id, now, fx)
+            return await self._fail_attempt(conn, rec, error, now, fx)
+
+        return _task_model(await self._write(run))
+
+    async def cancel_task(self, task_id: str, reason: str | None = None) -> list[str]:
+        codec.check_id(task_id, "task_id", self._limits)
+        if reason is not None:
+            codec.check_text(reason, "reason", self._limits, empty_ok=True)
+        now = self._now()
+
+        async def run(conn: Conn, fx: _Effects) -> list[str]:
+            await self._expire_leases(conn, now, fx)
+            row = await conn.fetchrow(sql.LOCK_TASK, task_id)
+            if row is None:
+                raise _Keep(NotFoundError("task", task_id))
+            rec = _task(row)
+            if rec["status"] == CANCELLED:
+                return []
+            new = {**rec, **rules.cancel_changes(reason, now)}
+            check_new_status(rec, new)
+            await conn.execute(sql.UPDATE_TASK, *_task_update_args(new))
+            cancelled = [new, *await self._cascade(conn, new, now)]
+            cancelled.sort(key=lambda r: r["stored_order"])
+            return [r["id"] for r in cancelled]
+
+        return await self._write(run)
+
+    async def heartbeat_task(
+        self, task_id: str, agent_id: str, lease: Duration | None = None
+    ) -> TaskModel:
+        self._check_held_args(task_id, agent_id)
+        lease_us = self._lease(lease)
+        now = self._now()
+
+        async def run(conn: Conn, fx: _Effects) -> Record:
+            rec = await self._held(conn, task_id, agent_id, now, fx)
+            changes = {"lease_expires_at": now + lease_us, "updated_at": now}
+            return await self._transition(conn, rec, changes, now, fx)
+
+        return _task_model(await self._write(run))
+
+    async def wait_for_tasks(
+        self, timeout: Duration | None = None, task_types: Sequence[str] | None = None
+    ) -> bool:
+        """Wait until a task is ready to claim (of these types); ``False`` after ``timeout``.
+
+        Woken across processes when a task is stored, a dependency completes or a task is
+        requeued; a task waiting out a retry backoff is noticed when its time comes.
+        """
+        types = _types_arg(task_types)
+        timeout_s = (
+            None
+            if timeout is None
+            else codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
+        )
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            gen = self.listener.generation("t")
+            ready = await self.get_ready_tasks()
+            if any(types is None or t.task_type in types for t in ready):
+                return True
+            if self._closed:
+                return False
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            now = self._now()
+            nxt = (await self._fetchrow(sql.NEXT_RUN_AFTER, now))[0]
+            if nxt is not None:
+                due = max((nxt - now) / 1e6, 0.001)
+                remaining = due if remaining is None else min(remaining, due)
+            await self.listener.wait("t", gen, remaining)
+
+    # --- events ------------------------------------------------------------------------------
+
+    async def _append(self, conn: Conn, recs: Sequence[Record]) -> list[int]:
+        """Append events on ``conn`` in one statement; returns their sequences."""
+        ids = [r["id"] for r in recs]
+        last = await conn.fetchval(
+            sql.APPEND_EVENTS,
+            ids,
+            [r["event_type"] for r in recs],
+            [r["agent_id"] for r in recs],
+            [r["task_id"] for r in recs],
+            [jsonb_text(r["payload"]) for r in recs],
+            [jsonb_text(r["metadata"]) for r in recs],
+            [r["timestamp"] for r in recs],
+            self.channel,
+        )
+        first = int(last) - len(recs) + 1
+        return list(range(first, first + len(recs)))
+
+    async def store_event(self, event: EventModel) -> int:
+        return (await self.store_events([event]))[0]
+
+    async def store_events(self, events: Sequence[EventModel]) -> list[int]:
+        recs = [codec.encode_event(ev, self._limits) for ev in events]
+        seen: set[str] = set()
+        for rec in recs:
+            if rec["id"] in seen:
+                raise ConflictError("event", rec["id"])
+            seen.add(rec["id"])
+        if not recs:
+            if self._blocked:
+                await self._gate()
+            return []
+        tx = await self._gate() if self._blocked else None
+        if tx is not None:
+
+            async def run(conn: Conn, fx: _Effects) -> list[int]:
+                fx.events = True
+                return await self._append(conn, recs)
+
+            seqs = await tx._run_write(run)
+        else:
+            seqs = await self._appender.append(recs)
+        for ev, seq in zip(events, seqs, strict=True):
+            ev.sequence = seq
+        return seqs
+
+    async def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        n = codec.limit_arg(limit)
+        rows = await self._fetch(sql.EVENTS_BY_AGENT, agent_id, n)
+        return [_decode("events", sql.EVENT_COLS, r) for r in rows]
+
+    async def get_events_by_type(self, event_type: str, limit: int = 100) -> list[EventModel]:
+        codec.check_text(event_type, "event_type", self._limits)
+        n = codec.limit_arg(limit)
+        rows = await self._fetch(sql.EVENTS_BY_TYPE, event_type, n)
+        return [_decode("events", sql.EVENT_COLS, r) for r in rows]
+
+    async def get_events_since(self, since: TimeArg) -> list[EventModel]:
+        t = codec.time_arg(since, "since")
+        rows = await self._fetch(sql.EVENTS_SINCE, t)
+        return [_decode("events", sql.EVENT_COLS, r) for r in rows]
+
+    async def read_events(self, after_sequence: int = 0, limit: int = 1000) -> list[EventModel]:
+        after = codec.limit_arg(after_sequence, "after_sequence")
+        n = codec.limit_arg(limit)
+        rows = await self._fetch(sql.READ_EVENTS, after, n)
+        return [_decode("events", sql.EVENT_COLS, r) for r in rows]
+
+    async def subscribe(
+        self, after_sequence: int = 0, event_types: Sequence[str] | None = None
+    ) -> AsyncIterator[EventModel]:
+        last = codec.limit_arg(after_sequence, "after_sequence")
+        types = None if event_types is None else frozenset(_types_arg(event_types) or ())
+        while not self._closed:
+            gen = self.listener.generation("e")
+            batch = await self.read_events(last, 500)
+            for ev in batch:
+                last = ev.sequence or last
+                if types is None or ev.event_type in types:
+                    yield ev
+            if len(batch) < 500:
+                await self.listener.wait("e", gen, None)
+
+    # --- messages ----------------------------------------------------------------------------
+
+    async def store_message(self, message: MessageModel) -> None:
+        rec = codec.encode_message(message, self._limits)
+        args = [rec[c] for c in sql.MESSAGE_COLS]
+        args[4] = jsonb_text(args[4])
+        tx = await self._gate() if self._blocked else None
+        await self._statement(sql.STORE_MESSAGE, *args, self.channel)
+        if tx is None:
+            self.listener.wake(f"m:{rec['to_agent']}")
+        else:
+            tx._fx.mail.add(rec["to_agent"])
+
+    async def get_message(self, message_id: str) -> MessageModel | None:
+        codec.check_id(message_id, "message_id", self._limits)
+        row = await self._fetchrow(sql.GET_MESSAGE, message_id)
+        return None if row is None else _decode("messages", sql.MESSAGE_COLS, row)
+
+    async def delete_message(self, message_id: str) -> None:
+        codec.check_id(message_id, "message_id", self._limits)
+        await self._statement(sql.DELETE_MESSAGE, message_id)
+
+    async def get_messages_between(
+        self, agent_a: str, agent_b: str, limit: int = 100
+    ) -> list[MessageModel]:
+        codec.check_id(agent_a, "agent_a", self._limits)
+        codec.check_id(agent_b, "agent_b", self._limits)
+        n = codec.limit_arg(limit)
+        rows = await self._fetch(sql.MESSAGES_BETWEEN, agent_a, agent_b, n)
+        return [_decode("messages", sql.MESSAGE_COLS, r) for r in rows]
+
+    async def get_unread_messages(self, agent_id: str) -> list[MessageModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        rows = await self._fetch(sql.UNREAD_MESSAGES, agent_id)
+        return [_decode("messages", sql.MESSAGE_COLS, r) for r in rows]
+
+    async def mark_message_read(self, message_id: str) -> MessageModel:
+        codec.check_id(message_id, "message_id", self._limits)
+        rows = await self._statement(sql.MARK_READ, message_id, self._now())
+        if rows:
+            return _message(rows[0])
+        row = await self._fetchrow(sql.GET_MESSAGE, message_id)
+        if row is None:
+            raise NotFoundError("message", message_id)
+        return _message(row)
+
+    async def wait_for_messages(
+        self, agent_id: str, timeout: Duration | None = None
+    ) -> list[MessageModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        timeout_s = (
+            None
+            if timeout is None
+            else codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
+        )
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        key = f"m:{agent_id}"
+        while True:
+            gen = self.listener.generation(key)
+            unread = await self.get_unread_messages(agent_id)
+            if unread or self._closed:
+                return unread
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return []
+            await self.listener.wait(key, gen, remaining)
+            if self._closed:
+                # Woken by close(): return like a timeout instead of failing the next read.
+                return []
+
+    # --- metrics -----------------------------------------------------------------------------
+
+    async def store_metric(self, metric: MetricModel) -> None:
+        await self.store_metrics([metric])
+
+    async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
+        recs = [codec.encode_metric(m, self._limits) for m in metrics]
+        seen: set[str] = set()
+        for rec in recs:
+            if rec["id"] in seen:
+                raise ConflictError("metric", rec["id"])
+            seen.add(rec["id"])
+        if not recs:
+            if self._blocked:
+                await self._gate()
+            return
+        cols = _columns(recs, sql.METRIC_COLS)
+        cols[5] = [jsonb_text(v) for v in cols[5]]
+        await self._statement(sql.INSERT_METRICS, *cols)
+
+    async def get_metrics_by_agent(
+        self, agent_id: str, metric_type: str | None = None
+    ) -> list[MetricModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        if metric_type is not None:
+            codec.check_text(metric_type, "metric_type", self._limits)
+        rows = await self._fetch(sql.METRICS_BY_AGENT, agent_id, metric_type)
+        return [_decode("metrics", sql.METRIC_COLS, r) for r in rows]
+
+    async def _metric_rows(self, metric_type: str, start: int, end: int) -> list[MetricRow]:
+        rows = await self._fetch(sql.METRIC_ROWS, metric_type, start, end)
+        return [MetricRow(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def get_aggregated_metrics(
+        self, metric_type: str, start: TimeArg, end: TimeArg
+    ) -> list[MetricModel]:
+        codec.check_text(metric_type, "metric_type", self._limits)
+        s, t = codec.time_arg(start, "start"), codec.time_arg(end, "end")
+        return crate_aggregate(metric_type, await self._metric_rows(metric_type, s, t))
+
+    async def aggregate_metrics(
+        self,
+        metric_type: str,
+        start: TimeArg,
+        end: TimeArg,
+        group_by: Sequence[str] = ("agent_id",),
+        bucket: Duration | None = None,
+    ) -> list[MetricAggregate]:
+        codec.check_text(metric_type, "metric_type", self._limits)
+        s, t = codec.time_arg(start, "start"), codec.time_arg(end, "end")
+        groups = check_group_by(group_by)
+        bucket_us = None if bucket is None else codec.duration_arg(bucket, "bucket")
+        rows = await self._metric_rows(metric_type, s, t)
+        return aggregate(metric_type, rows, groups, bucket_us)
+
+    # --- transactions --------------------------------------------------------------------------
+
+    async def begin_transaction(self, timeout: Duration | None = None) -> Transaction:
+        timeout_us = (
+            self._tx_timeout_us if timeout is None else codec.duration_arg(timeout, "timeout")
+        )
+        current = ACTIVE_TRANSACTION.get()
+        if current is not None and current.is_active and getattr(current, "storage", None) is self:
+            raise TransactionError("a transaction is already open; transactions do not nest")
+        while True:
+            if self._closed:
+                raise StorageError("storage is closed")
+            if self._tx is None:
+                break
+            fut = asyncio.get_running_loop().create_future()
+            self._tx_waiters.append(fut)
+            await fut
+        tx = PostgresTransaction(self, timeout_us / 1e6)
+        self._tx = tx
+        self._blocked = True
+        try:
+            await tx._start()
+        except BaseException:
+            tx._state = "failed"
+            self._release_tx(tx)
+            raise
+        ACTIVE_TRANSACTION.set(tx)
+        return tx
+
+    # --- queries and maintenance ---------------------------------------------------------------
+
+    async def query(self, builder: QueryBuilder[Any]) -> list[Any]:
+        if not isinstance(builder, QueryBuilder):
+            raise ValidationError("expected a QueryBuilder", field="builder")
+        text, params = builder.build("postgres")
+        # A LIKE pattern has no escape character on every backend.
+        text = _LIKE.sub(r"LIKE \1 ESCAPE ''", text)
+        table = builder.table
+        columns = codec.COLUMNS[table]
+        rows = await self._fetch(text, *params)
+        return [_decode(table, columns, r) for r in rows]
+
+    async def vacuum(self) -> None:
+        """``VACUUM ANALYZE`` the swarm's tables (only ``ANALYZE`` inside a transaction)."""
+        tables = ", ".join(sql.TABLES)
+        tx = await self._gate() if self._blocked else None
+        if tx is not None:
+            await tx._run(lambda conn: conn.execute(f"ANALYZE {tables}"))
+            return
+        await self._pooled_read(lambda conn: conn.execute(f"VACUUM (ANALYZE) {tables}"))
+
+    async def checkpoint(self) -> None:
+        """Run ``CHECKPOINT`` when permitted; otherwise only check the connection.
+
+        PostgreSQL flushes its write-ahead log by itself; ``CHECKPOINT`` needs superuser or
+        the ``pg_checkpoint`` role, so without them this is a no-op that verifies the server
+        answers.
+        """
+
+        async def run(conn: Conn) -> None:
+            try:
+                await conn.execute("CHECKPOINT")
+            except asyncpg.InsufficientPrivilegeError:
+                await conn.fetchval("SELECT 1")
+
+        tx = await self._gate() if self._blocked else None
+        if tx is not None:
+            await tx._run(lambda conn: conn.fetchval("SELECT 1"))
+            return
+        await self._pooled_read(run)
+
+    async def get_storage_size(self) -> int:
+        """Bytes used by the swarm's tables and their indexes."""
+        size = await self._read(
+            lambda conn: conn.fetchval(sql.STORAGE_SIZE, self.schema, list(sql.TABLES))
+        )
+        return int(size)
+
+    async def prune(
+        self,
+        events_before: TimeArg | None = None,
+        metrics_before: TimeArg | None = None,
+        read_messages_before: TimeArg | None = None,
+    ) -> PruneResult:
+        ev_t = None if events_before is None else codec.time_arg(events_before, "events_before")
+        me_t = None if metrics_before is None else codec.time_arg(metrics_before, "metrics_before")
+        ms_t = (
+            None
+            if read_messages_before is None
+            else codec.time_arg(read_messages_before, "read_messages_before")
+        )
+
+        async def run(conn: Conn, fx: _Effects) -> PruneResult:
+            result = PruneResult()
+            if ev_t is not None:
+                result.events = int(await conn.fetchval(sql.PRUNE_EVENTS, ev_t))
+            if me_t is not None:
+                result.metrics = int(await conn.fetchval(sql.PRUNE_METRICS, me_t))
+            if ms_t is not None:
+                result.messages = int(await conn.fetchval(sql.PRUNE_MESSAGES, ms_t))
+            return result
+
+        return await self._write(run)
+
+
+_LIKE = re.compile(r"LIKE (\$\d+)")
+_STANDARD_OPTIONS: Final = frozenset(
+    {"clock", "lease", "retry_policy", "limits", "transaction_timeout"}
+)
+
+
+def _types_arg(task_types: Sequence[str] | None) -> list[str] | None:
+    if task_types is None:
+        return None
+    if isinstance(task_types, str) or not isinstance(task_types, Sequence):
+        raise ValidationError("must be a list of task types", field="task_types")
+    return [codec.check_text(t, "task_types") for t in task_types]
+
+
+def _int_option(value: Any, name: str, *, minimum: int) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValidationError(f"{value!r} is not an integer", field=name) from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValidationError(f"must be an integer of at least {minimum}", field=name)
+    return value
+
+
+def _float_option(value: Any, name: str, *, zero: bool = False) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValidationError(f"{value!r} is not a number of seconds", field=name) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError("must be a number of seconds", field=name)
+    if not (value > 0 or (zero and value == 0)) or value != value or value == float("inf"):
+        raise ValidationError("must be a positive number of seconds", field=name)
+    return float(value)
+
+
+class PostgresTransaction(DelegatingTransaction):
+    """A transaction of :class:`PostgresStorage`: one connection, held until it ends."""
+
+    def __init__(self, storage: PostgresStorage, timeout_s: float) -> None:
+        super().__init__(storage)
+        self._pg = storage
+        self._state = "starting"
+        self._timeout_s = timeout_s
+        self._conn: Conn = None
+        self._tr: Any = None
+        self._lock = asyncio.Lock()
+        self._fx = _Effects()
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def _start(self) -> None:
+        pg = self._pg
+        for attempt in (0, 1):
+            conn = await pg._acquire()
+            try:
+                tr = conn.transaction()
+                await tr.start()
+            except Exception as exc:
+                await pg._pool.release(conn)
+                if attempt == 0 and errors.connection_lost(exc):
+                    continue
+                raise errors.translate(exc) from exc
+            self._conn, self._tr = conn, tr
+            break
+        self._state = "active"
+        self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._timed_out)
+
+    @property
+    def is_active(self) -> bool:
+        return self._state == "active"
+
+    def check_active(self) -> None:
+        """Raise :class:`TransactionError` unless the transaction is open."""
+        if self._state == "timed_out":
+            raise TransactionError("transaction was rolled back after its timeout")
+        if self._state != "active":
+            raise TransactionError(f"transaction already {self._state}")
+
+    async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        async with self._lock:
+            self.check_active()
+            try:
+                result = await fn(self._conn)
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise errors.translate(exc) from exc
+            self.check_active()
+            return result
+
+    async def _run_write(self, fn: Callable[[Conn, _Effects], Awaitable[T]]) -> T:
+        """Run a write in a savepoint, so a refused write leaves the transaction usable."""
+        async with self._lock:
+            self.check_active()
+            fx = _Effects()
+            deferred: StorageError | None = None
+            result: Any = None
+            sp = self._conn.transaction()
+            try:
+                await sp.start()
+                try:
+                    try:
+                        result = await fn(self._conn, fx)
+                    except _Keep as keep:
+                        deferred = keep.error
+                    keys = fx.notes()
+                    if keys:
+                        await self._conn.execute(sql.NOTIFY, self._pg.channel, keys)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await sp.rollback()
+                    raise
+                await sp.commit()
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise errors.translate(exc) from exc
+            self.check_active()
+            self._fx.merge(fx)
+            if deferred is not None:
+                raise deferred
+            return result  # type: ignore[no-any-return]
+
+    def _timed_out(self) -> None:
+        if self._state == "active":
+            log.warning("transaction open past its timeout; rolled back")
+            self._state = "timed_out"
+            self._pg._orphaned += 1
+            self._pg._release_tx(self)
+            task = asyncio.get_running_loop().create_task(self._discard())
+            self._pg._background.add(task)
+            task.add_done_callback(self._pg._background.discard)
+
+    async def _discard(self) -> None:
+        """Roll back on the server and give the connection back."""
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                await self._tr.rollback()
+            except Exception as exc:
+                log.warning("rollback failed (%s); dropping the connection", exc)
+                conn.terminate()
+            finally:
+                await self._pg._pool.release(conn)
+
+    async def _abort(self, why: str) -> None:
+        """Roll back at once (the storage is closing)."""
+        if self._state == "active":
+            if self._timer is not None:
+                self._timer.cancel()
+            self._state = "rolled back"
+            await self._discard()
+            self._pg._release_tx(self)
+            log.warning("transaction rolled back: %s", why)
+
+    def _acknowledge_timeout(self) -> None:
+        if self._state == "timed_out":
+            self._state = "timed out (reported)"
+            pg = self._pg
+            pg._orphaned -= 1
+            pg._blocked = pg._closed or pg._tx is not None or pg._orphaned > 0
+            if ACTIVE_TRANSACTION.get() is self:
+                ACTIVE_TRANSACTION.set(None)
+            raise TransactionError("transaction was rolled back after its timeout")
+
+    async def settle_inactive(self, failed: bool) -> None:
+        try:
+            self._acknowledge_timeout()
+        except TransactionError:
+            if not failed:
+                raise
+
+    async def commit(self) -> None:
+        self._acknowledge_timeout()
+        self.check_active()
+        async with self._lock:
+            self._acknowledge_timeout()
+            self.check_active()
+            if self._timer is not None:
+                self._timer.cancel()
+            self._state = "committing"
+            conn, self._conn = self._conn, None
+            try:
+                await self._tr.commit()
+            except Exception as exc:
+                self._state = "failed"
+                with contextlib.suppress(Exception):
+                    await self._tr.rollback()
+                await self._pg._pool.release(conn)
+                self._finish()
+                if errors.connection_lost(exc):
+                    raise DatabaseError(
+                        "lost the PostgreSQL connection while committing: the transaction "
+                        "may or may not have been applied"
+                    ) from exc
+                raise errors.translate(exc) from exc
+            self._state = "committed"
+            await self._pg._pool.release(conn)
+        self._finish()
+        self._pg._after_commit(self._fx)
+
+    async def rollback(self) -> None:
+        self._acknowledge_timeout()
+        self.check_active()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._state = "rolled back"
+        await self._discard()
+        self._finish()
+
+    def _finish(self) -> None:
+        if ACTIVE_TRANSACTION.get() is self:
+            ACTIVE_TRANSACTION.set(None)
+        self._pg._release_tx(self)
+
+
+class _EventAppender:
+    """Group commit for ``store_event``: concurrent appends of this process share a statement.
+
+    Appends are serialized by the counter row anyway, so one statement in flight per process
+    costs nothing and turns N round trips and commits into one. Each caller is resolved only
+    after its statement committed; a conflict (an event id already stored) fails only the
+    caller it belongs to.
+    """
+
+    MAX_ROWS: Final = 2000
+
+    def __init__(self, storage: PostgresStorage) -> None:
+        self._storage = storage
+        self._pending: list[tuple[list[Record], asyncio.Future[list[int]]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def append(self, recs: list[Record]) -> list[int]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[int]] = loop.create_future()
+        self._pending.append((recs, fut))
+        if self._task is None:
+            self._task = loop.create_task(self._run())
+        return await fut
+
+    async def drain(self) -> None:
+        """Wait until every pending append is resolved."""
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                groups: list[tuple[list[Record], asyncio.Future[list[int]]]] = []
+                rows = 0
+                while self._pending and (
+                    not groups or rows + len(self._pending[0][0]) <= self.MAX_ROWS
+                ):
+                    group = self._pending.pop(0)
+                    groups.append(group)
+                    rows += len(group[0])
+                await self._flush(groups)
+        finally:
+            self._task = None
+
+    async def _flush(self, groups: list[tuple[list[Record], asyncio.Future[list[int]]]]) -> None:
+        storage = self._storage
+        recs = [r for g, _ in groups for r in g]
+        try:
+            seqs = await storage._statement_append(recs)
+        except ConflictError as exc:
+            if len(groups) == 1:
+                _resolve_error(groups[0][1], exc)
+                return
+            for one in groups:  # find whose event conflicts; the others go through
+                await self._flush([one])
+            return
+        except BaseException as exc:
+            for _, fut in groups:
+                _resolve_error(fut, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        i = 0
+        for group, fut in groups:
+            if not fut.done():
+                fut.set_result(seqs[i : i + len(group)])
+            i += len(group)
+        storage.listener.wake("e")
+
+
+def _resolve_error(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        if isinstance(exc, Exception):
+            fut.set_exception(exc)
+        else:
+            fut.cancel()

@@ -1,0 +1,7 @@
+DROP TABLE IF EXISTS swarm_counters;
+DROP TABLE IF EXISTS metrics;
+DROP TABLE IF EXISTS messages;
+DROP TABLE IF EXISTS events;
+DROP TABLE IF EXISTS task_dependencies;
+DROP TABLE IF EXISTS tasks;
+DROP TABLE IF EXISTS agents;
