@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final
 
 import apsw
 
@@ -60,31 +61,39 @@ def _ids_json(ids: Sequence[str]) -> str:
     return json.dumps(list(ids))
 
 
+#: A record's values in insert order, as one tuple (``itemgetter`` builds it in C).
+_EVENT_VALUES: Final = operator.itemgetter(*sql.EVENT_COLUMNS[:-1])  # the sequence comes last
+_METRIC_VALUES: Final = operator.itemgetter(*sql.METRIC_COLUMNS)
+
+
 def _insert_run(
     conn: apsw.Connection,
     statement: str,
-    rows: list[tuple[Any, ...]],
+    recs: Sequence[Record],
+    values: Callable[[Record], tuple[Any, ...]],
     start: int,
     last_sequence: int | None,
 ) -> tuple[list[Any], int | None, BaseException | None]:
     """``executemany`` from ``start``; returns the results, the failing index and its error.
 
-    With ``last_sequence`` each row gets the next sequence appended as its last column and
-    the results are those sequences; otherwise the results are ``None``. A failing row is
-    undone by SQLite alone (statement atomicity), so the rows before it stand.
+    With ``last_sequence`` each row gets the next sequence as its last column and the
+    results are those sequences; otherwise the results are ``None``. A failing row is undone
+    by SQLite alone (statement atomicity), so the rows before it stand.
     """
     done: list[Any] = []
-    seq = [last_sequence]
+    n = len(recs)
 
-    def numbered() -> Any:
-        for i in range(start, len(rows)):
-            if seq[0] is None:
+    def numbered() -> Iterator[tuple[Any, ...]]:
+        seq = last_sequence
+        if seq is None:
+            for i in range(start, n):
                 done.append(None)
-                yield rows[i]
-            else:
-                seq[0] += 1
-                done.append(seq[0])
-                yield (*rows[i], seq[0])
+                yield values(recs[i])
+        else:
+            for i in range(start, n):
+                seq += 1
+                done.append(seq)
+                yield (*values(recs[i]), seq)
 
     try:
         conn.executemany(statement, numbered())
@@ -111,15 +120,15 @@ class SqliteOps:
         statement: str,
         kind: str,
         recs: list[Record],
-        rows: list[tuple[Any, ...]],
+        values: Callable[[Record], tuple[Any, ...]],
         sequenced: bool,
     ) -> list[Outcome]:
         conn = ctx.conn
         last: int | None = scalar(conn, sql.LAST_SEQUENCE) if sequenced else None
         out: list[Outcome] = []
         start = 0
-        while start < len(rows):
-            results, failed, exc = _insert_run(conn, statement, rows, start, last)
+        while start < len(recs):
+            results, failed, exc = _insert_run(conn, statement, recs, values, start, last)
             out.extend((True, r) for r in results)
             if results and sequenced:
                 last = results[-1]
@@ -130,25 +139,19 @@ class SqliteOps:
             start = failed + 1
             if not conn.in_transaction:
                 # The whole batch is gone; the writer fails it. Write nothing outside it.
-                out.extend([(False, out[-1][1])] * (len(rows) - start))
+                out.extend([(False, out[-1][1])] * (len(recs) - start))
                 break
         return out
 
     def event_rows(self, ctx: WriteContext, recs: list[Record]) -> list[Outcome]:
         """Insert single events of many callers together; each gets its sequence."""
-        rows = [
-            (r["id"], r["event_type"], r["agent_id"], r["task_id"], r["payload"], r["metadata"],
-             r["timestamp"])
-            for r in recs
-        ]  # fmt: skip
-        out = self._rows_in_bulk(ctx, sql.INSERT_EVENT, "event", recs, rows, True)
+        out = self._rows_in_bulk(ctx, sql.INSERT_EVENT, "event", recs, _EVENT_VALUES, True)
         ctx.events = True
         return out
 
     def metric_rows(self, ctx: WriteContext, recs: list[Record]) -> list[Outcome]:
         """Insert single metrics of many callers together."""
-        rows = [tuple(r[c] for c in sql.METRIC_COLUMNS) for r in recs]
-        return self._rows_in_bulk(ctx, sql.INSERT_METRIC, "metric", recs, rows, False)
+        return self._rows_in_bulk(ctx, sql.INSERT_METRIC, "metric", recs, _METRIC_VALUES, False)
 
     def _insert_all(
         self,
@@ -156,12 +159,12 @@ class SqliteOps:
         statement: str,
         kind: str,
         recs: Sequence[Record],
-        rows: list[tuple[Any, ...]],
+        values: Callable[[Record], tuple[Any, ...]],
         sequenced: bool,
     ) -> list[Any]:
         """Insert every row or none (the caller holds a savepoint)."""
         last = scalar(conn, sql.LAST_SEQUENCE) if sequenced else None
-        results, failed, exc = _insert_run(conn, statement, rows, 0, last)
+        results, failed, exc = _insert_run(conn, statement, recs, values, 0, last)
         if failed is not None:
             assert exc is not None
             raise translate(exc, kind=kind, row_id=recs[failed]["id"]) from exc
@@ -169,17 +172,15 @@ class SqliteOps:
 
     def store_events(self, ctx: WriteContext, recs: Sequence[Record]) -> list[int]:
         """Insert events atomically, in order; returns their sequences."""
-        rows = [tuple(r[c] for c in sql.EVENT_COLUMNS[:-1]) for r in recs]
         with savepoint(ctx.conn):
-            seqs = self._insert_all(ctx.conn, sql.INSERT_EVENT, "event", recs, rows, True)
+            seqs = self._insert_all(ctx.conn, sql.INSERT_EVENT, "event", recs, _EVENT_VALUES, True)
         ctx.events = True
         return seqs
 
     def store_metrics(self, ctx: WriteContext, recs: Sequence[Record]) -> None:
         """Insert metrics atomically."""
-        rows = [tuple(r[c] for c in sql.METRIC_COLUMNS) for r in recs]
         with savepoint(ctx.conn):
-            self._insert_all(ctx.conn, sql.INSERT_METRIC, "metric", recs, rows, False)
+            self._insert_all(ctx.conn, sql.INSERT_METRIC, "metric", recs, _METRIC_VALUES, False)
 
     # --- agents ---------------------------------------------------------------------------
 
