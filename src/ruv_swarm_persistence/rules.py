@@ -9,6 +9,7 @@ All times are integer microseconds since the epoch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -66,11 +67,29 @@ class RetryPolicy:
     factor: float = 2.0
     max_us: int = 300_000_000
 
+    def __post_init__(self) -> None:
+        for name in ("base_us", "max_us"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(
+                    "must be a non-negative integer", field=f"retry_policy.{name}"
+                )
+        factor = self.factor
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 1:
+            raise ValidationError(
+                "must be a finite number of at least 1", field="retry_policy.factor"
+            )
+        if math.isinf(factor):
+            raise ValidationError("must be finite", field="retry_policy.factor")
+
     def backoff_us(self, retry_number: int) -> int:
         """Microseconds to wait before retry number ``retry_number`` (1 for the first)."""
         if retry_number <= 0 or self.base_us <= 0:
             return 0
-        delay = self.base_us * self.factor ** (retry_number - 1)
+        try:
+            delay = self.base_us * self.factor ** (retry_number - 1)
+        except OverflowError:  # a float power past ~1e308: far beyond any cap
+            return self.max_us
         return int(min(delay, self.max_us))
 
 

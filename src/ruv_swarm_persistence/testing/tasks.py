@@ -941,6 +941,18 @@ async def test_max_retries_boundary(
     assert not await storage.claim_task("t", "w")
 
 
+async def test_many_retries_wait_the_capped_backoff(
+    storage_factory: StorageFactory, clock: FakeClock
+) -> None:
+    storage = await _retry_storage(storage_factory, clock)
+    await storage.store_task(_task("t", retry_count=1500, max_retries=2000))
+    assert await storage.claim_task("t", "w")
+    failed = await storage.fail_task("t", "w", "again")
+    assert failed.status == TaskStatus.Pending
+    assert failed.retry_count == 1501
+    assert failed.run_after == clock() + timedelta(seconds=10)
+
+
 async def test_final_failure_cancels_dependents(
     storage_factory: StorageFactory, clock: FakeClock
 ) -> None:
