@@ -321,7 +321,9 @@ class SqliteStorage(Storage):
         )
 
         def catch_up() -> None:
-            loop.call_soon_threadsafe(self._catch_up)
+            # Called from the checkpointer's thread; the loop may be gone if nobody closed us.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._catch_up)
 
         try:
             await MigrationRunner(self).migrate()

@@ -540,13 +540,13 @@ class Checkpointer:
                     return
                 self._dirty = False
                 self._signalled = False
-                if conn is None:
-                    conn = self._open()
                 try:
+                    if conn is None:
+                        conn = self._open()
                     log_frames, _copied = conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
                 except apsw.BusyError:
                     continue  # another checkpoint runs (another process): it does the work
-                except apsw.Error:
+                except (apsw.Error, StorageError):
                     log.exception("background WAL checkpoint failed")
                     continue
                 if log_frames < 0:
