@@ -228,12 +228,19 @@ def _quote_ident(name: str) -> str:
 
 
 def check_schema(schema: Any) -> str:
-    """A schema name: a non-empty string of at most 63 bytes without NUL."""
+    """A schema name: a non-empty string of at most 63 bytes without NUL, not ``pg_…``."""
     if not isinstance(schema, str) or not schema:
         raise ValidationError("must be a non-empty string", field="schema")
     if "\x00" in schema or len(schema.encode()) > 63:
         raise ValidationError("must be at most 63 bytes without NUL", field="schema")
+    if schema.startswith("pg_"):
+        raise ValidationError("the prefix pg_ is reserved for system schemas", field="schema")
     return schema
+
+
+def application_name(schema: str, role: str = "pool") -> str:
+    """How this storage's connections show in ``pg_stat_activity`` (at most 63 bytes)."""
+    return f"ruv-swarm {role} {schema}".encode()[:63].decode(errors="ignore")
 
 
 def channel_for(schema: str) -> str:
@@ -335,7 +342,7 @@ class PostgresStorage(Storage):
         connect_options: dict[str, Any] = {
             "server_settings": {
                 "search_path": _quote_ident(schema),
-                "application_name": "ruv-swarm-persistence",
+                "application_name": application_name(schema),
             },
             "command_timeout": pool_options.command_timeout,
         }
@@ -367,7 +374,7 @@ class PostgresStorage(Storage):
 
     async def _listen_connection(self) -> asyncpg.Connection[Any]:
         settings = dict(self._connect_options["server_settings"])
-        settings["application_name"] = "ruv-swarm-persistence listener"
+        settings["application_name"] = application_name(self.schema, "listener")
         return await asyncpg.connect(self._dsn, server_settings=settings, timeout=10)
 
     # --- migrations (MigrationTarget) ------------------------------------------------------
