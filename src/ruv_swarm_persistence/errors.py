@@ -19,6 +19,8 @@ backend and kept as ``__cause__``.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConflictError",
     "DatabaseError",
@@ -43,6 +45,10 @@ class ValidationError(StorageError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), (self.message,), {"field": self.field}))
 
 
 class NotFoundError(StorageError, LookupError):
@@ -53,6 +59,9 @@ class NotFoundError(StorageError, LookupError):
         self.kind = kind
         self.id = id
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.kind, self.id))
+
 
 class ConflictError(StorageError):
     """A record with this id already exists (or, per ``detail``, another conflict)."""
@@ -61,6 +70,10 @@ class ConflictError(StorageError):
         super().__init__(f"{kind} {id!r} {detail}")
         self.kind = kind
         self.id = id
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.kind, self.id, self.detail))
 
 
 class LeaseLostError(StorageError):
@@ -71,6 +84,10 @@ class LeaseLostError(StorageError):
         super().__init__(f"{msg}: {detail}" if detail else msg)
         self.task_id = task_id
         self.agent_id = agent_id
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.task_id, self.agent_id, self.detail))
 
 
 class TransactionError(StorageError):
@@ -92,7 +109,16 @@ class SerializationError(StorageError):
         super().__init__(f"cannot decode {table} row {id!r}: {detail}")
         self.table = table
         self.id = id
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.table, self.id, self.detail))
 
 
 class PoolError(StorageError):
     """No connection became available within the connection timeout."""
+
+
+def _rebuild(cls: type[ValidationError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Unpickle an error whose constructor takes keyword arguments."""
+    return cls(*args, **kwargs)

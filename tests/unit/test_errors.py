@@ -84,3 +84,27 @@ def test_serialization_error_names_table_and_row() -> None:
     e = SerializationError("events", "e-1", "bad JSON")
     assert (e.table, e.id) == ("events", "e-1")
     assert str(e) == "cannot decode events row 'e-1': bad JSON"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.ValidationError("must be positive", field="lease"),
+        errors.ValidationError("bad"),
+        errors.NotFoundError("task", "t-1"),
+        errors.ConflictError("agent", "a-1"),
+        errors.ConflictError("task", "t-1", "has dependent tasks and cannot be deleted"),
+        errors.LeaseLostError("t-1", "w-1", "task is pending"),
+        errors.SerializationError("events", "e-1", "bad JSON"),
+        errors.TransactionError("timed out"),
+        errors.DatabaseError("disk I/O error"),
+    ],
+)
+def test_errors_survive_pickling(error: errors.StorageError) -> None:
+    """Errors cross process boundaries (worker pools, the blocking API) intact."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert vars(copy) == vars(error)

@@ -1146,8 +1146,8 @@ class MemoryTransaction(DelegatingTransaction):
         if self._state == "timed_out":
             self._state = "timed out (reported)"
             self._memory._orphaned -= 1
-            self._memory._blocked = self._memory._closed or self._memory._tx is not None or (
-                self._memory._orphaned > 0
+            self._memory._blocked = (
+                self._memory._closed or self._memory._tx is not None or (self._memory._orphaned > 0)
             )
             if ACTIVE_TRANSACTION.get() is self:
                 ACTIVE_TRANSACTION.set(None)
