@@ -57,8 +57,13 @@ class Options:
         return quick if self.quick else full
 
     def wants(self, key: str) -> bool:
-        """True when ``--only`` is empty or names this benchmark (e.g. ``a``, ``sqlite.a``)."""
-        return not self.only or any(key == o or key.endswith("." + o) for o in self.only)
+        """True when ``--only`` is empty or names this benchmark or its group.
+
+        ``a`` or ``sqlite.a`` select ``a``; ``events`` selects ``events.seq``, ``events.64``, …
+        """
+        return not self.only or any(
+            key == o or key.endswith("." + o) or key.startswith(o + ".") for o in self.only
+        )
 
 
 def parse_args(argv: Sequence[str] | None = None, prog: str = "python -m bench") -> Options:
