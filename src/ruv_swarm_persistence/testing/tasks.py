@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from ..errors import ConflictError, LeaseLostError, NotFoundError, ValidationError
+from ..errors import (
+    ConflictError,
+    LeaseLostError,
+    NotFoundError,
+    StorageError,
+    ValidationError,
+)
 from ..models import AgentModel, AgentStatus, TaskModel, TaskPriority, TaskStatus
 from ..query import QueryBuilder
 from ..rules import RetryPolicy
@@ -61,6 +67,22 @@ async def _get(storage: Storage, task_id: str) -> TaskModel:
 async def _snapshot(storage: Storage) -> list[TaskModel]:
     """Every stored task, by id: compared before and after a refused call."""
     return await storage.query(QueryBuilder(TaskModel).order_by("id"))
+
+
+async def _refused(
+    storage: Storage,
+    call: Awaitable[Any],
+    error: type[StorageError] = ValidationError,
+    field: str | None = None,
+) -> StorageError:
+    """Await ``call`` expecting ``error`` (naming ``field``), and check it changed nothing."""
+    before = await _snapshot(storage)
+    with pytest.raises(error) as exc:
+        await call
+    if field is not None:
+        assert getattr(exc.value, "field", None) == field
+    assert await _snapshot(storage) == before
+    return exc.value
 
 
 async def _ids(tasks: Awaitable[list[TaskModel]]) -> list[str]:
@@ -191,10 +213,7 @@ async def test_store_tasks_duplicate_inside_batch_stores_nothing(storage: Storag
 
 async def test_store_tasks_duplicate_of_stored_stores_nothing(storage: Storage) -> None:
     await storage.store_task(_task("a"))
-    before = await _snapshot(storage)
-    with pytest.raises(ConflictError):
-        await storage.store_tasks([_task("b"), _task("a")])
-    assert await _snapshot(storage) == before
+    await _refused(storage, storage.store_tasks([_task("b"), _task("a")]), ConflictError)
 
 
 async def test_store_tasks_with_invalid_member_stores_nothing(storage: Storage) -> None:
@@ -246,10 +265,7 @@ async def test_delete_task_is_idempotent(storage: Storage) -> None:
 
 async def test_delete_task_others_depend_on_conflicts(storage: Storage) -> None:
     await storage.store_tasks([_task("a"), _task("b", deps=["a"])])
-    before = await _snapshot(storage)
-    with pytest.raises(ConflictError):
-        await storage.delete_task("a")
-    assert await _snapshot(storage) == before
+    await _refused(storage, storage.delete_task("a"), ConflictError)
     await storage.delete_task("b")
     await storage.delete_task("a")
     assert await _snapshot(storage) == []
@@ -304,12 +320,8 @@ async def test_dependency_cycle_in_batch_is_refused(
     storage: Storage, edges: dict[str, list[str]]
 ) -> None:
     await storage.store_task(_task("existing"))
-    before = await _snapshot(storage)
     batch = [_task(tid, deps=deps) for tid, deps in edges.items()]
-    with pytest.raises(ValidationError) as exc:
-        await storage.store_tasks(batch)
-    assert exc.value.field == "task.dependencies"
-    assert await _snapshot(storage) == before
+    await _refused(storage, storage.store_tasks(batch), field="task.dependencies")
 
 
 async def test_duplicate_dependency_is_refused(storage: Storage) -> None:
@@ -408,13 +420,9 @@ async def test_batch_member_depending_on_dead_member_is_stored_cancelled(
 )
 async def test_dependencies_are_immutable(storage: Storage, change: list[str]) -> None:
     await storage.store_tasks([_task("a"), _task("b"), _task("c", deps=["a"])])
-    before = await _snapshot(storage)
     task = await _get(storage, "c")
     task.dependencies = change
-    with pytest.raises(ValidationError) as exc:
-        await storage.update_task(task)
-    assert exc.value.field == "task.dependencies"
-    assert await _snapshot(storage) == before
+    await _refused(storage, storage.update_task(task), field="task.dependencies")
 
 
 # --- readiness and claims ---------------------------------------------------------------------
@@ -480,6 +488,36 @@ async def test_run_after_becomes_due_as_clock_moves(storage: Storage, clock: Fak
     assert await storage.claim_next_task("w") is None
     clock.advance(10)
     assert await _ids(storage.get_ready_tasks()) == ["t"]
+    claimed = await storage.claim_next_task("w")
+    assert claimed is not None
+    assert claimed.id == "t"
+
+
+async def test_ready_needs_both_dependencies_and_run_after(
+    storage: Storage, clock: FakeClock
+) -> None:
+    later = clock() + timedelta(seconds=5)
+    await storage.store_tasks([_task("dep"), _task("t", deps=["dep"], run_after=later)])
+    assert await storage.claim_task("dep", "w")
+    clock.advance(5)
+    assert await _ids(storage.get_ready_tasks()) == []
+    assert not await storage.claim_task("t", "w")
+    await storage.complete_task("dep", "w")
+    assert await _ids(storage.get_ready_tasks()) == ["t"]
+
+
+async def test_dependency_completed_before_run_after_still_waits(
+    storage: Storage, clock: FakeClock
+) -> None:
+    later = clock() + timedelta(seconds=5)
+    await storage.store_tasks([_task("dep"), _task("t", deps=["dep"], run_after=later)])
+    assert await storage.claim_task("dep", "w")
+    await storage.complete_task("dep", "w")
+    assert await storage.get_ready_tasks() == []
+    assert await storage.claim_next_task("w") is None
+    clock.advance(timedelta(seconds=5) - US)
+    assert await storage.claim_next_task("w") is None
+    clock.advance(US)
     claimed = await storage.claim_next_task("w")
     assert claimed is not None
     assert claimed.id == "t"
@@ -651,7 +689,6 @@ _PAIRS = [(old, new) for old in _LEGAL for new in _LEGAL]
 async def test_update_task_status_transitions(storage: Storage, old: str, new: str) -> None:
     holder = "w" if old in ("assigned", "running") else None
     await storage.store_task(_task("t", status=TaskStatus(old), assigned_to=holder))
-    before = await _snapshot(storage)
     task = await _get(storage, "t")
     task.status = TaskStatus(new)
     task.assigned_to = "w"
@@ -659,47 +696,32 @@ async def test_update_task_status_transitions(storage: Storage, old: str, new: s
         await storage.update_task(task)
         assert (await _get(storage, "t")).status == new
     else:
-        with pytest.raises(ValidationError) as exc:
-            await storage.update_task(task)
-        assert exc.value.field == "task.status"
-        assert await _snapshot(storage) == before
+        await _refused(storage, storage.update_task(task), field="task.status")
 
 
 @pytest.mark.parametrize("new", ["assigned", "running"])
 async def test_update_task_to_held_status_needs_assigned_to(storage: Storage, new: str) -> None:
     await storage.store_task(_task("t"))
-    before = await _snapshot(storage)
     task = await _get(storage, "t")
     task.status = TaskStatus(new)
-    with pytest.raises(ValidationError) as exc:
-        await storage.update_task(task)
-    assert exc.value.field == "task.assigned_to"
-    assert await _snapshot(storage) == before
+    await _refused(storage, storage.update_task(task), field="task.assigned_to")
 
 
 @pytest.mark.parametrize("new", ["assigned", "running"])
 async def test_update_task_cannot_advance_before_dependencies(storage: Storage, new: str) -> None:
     await storage.store_tasks([_task("dep"), _task("t", deps=["dep"])])
-    before = await _snapshot(storage)
     task = await _get(storage, "t")
     task.status = TaskStatus(new)
     task.assigned_to = "w"
-    with pytest.raises(ValidationError) as exc:
-        await storage.update_task(task)
-    assert exc.value.field == "task.status"
-    assert await _snapshot(storage) == before
+    await _refused(storage, storage.update_task(task), field="task.status")
 
 
 async def test_store_task_cannot_be_held_before_dependencies(storage: Storage) -> None:
     await storage.store_task(_task("dep"))
-    before = await _snapshot(storage)
-    with pytest.raises(ValidationError):
-        await storage.store_task(
-            _task("t", deps=["dep"], status=TaskStatus.Running, assigned_to="w")
-        )
-    with pytest.raises(ValidationError):
-        await storage.store_task(_task("u", deps=["dep"], status=TaskStatus.Completed))
-    assert await _snapshot(storage) == before
+    running = _task("t", deps=["dep"], status=TaskStatus.Running, assigned_to="w")
+    await _refused(storage, storage.store_task(running), field="task.status")
+    completed = _task("u", deps=["dep"], status=TaskStatus.Completed)
+    await _refused(storage, storage.store_task(completed), field="task.status")
 
 
 async def test_crate_style_update_walks_the_status_machine(storage: Storage) -> None:
@@ -839,10 +861,7 @@ async def test_cancel_missing_task_raises_not_found(storage: Storage) -> None:
 @pytest.mark.parametrize("status", [TaskStatus.Completed, TaskStatus.Failed])
 async def test_cancel_finished_task_is_refused(storage: Storage, status: TaskStatus) -> None:
     await storage.store_task(_task("t", status=status))
-    before = await _snapshot(storage)
-    with pytest.raises(ValidationError):
-        await storage.cancel_task("t")
-    assert await _snapshot(storage) == before
+    await _refused(storage, storage.cancel_task("t"))
 
 
 async def test_cancel_held_task_takes_it_from_the_worker(storage: Storage) -> None:
@@ -1150,12 +1169,10 @@ async def test_worker_without_the_task_gets_lease_lost(
     storage: Storage, clock: FakeClock, op: str, how: str
 ) -> None:
     await _lose_lease(storage, clock, how)
-    before = await _snapshot(storage)
-    with pytest.raises(LeaseLostError) as exc:
-        await _HELD_OPS[op](storage, "t", "w1")
-    assert exc.value.task_id == "t"
-    assert exc.value.agent_id == "w1"
-    assert await _snapshot(storage) == before
+    error = await _refused(storage, _HELD_OPS[op](storage, "t", "w1"), LeaseLostError)
+    assert isinstance(error, LeaseLostError)
+    assert error.task_id == "t"
+    assert error.agent_id == "w1"
 
 
 @pytest.mark.parametrize("op", list(_HELD_OPS))
@@ -1346,15 +1363,12 @@ async def _stored_pair(storage: Storage) -> None:
 @pytest.mark.parametrize("method", ["store_task", "store_tasks", "update_task"])
 async def test_bad_task_is_refused(storage: Storage, method: str, case: str) -> None:
     await _stored_pair(storage)
-    before = await _snapshot(storage)
     call: Callable[[], Awaitable[Any]] = {
         "store_task": lambda: storage.store_task(_bad_task(case, "new")),
         "store_tasks": lambda: storage.store_tasks([_task("ok"), _bad_task(case, "new")]),
         "update_task": lambda: storage.update_task(_bad_task(case, "p")),
     }[method]
-    with pytest.raises(ValidationError):
-        await call()
-    assert await _snapshot(storage) == before
+    await _refused(storage, call())
 
 
 _NAN = float("nan")
@@ -1412,10 +1426,7 @@ async def test_bad_argument_is_refused(
     storage: Storage, call: Callable[[Storage], Awaitable[Any]]
 ) -> None:
     await _stored_pair(storage)
-    before = await _snapshot(storage)
-    with pytest.raises(ValidationError):
-        await call(storage)
-    assert await _snapshot(storage) == before
+    await _refused(storage, call(storage))
 
 
 __all__ = sorted(name for name in list(globals()) if name.startswith("test_"))
