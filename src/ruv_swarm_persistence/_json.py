@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Final
 
 from .errors import ValidationError
 
@@ -52,6 +52,9 @@ def _check(value: Any, field: str, depth: int, seen: set[int]) -> None:
             raise ValidationError("integer outside the 64-bit range", field=field)
         return
     if isinstance(value, float):
+        if type(value) is not float:
+            # orjson refuses float subclasses; refuse them on both paths alike.
+            raise ValidationError(f"{type(value).__name__} is not a plain float", field=field)
         if not math.isfinite(value):
             raise ValidationError(f"{value!r} is not valid JSON (NaN/Infinity)", field=field)
         return
@@ -94,6 +97,32 @@ def _explain(value: Any, field: str) -> ValidationError:
     return ValidationError("is not strict JSON", field=field)
 
 
+_SCALARS: Final = frozenset({str, int, bool, type(None)})
+
+
+def _flat(value: Any) -> bool:
+    """True for a scalar or a dict of scalars that orjson encodes without any rewrite.
+
+    Most payloads are flat; for them the exact types (no subclasses, finite floats) prove
+    the round trip, so the costlier decode-and-compare is skipped. Keys are checked by orjson.
+    """
+    t = type(value)
+    if t in _SCALARS:
+        return True
+    if t is float:
+        return bool(value - value == 0.0)  # NaN and ±inf give NaN
+    if t is not dict:
+        return False
+    for v in value.values():
+        t = type(v)
+        if t in _SCALARS:
+            continue
+        if t is float and v - v == 0.0:
+            continue
+        return False
+    return True
+
+
 def dumps(value: Any, field: str, max_bytes: int) -> str:
     """Encode ``value`` as compact JSON text, refusing anything that would not round-trip."""
     if _orjson is not None:
@@ -101,14 +130,15 @@ def dumps(value: Any, field: str, max_bytes: int) -> str:
             raw = _orjson.dumps(value)
         except (TypeError, _orjson.JSONEncodeError):
             raise _explain(value, field) from None
-        # orjson writes NaN as null and serialises tuples, datetimes and dataclasses; a
-        # round trip that changes the value exposes every such rewrite.
-        if _orjson.loads(raw) != value:
-            raise _explain(value, field)
-        # orjson's own nesting limit differs between arrays and objects; enforce ours where
-        # the text has enough brackets to possibly reach it (a cheap, exact pre-filter).
-        if raw.count(b"[") + raw.count(b"{") >= MAX_DEPTH:
-            _check(value, field, 0, set())
+        if not _flat(value):
+            # orjson writes NaN as null and serialises tuples, datetimes, UUIDs and enums;
+            # a round trip that changes the value exposes every such rewrite.
+            if _orjson.loads(raw) != value:
+                raise _explain(value, field)
+            # orjson's own nesting limit differs between arrays and objects; enforce ours
+            # where the text has enough brackets to possibly reach it (an exact pre-filter).
+            if raw.count(b"[") + raw.count(b"{") >= MAX_DEPTH:
+                _check(value, field, 0, set())
         if len(raw) > max_bytes:
             raise ValidationError(
                 f"encodes to {len(raw)} bytes, more than the limit of {max_bytes}",

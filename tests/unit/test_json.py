@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import json
+import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -74,8 +76,22 @@ ACCEPTED: dict[str, Callable[[], Any]] = {
     "253 arrays around an empty one": lambda: _nest(253, leaf=[]),
     "254 objects": lambda: _nest_objects(254),
     "int enum": lambda: {"p": TaskPriority.High},
+    "int subclass in a flat dict": lambda: {"n": _Count(3)},
     "many keys": lambda: {str(i): i for i in range(2000)},
 }
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+class _Count(int):
+    """An int subclass that is not an enum: its type is not exactly int."""
+
+
+class _Ratio(float):
+    """A float subclass."""
+
 
 REJECTED: dict[str, Callable[[], Any]] = {
     "nan": lambda: float("nan"),
@@ -103,6 +119,14 @@ REJECTED: dict[str, Callable[[], Any]] = {
     "255 objects": lambda: _nest_objects(255),
     "lone surrogate": lambda: "\ud800",
     "lone surrogate key": lambda: {"\udfff": 1},
+    # Flat dicts take a fast path that skips the round trip: each rewrite must still be seen.
+    "nan in a flat dict": lambda: {"a": 1, "b": float("nan")},
+    "inf in a flat dict": lambda: {"b": float("inf")},
+    "uuid in a flat dict": lambda: {"id": uuid.UUID(int=1)},
+    "plain enum in a flat dict": lambda: {"s": _Colour.RED},
+    "date in a flat dict": lambda: {"d": date(2024, 1, 1)},
+    "float subclass in a flat dict": lambda: {"x": _Ratio(0.5)},
+    "big int in a flat dict": lambda: {"n": 2**64},
 }
 
 
