@@ -126,6 +126,8 @@ def _opt_id(value: Any, field: str, limits: Limits) -> str | None:
 
 def check_time(value: Any, field: str) -> int:
     """An aware datetime as integer microseconds since the epoch."""
+    if type(value) is datetime and value.tzinfo is UTC:  # the common case, checked cheaply
+        return to_us(value)
     if not isinstance(value, datetime):
         raise ValidationError(f"must be a datetime, got {type(value).__name__}", field=field)
     if value.tzinfo is None or value.utcoffset() is None:
@@ -174,6 +176,8 @@ def _reject_nul(value: Any, field: str) -> None:
 
 
 def _json_object(value: Any, field: str, limits: Limits) -> str:
+    if type(value) is dict and not value:
+        return "{}"
     if not isinstance(value, dict):
         raise ValidationError(
             f"must be a JSON object (dict), got {type(value).__name__}", field=field
