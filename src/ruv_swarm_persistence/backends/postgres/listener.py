@@ -163,7 +163,9 @@ class Listener:
         gone = asyncio.ensure_future(lost.wait())
         try:
             while not self._closed and not lost.is_set():
-                done, _ = await asyncio.wait({stop, gone}, timeout=self.health_interval)
+                done, _ = await asyncio.wait(
+                    {stop, gone}, timeout=self.health_interval, return_when=asyncio.FIRST_COMPLETED
+                )
                 if done:
                     return
                 try:

@@ -1049,6 +1049,8 @@ class PostgresStorage(Storage):
                 due = max((nxt - now) / 1e6, 0.001)
                 remaining = due if remaining is None else min(remaining, due)
             await self.listener.wait("t", gen, remaining)
+            if self._closed:
+                return False
 
     # --- events ------------------------------------------------------------------------------
 
