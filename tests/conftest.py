@@ -9,6 +9,9 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+# The conformance suite lives in the package; let pytest show values in its failed asserts.
+pytest.register_assert_rewrite("ruv_swarm_persistence.testing")
+
 settings.register_profile(
     "ci",
     max_examples=60,
