@@ -493,6 +493,13 @@ class PostgresStorage(Storage):
                 f"{self.pool_options.acquire_timeout} s (max_size={self.pool_options.max_size})"
             ) from exc
 
+    async def _release(self, conn: Conn) -> None:
+        """Give a connection back; one the pool already took back (it died) is let go."""
+        try:
+            await self._pool.release(conn)
+        except asyncpg.InterfaceError as exc:
+            log.debug("connection not released: %s", exc)
+
     async def _pooled_read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run ``fn`` on a pooled connection; a lost connection is retried once."""
         retried = False
@@ -502,7 +509,7 @@ class PostgresStorage(Storage):
                 try:
                     return await fn(conn)
                 finally:
-                    await self._pool.release(conn)
+                    await self._release(conn)
             except StorageError:
                 raise
             except Exception as exc:
@@ -560,7 +567,7 @@ class PostgresStorage(Storage):
                     committing = True
                     await tr.commit()
                 finally:
-                    await self._pool.release(conn)
+                    await self._release(conn)
             except StorageError:
                 raise
             except Exception as exc:
@@ -622,7 +629,7 @@ class PostgresStorage(Storage):
                 ) from exc
             raise errors.translate(exc) from exc
         finally:
-            await self._pool.release(conn)
+            await self._release(conn)
 
     async def _statement_append(self, recs: Sequence[Record]) -> list[int]:
         return await self._once(lambda conn: self._append(conn, recs))
@@ -1374,6 +1381,14 @@ _STANDARD_OPTIONS: Final = frozenset(
 )
 
 
+def _alive(conn: Conn) -> bool:
+    """False once a pooled connection died (the pool then detaches it from its proxy)."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
 def _types_arg(task_types: Sequence[str] | None) -> list[str] | None:
     if task_types is None:
         return None
@@ -1428,7 +1443,7 @@ class PostgresTransaction(DelegatingTransaction):
                 tr = conn.transaction()
                 await tr.start()
             except Exception as exc:
-                await pg._pool.release(conn)
+                await pg._release(conn)
                 if attempt == 0 and errors.connection_lost(exc):
                     continue
                 raise errors.translate(exc) from exc
@@ -1467,8 +1482,8 @@ class PostgresTransaction(DelegatingTransaction):
             fx = _Effects()
             deferred: StorageError | None = None
             result: Any = None
-            sp = self._conn.transaction()
             try:
+                sp = self._conn.transaction()
                 await sp.start()
                 try:
                     try:
@@ -1513,9 +1528,10 @@ class PostgresTransaction(DelegatingTransaction):
                 await self._tr.rollback()
             except Exception as exc:
                 log.warning("rollback failed (%s); dropping the connection", exc)
-                conn.terminate()
+                with contextlib.suppress(Exception):
+                    conn.terminate()
             finally:
-                await self._pg._pool.release(conn)
+                await self._pg._release(conn)
 
     async def _abort(self, why: str) -> None:
         """Roll back at once (the storage is closing)."""
@@ -1554,14 +1570,20 @@ class PostgresTransaction(DelegatingTransaction):
                 self._timer.cancel()
             self._state = "committing"
             conn, self._conn = self._conn, None
+            sent = _alive(conn)
             try:
                 await self._tr.commit()
             except Exception as exc:
                 self._state = "failed"
                 with contextlib.suppress(Exception):
                     await self._tr.rollback()
-                await self._pg._pool.release(conn)
+                await self._pg._release(conn)
                 self._finish()
+                if not sent:
+                    raise DatabaseError(
+                        "the transaction's PostgreSQL connection was lost before COMMIT; "
+                        "nothing was applied"
+                    ) from exc
                 if errors.connection_lost(exc):
                     raise DatabaseError(
                         "lost the PostgreSQL connection while committing: the transaction "
@@ -1569,7 +1591,7 @@ class PostgresTransaction(DelegatingTransaction):
                     ) from exc
                 raise errors.translate(exc) from exc
             self._state = "committed"
-            await self._pg._pool.release(conn)
+            await self._pg._release(conn)
         self._finish()
         self._pg._after_commit(self._fx)
 
