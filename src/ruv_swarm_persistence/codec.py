@@ -506,3 +506,14 @@ def limit_arg(value: Any, field: str = "limit") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError("must be a non-negative integer", field=field)
     return int(value)
+
+
+def encode_batch(
+    items: Any, encode: Callable[[Any, Limits], Record], field: str, limits: Limits
+) -> list[Record]:
+    """Validate a batch argument (a list of models) and encode every item."""
+    from collections.abc import Sequence
+
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise ValidationError(f"must be a list of {field}, got {type(items).__name__}", field=field)
+    return [encode(item, limits) for item in items]

@@ -479,9 +479,7 @@ class MemoryStorage(Storage):
         await self.store_tasks([task])
 
     async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
-        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence):
-            raise ValidationError("must be a list of tasks", field="tasks")
-        recs = [codec.encode_task(t, self._limits) for t in tasks]
+        recs = codec.encode_batch(tasks, codec.encode_task, "tasks", self._limits)
         if self._blocked:
             await self._gate()
         e = self._engine
@@ -737,7 +735,7 @@ class MemoryStorage(Storage):
         return seq
 
     async def store_events(self, events: Sequence[EventModel]) -> list[int]:
-        recs = [codec.encode_event(ev, self._limits) for ev in events]
+        recs = codec.encode_batch(events, codec.encode_event, "events", self._limits)
         if self._blocked:
             await self._gate()
         seen: set[str] = set()
@@ -910,7 +908,7 @@ class MemoryStorage(Storage):
         await self.store_metrics([metric])
 
     async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
-        recs = [codec.encode_metric(m, self._limits) for m in metrics]
+        recs = codec.encode_batch(metrics, codec.encode_metric, "metrics", self._limits)
         if self._blocked:
             await self._gate()
         e = self._engine

@@ -175,4 +175,22 @@ async def test_async_with_closes_the_storage(storage_factory: Any) -> None:
         await s.get_agent("inside")
 
 
+@pytest.mark.parametrize("method", ["store_tasks", "store_events", "store_metrics"])
+@pytest.mark.parametrize("arg", ["a-string", 42, None, {"id": "x"}], ids=repr)
+async def test_batch_methods_refuse_a_non_list(storage: Storage, method: str, arg: Any) -> None:
+    """A batch method given something other than a list says so and writes nothing."""
+    before = await snapshot(storage)
+    with pytest.raises(ValidationError, match="must be a list"):
+        await getattr(storage, method)(arg)
+    assert await snapshot(storage) == before
+
+
+async def test_batch_methods_refuse_a_single_model(storage: Storage) -> None:
+    """Passing one model where a list is expected is a ValidationError, not a TypeError."""
+    for method, model in (("store_events", event("e-1")), ("store_metrics", metric("m-1", 1.0))):
+        with pytest.raises(ValidationError, match="must be a list"):
+            await getattr(storage, method)(model)
+    assert await storage.read_events() == []
+
+
 __all__ = [name for name in list(globals()) if name.startswith("test_")]

@@ -665,9 +665,7 @@ class SqliteStorage(Storage):
         await self.store_tasks([task])
 
     async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
-        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence):
-            raise ValidationError("must be a list of tasks", field="tasks")
-        recs = [codec.encode_task(t, self._limits) for t in tasks]
+        recs = codec.encode_batch(tasks, codec.encode_task, "tasks", self._limits)
 
         def store(ctx: WriteContext) -> None:
             if recs:
@@ -795,9 +793,7 @@ class SqliteStorage(Storage):
         return seq
 
     async def store_events(self, events: Sequence[EventModel]) -> list[int]:
-        if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
-            raise ValidationError("must be a list of events", field="events")
-        recs = [codec.encode_event(ev, self._limits) for ev in events]
+        recs = codec.encode_batch(events, codec.encode_event, "events", self._limits)
 
         def store(ctx: WriteContext) -> list[int]:
             return self._ops.store_events(ctx, recs) if recs else []
@@ -956,9 +952,7 @@ class SqliteStorage(Storage):
         await self._w.submit_row(self._metric_rows, rec)
 
     async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
-        if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Sequence):
-            raise ValidationError("must be a list of metrics", field="metrics")
-        recs = [codec.encode_metric(m, self._limits) for m in metrics]
+        recs = codec.encode_batch(metrics, codec.encode_metric, "metrics", self._limits)
 
         def store(ctx: WriteContext) -> None:
             if recs:
