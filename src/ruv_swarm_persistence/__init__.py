@@ -42,6 +42,7 @@ from .urls import init_storage
 
 if TYPE_CHECKING:
     from .backends.memory import MemoryStorage
+    from .backends.postgres import PostgresStorage
     from .backends.sqlite import SqliteStorage
 
 __version__ = "0.1.0"

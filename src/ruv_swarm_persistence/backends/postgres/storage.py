@@ -829,9 +829,7 @@ class PostgresStorage(Storage):
         await self.store_tasks([task])
 
     async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
-        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence):
-            raise ValidationError("must be a list of tasks", field="tasks")
-        recs = [codec.encode_task(t, self._limits) for t in tasks]
+        recs = codec.encode_batch(tasks, codec.encode_task, "tasks", self._limits)
         if not recs:
             return
         ids = [r["id"] for r in recs]
@@ -1082,7 +1080,7 @@ class PostgresStorage(Storage):
         return (await self.store_events([event]))[0]
 
     async def store_events(self, events: Sequence[EventModel]) -> list[int]:
-        recs = [codec.encode_event(ev, self._limits) for ev in events]
+        recs = codec.encode_batch(events, codec.encode_event, "events", self._limits)
         seen: set[str] = set()
         for rec in recs:
             if rec["id"] in seen:
@@ -1221,7 +1219,7 @@ class PostgresStorage(Storage):
         await self.store_metrics([metric])
 
     async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
-        recs = [codec.encode_metric(m, self._limits) for m in metrics]
+        recs = codec.encode_batch(metrics, codec.encode_metric, "metrics", self._limits)
         seen: set[str] = set()
         for rec in recs:
             if rec["id"] in seen:

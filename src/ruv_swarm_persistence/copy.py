@@ -1,0 +1,244 @@
+"""Move a whole swarm from one storage to another: ``await copy_storage(src, dst)``.
+
+Works between any two storages (SQLite to PostgreSQL and back, memory, …) through the public
+API only. Agents go first, then tasks in dependency order (a task is stored after the tasks it
+depends on), then messages, metrics and events; events are appended in their sequence order,
+so the log keeps its order (the destination numbers them afresh from 1). Everything is
+written in one transaction of the destination, so a failed copy leaves it empty.
+
+The copy is verified: every table of both storages is read back and compared by row count and
+by a SHA-256 checksum over its rows in a canonical form (JSON fields with sorted keys, times
+in microseconds; events in log order without their sequence numbers). Stop the swarm's
+writers while copying: rows written to the source meanwhile are not guaranteed to be copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final, TypeVar
+
+from . import codec
+from .errors import StorageError, ValidationError
+from .models import AgentModel, EventModel, MessageModel, MetricModel, TaskModel
+from .query import QueryBuilder
+from .storage import Storage
+
+__all__ = ["CopyReport", "TableCopy", "copy_storage", "table_checksums"]
+
+T = TypeVar("T")
+
+#: Tables in the order they are copied, with the model and the column that pages them.
+_TABLES: Final[tuple[tuple[str, type, str], ...]] = (
+    ("agents", AgentModel, "id"),
+    ("tasks", TaskModel, "id"),
+    ("messages", MessageModel, "id"),
+    ("metrics", MetricModel, "id"),
+    ("events", EventModel, "sequence"),
+)
+_JSON_FIELDS: Final = {
+    "agents": ("capabilities", "metadata"),
+    "tasks": ("payload", "result", "dependencies"),
+    "events": ("payload", "metadata"),
+    "messages": ("content",),
+    "metrics": ("tags",),
+}
+PAGE: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TableCopy:
+    """How one table was copied: row counts and checksums on both sides."""
+
+    table: str
+    source_rows: int
+    destination_rows: int
+    source_checksum: str
+    destination_checksum: str
+
+    @property
+    def ok(self) -> bool:
+        """Same number of rows and the same checksum on both sides."""
+        return (
+            self.source_rows == self.destination_rows
+            and self.source_checksum == self.destination_checksum
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CopyReport:
+    """The outcome of :func:`copy_storage`, one :class:`TableCopy` per table."""
+
+    tables: dict[str, TableCopy]
+
+    @property
+    def ok(self) -> bool:
+        """Every table matches."""
+        return all(t.ok for t in self.tables.values())
+
+    @property
+    def rows(self) -> int:
+        """Rows copied in all."""
+        return sum(t.destination_rows for t in self.tables.values())
+
+    def __str__(self) -> str:
+        lines = [
+            f"{t.table:<9} {t.source_rows:>9} -> {t.destination_rows:<9} "
+            f"{t.destination_checksum[:16]} {'ok' if t.ok else 'MISMATCH'}"
+            for t in self.tables.values()
+        ]
+        return "\n".join(lines)
+
+
+async def _pages(storage: Storage, model: type[T], key: str) -> AsyncIterator[list[T]]:
+    """Every row of a table in ``key`` order, a page at a time (keyset paging)."""
+    last: Any = None
+    while True:
+        builder = QueryBuilder(model).order_by(key).limit(PAGE)
+        if last is not None:
+            builder = builder.where_gt(key, last)
+        rows = await storage.query(builder)
+        if rows:
+            yield rows
+        if len(rows) < PAGE:
+            return
+        last = getattr(rows[-1], key)
+
+
+def _canonical(table: str, model: Any) -> bytes:
+    """A row as canonical bytes: the same on every backend for the same data."""
+    rec = codec.encode(model)
+    for name in _JSON_FIELDS[table]:
+        text = rec[name]
+        if text is not None:
+            rec[name] = json.loads(text)
+    if table == "events":
+        del rec["sequence"]  # renumbered by the destination; the order is hashed instead
+    return json.dumps(rec, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+class _Tally:
+    """Row count and running checksum of one table."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.rows = 0
+        self._hash = hashlib.sha256()
+
+    def add(self, rows: list[Any]) -> None:
+        for row in rows:
+            self._hash.update(_canonical(self.table, row))
+        self.rows += len(rows)
+
+    @property
+    def checksum(self) -> str:
+        return self._hash.hexdigest()
+
+
+async def table_checksums(storage: Storage) -> dict[str, tuple[int, str]]:
+    """``{table: (rows, sha256)}`` of a storage, in the canonical form the copy verifies."""
+    out: dict[str, tuple[int, str]] = {}
+    for table, model, key in _TABLES:
+        tally = _Tally(table)
+        page: list[Any]
+        async for page in _pages(storage, model, key):
+            tally.add(page)
+        out[table] = (tally.rows, tally.checksum)
+    return out
+
+
+def _dependency_order(tasks: list[TaskModel]) -> list[TaskModel]:
+    """Tasks ordered so that each comes after every task it depends on."""
+    by_id = {t.id: t for t in tasks}
+    order: list[TaskModel] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 placed
+    for root in tasks:
+        if root.id in state:
+            continue
+        stack: list[tuple[TaskModel, int]] = [(root, 0)]
+        state[root.id] = 1
+        while stack:
+            task, i = stack.pop()
+            deps = [d for d in task.dependencies if d in by_id]
+            if i < len(deps):
+                stack.append((task, i + 1))
+                dep = by_id[deps[i]]
+                if dep.id not in state:
+                    state[dep.id] = 1
+                    stack.append((dep, 0))
+                elif state[dep.id] == 1:
+                    raise StorageError(f"the source has a dependency cycle through {task.id!r}")
+            else:
+                state[task.id] = 2
+                order.append(task)
+    return order
+
+
+async def _ensure_empty(storage: Storage) -> None:
+    for table, model, key in _TABLES:
+        if await storage.query(QueryBuilder(model).order_by(key).limit(1)):
+            raise ValidationError(
+                f"the destination is not empty (it has {table}); copy into an empty storage",
+                field="dst",
+            )
+
+
+async def copy_storage(
+    src: Storage,
+    dst: Storage,
+    *,
+    verify: bool = True,
+    transaction_timeout: timedelta | float = timedelta(hours=1),
+) -> CopyReport:
+    """Copy every agent, task, message, metric and event of ``src`` into the empty ``dst``.
+
+    Returns the :class:`CopyReport`; with ``verify`` (the default) a copy whose counts or
+    checksums differ raises :class:`StorageError` naming the tables. The writes to ``dst``
+    form one transaction (``transaction_timeout`` bounds it).
+    """
+    if src is dst:
+        raise ValidationError("source and destination are the same storage", field="dst")
+    await _ensure_empty(dst)
+    tallies = {table: _Tally(table) for table, _, _ in _TABLES}
+    async with dst.transaction(transaction_timeout):
+        async for agents in _pages(src, AgentModel, "id"):
+            tallies["agents"].add(agents)
+            for agent in agents:
+                await dst.store_agent(agent)
+        tasks: list[TaskModel] = []
+        async for page in _pages(src, TaskModel, "id"):
+            tallies["tasks"].add(page)
+            tasks.extend(page)
+        ordered = _dependency_order(tasks)
+        for i in range(0, len(ordered), PAGE):
+            await dst.store_tasks(ordered[i : i + PAGE])
+        async for messages in _pages(src, MessageModel, "id"):
+            tallies["messages"].add(messages)
+            for message in messages:
+                await dst.store_message(message)
+        async for metrics in _pages(src, MetricModel, "id"):
+            tallies["metrics"].add(metrics)
+            await dst.store_metrics(metrics)
+        async for events in _pages(src, EventModel, "sequence"):
+            tallies["events"].add(events)
+            await dst.store_events(events)
+    copied = await table_checksums(dst)
+    report = CopyReport(
+        {
+            table: TableCopy(
+                table,
+                tally.rows,
+                copied[table][0],
+                tally.checksum,
+                copied[table][1],
+            )
+            for table, tally in tallies.items()
+        }
+    )
+    if verify and not report.ok:
+        bad = ", ".join(t.table for t in report.tables.values() if not t.ok)
+        raise StorageError(f"the copy does not match its source ({bad}):\n{report}")
+    return report
