@@ -40,6 +40,7 @@ from tests import pgserver
 TRANSPORT_ERRORS = (DatabaseError, PoolError, TransactionError)
 PRODUCERS = 16
 ROUNDS = 6
+PROGRESS_CALLS = 30  # successful calls between two rounds of killing
 CALL_TIMEOUT = 30.0  # a call that outlives this is reported as hung
 
 KILL_OTHERS = """
@@ -230,7 +231,7 @@ async def test_load_survives_killed_backends_without_half_applied_writes(
     storage = await init_storage(pg_url, schema=schema)
     ledger = Ledger()
     stop = asyncio.Event()
-    rounds: list[tuple[int, int]] = []  # (backends killed, acknowledged calls so far)
+    killed: list[int] = []
 
     async def produce(producer: int) -> None:
         for n in itertools.count():
@@ -238,20 +239,26 @@ async def test_load_survives_killed_backends_without_half_applied_writes(
                 return
             await one_op(storage, ledger, n, producer)
 
+    async def progress(calls: int) -> None:
+        """Wait until ``calls`` more calls succeeded: the load runs (again)."""
+        target = len(ledger.acked) + calls
+        for _ in range(int(CALL_TIMEOUT / 0.01)):
+            if len(ledger.acked) >= target or ledger.untranslated:
+                return
+            await asyncio.sleep(0.01)
+        pytest.fail(f"no progress: {len(ledger.acked)} of {target} calls succeeded")
+
     try:
         producers = [asyncio.create_task(produce(p)) for p in range(PRODUCERS)]
         for _ in range(ROUNDS):
-            await asyncio.sleep(0.3)
-            rounds.append((await kill_others(admin), len(ledger.acked)))
-        await asyncio.sleep(0.3)
+            await progress(PROGRESS_CALLS)
+            killed.append(await kill_others(admin))
+        await progress(PROGRESS_CALLS)
         stop.set()
         await asyncio.gather(*producers)
 
         assert ledger.untranslated == [], ledger.untranslated[:5]
-        assert all(killed > 0 for killed, _ in rounds), rounds
-        # Work went on between the kills, and after the last one.
-        acked_by_round = [acked for _, acked in rounds] + [len(ledger.acked)]
-        assert acked_by_round == sorted(set(acked_by_round)), acked_by_round
+        assert all(n > 0 for n in killed), killed
 
         # The pool serves every call again once the killing stops.
         recovered = Ledger()
