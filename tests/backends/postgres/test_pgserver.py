@@ -107,3 +107,37 @@ async def test_session_database_is_fresh_and_schemas_drop(pg_url: str) -> None:
     finally:
         await conn.close()
     assert left == 0
+
+
+def test_local_server_that_refuses_us_falls_back_to_a_cluster(
+    monkeypatch: pytest.MonkeyPatch, no_env_server: None
+) -> None:
+    if not _listening(5432):
+        pytest.skip("nothing listens on 127.0.0.1:5432")
+    monkeypatch.setattr(pgserver, "LOCAL_URL", "postgresql://no_such_role@127.0.0.1:5432/x")
+    started: list[bool] = []
+
+    def fake_cluster() -> pgserver.Cluster:
+        started.append(True)
+        return pgserver.Cluster(Path("/nonexistent"), Path("/nonexistent"), 1, None)
+
+    monkeypatch.setattr(pgserver, "start_cluster", fake_cluster)
+    server = pgserver.locate()
+    assert server.origin == "cluster"
+    assert started == [True]
+
+
+def test_no_server_and_no_binaries_gives_every_reason(
+    monkeypatch: pytest.MonkeyPatch, no_env_server: None
+) -> None:
+    monkeypatch.setattr(pgserver, "_answers", lambda host, port: False)
+
+    def no_binaries() -> pgserver.Cluster:
+        raise pgserver.Unavailable("no PostgreSQL binaries (initdb, pg_ctl) found")
+
+    monkeypatch.setattr(pgserver, "start_cluster", no_binaries)
+    with pytest.raises(pgserver.Unavailable) as caught:
+        pgserver.locate()
+    assert "nothing listens on 127.0.0.1:5432" in str(caught.value)
+    assert "no PostgreSQL binaries" in str(caught.value)
+    assert "\n" not in str(caught.value)
