@@ -41,3 +41,31 @@ def test_example_runs(name: str, url: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     for expected in EXPECTED[name]:
         assert expected in proc.stdout
+
+
+README = EXAMPLES.parent / "README.md"
+
+
+def _python_blocks(text: str) -> list[str]:
+    blocks, current, inside = [], [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if inside:
+                blocks.append("\n".join(current))
+                current = []
+            inside = not inside and line.strip() == "```python"
+            continue
+        if inside:
+            current.append(line)
+    return blocks
+
+
+@pytest.mark.parametrize("index", range(len(_python_blocks(README.read_text()))))
+def test_readme_python_runs(index: int, tmp_path: Path) -> None:
+    """Every Python block of the README runs as written (on the SQLite default)."""
+    code = _python_blocks(README.read_text())[index]
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "swarm.db").exists() or "swarm.db" not in code
