@@ -21,13 +21,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables = []
     for name in MODULES:
         prefix = name.removesuffix("_bench")
-        if opts.only and not any(o == prefix or o.startswith(prefix + ".") for o in opts.only):
+        mine = [o for o in opts.only if o == prefix or o.startswith(prefix + ".")]
+        if opts.only and not mine:
             continue
         sub = Options(
             json=opts.json,
             quick=opts.quick,
             repeat=opts.repeat,
-            only=[o.removeprefix(prefix + ".") for o in opts.only if o != prefix],
+            # "sqlite" runs the whole module; "sqlite.a" only that benchmark.
+            only=[] if prefix in mine else [o.removeprefix(prefix + ".") for o in mine],
         )
         try:
             module = importlib.import_module(f"{__package__}.{name}")
