@@ -45,7 +45,11 @@ _HELD = "('assigned', 'running')"
 _DONE = "('completed', 'failed', 'cancelled')"
 _READY = "status = 'pending' AND unfinished_deps = 0 AND (run_after IS NULL OR run_after <= $1)"
 _CLAIM_ORDER = "priority DESC, created_at, id"
-_ANY_EXPIRED = f"EXISTS (SELECT 1 FROM tasks WHERE lease_expires_at <= $1 AND status IN {_HELD})"
+#: Has any held task's lease run out? The earliest lease, read from the first entry of the
+#: partial index on held tasks, whatever the table's size or statistics.
+_ANY_EXPIRED = (
+    f"COALESCE((SELECT min(lease_expires_at) FROM tasks WHERE status IN {_HELD}) <= $1, FALSE)"
+)
 
 # --- schema and migrations -----------------------------------------------------------------
 
@@ -99,7 +103,7 @@ LOCK_HELD_TASK = (
 )
 ANY_EXPIRED = f"SELECT {_ANY_EXPIRED}"
 EXPIRED_LEASES = f"""
-SELECT {_T} FROM tasks WHERE lease_expires_at <= $1 AND status IN {_HELD}
+SELECT {_T} FROM tasks WHERE status IN {_HELD} AND lease_expires_at <= $1
 ORDER BY lease_expires_at, id FOR UPDATE SKIP LOCKED"""
 TASKS_OF_AGENT_LOCKED = (
     f"SELECT {_T} FROM tasks WHERE assigned_to = $1 ORDER BY stored_order FOR UPDATE"
@@ -200,6 +204,39 @@ CLAIM_ONE_FAST = f"""
 WITH expired AS (SELECT {_ANY_EXPIRED} AS found),
 claimed AS ({_CLAIM_ONE.format(extra=" AND NOT (SELECT found FROM expired)")})
 SELECT expired.found, EXISTS (SELECT 1 FROM claimed) FROM expired"""
+
+#: Complete a held task in one statement, when nothing stands in the way: $1 now, $2 task,
+#: $3 agent, $4..$8 what completing writes, $9 the channel. Dependents count one unfinished
+#: dependency less (locked in id order); a "t" notification goes out if one became ready.
+#: The first column says a lease has run out somewhere: then nothing was done, and the
+#: caller completes in a transaction that expires leases first (as when the row is missing).
+COMPLETE_FAST = f"""
+WITH expired AS (SELECT {_ANY_EXPIRED} AS found),
+done AS (
+    UPDATE tasks SET status = $4, result = $5::jsonb, completed_at = $6, lease_expires_at = $7,
+        updated_at = $8
+    WHERE id = $2 AND assigned_to = $3 AND status IN {_HELD} AND unfinished_deps = 0
+        AND (lease_expires_at IS NULL OR lease_expires_at > $1)
+        AND NOT (SELECT found FROM expired)
+    RETURNING {_T}
+),
+released AS (
+    UPDATE tasks AS t SET unfinished_deps = t.unfinished_deps - 1
+    FROM (
+        SELECT id FROM tasks
+        WHERE id IN (SELECT d.task_id FROM task_dependencies d JOIN done ON d.depends_on = done.id)
+        ORDER BY id FOR UPDATE
+    ) AS locked
+    WHERE t.id = locked.id
+    RETURNING t.status = 'pending' AND t.unfinished_deps = 0 AS ready
+),
+woken AS (SELECT pg_notify($9, 't') FROM released WHERE ready LIMIT 1)
+SELECT expired.found, (SELECT count(*) FROM woken) AS woken, done.*
+FROM expired LEFT JOIN done ON TRUE"""
+#: Take $1 event sequences (the counter row stays locked until commit); returns the last.
+TAKE_SEQUENCES = (
+    "UPDATE swarm_counters SET value = value + $1 WHERE name = 'events' RETURNING value"
+)
 
 # --- events --------------------------------------------------------------------------------
 

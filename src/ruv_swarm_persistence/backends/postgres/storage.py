@@ -88,6 +88,18 @@ COMPLETED, FAILED, CANCELLED = rules.COMPLETED, rules.FAILED, rules.CANCELLED
 #: schema's CRC-32, so swarms in different schemas migrate independently).
 MIGRATION_LOCK_KEY: Final = 0x53574D47
 _DEADLOCK_RETRIES: Final = 5
+#: Event batches at least this large are written with COPY rather than one INSERT.
+COPY_ROWS: Final = 1000
+_EVENT_COPY_COLUMNS: Final = (
+    "sequence",
+    "id",
+    "event_type",
+    "agent_id",
+    "task_id",
+    "payload",
+    "metadata",
+    "timestamp",
+)
 
 
 # --- JSON into jsonb ---------------------------------------------------------------------------
@@ -349,6 +361,7 @@ class PostgresStorage(Storage):
         try:
             pool = await asyncpg.create_pool(
                 dsn,
+                reset=_keep_session,
                 min_size=pool_options.min_size,
                 max_size=pool_options.max_size,
                 max_inactive_connection_lifetime=pool_options.max_inactive_connection_lifetime,
@@ -966,6 +979,28 @@ class PostgresStorage(Storage):
         self._check_held_args(task_id, agent_id)
         encoded = None if result is None else codec._json_field(result, "result", self._limits)
         now = self._now()
+        if not await self._in_transaction():
+            c = rules.complete_changes(encoded, now)
+            row = (
+                await self._statement(
+                    sql.COMPLETE_FAST,
+                    now,
+                    task_id,
+                    agent_id,
+                    c["status"],
+                    _opt_jsonb(c["result"]),
+                    c["completed_at"],
+                    c["lease_expires_at"],
+                    c["updated_at"],
+                    self.channel,
+                )
+            )[0]
+            if not row[0] and row[2] is not None:
+                if row[1]:
+                    self.listener.wake("t")
+                return _task_model(_task(tuple(row)[2:]))
+            # A lease ran out somewhere, or the task is not held as asked: the full path
+            # requeues expired leases and says what went wrong.
 
         async def run(conn: Conn, fx: _Effects) -> Record:
             rec = await self._held(conn, task_id, agent_id, now, fx)
@@ -1060,7 +1095,13 @@ class PostgresStorage(Storage):
     # --- events ------------------------------------------------------------------------------
 
     async def _append(self, conn: Conn, recs: Sequence[Record]) -> list[int]:
-        """Append events on ``conn`` in one statement; returns their sequences."""
+        """Append events on ``conn``; returns their sequences.
+
+        Up to ``COPY_ROWS`` events go in one statement (one round trip); larger batches take
+        their sequences, then ``COPY`` the rows, in one transaction.
+        """
+        if len(recs) >= COPY_ROWS:
+            return await self._append_copy(conn, recs)
         ids = [r["id"] for r in recs]
         last = await conn.fetchval(
             sql.APPEND_EVENTS,
@@ -1075,6 +1116,28 @@ class PostgresStorage(Storage):
         )
         first = int(last) - len(recs) + 1
         return list(range(first, first + len(recs)))
+
+    async def _append_copy(self, conn: Conn, recs: Sequence[Record]) -> list[int]:
+        n = len(recs)
+        async with conn.transaction():
+            last = int(await conn.fetchval(sql.TAKE_SEQUENCES, n))
+            first = last - n + 1
+            rows = [
+                (
+                    first + i,
+                    r["id"],
+                    r["event_type"],
+                    r["agent_id"],
+                    r["task_id"],
+                    jsonb_text(r["payload"]),
+                    jsonb_text(r["metadata"]),
+                    r["timestamp"],
+                )
+                for i, r in enumerate(recs)
+            ]
+            await conn.copy_records_to_table("events", records=rows, columns=_EVENT_COPY_COLUMNS)
+            await conn.execute(sql.NOTIFY, self.channel, ["e"])
+        return list(range(first, last + 1))
 
     async def store_event(self, event: EventModel) -> int:
         return (await self.store_events([event]))[0]
@@ -1377,6 +1440,14 @@ _LIKE = re.compile(r"LIKE (\$\d+)")
 _STANDARD_OPTIONS: Final = frozenset(
     {"clock", "lease", "retry_policy", "limits", "transaction_timeout"}
 )
+
+
+async def _keep_session(conn: Any) -> None:
+    """Pool reset: nothing to undo, since no call leaves session state behind.
+
+    asyncpg rolls back an open transaction before calling this; its default reset query
+    (``RESET ALL``, ``UNLISTEN *``, …) would cost a round trip on every release.
+    """
 
 
 def _alive(conn: Conn) -> bool:

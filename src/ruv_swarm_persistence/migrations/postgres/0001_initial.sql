@@ -47,8 +47,8 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_ready ON tasks (priority DESC, created_at, id)
     WHERE status = 'pending' AND unfinished_deps = 0;
 CREATE INDEX tasks_pending ON tasks (priority DESC, created_at, id) WHERE status = 'pending';
--- Leases to expire: only held tasks carry one.
-CREATE INDEX tasks_by_lease ON tasks (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+-- Leases of held tasks, earliest first: every task write checks the first one has not run out.
+CREATE INDEX tasks_by_lease ON tasks (lease_expires_at) WHERE status IN ('assigned', 'running');
 CREATE INDEX tasks_by_agent ON tasks (assigned_to, priority DESC, created_at, id)
     WHERE assigned_to IS NOT NULL;
 
