@@ -101,25 +101,34 @@ _SCALARS: Final = frozenset({str, int, bool, type(None)})
 
 
 def _flat(value: Any) -> bool:
-    """True for a scalar or a dict of scalars that orjson encodes without any rewrite.
+    """True when orjson provably encodes ``value`` without any rewrite.
 
-    Most payloads are flat; for them the exact types (no subclasses, finite floats) prove
-    the round trip, so the costlier decode-and-compare is skipped. Keys are checked by orjson.
+    That is a scalar, or a dict or list whose items are scalars or lists of scalars, all of
+    exact types (no subclasses) with finite floats. Most payloads are like this; for them the
+    costlier decode-and-compare is skipped. Keys are checked by orjson itself.
     """
     t = type(value)
     if t in _SCALARS:
         return True
     if t is float:
         return bool(value - value == 0.0)  # NaN and ±inf give NaN
-    if t is not dict:
+    if t is dict:
+        items: Any = value.values()
+    elif t is list:
+        items = value
+    else:
         return False
-    for v in value.values():
+    for v in items:
         t = type(v)
-        if t in _SCALARS:
+        if t in _SCALARS or (t is float and v - v == 0.0):
             continue
-        if t is float and v - v == 0.0:
-            continue
-        return False
+        if t is not list:
+            return False
+        for x in v:
+            tx = type(x)
+            if tx in _SCALARS or (tx is float and x - x == 0.0):
+                continue
+            return False
     return True
 
 

@@ -127,6 +127,10 @@ REJECTED: dict[str, Callable[[], Any]] = {
     "date in a flat dict": lambda: {"d": date(2024, 1, 1)},
     "float subclass in a flat dict": lambda: {"x": _Ratio(0.5)},
     "big int in a flat dict": lambda: {"n": 2**64},
+    "nan in a list in a dict": lambda: {"xs": [1.0, float("nan")]},
+    "tuple in a list in a dict": lambda: {"xs": [(1, 2)]},
+    "uuid in a list": lambda: [uuid.UUID(int=2)],
+    "enum in a list in a dict": lambda: {"xs": ["a", _Colour.RED]},
 }
 
 
