@@ -19,7 +19,7 @@ from ...errors import (
     TransactionError,
 )
 
-__all__ = ["connection_lost", "rolled_back", "translate"]
+__all__ = ["connection_lost", "not_sent", "rolled_back", "translate"]
 
 #: Failures that mean the connection (or the server) went away.
 _LOST = (
@@ -29,6 +29,9 @@ _LOST = (
     pg.CannotConnectNowError,  # server starting or shutting down
     pg.TooManyConnectionsError,
     asyncpg.InterfaceError,  # "connection is closed", "connection was closed in the middle"
+    # The protocol was left mid-message (a server's FATAL notice read while idle): the next
+    # call is refused before anything is sent.
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
 )
@@ -51,6 +54,11 @@ def connection_lost(exc: BaseException) -> bool:
     if isinstance(exc, pg.PostgresError) and not isinstance(exc, _LOST):
         return False
     return isinstance(exc, _LOST)
+
+
+def not_sent(exc: BaseException) -> bool:
+    """True when the call was refused by the driver before anything reached the server."""
+    return isinstance(exc, asyncpg.InternalClientError) and "cannot switch to state" in str(exc)
 
 
 def rolled_back(exc: BaseException) -> bool:

@@ -521,6 +521,9 @@ class PostgresStorage(Storage):
                 conn = await self._acquire()
                 try:
                     return await fn(conn)
+                except BaseException as exc:
+                    _drop_if_broken(conn, exc)
+                    raise
                 finally:
                     await self._release(conn)
             except StorageError:
@@ -579,6 +582,9 @@ class PostgresStorage(Storage):
                         raise
                     committing = True
                     await tr.commit()
+                except BaseException as exc:
+                    _drop_if_broken(conn, exc)
+                    raise
                 finally:
                     await self._release(conn)
             except StorageError:
@@ -613,36 +619,40 @@ class PostgresStorage(Storage):
     async def _once(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run a self-committing statement on the pool (effects are notified by its SQL).
 
-        Retried only when connecting failed: once sent, a single statement is its own
-        commit, so a lost connection leaves its outcome unknown.
+        Retried once when it was certainly not sent (connecting failed, or the connection
+        was found broken before sending); once sent, a single statement is its own commit, so
+        a lost connection leaves its outcome unknown.
         """
-        try:
-            conn = await self._acquire()
-        except StorageError:
-            raise
-        except Exception as exc:
-            if not errors.connection_lost(exc):
-                raise errors.translate(exc) from exc
-            log.warning("connecting failed (%s); retrying once", exc)
+        retried = False
+        while True:
+            sent = False
             try:
                 conn = await self._acquire()
+                try:
+                    sent = True
+                    return await fn(conn)
+                except BaseException as exc:
+                    _drop_if_broken(conn, exc)
+                    if errors.not_sent(exc):
+                        sent = False
+                    raise
+                finally:
+                    await self._release(conn)
             except StorageError:
                 raise
-            except Exception as again:
-                raise errors.translate(again) from again
-        try:
-            return await fn(conn)
-        except StorageError:
-            raise
-        except Exception as exc:
-            if errors.connection_lost(exc):
-                raise DatabaseError(
-                    "lost the PostgreSQL connection during a write: it may or may not have "
-                    "been applied"
-                ) from exc
-            raise errors.translate(exc) from exc
-        finally:
-            await self._release(conn)
+            except Exception as exc:
+                if not errors.connection_lost(exc):
+                    raise errors.translate(exc) from exc
+                if not sent and not retried:
+                    retried = True
+                    log.warning("connection unusable (%s); retrying once", exc)
+                    continue
+                if sent:
+                    raise DatabaseError(
+                        "lost the PostgreSQL connection during a write: it may or may not "
+                        "have been applied"
+                    ) from exc
+                raise errors.translate(exc) from exc
 
     async def _statement_append(self, recs: Sequence[Record]) -> list[int]:
         return await self._once(lambda conn: self._append(conn, recs))
@@ -1448,6 +1458,13 @@ async def _keep_session(conn: Any) -> None:
     asyncpg rolls back an open transaction before calling this; its default reset query
     (``RESET ALL``, ``UNLISTEN *``, …) would cost a round trip on every release.
     """
+
+
+def _drop_if_broken(conn: Conn, exc: BaseException) -> None:
+    """Close a connection a failure left unusable, so the pool replaces it."""
+    if errors.connection_lost(exc):
+        with contextlib.suppress(Exception):
+            conn.terminate()
 
 
 def _alive(conn: Conn) -> bool:
