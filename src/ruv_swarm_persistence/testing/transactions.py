@@ -344,4 +344,30 @@ async def test_subscribe_is_not_part_of_a_transaction(storage: Storage) -> None:
             await anext(tx.subscribe())
 
 
+async def test_back_to_back_transactions_do_not_starve_other_writers(storage: Storage) -> None:
+    """A task running transactions back to back still lets waiting writers through."""
+    finished: list[str] = []
+    go = asyncio.Event()
+
+    async def plain_writes() -> None:
+        await go.wait()
+        for i in range(5):
+            await storage.store_event(event(f"plain-{i}"))
+        finished.append("plain")
+
+    # Created outside any transaction, so its writes do not join one.
+    writer = asyncio.ensure_future(plain_writes())
+    for i in range(200):
+        async with storage.transaction() as tx:
+            if i == 0:
+                go.set()  # the other writer now waits for this transaction
+                for _ in range(5):
+                    await asyncio.sleep(0)
+            await tx.store_event(event(f"tx-{i}"))
+    finished.append("transactions")
+    await within(writer)
+    assert finished == ["plain", "transactions"]
+    assert len(await storage.read_events(0, 1000)) == 205
+
+
 __all__ = [name for name in list(globals()) if name.startswith("test_")]

@@ -256,6 +256,7 @@ class SqliteStorage(Storage):
         self._blocked = True
         self._orphaned = 0
         self._tx_waiters: list[asyncio.Future[None]] = []
+        self._handoff = False  # calls were just woken by a transaction ending
         self._event_waiters: list[asyncio.Future[None]] = []
         self._mail_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._event_gen = 0
@@ -389,6 +390,7 @@ class SqliteStorage(Storage):
         self._tx = None
         self._blocked = self._closed or self._orphaned > 0 or not self._started
         waiters, self._tx_waiters = self._tx_waiters, []
+        self._handoff = bool(waiters)
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -1036,7 +1038,13 @@ class SqliteStorage(Storage):
             if self._closed or not self._started:
                 raise StorageError("storage is closed")
             if self._tx is None:
-                break
+                if not self._handoff:
+                    break
+                # Calls woken by the last release go first; without this a task running
+                # transactions back to back would take the storage again before they run.
+                self._handoff = False
+                await asyncio.sleep(0)
+                continue
             fut = asyncio.get_running_loop().create_future()
             self._tx_waiters.append(fut)
             await fut
