@@ -151,39 +151,25 @@ def _message(row: Any) -> MessageModel:
     return cast(MessageModel, _decode("messages", sql.MESSAGE_COLS, row))
 
 
+#: The columns each statement binds, in parameter order.
+_AGENT_ARGS: Final = sql.AGENT_COLS
+_TASK_UPDATE_ARGS: Final = tuple(c for c in codec.COLUMNS["tasks"] if c != "dependencies")
+_JSON_COLUMNS: Final = frozenset(
+    {"capabilities", "metadata", "payload", "result", "dependencies", "content", "tags"}
+)
+
+
+def _args(columns: Sequence[str], r: Record) -> tuple[Any, ...]:
+    """A record's values for ``columns``, JSON made safe for ``jsonb``."""
+    return tuple(_opt_jsonb(r[c]) if c in _JSON_COLUMNS else r[c] for c in columns)
+
+
 def _agent_args(r: Record) -> tuple[Any, ...]:
-    return (
-        r["id"],
-        r["name"],
-        r["agent_type"],
-        r["status"],
-        jsonb_text(r["capabilities"]),
-        jsonb_text(r["metadata"]),
-        r["heartbeat"],
-        r["created_at"],
-        r["updated_at"],
-    )
+    return _args(_AGENT_ARGS, r)
 
 
 def _task_update_args(r: Record) -> tuple[Any, ...]:
-    return (
-        r["id"],
-        r["task_type"],
-        r["priority"],
-        r["status"],
-        r["assigned_to"],
-        jsonb_text(r["payload"]),
-        _opt_jsonb(r["result"]),
-        r["error"],
-        r["retry_count"],
-        r["max_retries"],
-        r["created_at"],
-        r["updated_at"],
-        r["started_at"],
-        r["completed_at"],
-        r["lease_expires_at"],
-        r["run_after"],
-    )
+    return _args(_TASK_UPDATE_ARGS, r)
 
 
 def _columns(recs: Sequence[Record], names: Sequence[str]) -> list[list[Any]]:
