@@ -20,7 +20,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ruv_swarm_persistence import init_storage
 from ruv_swarm_persistence.errors import (
     DatabaseError,
     PoolError,
@@ -34,7 +33,8 @@ from ruv_swarm_persistence.models import (
     TaskModel,
 )
 from ruv_swarm_persistence.storage import Storage
-from tests import pgserver
+
+from ._support import Opener
 
 #: What a call may raise when its connection dies under it.
 TRANSPORT_ERRORS = (DatabaseError, PoolError, TransactionError)
@@ -58,13 +58,6 @@ OTHER_PIDS = """
     WHERE datname = current_database() AND pid <> pg_backend_pid()
       AND backend_type = 'client backend'
 """
-
-
-@pytest.fixture
-async def schema(pg_url: str) -> AsyncIterator[str]:
-    name = pgserver.new_schema_name("faults")
-    yield name
-    await pgserver.drop_schema(pg_url, name)
 
 
 @pytest.fixture
@@ -226,9 +219,9 @@ async def one_op(storage: Storage, ledger: Ledger, n: int, producer: int) -> Non
 
 @pytest.mark.slow
 async def test_load_survives_killed_backends_without_half_applied_writes(
-    pg_url: str, schema: str, admin: asyncpg.Connection
+    open_storage: Opener, admin: asyncpg.Connection
 ) -> None:
-    storage = await init_storage(pg_url, schema=schema)
+    storage = await open_storage()
     ledger = Ledger()
     stop = asyncio.Event()
     killed: list[int] = []
@@ -248,8 +241,8 @@ async def test_load_survives_killed_backends_without_half_applied_writes(
             await asyncio.sleep(0.01)
         pytest.fail(f"no progress: {len(ledger.acked)} of {target} calls succeeded")
 
+    producers = [asyncio.create_task(produce(p)) for p in range(PRODUCERS)]
     try:
-        producers = [asyncio.create_task(produce(p)) for p in range(PRODUCERS)]
         for _ in range(ROUNDS):
             await progress(PROGRESS_CALLS)
             killed.append(await kill_others(admin))
@@ -270,79 +263,73 @@ async def test_load_survives_killed_backends_without_half_applied_writes(
         await check_nothing_half_applied(storage, ledger)
         await check_nothing_half_applied(storage, recovered)
     finally:
-        await storage.close()
+        stop.set()
+        for task in producers:
+            task.cancel()
+        await asyncio.gather(*producers, return_exceptions=True)
 
 
 async def test_idle_pool_after_kill_costs_at_most_one_failed_call(
-    pg_url: str, schema: str, admin: asyncpg.Connection
+    open_storage: Opener, admin: asyncpg.Connection
 ) -> None:
-    storage = await init_storage(pg_url, schema=schema)
-    try:
-        agent = AgentModel.new("survivor", "worker")
-        await storage.store_agent(agent)
-        # Warm several pool connections so that all of them die.
-        await asyncio.gather(*(storage.get_agent(agent.id) for _ in range(8)))
-        for _ in range(3):
-            assert await kill_others(admin) > 0
-            failures: list[BaseException] = []
-            for _ in range(10):
-                try:
-                    got = await storage.get_agent(agent.id)
-                except StorageError as exc:
-                    failures.append(exc)
-                else:
-                    assert got == agent
-            assert len(failures) <= 1, failures
-            assert all(isinstance(e, TRANSPORT_ERRORS) for e in failures), failures
-            assert all(isinstance(e.__cause__, Exception) for e in failures)
-    finally:
-        await storage.close()
+    storage = await open_storage()
+    agent = AgentModel.new("survivor", "worker")
+    await storage.store_agent(agent)
+    # Warm several pool connections so that all of them die.
+    await asyncio.gather(*(storage.get_agent(agent.id) for _ in range(8)))
+    for _ in range(3):
+        assert await kill_others(admin) > 0
+        failures: list[BaseException] = []
+        for _ in range(10):
+            try:
+                got = await storage.get_agent(agent.id)
+            except StorageError as exc:
+                failures.append(exc)
+            else:
+                assert got == agent
+        assert len(failures) <= 1, failures
+        assert all(isinstance(e, TRANSPORT_ERRORS) for e in failures), failures
+        assert all(isinstance(e.__cause__, Exception) for e in failures)
 
 
 async def test_transaction_whose_connection_dies_leaves_nothing(
-    pg_url: str, schema: str, admin: asyncpg.Connection
+    open_storage: Opener, admin: asyncpg.Connection
 ) -> None:
-    storage = await init_storage(pg_url, schema=schema)
-    try:
-        agent = AgentModel.new("doomed", "worker")
-        task = TaskModel.new("doomed")
-        later = EventModel.new("after-kill")
+    storage = await open_storage()
+    agent = AgentModel.new("doomed", "worker")
+    task = TaskModel.new("doomed")
+    later = EventModel.new("after-kill")
 
-        async def cut_short() -> None:
-            async with storage.transaction() as tx:
-                await tx.store_agent(agent)
-                await tx.store_task(task)
-                assert await kill_others(admin) > 0
-                await tx.store_event(later)
+    async def cut_short() -> None:
+        async with storage.transaction() as tx:
+            await tx.store_agent(agent)
+            await tx.store_task(task)
+            assert await kill_others(admin) > 0
+            await tx.store_event(later)
 
-        with pytest.raises(TRANSPORT_ERRORS):
-            await cut_short()
-        assert await storage.get_agent(agent.id) is None
-        assert await storage.get_task(task.id) is None
-        assert later.id not in await all_event_ids(storage)
+    with pytest.raises(TRANSPORT_ERRORS):
+        await cut_short()
+    assert await storage.get_agent(agent.id) is None
+    assert await storage.get_task(task.id) is None
+    assert later.id not in await all_event_ids(storage)
 
-        # The storage carries on with a fresh connection.
-        await storage.store_agent(agent)
-        assert await storage.get_agent(agent.id) == agent
-    finally:
-        await storage.close()
+    # The storage carries on with a fresh connection.
+    await storage.store_agent(agent)
+    assert await storage.get_agent(agent.id) == agent
 
 
 async def test_commit_on_a_dead_connection_fails_and_applies_nothing(
-    pg_url: str, schema: str, admin: asyncpg.Connection
+    open_storage: Opener, admin: asyncpg.Connection
 ) -> None:
-    storage = await init_storage(pg_url, schema=schema)
-    try:
-        tasks = [TaskModel.new("doomed") for _ in range(3)]
-        tx = await storage.begin_transaction()
-        await tx.store_tasks(tasks)
-        assert await kill_others(admin) > 0
-        with pytest.raises(TRANSPORT_ERRORS):
-            await tx.commit()
-        assert not tx.is_active
-        with contextlib.suppress(StorageError):
-            await tx.rollback()
-        for t in tasks:
-            assert await storage.get_task(t.id) is None
-    finally:
-        await storage.close()
+    storage = await open_storage()
+    tasks = [TaskModel.new("doomed") for _ in range(3)]
+    tx = await storage.begin_transaction()
+    await tx.store_tasks(tasks)
+    assert await kill_others(admin) > 0
+    with pytest.raises(TRANSPORT_ERRORS):
+        await tx.commit()
+    assert not tx.is_active
+    with contextlib.suppress(StorageError):
+        await tx.rollback()
+    for t in tasks:
+        assert await storage.get_task(t.id) is None
