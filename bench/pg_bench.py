@@ -415,25 +415,19 @@ async def bench_events(env: Env, opts: Options) -> list[Result]:
         finally:
             await storage.close()
 
-    async def raw_counter() -> Timing:
-        await env.reset()
-        events = make_events(n)
+    def raw(statement: str) -> Callable[[], Awaitable[Timing]]:
+        async def side() -> Timing:
+            await env.reset()
+            events = make_events(n)
 
-        async def append(e: EventModel) -> None:
-            e.sequence = await pool.fetchval(RAW_APPEND, *event_row(e))
+            async def append(e: EventModel) -> None:
+                e.sequence = await pool.fetchval(statement, *event_row(e))
 
-        return await timed_async(n, lambda: produce(events, append))
+            return await timed_async(n, lambda: produce(events, append))
 
-    async def raw_identity() -> Timing:
-        await env.reset()
-        events = make_events(n)
+        return side
 
-        async def append(e: EventModel) -> None:
-            e.sequence = await pool.fetchval(RAW_APPEND_IDENTITY, *event_row(e))
-
-        return await timed_async(n, lambda: produce(events, append))
-
-    runs = await alternate(opts.repeat, [raw_counter, raw_identity, ours])
+    runs = await alternate(opts.repeat, [raw(RAW_APPEND), raw(RAW_APPEND_IDENTITY), ours])
     base = "raw asyncpg: one autocommit INSERT per event, same counter"
     note = (
         f"{PRODUCERS} producers, {n:,} events; {POOL_SIZE} connections on each side; the identity "
