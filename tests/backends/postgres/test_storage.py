@@ -334,3 +334,32 @@ async def test_maintenance(open_storage: Opener) -> None:
     async with storage.transaction() as tx:
         await tx.vacuum()
         await tx.checkpoint()
+
+
+# --- large event batches -------------------------------------------------------------------
+
+
+async def test_large_batches_are_all_or_nothing(open_storage: Opener) -> None:
+    from ruv_swarm_persistence.backends.postgres.storage import COPY_ROWS
+
+    storage = await open_storage()
+    n = COPY_ROWS + 500
+    good = [EventModel.new("bulk", {"i": i, "f": 1e16}) for i in range(n)]
+    bad = [EventModel.new("bulk", {"i": i}) for i in range(n)]
+    bad[n - 3].payload = {"nan": float("nan")}
+    with pytest.raises(ValidationError):
+        await storage.store_events(bad)
+    twice = [EventModel.new("bulk", {"i": i}) for i in range(n)]
+    twice[-1].id = twice[7].id
+    with pytest.raises(ConflictError):
+        await storage.store_events(twice)
+    assert await storage.read_events() == []
+    seqs = await storage.store_events(good)
+    assert seqs == list(range(1, n + 1))
+    assert [e.sequence for e in good] == seqs
+    back = await storage.read_events(0, n + 10)
+    assert [e.id for e in back] == [e.id for e in good]
+    assert all(type(e.payload["f"]) is float for e in back)
+    with pytest.raises(ConflictError):
+        await storage.store_events(good[:COPY_ROWS])
+    assert await storage.store_event(EventModel.new("next", {})) == n + 1

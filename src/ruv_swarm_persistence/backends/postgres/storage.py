@@ -1138,7 +1138,64 @@ class PostgresStorage(Storage):
     async def store_event(self, event: EventModel) -> int:
         return (await self.store_events([event]))[0]
 
+    async def _stream_events(self, events: Sequence[EventModel]) -> list[int]:
+        """A large batch on its own: validated while COPY streams it, in one transaction.
+
+        The rows reach the server while the next ones are checked; any refusal aborts the
+        COPY and rolls everything back, so a bad batch still writes nothing. A refused id
+        (``ConflictError``) is reported only after every event passed validation, the same
+        order of errors as :func:`codec.encode_batch` followed by the id checks.
+        """
+        n = len(events)
+        limits = self._limits
+
+        async def run(conn: Conn) -> list[int]:
+            async with conn.transaction():
+                last = int(await conn.fetchval(sql.TAKE_SEQUENCES, n))
+                first = last - n + 1
+
+                async def rows() -> AsyncIterator[tuple[Any, ...]]:
+                    seen: set[str] = set()
+                    duplicate: str | None = None
+                    for i, ev in enumerate(events):
+                        r = codec.encode_event(ev, limits)
+                        if r["id"] in seen and duplicate is None:
+                            duplicate = r["id"]
+                        seen.add(r["id"])
+                        yield (
+                            first + i,
+                            r["id"],
+                            r["event_type"],
+                            r["agent_id"],
+                            r["task_id"],
+                            jsonb_text(r["payload"]),
+                            jsonb_text(r["metadata"]),
+                            r["timestamp"],
+                        )
+                    if duplicate is not None:
+                        raise ConflictError("event", duplicate)
+
+                await conn.copy_records_to_table(
+                    "events", records=rows(), columns=_EVENT_COPY_COLUMNS
+                )
+                await conn.execute(sql.NOTIFY, self.channel, ["e"])
+            return list(range(first, last + 1))
+
+        seqs = await self._once(run)
+        self.listener.wake("e")
+        return seqs
+
     async def store_events(self, events: Sequence[EventModel]) -> list[int]:
+        if (
+            not self._blocked
+            and isinstance(events, Sequence)
+            and not isinstance(events, (str, bytes))
+            and len(events) >= COPY_ROWS
+        ):
+            seqs = await self._stream_events(events)
+            for ev, seq in zip(events, seqs, strict=True):
+                ev.sequence = seq
+            return seqs
         recs = codec.encode_batch(events, codec.encode_event, "events", self._limits)
         seen: set[str] = set()
         for rec in recs:
