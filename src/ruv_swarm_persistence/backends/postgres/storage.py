@@ -295,6 +295,7 @@ class PostgresStorage(Storage):
         self._blocked = False
         self._orphaned = 0
         self._tx_waiters: list[asyncio.Future[None]] = []
+        self._handoff = False
         self._background: set[asyncio.Task[None]] = set()
 
     # --- opening ---------------------------------------------------------------------------
@@ -477,6 +478,7 @@ class PostgresStorage(Storage):
             self._tx = None
         self._blocked = self._closed or self._tx is not None or self._orphaned > 0
         waiters, self._tx_waiters = self._tx_waiters, []
+        self._handoff = bool(waiters)
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -1397,7 +1399,13 @@ class PostgresStorage(Storage):
             if self._closed:
                 raise StorageError("storage is closed")
             if self._tx is None:
-                break
+                if not self._handoff:
+                    break
+                # Calls woken by the last release go first; without this a task running
+                # transactions back to back would take the storage again before they run.
+                self._handoff = False
+                await asyncio.sleep(0)
+                continue
             fut = asyncio.get_running_loop().create_future()
             self._tx_waiters.append(fut)
             await fut
