@@ -255,8 +255,13 @@ class PostgresStorage(Storage):
     ``max_size``, ``command_timeout``, ``max_inactive_connection_lifetime`` and
     ``acquire_timeout`` (seconds to wait for a free connection before :class:`PoolError`),
     and the standard ``clock``, ``lease``, ``retry_policy``, ``limits`` and
-    ``transaction_timeout``. Times are stored as integer microseconds, so they round-trip
-    exactly; JSON fields are ``jsonb``.
+    ``transaction_timeout``; ``migrate=False`` opens without applying migrations. Times are
+    stored as integer microseconds, so they round-trip exactly; JSON fields are ``jsonb``
+    (values come back equal, object keys in jsonb's order).
+
+    While a transaction is open, calls from other tasks of this storage object wait for it
+    (as on every backend); other storage objects and other processes are not held up, they
+    see the committed state only.
     """
 
     dialect = "postgres"
