@@ -261,6 +261,9 @@ class QueryBuilder(Generic[T]):
                     clauses.append(f"{c.field} IN ({', '.join(ph(v) for v in c.value)})")
             elif c.op == "!=":
                 clauses.append(f"({c.field} IS NULL OR {c.field} != {ph(c.value)})")
+            elif c.op == "LIKE" and dialect == "postgres":
+                # PostgreSQL's LIKE treats a backslash as an escape; SQLite's and ours do not.
+                clauses.append(f"{c.field} LIKE {ph(c.value)} ESCAPE ''")
             else:
                 clauses.append(f"{c.field} {c.op} {ph(c.value)}")
         if clauses:

@@ -345,9 +345,9 @@ class MemoryStorage(Storage):
             if m["from_agent"] == agent_id or m["to_agent"] == agent_id:
                 e.drop(e.messages, mid)
         now = self._now()
-        for rec in list(e.tasks.values()):
-            if rec["assigned_to"] != agent_id:
-                continue
+        for task_id in [t["id"] for t in e.tasks.values() if t["assigned_to"] == agent_id]:
+            # Read the task now: an earlier requeue may have cascaded into it.
+            rec = e.tasks[task_id]
             if rec["status"] in rules.ACTIVE:
                 self._fail_attempt(rec, rules.released_error(agent_id), now)
                 rec = e.tasks[rec["id"]]

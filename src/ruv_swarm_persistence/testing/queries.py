@@ -337,4 +337,13 @@ async def test_repository_refuses_a_builder_of_another_model(storage: Storage) -
         await storage.agents.query(Q(TaskModel))  # type: ignore[arg-type]
 
 
+async def test_like_has_no_escape_character(storage: Storage) -> None:
+    """A backslash in a LIKE pattern is an ordinary character on every backend."""
+    for id, name in (("b1", "a\\b"), ("b2", "a%b"), ("b3", "a\\%b"), ("b4", "ab")):
+        await storage.store_agent(agent(id, name=name))
+    assert await _ids(storage, A.where_like("name", "a\\%")) == ["b1", "b3"]
+    assert await _ids(storage, A.where_like("name", "a\\_")) == ["b1"]
+    assert await _ids(storage, A.where_like("name", "a_b")) == ["b1", "b2"]
+
+
 __all__ = [name for name in list(globals()) if name.startswith("test_")]

@@ -1270,6 +1270,24 @@ async def test_delete_agent_requeues_held_tasks(
         await storage.complete_task("held", "gone")
 
 
+async def test_delete_agent_keeps_a_cascade_it_caused(
+    storage_factory: StorageFactory, clock: FakeClock
+) -> None:
+    """A held task failing for good cancels a dependent that also named the agent."""
+    storage = await _retry_storage(storage_factory, clock)
+    await storage.store_agent(_agent("gone", clock))
+    await storage.store_task(_task("q", max_retries=0))
+    await storage.store_task(_task("p", deps=["q"], assigned_to="gone"))
+    assert await storage.claim_task("q", "gone")
+    await storage.delete_agent("gone")
+    q, p = await _get(storage, "q"), await _get(storage, "p")
+    assert (q.status, q.assigned_to) == (TaskStatus.Failed, None)
+    assert (p.status, p.assigned_to) == (TaskStatus.Cancelled, None)
+    assert p.error is not None
+    assert "q" in p.error
+    assert await storage.get_pending_tasks() == []
+
+
 async def test_find_and_reap_stale_agents(
     storage_factory: StorageFactory, clock: FakeClock
 ) -> None:

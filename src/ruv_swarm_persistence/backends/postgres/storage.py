@@ -1432,8 +1432,6 @@ class PostgresStorage(Storage):
         if not isinstance(builder, QueryBuilder):
             raise ValidationError("expected a QueryBuilder", field="builder")
         text, params = builder.build("postgres")
-        # A LIKE pattern has no escape character on every backend.
-        text = _LIKE.sub(r"LIKE \1 ESCAPE ''", text)
         table = builder.table
         columns = codec.COLUMNS[table]
         rows = await self._fetch(text, *params)
@@ -1502,7 +1500,6 @@ class PostgresStorage(Storage):
         return await self._write(run)
 
 
-_LIKE = re.compile(r"LIKE (\$\d+)")
 _STANDARD_OPTIONS: Final = frozenset(
     {"clock", "lease", "retry_policy", "limits", "transaction_timeout"}
 )
