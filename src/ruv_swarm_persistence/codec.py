@@ -9,7 +9,7 @@ validation and precision are the same everywhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -506,6 +506,18 @@ def limit_arg(value: Any, field: str = "limit") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError("must be a non-negative integer", field=field)
     return int(value)
+
+
+def types_arg(types: Sequence[str] | None, field: str = "task_types") -> list[str] | None:
+    """A filter by type (task or event types): ``None`` or a list of texts.
+
+    A bare string is refused: iterating it would filter by its single characters.
+    """
+    if types is None:
+        return None
+    if isinstance(types, str) or not isinstance(types, Sequence):
+        raise ValidationError("must be a list of task types", field=field)
+    return [check_text(t, field) for t in types]
 
 
 def encode_batch(

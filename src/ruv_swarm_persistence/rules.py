@@ -10,6 +10,7 @@ All times are integer microseconds since the epoch.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,6 +33,7 @@ __all__ = [
     "is_ready",
     "lease_expired",
     "start_changes",
+    "topological",
 ]
 
 PENDING: Final = TaskStatus.Pending.value
@@ -204,3 +206,32 @@ def lease_error(agent_id: str | None) -> str:
 def released_error(agent_id: str) -> str:
     """The error recorded when an agent is deleted or reaped while holding a task."""
     return f"agent {agent_id} lost (deleted or stale)"
+
+
+def topological(batch: Mapping[str, Any], deps_of: Mapping[str, Sequence[str]]) -> list[str]:
+    """Batch ids ordered so every task comes after its batch dependencies; cycles raise."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    for root in batch:
+        if root in state:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        state[root] = 1
+        while stack:
+            node, i = stack.pop()
+            deps = [d for d in deps_of[node] if d in batch]
+            if i < len(deps):
+                stack.append((node, i + 1))
+                d = deps[i]
+                if state.get(d) == 1:
+                    raise ValidationError(
+                        f"dependency cycle through {node!r} and {d!r}",
+                        field="task.dependencies",
+                    )
+                if d not in state:
+                    state[d] = 1
+                    stack.append((d, 0))
+            else:
+                state[node] = 2
+                order.append(node)
+    return order

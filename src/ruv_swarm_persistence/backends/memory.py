@@ -24,8 +24,6 @@ from ..errors import (
     ConflictError,
     LeaseLostError,
     NotFoundError,
-    StorageError,
-    TransactionError,
     ValidationError,
 )
 from ..models import (
@@ -39,15 +37,14 @@ from ..models import (
 from ..query import QueryBuilder
 from ..storage import (
     ACTIVE_TRANSACTION,
-    DelegatingTransaction,
     Duration,
     MetricAggregate,
     PruneResult,
-    Storage,
     TimeArg,
     Transaction,
 )
 from ..urls import ParsedUrl
+from ._gate import GatedStorage, GatedTransaction
 
 __all__ = ["MemoryStorage", "open_url"]
 
@@ -194,7 +191,7 @@ class _Engine:
         return out
 
 
-class MemoryStorage(Storage):
+class MemoryStorage(GatedStorage["MemoryTransaction"]):
     """Everything in one process's memory; the reference implementation of the semantics.
 
     Options: ``clock`` (a callable returning an aware ``datetime``; the default is the system
@@ -218,13 +215,7 @@ class MemoryStorage(Storage):
         self._limits = limits or codec.DEFAULT_LIMITS
         self._tx_timeout_us = codec.duration_arg(transaction_timeout, "transaction_timeout")
         self._closed = False
-        self._tx: MemoryTransaction | None = None
-        # Slow path needed: closed, a transaction holds the engine, or a timed-out
-        # transaction's owner has not yet been told (its calls must fail, not autocommit).
-        self._blocked = False
-        self._orphaned = 0
-        self._tx_waiters: list[asyncio.Future[None]] = []
-        self._handoff = False  # calls were just woken by a transaction ending
+        self._init_gate()
         self._event_waiters: list[asyncio.Future[None]] = []
         self._mail_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._deferred_events = False
@@ -234,41 +225,6 @@ class MemoryStorage(Storage):
     async def open(cls, **options: Any) -> MemoryStorage:
         """Create an empty memory storage (``init_storage("memory://")`` does the same)."""
         return cls(**options)
-
-    # --- gate: closed storage, transactions owned by other tasks ---------------------------
-
-    async def _gate(self) -> None:
-        while True:
-            if self._closed:
-                raise StorageError("storage is closed")
-            tx = self._tx
-            current = ACTIVE_TRANSACTION.get()
-            if (
-                current is not None
-                and current is not tx
-                and isinstance(current, MemoryTransaction)
-                and current._memory is self
-                and current._state == "timed_out"
-            ):
-                # Without this, calls after the timeout would silently run outside it.
-                current.check_active()
-            if tx is None:
-                return
-            if current is tx:
-                tx.check_active()
-                return
-            fut = asyncio.get_running_loop().create_future()
-            self._tx_waiters.append(fut)
-            await fut
-
-    def _release(self) -> None:
-        self._tx = None
-        self._blocked = self._closed or self._orphaned > 0
-        waiters, self._tx_waiters = self._tx_waiters, []
-        self._handoff = bool(waiters)
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
 
     # --- notifications ----------------------------------------------------------------------
 
@@ -304,7 +260,7 @@ class MemoryStorage(Storage):
                 fut.set_result(None)
         self._event_waiters = []
         self._mail_waiters = {}
-        self._release()
+        self._release_tx()
 
     # --- agents ---------------------------------------------------------------------------
 
@@ -505,7 +461,7 @@ class MemoryStorage(Storage):
                         field="task.dependencies",
                     )
             deps_of[tid] = deps
-        order = _topological(batch, deps_of)
+        order = rules.topological(batch, deps_of)
         now = self._now()
         # Validate every task before writing any, so a bad batch changes nothing.
         status_of: dict[str, str] = {}
@@ -636,7 +592,7 @@ class MemoryStorage(Storage):
         lease: Duration | None = None,
     ) -> TaskModel | None:
         codec.check_id(agent_id, "agent_id", self._limits)
-        types = _types_arg(task_types)
+        types = codec.types_arg(task_types)
         lease_us = self._lease(lease)
         if self._blocked:
             await self._gate()
@@ -788,7 +744,7 @@ class MemoryStorage(Storage):
         self, after_sequence: int = 0, event_types: Sequence[str] | None = None
     ) -> AsyncIterator[EventModel]:
         last = codec.limit_arg(after_sequence, "after_sequence")
-        types = None if event_types is None else frozenset(_types_arg(event_types) or ())
+        types = None if event_types is None else frozenset(codec.types_arg(event_types) or ())
         while not self._closed:
             batch = await self.read_events(last, 500)
             for ev in batch:
@@ -979,26 +935,7 @@ class MemoryStorage(Storage):
         timeout_us = (
             self._tx_timeout_us if timeout is None else codec.duration_arg(timeout, "timeout")
         )
-        current = ACTIVE_TRANSACTION.get()
-        if current is not None and current.is_active and getattr(current, "storage", None) is self:
-            raise TransactionError("a transaction is already open; transactions do not nest")
-        while True:
-            if self._closed:
-                raise StorageError("storage is closed")
-            if self._tx is None:
-                if not self._handoff:
-                    break
-                # Calls woken by the last release go first; without this a task running
-                # transactions back to back would take the storage again before they run.
-                self._handoff = False
-                await asyncio.sleep(0)
-                continue
-            fut = asyncio.get_running_loop().create_future()
-            self._tx_waiters.append(fut)
-            await fut
-        tx = MemoryTransaction(self, timeout_us / 1e6)
-        self._tx = tx
-        self._blocked = True
+        tx = await self._hold(lambda: MemoryTransaction(self, timeout_us / 1e6))
         self._engine.undo = []
         ACTIVE_TRANSACTION.set(tx)
         return tx
@@ -1021,7 +958,7 @@ class MemoryStorage(Storage):
             self._deferred_mail = set()
         if ACTIVE_TRANSACTION.get() is tx:
             ACTIVE_TRANSACTION.set(None)
-        self._release()
+        self._release_tx()
 
     # --- queries and maintenance -------------------------------------------------------------
 
@@ -1114,24 +1051,13 @@ class MemoryStorage(Storage):
         return result
 
 
-class MemoryTransaction(DelegatingTransaction):
+class MemoryTransaction(GatedTransaction):
     """A transaction of :class:`MemoryStorage`: owns the engine, undone on rollback."""
 
     def __init__(self, storage: MemoryStorage, timeout_s: float) -> None:
         super().__init__(storage)
         self._memory = storage
-        self._state = "active"
         self._timer = asyncio.get_running_loop().call_later(timeout_s, self._timed_out)
-
-    @property
-    def is_active(self) -> bool:
-        return self._state == "active"
-
-    def check_active(self) -> None:
-        if self._state == "timed_out":
-            raise TransactionError("transaction was rolled back after its timeout")
-        if self._state != "active":
-            raise TransactionError(f"transaction already {self._state}")
 
     def _timed_out(self) -> None:
         if self._state == "active":
@@ -1147,24 +1073,6 @@ class MemoryTransaction(DelegatingTransaction):
             self._state = "rolled back"
             self._memory._finish(self, commit=False)
             log.warning("transaction rolled back: %s", why)
-
-    def _acknowledge_timeout(self) -> None:
-        if self._state == "timed_out":
-            self._state = "timed out (reported)"
-            self._memory._orphaned -= 1
-            self._memory._blocked = (
-                self._memory._closed or self._memory._tx is not None or (self._memory._orphaned > 0)
-            )
-            if ACTIVE_TRANSACTION.get() is self:
-                ACTIVE_TRANSACTION.set(None)
-            raise TransactionError("transaction was rolled back after its timeout")
-
-    async def settle_inactive(self, failed: bool) -> None:
-        try:
-            self._acknowledge_timeout()
-        except TransactionError:
-            if not failed:
-                raise
 
     async def commit(self) -> None:
         self._acknowledge_timeout()
@@ -1187,43 +1095,6 @@ def _claim_order(r: Record) -> tuple[int, int, str]:
 
 def _newest(r: Record) -> tuple[int, int]:
     return (r["timestamp"], r["sequence"])
-
-
-def _types_arg(task_types: Sequence[str] | None) -> list[str] | None:
-    if task_types is None:
-        return None
-    if isinstance(task_types, str) or not isinstance(task_types, Sequence):
-        raise ValidationError("must be a list of task types", field="task_types")
-    return [codec.check_text(t, "task_types") for t in task_types]
-
-
-def _topological(batch: dict[str, Record], deps_of: dict[str, list[str]]) -> list[str]:
-    """Batch ids ordered so every task comes after its batch dependencies; cycles raise."""
-    order: list[str] = []
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-    for root in batch:
-        if root in state:
-            continue
-        stack: list[tuple[str, int]] = [(root, 0)]
-        state[root] = 1
-        while stack:
-            node, i = stack.pop()
-            deps = [d for d in deps_of[node] if d in batch]
-            if i < len(deps):
-                stack.append((node, i + 1))
-                d = deps[i]
-                if state.get(d) == 1:
-                    raise ValidationError(
-                        f"dependency cycle through {node!r} and {d!r}",
-                        field="task.dependencies",
-                    )
-                if d not in state:
-                    state[d] = 1
-                    stack.append((d, 0))
-            else:
-                state[node] = 2
-                order.append(node)
-    return order
 
 
 async def open_url(parsed: ParsedUrl, options: dict[str, Any]) -> MemoryStorage:

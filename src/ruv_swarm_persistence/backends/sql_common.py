@@ -14,7 +14,6 @@ from typing import Any, Final
 from .. import _json, rules
 from ..codec import COLUMNS, Record
 from ..errors import ConflictError, ValidationError
-from .memory import _topological as topological
 
 __all__ = [
     "TASK_COLUMNS",
@@ -23,7 +22,6 @@ __all__ = [
     "plan_cascade",
     "plan_task_batch",
     "row_record",
-    "topological",
 ]
 
 #: A task row as the SQL backends read it: the record's columns, then the count of
@@ -78,7 +76,7 @@ def plan_task_batch(
         deps_of[tid] = deps
     status_of: dict[str, str] = {}
     planned: list[PlannedTask] = []
-    for tid in topological(batch, deps_of):
+    for tid in rules.topological(batch, deps_of):
         rec = batch[tid]
         unfinished = 0
         cause: tuple[str, str] | None = None

@@ -53,7 +53,6 @@ from ...errors import (
     NotFoundError,
     PoolError,
     StorageError,
-    TransactionError,
     ValidationError,
 )
 from ...migrations import AppliedMigration, Migration, MigrationRunner
@@ -61,14 +60,13 @@ from ...models import AgentModel, AgentStatus, EventModel, MessageModel, MetricM
 from ...query import QueryBuilder
 from ...storage import (
     ACTIVE_TRANSACTION,
-    DelegatingTransaction,
     Duration,
     MetricAggregate,
     PruneResult,
-    Storage,
     TimeArg,
     Transaction,
 )
+from .._gate import GatedStorage, GatedTransaction
 from ..sql_common import check_new_status, plan_cascade, plan_task_batch, row_record
 from . import errors, sql
 from .listener import Listener
@@ -246,7 +244,7 @@ def channel_for(schema: str) -> str:
     return "ruv_swarm_" + hashlib.sha1(schema.encode()).hexdigest()[:16]
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(GatedStorage["PostgresTransaction"]):
     """A swarm stored in PostgreSQL; many processes on many machines may share it.
 
     Open with ``await PostgresStorage.open(dsn, **options)`` or
@@ -294,13 +292,7 @@ class PostgresStorage(Storage):
         self.listener = Listener(self._listen_connection, self.channel)
         self._appender = _EventAppender(self)
         self._closed = False
-        self._tx: PostgresTransaction | None = None
-        # Slow path needed: closed, a transaction is open, or a timed-out transaction's owner
-        # has not yet been told (its calls must fail rather than run outside it).
-        self._blocked = False
-        self._orphaned = 0
-        self._tx_waiters: list[asyncio.Future[None]] = []
-        self._handoff = False
+        self._init_gate()
         self._background: set[asyncio.Task[None]] = set()
 
     # --- opening ---------------------------------------------------------------------------
@@ -467,26 +459,18 @@ class PostgresStorage(Storage):
             if self._closed:
                 raise StorageError("storage is closed")
             current = ACTIVE_TRANSACTION.get()
-            if isinstance(current, PostgresTransaction) and current._pg is self:
-                if current._state == "active":
-                    return current
-                if current._state == "timed_out":
-                    current.check_active()
+            # The caller's own transaction, even while another task's holds the storage
+            # (only one can be active, so that one is it).
+            if (
+                isinstance(current, PostgresTransaction)
+                and current._pg is self
+                and current._state == "active"
+            ):
+                return current
+            self._check_timed_out(current)
             if self._tx is None:
                 return None
-            fut = asyncio.get_running_loop().create_future()
-            self._tx_waiters.append(fut)
-            await fut
-
-    def _release_tx(self, tx: PostgresTransaction) -> None:
-        if self._tx is tx:
-            self._tx = None
-        self._blocked = self._closed or self._tx is not None or self._orphaned > 0
-        waiters, self._tx_waiters = self._tx_waiters, []
-        self._handoff = bool(waiters)
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+            await self._wait_for_tx()
 
     # --- running statements ----------------------------------------------------------------
 
@@ -671,10 +655,7 @@ class PostgresStorage(Storage):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
         await self.listener.close()
-        waiters, self._tx_waiters = self._tx_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        self._wake_tx_waiters()
         try:
             await asyncio.wait_for(self._pool.close(), 10)
         except (TimeoutError, Exception):
@@ -951,7 +932,7 @@ class PostgresStorage(Storage):
         lease: Duration | None = None,
     ) -> TaskModel | None:
         codec.check_id(agent_id, "agent_id", self._limits)
-        types = _types_arg(task_types)
+        types = codec.types_arg(task_types)
         lease_us = self._lease(lease)
         now = self._now()
         c = rules.claim_changes(agent_id, now, lease_us)
@@ -1068,7 +1049,7 @@ class PostgresStorage(Storage):
         Woken across processes when a task is stored, a dependency completes or a task is
         requeued; a task waiting out a retry backoff is noticed when its time comes.
         """
-        types = _types_arg(task_types)
+        types = codec.types_arg(task_types)
         timeout_s = (
             None
             if timeout is None
@@ -1254,7 +1235,7 @@ class PostgresStorage(Storage):
         self, after_sequence: int = 0, event_types: Sequence[str] | None = None
     ) -> AsyncIterator[EventModel]:
         last = codec.limit_arg(after_sequence, "after_sequence")
-        types = None if event_types is None else frozenset(_types_arg(event_types) or ())
+        types = None if event_types is None else frozenset(codec.types_arg(event_types) or ())
         while not self._closed:
             gen = self.listener.generation("e")
             batch = await self.read_events(last, 500)
@@ -1397,26 +1378,7 @@ class PostgresStorage(Storage):
         timeout_us = (
             self._tx_timeout_us if timeout is None else codec.duration_arg(timeout, "timeout")
         )
-        current = ACTIVE_TRANSACTION.get()
-        if current is not None and current.is_active and getattr(current, "storage", None) is self:
-            raise TransactionError("a transaction is already open; transactions do not nest")
-        while True:
-            if self._closed:
-                raise StorageError("storage is closed")
-            if self._tx is None:
-                if not self._handoff:
-                    break
-                # Calls woken by the last release go first; without this a task running
-                # transactions back to back would take the storage again before they run.
-                self._handoff = False
-                await asyncio.sleep(0)
-                continue
-            fut = asyncio.get_running_loop().create_future()
-            self._tx_waiters.append(fut)
-            await fut
-        tx = PostgresTransaction(self, timeout_us / 1e6)
-        self._tx = tx
-        self._blocked = True
+        tx = await self._hold(lambda: PostgresTransaction(self, timeout_us / 1e6))
         try:
             await tx._start()
         except BaseException:
@@ -1528,14 +1490,6 @@ def _alive(conn: Conn) -> bool:
         return False
 
 
-def _types_arg(task_types: Sequence[str] | None) -> list[str] | None:
-    if task_types is None:
-        return None
-    if isinstance(task_types, str) or not isinstance(task_types, Sequence):
-        raise ValidationError("must be a list of task types", field="task_types")
-    return [codec.check_text(t, "task_types") for t in task_types]
-
-
 def _int_option(value: Any, name: str, *, minimum: int) -> int:
     if isinstance(value, str):
         try:
@@ -1560,13 +1514,12 @@ def _float_option(value: Any, name: str, *, zero: bool = False) -> float:
     return float(value)
 
 
-class PostgresTransaction(DelegatingTransaction):
+class PostgresTransaction(GatedTransaction):
     """A transaction of :class:`PostgresStorage`: one connection, held until it ends."""
 
     def __init__(self, storage: PostgresStorage, timeout_s: float) -> None:
-        super().__init__(storage)
+        super().__init__(storage, state="starting")
         self._pg = storage
-        self._state = "starting"
         self._timeout_s = timeout_s
         self._conn: Conn = None
         self._tr: Any = None
@@ -1590,17 +1543,6 @@ class PostgresTransaction(DelegatingTransaction):
             break
         self._state = "active"
         self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._timed_out)
-
-    @property
-    def is_active(self) -> bool:
-        return self._state == "active"
-
-    def check_active(self) -> None:
-        """Raise :class:`TransactionError` unless the transaction is open."""
-        if self._state == "timed_out":
-            raise TransactionError("transaction was rolled back after its timeout")
-        if self._state != "active":
-            raise TransactionError(f"transaction already {self._state}")
 
     async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         async with self._lock:
@@ -1681,23 +1623,6 @@ class PostgresTransaction(DelegatingTransaction):
             await self._discard()
             self._pg._release_tx(self)
             log.warning("transaction rolled back: %s", why)
-
-    def _acknowledge_timeout(self) -> None:
-        if self._state == "timed_out":
-            self._state = "timed out (reported)"
-            pg = self._pg
-            pg._orphaned -= 1
-            pg._blocked = pg._closed or pg._tx is not None or pg._orphaned > 0
-            if ACTIVE_TRANSACTION.get() is self:
-                ACTIVE_TRANSACTION.set(None)
-            raise TransactionError("transaction was rolled back after its timeout")
-
-    async def settle_inactive(self, failed: bool) -> None:
-        try:
-            self._acknowledge_timeout()
-        except TransactionError:
-            if not failed:
-                raise
 
     async def commit(self) -> None:
         self._acknowledge_timeout()

@@ -40,15 +40,13 @@ from ...models import (
 from ...query import QueryBuilder
 from ...storage import (
     ACTIVE_TRANSACTION,
-    DelegatingTransaction,
     Duration,
     MetricAggregate,
     PruneResult,
-    Storage,
     TimeArg,
     Transaction,
 )
-from ..memory import _types_arg
+from .._gate import GatedStorage, GatedTransaction
 from . import sql
 from .errors import decode_row, translate
 from .ops import SqliteOps, scalar
@@ -209,7 +207,7 @@ class _Opening:
             await self._storage.close()
 
 
-class SqliteStorage(Storage):
+class SqliteStorage(GatedStorage["SqliteTransaction"]):
     """A swarm's storage in one SQLite file, shareable by several processes.
 
     Open with ``await SqliteStorage.open("swarm.db", **options)`` (or ``async with
@@ -250,13 +248,7 @@ class SqliteStorage(Storage):
         self._checkpointer: Checkpointer | None = None
         self._closed = False
         self._started = False
-        self._tx: SqliteTransaction | None = None
-        # Slow path needed: closed, a transaction holds the storage, or a timed-out
-        # transaction's owner has not yet been told (its calls must fail, not autocommit).
-        self._blocked = True
-        self._orphaned = 0
-        self._tx_waiters: list[asyncio.Future[None]] = []
-        self._handoff = False  # calls were just woken by a transaction ending
+        self._init_gate(blocked=True)  # until opened
         self._event_waiters: list[asyncio.Future[None]] = []
         self._mail_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._event_gen = 0
@@ -359,41 +351,15 @@ class SqliteStorage(Storage):
 
     # --- gate: closed storage, transactions owned by other tasks ------------------------------
 
+    def _gate_closed(self) -> bool:
+        return self._closed or not self._started
+
     async def _gate(self) -> SqliteTransaction | None:
         """Wait while another task's transaction holds the storage; the one this call joins."""
-        while True:
-            if self._closed or not self._started:
-                raise StorageError("storage is closed")
-            tx = self._tx
-            current = ACTIVE_TRANSACTION.get()
-            if (
-                current is not None
-                and current is not tx
-                and isinstance(current, SqliteTransaction)
-                and current._sqlite is self
-                and current._state == "timed_out"
-            ):
-                # Without this, calls after the timeout would silently run outside it.
-                current.check_active()
-            if tx is None:
-                return None
-            if current is tx:
-                tx.check_active()
-                if tx.ctx is None:
-                    raise TransactionError("the transaction has not started yet")
-                return tx
-            fut = asyncio.get_running_loop().create_future()
-            self._tx_waiters.append(fut)
-            await fut
-
-    def _release(self) -> None:
-        self._tx = None
-        self._blocked = self._closed or self._orphaned > 0 or not self._started
-        waiters, self._tx_waiters = self._tx_waiters, []
-        self._handoff = bool(waiters)
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        tx = await super()._gate()
+        if tx is not None and tx.ctx is None:
+            raise TransactionError("the transaction has not started yet")
+        return tx
 
     @property
     def _w(self) -> GroupCommitWriter:
@@ -514,7 +480,7 @@ class SqliteStorage(Storage):
         self._blocked = True
         self._wake_everyone()
         await self._shutdown()
-        self._release()
+        self._release_tx()
 
     async def _shutdown(self) -> None:
         self._closed = True
@@ -734,7 +700,7 @@ class SqliteStorage(Storage):
         lease: Duration | None = None,
     ) -> TaskModel | None:
         codec.check_id(agent_id, "agent_id", self._limits)
-        types = _types_arg(task_types)
+        types = codec.types_arg(task_types)
         lease_us = self._lease(lease)
         row = await self._write(
             lambda ctx: self._ops.claim_next_task(ctx, agent_id, types, lease_us)
@@ -838,7 +804,7 @@ class SqliteStorage(Storage):
         self, after_sequence: int = 0, event_types: Sequence[str] | None = None
     ) -> AsyncIterator[EventModel]:
         last = codec.limit_arg(after_sequence, "after_sequence")
-        types = None if event_types is None else frozenset(_types_arg(event_types) or ())
+        types = None if event_types is None else frozenset(codec.types_arg(event_types) or ())
         loop = asyncio.get_running_loop()
         while not self._closed:
             gen = self._event_gen
@@ -1031,31 +997,12 @@ class SqliteStorage(Storage):
             if timeout is None
             else codec.duration_arg(timeout, "timeout")
         )
-        current = ACTIVE_TRANSACTION.get()
-        if current is not None and current.is_active and getattr(current, "storage", None) is self:
-            raise TransactionError("a transaction is already open; transactions do not nest")
-        while True:
-            if self._closed or not self._started:
-                raise StorageError("storage is closed")
-            if self._tx is None:
-                if not self._handoff:
-                    break
-                # Calls woken by the last release go first; without this a task running
-                # transactions back to back would take the storage again before they run.
-                self._handoff = False
-                await asyncio.sleep(0)
-                continue
-            fut = asyncio.get_running_loop().create_future()
-            self._tx_waiters.append(fut)
-            await fut
-        tx = SqliteTransaction(self)
-        self._tx = tx
-        self._blocked = True
+        tx = await self._hold(lambda: SqliteTransaction(self))
         try:
             await self._w.hold()
         except BaseException:
             tx._state = "rolled back"
-            self._release()
+            self._release_tx()
             raise
         tx._begin(WriteContext(self._w.conn), timeout_us / 1e6)
         ACTIVE_TRANSACTION.set(tx)
@@ -1064,7 +1011,7 @@ class SqliteStorage(Storage):
     def _finish(self, tx: SqliteTransaction, *, commit: bool) -> None:
         if ACTIVE_TRANSACTION.get() is tx:
             ACTIVE_TRANSACTION.set(None)
-        self._release()
+        self._release_tx()
         if commit and tx.ctx is not None:
             self._committed(tx.ctx)
 
@@ -1172,13 +1119,12 @@ class SqliteStorage(Storage):
         return pruned
 
 
-class SqliteTransaction(DelegatingTransaction):
+class SqliteTransaction(GatedTransaction):
     """A transaction of :class:`SqliteStorage`: holds the writer, rolled back on timeout."""
 
     def __init__(self, storage: SqliteStorage) -> None:
-        super().__init__(storage)
+        super().__init__(storage, state="starting")
         self._sqlite = storage
-        self._state = "starting"
         self.ctx: WriteContext | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -1186,16 +1132,6 @@ class SqliteTransaction(DelegatingTransaction):
         self.ctx = ctx
         self._state = "active"
         self._timer = asyncio.get_running_loop().call_later(timeout_s, self._timed_out)
-
-    @property
-    def is_active(self) -> bool:
-        return self._state == "active"
-
-    def check_active(self) -> None:
-        if self._state == "timed_out":
-            raise TransactionError("transaction was rolled back after its timeout")
-        if self._state != "active":
-            raise TransactionError(f"transaction already {self._state}")
 
     def _end(self, state: str, *, commit: bool) -> None:
         if self._timer is not None:
@@ -1241,23 +1177,6 @@ class SqliteTransaction(DelegatingTransaction):
         if self._state == "active":
             self._end("rolled back", commit=False)
             log.warning("transaction rolled back: %s", why)
-
-    def _acknowledge_timeout(self) -> None:
-        if self._state == "timed_out":
-            s = self._sqlite
-            self._state = "timed out (reported)"
-            s._orphaned -= 1
-            s._blocked = s._closed or s._tx is not None or s._orphaned > 0
-            if ACTIVE_TRANSACTION.get() is self:
-                ACTIVE_TRANSACTION.set(None)
-            raise TransactionError("transaction was rolled back after its timeout")
-
-    async def settle_inactive(self, failed: bool) -> None:
-        try:
-            self._acknowledge_timeout()
-        except TransactionError:
-            if not failed:
-                raise
 
     async def commit(self) -> None:
         self._acknowledge_timeout()

@@ -1,0 +1,166 @@
+"""The transaction gate every backend shares: one transaction at a time, others wait.
+
+A storage runs at most one transaction. While it is open, calls from other tasks wait
+for it to end; calls from the task that began it (or through the transaction object) join
+it. A transaction rolled back by its timeout stays "orphaned" until its owner is told, so
+the owner's later calls fail instead of quietly running outside any transaction.
+
+:class:`GatedStorage` holds that state and the waiting; :class:`GatedTransaction` holds the
+transaction's side of it (its state and the reporting of a timeout). Backends keep what is
+their own — how a transaction starts and ends — and call in here for the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from ..errors import StorageError, TransactionError
+from ..storage import ACTIVE_TRANSACTION, DelegatingTransaction, Storage, Transaction
+
+__all__ = ["GatedStorage", "GatedTransaction"]
+
+TxT = TypeVar("TxT", bound="GatedTransaction")
+
+
+class GatedStorage(Storage, Generic[TxT]):
+    """A storage that lets one transaction (of type ``TxT``) hold it at a time.
+
+    A subclass calls :meth:`_init_gate` in its constructor, sets ``_closed``, takes the
+    storage with :meth:`_hold` in ``begin_transaction`` and gives it back with
+    :meth:`_release_tx`. Its operations test ``_blocked`` first and call :meth:`_gate` only
+    when it is set, so the common case (no transaction anywhere) costs one attribute read.
+    """
+
+    _closed: bool
+
+    def _init_gate(self, *, blocked: bool = False) -> None:
+        """Set up the gate's state; ``blocked`` for a storage that is not yet open."""
+        self._tx: TxT | None = None
+        # Slow path needed: closed, a transaction holds the storage, or a timed-out
+        # transaction's owner has not yet been told (its calls must fail, not autocommit).
+        self._blocked = blocked
+        self._orphaned = 0
+        self._tx_waiters: list[asyncio.Future[None]] = []
+        self._handoff = False  # calls were just woken by a transaction ending
+
+    def _gate_closed(self) -> bool:
+        """Whether the storage refuses calls (a backend may add "not opened yet")."""
+        return self._closed
+
+    def _check_timed_out(self, current: Transaction | None) -> None:
+        """Raise if ``current``, this storage's transaction, timed out unreported."""
+        if (
+            isinstance(current, GatedTransaction)
+            and current._owner is self
+            and current._state == "timed_out"
+        ):
+            # Without this, calls after the timeout would silently run outside it.
+            current.check_active()
+
+    async def _wait_for_tx(self) -> None:
+        """Wait until the transaction holding the storage ends."""
+        fut = asyncio.get_running_loop().create_future()
+        self._tx_waiters.append(fut)
+        await fut
+
+    async def _gate(self) -> TxT | None:
+        """Wait while another task's transaction holds the storage; the one this call joins."""
+        while True:
+            if self._gate_closed():
+                raise StorageError("storage is closed")
+            tx = self._tx
+            current = ACTIVE_TRANSACTION.get()
+            self._check_timed_out(current)
+            if tx is None:
+                return None
+            if current is tx:
+                tx.check_active()
+                return tx
+            await self._wait_for_tx()
+
+    async def _hold(self, make: Callable[[], TxT]) -> TxT:
+        """Wait for the storage to be free, then let the transaction ``make()`` hold it.
+
+        Refuses a nested transaction and a closed storage. The caller starts the
+        transaction and, if that fails, gives the storage back with :meth:`_release_tx`.
+        """
+        current = ACTIVE_TRANSACTION.get()
+        if current is not None and current.is_active and getattr(current, "storage", None) is self:
+            raise TransactionError("a transaction is already open; transactions do not nest")
+        while True:
+            if self._gate_closed():
+                raise StorageError("storage is closed")
+            if self._tx is None:
+                if not self._handoff:
+                    break
+                # Calls woken by the last release go first; without this a task running
+                # transactions back to back would take the storage again before they run.
+                self._handoff = False
+                await asyncio.sleep(0)
+                continue
+            await self._wait_for_tx()
+        # No await from the check above to here: nothing else can take the storage between.
+        tx = make()
+        self._tx = tx
+        self._blocked = True
+        return tx
+
+    def _release_tx(self, tx: TxT | None = None) -> None:
+        """Give the storage back from ``tx`` (``None``: whichever holds it) and wake waiters."""
+        if tx is None or self._tx is tx:
+            self._tx = None
+        self._blocked = self._gate_closed() or self._tx is not None or self._orphaned > 0
+        self._handoff = self._wake_tx_waiters()
+
+    def _wake_tx_waiters(self) -> bool:
+        """Wake every call waiting for the storage; whether there were any."""
+        waiters, self._tx_waiters = self._tx_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        return bool(waiters)
+
+
+class GatedTransaction(DelegatingTransaction):
+    """The transaction side of :class:`GatedStorage`: its state and timeout reporting.
+
+    ``_state`` is ``"active"`` while open; ``"timed_out"`` after the timeout rolled it back
+    and until its owner is told (the storage counts it in ``_orphaned`` meanwhile); any other
+    text says how it ended (or that it has not started yet).
+    """
+
+    def __init__(self, storage: GatedStorage[Any], state: str = "active") -> None:
+        super().__init__(storage)
+        self._owner = storage
+        self._state = state
+
+    @property
+    def is_active(self) -> bool:
+        return self._state == "active"
+
+    def check_active(self) -> None:
+        """Raise :class:`TransactionError` unless the transaction is open."""
+        if self._state == "timed_out":
+            raise TransactionError("transaction was rolled back after its timeout")
+        if self._state != "active":
+            raise TransactionError(f"transaction already {self._state}")
+
+    def _acknowledge_timeout(self) -> None:
+        """If the timeout rolled this back, tell the owner (raise) and unblock the storage."""
+        if self._state == "timed_out":
+            owner = self._owner
+            self._state = "timed out (reported)"
+            owner._orphaned -= 1
+            owner._blocked = owner._gate_closed() or owner._tx is not None or owner._orphaned > 0
+            if ACTIVE_TRANSACTION.get() is self:
+                ACTIVE_TRANSACTION.set(None)
+            raise TransactionError("transaction was rolled back after its timeout")
+
+    async def settle_inactive(self, failed: bool) -> None:
+        try:
+            self._acknowledge_timeout()
+        except TransactionError:
+            if not failed:
+                raise
