@@ -112,6 +112,38 @@ def aggregate(
     return out
 
 
+def crate_metric(
+    metric_type: str,
+    agent_id: str | None,
+    unit: str,
+    count: int,
+    total: float,
+    low: float,
+    high: float,
+    latest_us: int,
+) -> MetricModel:
+    """One row of the crate's aggregate: ``value`` is the mean, ``tags`` the other figures."""
+    return MetricModel(
+        id=f"{metric_type}:{agent_id if agent_id is not None else '*'}:{unit}",
+        metric_type=metric_type,
+        value=total / count,
+        unit=unit,
+        agent_id=agent_id,
+        tags={
+            "count": str(count),
+            "min": repr(float(low)),
+            "max": repr(float(high)),
+            "sum": repr(float(total)),
+        },
+        timestamp=from_us(latest_us),
+    )
+
+
+def crate_order(agent_id: str | None, unit: str) -> tuple[bool, str, str]:
+    """The order of the crate's aggregate rows: agents (the missing one first), then unit."""
+    return (agent_id is not None, agent_id or "", unit)
+
+
 def crate_aggregate(metric_type: str, rows: Iterable[MetricRow]) -> list[MetricModel]:
     """The crate's ``get_aggregated_metrics`` shape: one metric per agent and unit.
 
@@ -122,23 +154,16 @@ def crate_aggregate(metric_type: str, rows: Iterable[MetricRow]) -> list[MetricM
     for r in materialised:
         k = (r.agent_id, r.unit)
         latest[k] = max(latest.get(k, r.timestamp), r.timestamp)
-    result = []
-    for agg in aggregate(metric_type, materialised, ("agent_id",), None):
-        agent = agg.group["agent_id"]
-        result.append(
-            MetricModel(
-                id=f"{metric_type}:{agent if agent is not None else '*'}:{agg.unit}",
-                metric_type=metric_type,
-                value=agg.mean,
-                unit=agg.unit,
-                agent_id=agent,
-                tags={
-                    "count": str(agg.count),
-                    "min": repr(agg.min),
-                    "max": repr(agg.max),
-                    "sum": repr(agg.sum),
-                },
-                timestamp=from_us(latest[(agent, agg.unit)]),
-            )
+    return [
+        crate_metric(
+            metric_type,
+            agg.group["agent_id"],
+            agg.unit,
+            agg.count,
+            agg.sum,
+            agg.min,
+            agg.max,
+            latest[(agg.group["agent_id"], agg.unit)],
         )
-    return result
+        for agg in aggregate(metric_type, materialised, ("agent_id",), None)
+    ]

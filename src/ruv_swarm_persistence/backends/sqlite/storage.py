@@ -25,7 +25,7 @@ import apsw
 
 from ... import codec, rules
 from ..._time import from_us, now_us, to_us
-from ...aggregate import MetricRow, aggregate, check_group_by
+from ...aggregate import MetricRow, aggregate, check_group_by, crate_metric, crate_order
 from ...codec import Limits
 from ...errors import MigrationError, StorageError, TransactionError, ValidationError
 from ...migrations import AppliedMigration, Migration, MigrationRunner
@@ -948,25 +948,8 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
 
         def read(conn: apsw.Connection) -> list[MetricModel]:
             groups: list[tuple[Any, ...]] = conn.execute(sql.AGGREGATE_BY_AGENT, args).fetchall()
-            # The order of aggregate(): agents (missing one first), then unit.
-            groups.sort(key=lambda g: (g[0] is not None, g[0] or "", g[1]))
-            return [
-                MetricModel(
-                    id=f"{metric_type}:{agent if agent is not None else '*'}:{unit}",
-                    metric_type=metric_type,
-                    value=total / count,
-                    unit=unit,
-                    agent_id=agent,
-                    tags={
-                        "count": str(count),
-                        "min": repr(float(low)),
-                        "max": repr(float(high)),
-                        "sum": repr(float(total)),
-                    },
-                    timestamp=from_us(latest),
-                )
-                for agent, unit, count, total, low, high, latest in groups
-            ]
+            groups.sort(key=lambda g: crate_order(g[0], g[1]))
+            return [crate_metric(metric_type, *g) for g in groups]
 
         return await self._read(read, inline=False)
 
