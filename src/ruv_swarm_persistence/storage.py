@@ -226,6 +226,16 @@ class Storage(abc.ABC):
     ) -> TaskModel:
         """Extend the lease of a held task."""
 
+    @abc.abstractmethod
+    async def wait_for_tasks(
+        self, timeout: Duration | None = None, task_types: Sequence[str] | None = None
+    ) -> bool:
+        """Wait until a task is ready to claim (of these types); ``False`` after ``timeout``.
+
+        Woken across processes when a task is stored, a dependency completes or a task is
+        requeued; a task waiting out a retry backoff is noticed when its time comes.
+        """
+
     # --- events -------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -658,6 +668,15 @@ class DelegatingTransaction(Transaction):
         token = self._enter()
         try:
             return await self.storage.heartbeat_task(task_id, agent_id, lease)
+        finally:
+            ACTIVE_TRANSACTION.reset(token)
+
+    async def wait_for_tasks(
+        self, timeout: Duration | None = None, task_types: Sequence[str] | None = None
+    ) -> bool:
+        token = self._enter()
+        try:
+            return await self.storage.wait_for_tasks(timeout, task_types)
         finally:
             ACTIVE_TRANSACTION.reset(token)
 

@@ -383,6 +383,16 @@ class _SyncAPI:
         """Extend the lease of a held task."""
         return self._run(lambda s: s.heartbeat_task(task_id, agent_id, lease))
 
+    def wait_for_tasks(
+        self, timeout: Duration | None = None, task_types: Sequence[str] | None = None
+    ) -> bool:
+        """Wait until a task is ready to claim (of these types); ``False`` after ``timeout``.
+
+        Woken across processes when a task is stored, a dependency completes or a task is
+        requeued; a task waiting out a retry backoff is noticed when its time comes.
+        """
+        return self._run(lambda s: s.wait_for_tasks(timeout, task_types))
+
     def store_event(self, event: EventModel) -> int:
         """Append an event; returns its sequence (also set on ``event``)."""
         return self._run(lambda s: s.store_event(event))

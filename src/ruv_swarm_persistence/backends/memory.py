@@ -218,8 +218,10 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         self._init_gate()
         self._event_waiters: list[asyncio.Future[None]] = []
         self._mail_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._task_waiters: list[asyncio.Future[None]] = []
         self._deferred_events = False
         self._deferred_mail: set[str] = set()
+        self._deferred_tasks = False
 
     @classmethod
     async def open(cls, **options: Any) -> MemoryStorage:
@@ -237,6 +239,15 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
             if not fut.done():
                 fut.set_result(None)
 
+    def _tasks_changed(self) -> None:
+        if self._engine.undo is not None:
+            self._deferred_tasks = True
+            return
+        waiters, self._task_waiters = self._task_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
     def _mail_changed(self, agent_id: str) -> None:
         if self._engine.undo is not None:
             self._deferred_mail.add(agent_id)
@@ -248,18 +259,20 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
     # --- lifecycle ------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close the storage; waiting subscribers and mail waiters return."""
+        """Close the storage; waiting subscribers, mail and task waiters return."""
         if self._closed:
             return
         if self._tx is not None:
             self._tx.abort("storage closed")
         self._closed = True
         self._blocked = True
-        for fut in self._event_waiters + [f for fs in self._mail_waiters.values() for f in fs]:
+        mail = [f for fs in self._mail_waiters.values() for f in fs]
+        for fut in self._event_waiters + self._task_waiters + mail:
             if not fut.done():
                 fut.set_result(None)
         self._event_waiters = []
         self._mail_waiters = {}
+        self._task_waiters = []
         self._release_tx()
 
     # --- agents ---------------------------------------------------------------------------
@@ -393,6 +406,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
                     f"a {new_status} task needs assigned_to", field="task.assigned_to"
                 )
         e.set_task(new)
+        self._tasks_changed()
         if new_status == old_status:
             return new
         if new_status == COMPLETED:
@@ -492,6 +506,8 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
                 else:
                     e.put(e.dependents, d, [*lst, tid])
             e.set_task(rec)
+        if planned:
+            self._tasks_changed()
 
     async def get_task(self, task_id: str) -> TaskModel | None:
         codec.check_id(task_id, "task_id", self._limits)
@@ -658,6 +674,60 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         return codec.decode_task(
             self._transition(rec, {"lease_expires_at": now + lease_us, "updated_at": now}, now)
         )
+
+    def _next_ready(self, types: Sequence[str] | None) -> int | None:
+        """0 if a task of these types is ready now, else when the next one's backoff ends."""
+        e, now = self._engine, self._now()
+        soonest: int | None = None
+        for r in e.tasks.values():
+            if r["status"] != PENDING or e.unfinished.get(r["id"], 0):
+                continue
+            if types is not None and r["task_type"] not in types:
+                continue
+            run_after = r["run_after"]
+            if run_after is None or run_after <= now:
+                return 0
+            if soonest is None or run_after - now < soonest:
+                soonest = run_after - now
+        return soonest
+
+    async def wait_for_tasks(
+        self, timeout: Duration | None = None, task_types: Sequence[str] | None = None
+    ) -> bool:
+        types = codec.types_arg(task_types)
+        timeout_s = (
+            None
+            if timeout is None
+            else codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
+        )
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            if self._blocked:
+                await self._gate()
+            due_us = self._next_ready(types)
+            if due_us == 0:
+                return True
+            if self._closed:
+                return False
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            if due_us is not None:
+                # Nothing announces the end of a backoff: wake when the storage's clock says so.
+                due_s = max(due_us / 1e6, 0.001)
+                remaining = due_s if remaining is None else min(remaining, due_s)
+            fut = loop.create_future()
+            self._task_waiters.append(fut)
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), remaining)
+            except TimeoutError:
+                pass
+            finally:
+                if fut in self._task_waiters:
+                    self._task_waiters.remove(fut)
+            if self._closed:
+                return False
 
     # --- events ---------------------------------------------------------------------------
 
@@ -950,12 +1020,16 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
             mail, self._deferred_mail = self._deferred_mail, set()
             for agent_id in mail:
                 self._mail_changed(agent_id)
+            if self._deferred_tasks:
+                self._deferred_tasks = False
+                self._tasks_changed()
         else:
             for step in reversed(undo):
                 step()
             e.rebuild_queue()
             self._deferred_events = False
             self._deferred_mail = set()
+            self._deferred_tasks = False
         if ACTIVE_TRANSACTION.get() is tx:
             ACTIVE_TRANSACTION.set(None)
         self._release_tx()

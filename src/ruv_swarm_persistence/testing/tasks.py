@@ -7,6 +7,7 @@ takes "now" from the fake ``clock`` and moves it explicitly, so nothing depends 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -650,6 +651,88 @@ async def test_claim_next_task_honours_task_types(
 
 async def test_claim_next_task_on_empty_storage(storage: Storage) -> None:
     assert await storage.claim_next_task("w") is None
+
+
+# --- waiting for work -------------------------------------------------------------------------
+
+WAKE_BOUND_S = 10  # a missed wake-up fails the test instead of hanging it
+
+
+async def _waiting(storage: Storage, task_types: list[str] | None = None) -> asyncio.Task[bool]:
+    """A waiter with no timeout, started in its own task and left waiting."""
+    waiter = asyncio.create_task(storage.wait_for_tasks(task_types=task_types))
+    await asyncio.sleep(0.01)
+    # Nothing is ready and there is no timeout: the waiter can only still be waiting.
+    assert not waiter.done()
+    return waiter
+
+
+async def test_wait_for_tasks_returns_at_once_when_a_task_is_ready(storage: Storage) -> None:
+    await storage.store_task(_task("t1"))
+    assert await asyncio.wait_for(storage.wait_for_tasks(), WAKE_BOUND_S) is True
+    assert await asyncio.wait_for(storage.wait_for_tasks(timeout=0), WAKE_BOUND_S) is True
+
+
+async def test_wait_for_tasks_times_out_when_nothing_is_ready(
+    storage: Storage, clock: FakeClock
+) -> None:
+    await storage.store_tasks(
+        [
+            _task("held"),
+            _task("later", run_after=clock() + timedelta(hours=1)),
+            _task("blocked", deps=["held"]),
+        ]
+    )
+    assert await storage.claim_task("held", "w")
+    assert await asyncio.wait_for(storage.wait_for_tasks(timeout=0.05), WAKE_BOUND_S) is False
+    assert await asyncio.wait_for(storage.wait_for_tasks(timeout=0), WAKE_BOUND_S) is False
+
+
+async def test_wait_for_tasks_is_woken_when_a_task_is_stored(storage: Storage) -> None:
+    waiter = await _waiting(storage)
+    await storage.store_task(_task("t1"))
+    assert await asyncio.wait_for(waiter, WAKE_BOUND_S) is True
+
+
+async def test_wait_for_tasks_is_woken_when_a_dependency_completes(storage: Storage) -> None:
+    await storage.store_task(_task("parent"))
+    assert await storage.claim_task("parent", "w")
+    await storage.store_task(_task("child", deps=["parent"]))
+    waiter = await _waiting(storage)
+    await storage.complete_task("parent", "w")
+    assert await asyncio.wait_for(waiter, WAKE_BOUND_S) is True
+    assert await _ids(storage.get_ready_tasks()) == ["child"]
+
+
+async def test_wait_for_tasks_honours_task_types(storage: Storage) -> None:
+    await storage.store_task(_task("x1", task_type="other"))
+    wait = storage.wait_for_tasks
+    assert await asyncio.wait_for(wait(0.05, ["email"]), WAKE_BOUND_S) is False
+    assert await asyncio.wait_for(wait(0, []), WAKE_BOUND_S) is False
+    assert await asyncio.wait_for(wait(0, ["email", "other"]), WAKE_BOUND_S) is True
+    waiter = await _waiting(storage, ["email"])
+    await storage.store_task(_task("x2", task_type="other"))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    await storage.store_task(_task("e1", task_type="email"))
+    assert await asyncio.wait_for(waiter, WAKE_BOUND_S) is True
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"timeout": -1},
+        {"timeout": "soon"},
+        {"task_types": "email"},
+        {"task_types": [""]},
+        {"task_types": [1]},
+    ],
+    ids=["negative-timeout", "text-timeout", "bare-string-types", "empty-type", "int-type"],
+)
+async def test_wait_for_tasks_refuses_bad_arguments(storage: Storage, args: dict[str, Any]) -> None:
+    await storage.store_task(_task("t1"))
+    with pytest.raises(ValidationError):
+        await asyncio.wait_for(storage.wait_for_tasks(**args), WAKE_BOUND_S)
 
 
 async def test_tasks_by_agent(storage: Storage, clock: FakeClock) -> None:

@@ -218,6 +218,7 @@ class SqliteOps:
                 rec = task_state(row)
                 if rec["status"] in rules.ACTIVE:
                     rec = self.fail_attempt(conn, rec, rules.released_error(agent_id), now)
+                    ctx.tasks = True
                 if rec["assigned_to"] is not None:
                     conn.execute(sql.CLEAR_ASSIGNEE, (rec["id"],))
 
@@ -234,6 +235,7 @@ class SqliteOps:
                     rec = task_state(trow)
                     if rec["status"] in rules.ACTIVE:
                         self.fail_attempt(conn, rec, rules.released_error(agent_id), now)
+                        ctx.tasks = True
         return reaped
 
     # --- the transition routine -----------------------------------------------------------
@@ -299,13 +301,15 @@ class SqliteOps:
         )
         return self.transition(conn, rec, changes, now)
 
-    def expire_leases(self, conn: apsw.Connection, now: int) -> None:
+    def expire_leases(self, ctx: WriteContext, now: int) -> None:
         """Requeue (or fail) every held task whose lease has run out."""
+        conn = ctx.conn
         if conn.execute(sql.ANY_EXPIRED, (now,)).fetchone() is None:
             return
         rows = conn.execute(sql.EXPIRED_LEASES, (now,)).fetchall()
         if not rows:
             return
+        ctx.tasks = True
         with savepoint(conn):
             for row in rows:
                 rec = task_state(row)
@@ -317,8 +321,9 @@ class SqliteOps:
         row = conn.execute(sql.GET_TASK_STATE, (task_id,)).fetchone()
         return None if row is None else task_state(row)
 
-    def _held(self, conn: apsw.Connection, task_id: str, agent_id: str, now: int) -> Record:
-        self.expire_leases(conn, now)
+    def _held(self, ctx: WriteContext, task_id: str, agent_id: str, now: int) -> Record:
+        conn = ctx.conn
+        self.expire_leases(ctx, now)
         rec = self._state(conn, task_id)
         if rec is None:
             raise NotFoundError("task", task_id)
@@ -348,6 +353,7 @@ class SqliteOps:
             conn.executemany(sql.INSERT_TASK, task_rows)
             if edges:
                 conn.executemany(sql.INSERT_DEPENDENCY, edges)
+        ctx.tasks = True
 
     def update_task(self, ctx: WriteContext, rec: Record) -> None:
         """Replace a stored task through the transition routine."""
@@ -362,6 +368,7 @@ class SqliteOps:
         changes = {k: v for k, v in rec.items() if k not in ("id", "dependencies")}
         with savepoint(conn):
             self.transition(conn, old, changes, self.now())
+        ctx.tasks = True
 
     def delete_task(self, ctx: WriteContext, task_id: str) -> None:
         """Delete a task nothing depends on (its own dependency edges go with it)."""
@@ -374,7 +381,7 @@ class SqliteOps:
         """Claim this task if it is ready."""
         conn = ctx.conn
         now = self.now()
-        self.expire_leases(conn, now)
+        self.expire_leases(ctx, now)
         changes = rules.claim_changes(agent_id, now, lease_us)
         conn.execute(sql.CLAIM_TASK, (*changes.values(), task_id, now))
         return bool(conn.changes())
@@ -385,7 +392,7 @@ class SqliteOps:
         """Claim the best ready task (of these types) in one statement; its row, or None."""
         conn = ctx.conn
         now = self.now()
-        self.expire_leases(conn, now)
+        self.expire_leases(ctx, now)
         if types is not None and not types:
             return None
         params: list[Any] = list(rules.claim_changes(agent_id, now, lease_us).values())
@@ -403,7 +410,7 @@ class SqliteOps:
         """Mark a held task running."""
         conn = ctx.conn
         now = self.now()
-        rec = self._held(conn, task_id, agent_id, now)
+        rec = self._held(ctx, task_id, agent_id, now)
         return self.transition(conn, rec, rules.start_changes(now), now)
 
     def complete_task(
@@ -412,16 +419,20 @@ class SqliteOps:
         """Complete a held task (one statement; the trigger counts its dependents down)."""
         conn = ctx.conn
         now = self.now()
-        rec = self._held(conn, task_id, agent_id, now)
-        return self.transition(conn, rec, rules.complete_changes(result, now), now)
+        rec = self._held(ctx, task_id, agent_id, now)
+        new = self.transition(conn, rec, rules.complete_changes(result, now), now)
+        ctx.tasks = True
+        return new
 
     def fail_task(self, ctx: WriteContext, task_id: str, agent_id: str, error: str) -> Record:
         """Record a failed attempt of a held task."""
         conn = ctx.conn
         now = self.now()
-        rec = self._held(conn, task_id, agent_id, now)
+        rec = self._held(ctx, task_id, agent_id, now)
         with savepoint(conn):
-            return self.fail_attempt(conn, rec, error, now)
+            new = self.fail_attempt(conn, rec, error, now)
+        ctx.tasks = True
+        return new
 
     def heartbeat_task(
         self, ctx: WriteContext, task_id: str, agent_id: str, lease_us: int
@@ -429,7 +440,7 @@ class SqliteOps:
         """Extend the lease of a held task."""
         conn = ctx.conn
         now = self.now()
-        rec = self._held(conn, task_id, agent_id, now)
+        rec = self._held(ctx, task_id, agent_id, now)
         changes = {"lease_expires_at": now + lease_us, "updated_at": now}
         return self.transition(conn, rec, changes, now)
 
@@ -437,7 +448,7 @@ class SqliteOps:
         """Cancel a task and its unfinished dependents; their ids in the order stored."""
         conn = ctx.conn
         now = self.now()
-        self.expire_leases(conn, now)
+        self.expire_leases(ctx, now)
         rec = self._state(conn, task_id)
         if rec is None:
             raise NotFoundError("task", task_id)

@@ -107,6 +107,16 @@ PENDING_TASKS: Final = _select("tasks") + " WHERE status = 'pending'" + _TASK_OR
 # partial), which also holds the blocked tasks.
 READY_TASKS: Final = _select("tasks") + " INDEXED BY tasks_ready WHERE " + _READY + _TASK_ORDER
 READY_TASKS_LIMIT: Final = READY_TASKS + " LIMIT ?"
+_OF_TYPES: Final = " AND task_type IN (SELECT value FROM json_each(?))"
+#: Whether a task (of these types) is ready: stops at the first one.
+ANY_READY: Final = "SELECT 1 FROM tasks INDEXED BY tasks_ready WHERE " + _READY + " LIMIT 1"
+ANY_READY_OF_TYPES: Final = "SELECT 1 FROM tasks WHERE " + _READY + _OF_TYPES + " LIMIT 1"
+#: When the first task (of these types) waiting out a backoff becomes ready.
+NEXT_RUN_AFTER: Final = (
+    "SELECT min(run_after) FROM tasks"
+    " WHERE status = 'pending' AND unfinished_deps = 0 AND run_after > ?"
+)
+NEXT_RUN_AFTER_OF_TYPES: Final = NEXT_RUN_AFTER + _OF_TYPES
 TASKS_BY_AGENT: Final = _select("tasks") + " WHERE assigned_to = ?" + _TASK_ORDER
 #: Tasks an agent holds or held, in the order they were stored (the memory backend's order).
 TASKS_NAMING_AGENT: Final = _select("tasks", TASK_COLUMNS) + " WHERE assigned_to = ? ORDER BY rowid"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: How often a waiting subscriber or mail waiter looks for other processes' commits.
+#: How often a waiting subscriber, mail or task waiter looks for other processes' commits.
 WATCH_INTERVAL_S: Final = 0.05
 #: Reads expected to return at most this many rows run in the loop, without a thread hop.
 INLINE_ROWS: Final = 100
@@ -251,8 +252,10 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         self._init_gate(blocked=True)  # until opened
         self._event_waiters: list[asyncio.Future[None]] = []
         self._mail_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._task_waiters: list[asyncio.Future[None]] = []
         self._event_gen = 0
         self._mail_gen = 0
+        self._task_gen = 0
         self._watcher: asyncio.Task[None] | None = None
         self._watch_conn: apsw.Connection | None = None
 
@@ -438,13 +441,22 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             for fut in self._mail_waiters.pop(agent_id, ()):
                 if not fut.done():
                     fut.set_result(None)
+        if ctx.tasks:
+            self._task_gen += 1
+            waiters, self._task_waiters = self._task_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
 
     def _wake_everyone(self) -> None:
         self._event_gen += 1
         self._mail_gen += 1
-        futs = self._event_waiters + [f for fs in self._mail_waiters.values() for f in fs]
+        self._task_gen += 1
+        mail = [f for fs in self._mail_waiters.values() for f in fs]
+        futs = self._event_waiters + self._task_waiters + mail
         self._event_waiters = []
         self._mail_waiters = {}
+        self._task_waiters = []
         for fut in futs:
             if not fut.done():
                 fut.set_result(None)
@@ -459,7 +471,9 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             self._watch_conn = self._connect(role="reader")
         conn = self._watch_conn
         version = scalar(conn, sql.DATA_VERSION)
-        while (self._event_waiters or self._mail_waiters) and not self._closed:
+        while (
+            self._event_waiters or self._mail_waiters or self._task_waiters
+        ) and not self._closed:
             await asyncio.sleep(WATCH_INTERVAL_S)
             if self._closed:
                 return
@@ -745,6 +759,58 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             lambda ctx: self._ops.heartbeat_task(ctx, task_id, agent_id, lease_us)
         )
         return codec.decode("tasks", rec)  # type: ignore[no-any-return]
+
+    async def wait_for_tasks(
+        self, timeout: Duration | None = None, task_types: Sequence[str] | None = None
+    ) -> bool:
+        types = codec.types_arg(task_types)
+        timeout_s = (
+            None
+            if timeout is None
+            else codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
+        )
+        type_args: tuple[str, ...] = () if types is None else (json.dumps(types),)
+        any_ready = sql.ANY_READY if types is None else sql.ANY_READY_OF_TYPES
+        next_due = sql.NEXT_RUN_AFTER if types is None else sql.NEXT_RUN_AFTER_OF_TYPES
+
+        def due(conn: apsw.Connection) -> int | None:
+            """0 if a task is ready now, else when the next backoff ends (or None)."""
+            now = self._now()
+            if conn.execute(any_ready, (now, *type_args)).fetchone() is not None:
+                return 0
+            first: int | None = scalar(conn, next_due, (now, *type_args))
+            return None if first is None else max(first - now, 1)
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            gen = self._task_gen
+            due_us = await self._read(due, inline=True)
+            if due_us == 0:
+                return True
+            if self._closed:
+                return False
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            if gen != self._task_gen:
+                continue
+            if due_us is not None:
+                # Nothing announces the end of a backoff: wake when the storage's clock says so.
+                due_s = max(due_us / 1e6, 0.001)
+                remaining = due_s if remaining is None else min(remaining, due_s)
+            fut = loop.create_future()
+            self._task_waiters.append(fut)
+            self._watch()
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), remaining)
+            except TimeoutError:
+                pass
+            finally:
+                if fut in self._task_waiters:
+                    self._task_waiters.remove(fut)
+            if self._closed:
+                return False
 
     # --- events -----------------------------------------------------------------------------
 

@@ -56,12 +56,14 @@ _ALONE: Final = 3
 class WriteContext:
     """What a write operation sees: the connection, and what to announce after COMMIT."""
 
-    __slots__ = ("conn", "events", "mail")
+    __slots__ = ("conn", "events", "mail", "tasks")
 
     def __init__(self, conn: apsw.Connection) -> None:
         self.conn = conn
         self.events = False
         self.mail: set[str] = set()
+        # Set when a write may have made a task ready (stored, unblocked or requeued).
+        self.tasks = False
 
 
 #: A result or the exception to raise, per operation.
@@ -391,7 +393,7 @@ class GroupCommitWriter:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
-        if ctx.events or ctx.mail:
+        if ctx.events or ctx.mail or ctx.tasks:
             self._on_commit(ctx)
 
     def _fail(self, batch: Sequence[_Item], err: BaseException) -> None:
