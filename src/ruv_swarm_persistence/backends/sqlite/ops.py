@@ -177,6 +177,24 @@ class SqliteOps:
         ctx.events = True
         return seqs
 
+    def store_event_chunks(
+        self, ctx: WriteContext, chunks: Callable[[], Sequence[Record] | None]
+    ) -> list[int]:
+        """Insert events handed over chunk by chunk, all or none; returns their sequences.
+
+        ``chunks`` blocks until the next chunk is validated and returns ``None`` after the
+        last one (or raises, which undoes every chunk inserted so far). Inserting chunk *k*
+        while the caller validates chunk *k+1* hides most of the validation of a large batch.
+        """
+        seqs: list[int] = []
+        with savepoint(ctx.conn):
+            while (recs := chunks()) is not None:
+                seqs += self._insert_all(
+                    ctx.conn, sql.INSERT_EVENT, "event", recs, _EVENT_VALUES, True
+                )
+        ctx.events = True
+        return seqs
+
     def store_metrics(self, ctx: WriteContext, recs: Sequence[Record]) -> None:
         """Insert metrics atomically."""
         with savepoint(ctx.conn):

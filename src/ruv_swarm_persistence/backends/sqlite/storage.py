@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -27,7 +28,7 @@ import apsw
 from ... import codec, rules
 from ..._time import from_us, now_us, to_us
 from ...aggregate import MetricRow, aggregate, check_group_by, crate_metric, crate_order
-from ...codec import Limits
+from ...codec import Limits, Record
 from ...errors import MigrationError, StorageError, TransactionError, ValidationError
 from ...migrations import AppliedMigration, Migration, MigrationRunner
 from ...models import (
@@ -66,6 +67,8 @@ WATCH_INTERVAL_S: Final = 0.05
 INLINE_ROWS: Final = 100
 #: Operations writing more rows than this run on the writer's thread, off the loop.
 HEAVY_ROWS: Final = 1000
+#: Events validated per hand-over when a large batch is streamed to the writer's thread.
+STREAM_CHUNK: Final = 1000
 #: Rows a subscriber reads per step (in the loop).
 SUBSCRIBE_PAGE: Final = 100
 
@@ -827,6 +830,16 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         return seq
 
     async def store_events(self, events: Sequence[EventModel]) -> list[int]:
+        if (
+            isinstance(events, Sequence)
+            and not isinstance(events, (str, bytes))
+            and len(events) > HEAVY_ROWS
+            and (await self._gate() if self._blocked else None) is None
+        ):
+            seqs = await self._store_events_streamed(events)
+            for ev, seq in zip(events, seqs, strict=True):
+                ev.sequence = seq
+            return seqs
         recs = codec.encode_batch(events, codec.encode_event, "events", self._limits)
 
         def store(ctx: WriteContext) -> list[int]:
@@ -836,6 +849,34 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         for ev, seq in zip(events, seqs, strict=True):
             ev.sequence = seq
         return seqs
+
+    async def _store_events_streamed(self, events: Sequence[EventModel]) -> list[int]:
+        """A large batch outside a transaction: validated in the loop, chunk by chunk, while
+        the writer's thread inserts the chunks already validated, in one transaction."""
+        handoff: queue.SimpleQueue[list[Record] | BaseException | None] = queue.SimpleQueue()
+
+        def next_chunk() -> list[Record] | None:
+            item = handoff.get()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+        # heavy: the writer runs it on its own thread, never in the loop (it blocks on the queue).
+        write = asyncio.ensure_future(
+            self._write(lambda ctx: self._ops.store_event_chunks(ctx, next_chunk), heavy=True)
+        )
+        try:
+            for start in range(0, len(events), STREAM_CHUNK):
+                chunk = events[start : start + STREAM_CHUNK]
+                handoff.put([codec.encode_event(ev, self._limits) for ev in chunk])
+                await asyncio.sleep(0)  # the writer starts, and the loop stays responsive
+        except BaseException as exc:
+            handoff.put(exc)
+            with contextlib.suppress(BaseException):
+                await write
+            raise
+        handoff.put(None)
+        return await write
 
     async def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
         codec.check_id(agent_id, "agent_id", self._limits)
