@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from . import _json
 from ._time import from_us
+from .codec import DEFAULT_LIMITS, Limits, check_text, duration_arg, time_arg
 from .errors import ValidationError
 from .models import MetricModel
 from .storage import MetricAggregate
@@ -57,6 +58,22 @@ def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
         else:
             raise ValidationError(f"{name!r} is not 'agent_id' or 'tag:<name>'", field="group_by")
     return tuple(out)
+
+
+def window_args(
+    metric_type: Any, start: Any, end: Any, limits: Limits = DEFAULT_LIMITS
+) -> tuple[str, int, int]:
+    """Validate the ``(metric_type, start, end)`` of an aggregate call; times in µs."""
+    return (
+        check_text(metric_type, "metric_type", limits),
+        time_arg(start, "start"),
+        time_arg(end, "end"),
+    )
+
+
+def grouping_args(group_by: Sequence[str], bucket: Any) -> tuple[tuple[str, ...], int | None]:
+    """Validate ``group_by`` and ``bucket`` of ``aggregate_metrics``; the bucket in µs."""
+    return check_group_by(group_by), None if bucket is None else duration_arg(bucket, "bucket")
 
 
 def aggregate(

@@ -9,14 +9,14 @@ validation and precision are the same everywhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from . import _json
 from ._time import from_us, to_us
-from .errors import SerializationError, ValidationError
+from .errors import ConflictError, SerializationError, ValidationError
 from .models import (
     AgentModel,
     AgentStatus,
@@ -524,8 +524,16 @@ def encode_batch(
     items: Any, encode: Callable[[Any, Limits], Record], field: str, limits: Limits
 ) -> list[Record]:
     """Validate a batch argument (a list of models) and encode every item."""
-    from collections.abc import Sequence
-
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
         raise ValidationError(f"must be a list of {field}, got {type(items).__name__}", field=field)
     return [encode(item, limits) for item in items]
+
+
+def check_unique_ids(recs: Sequence[Record], kind: str, existing: Container[str] = ()) -> None:
+    """A batch may not repeat an id, nor (when ``existing`` is given) reuse a stored one."""
+    seen: set[str] = set()
+    for rec in recs:
+        rid = rec["id"]
+        if rid in seen or rid in existing:
+            raise ConflictError(kind, rid)
+        seen.add(rid)

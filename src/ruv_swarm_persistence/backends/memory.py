@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from .. import _json, codec, rules
 from .._time import now_us, to_us
-from ..aggregate import MetricRow, aggregate, check_group_by, crate_aggregate
+from ..aggregate import MetricRow, aggregate, crate_aggregate, grouping_args, window_args
 from ..codec import Limits, Record
 from ..errors import (
     ConflictError,
@@ -766,11 +766,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         recs = codec.encode_batch(events, codec.encode_event, "events", self._limits)
         if self._blocked:
             await self._gate()
-        seen: set[str] = set()
-        for rec in recs:
-            if rec["id"] in self._engine.event_ids or rec["id"] in seen:
-                raise ConflictError("event", rec["id"])
-            seen.add(rec["id"])
+        codec.check_unique_ids(recs, "event", self._engine.event_ids)
         seqs = [self._append_event(rec) for rec in recs]
         for ev, seq in zip(events, seqs, strict=True):
             ev.sequence = seq
@@ -940,11 +936,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         if self._blocked:
             await self._gate()
         e = self._engine
-        seen: set[str] = set()
-        for rec in recs:
-            if rec["id"] in e.metrics or rec["id"] in seen:
-                raise ConflictError("metric", rec["id"])
-            seen.add(rec["id"])
+        codec.check_unique_ids(recs, "metric", e.metrics)
         for rec in recs:
             e.put(e.metrics, rec["id"], rec)
 
@@ -977,8 +969,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
     async def get_aggregated_metrics(
         self, metric_type: str, start: TimeArg, end: TimeArg
     ) -> list[MetricModel]:
-        codec.check_text(metric_type, "metric_type", self._limits)
-        s, t = codec.time_arg(start, "start"), codec.time_arg(end, "end")
+        _, s, t = window_args(metric_type, start, end, self._limits)
         if self._blocked:
             await self._gate()
         return crate_aggregate(metric_type, self._metric_rows(metric_type, s, t))
@@ -991,10 +982,8 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         group_by: Sequence[str] = ("agent_id",),
         bucket: Duration | None = None,
     ) -> list[MetricAggregate]:
-        codec.check_text(metric_type, "metric_type", self._limits)
-        s, t = codec.time_arg(start, "start"), codec.time_arg(end, "end")
-        groups = check_group_by(group_by)
-        bucket_us = None if bucket is None else codec.duration_arg(bucket, "bucket")
+        _, s, t = window_args(metric_type, start, end, self._limits)
+        groups, bucket_us = grouping_args(group_by, bucket)
         if self._blocked:
             await self._gate()
         return aggregate(metric_type, self._metric_rows(metric_type, s, t), groups, bucket_us)

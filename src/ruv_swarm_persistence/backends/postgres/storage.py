@@ -43,7 +43,7 @@ import asyncpg
 
 from ... import _json, codec, rules
 from ..._time import from_us, now_us, to_us
-from ...aggregate import MetricRow, aggregate, check_group_by, crate_aggregate
+from ...aggregate import MetricRow, aggregate, crate_aggregate, grouping_args, window_args
 from ...codec import Limits, Record
 from ...errors import (
     ConflictError,
@@ -1185,11 +1185,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
                 ev.sequence = seq
             return seqs
         recs = codec.encode_batch(events, codec.encode_event, "events", self._limits)
-        seen: set[str] = set()
-        for rec in recs:
-            if rec["id"] in seen:
-                raise ConflictError("event", rec["id"])
-            seen.add(rec["id"])
+        codec.check_unique_ids(recs, "event")
         if not recs:
             if self._blocked:
                 await self._gate()
@@ -1324,11 +1320,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
 
     async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
         recs = codec.encode_batch(metrics, codec.encode_metric, "metrics", self._limits)
-        seen: set[str] = set()
-        for rec in recs:
-            if rec["id"] in seen:
-                raise ConflictError("metric", rec["id"])
-            seen.add(rec["id"])
+        codec.check_unique_ids(recs, "metric")
         if not recs:
             if self._blocked:
                 await self._gate()
@@ -1353,8 +1345,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
     async def get_aggregated_metrics(
         self, metric_type: str, start: TimeArg, end: TimeArg
     ) -> list[MetricModel]:
-        codec.check_text(metric_type, "metric_type", self._limits)
-        s, t = codec.time_arg(start, "start"), codec.time_arg(end, "end")
+        _, s, t = window_args(metric_type, start, end, self._limits)
         return crate_aggregate(metric_type, await self._metric_rows(metric_type, s, t))
 
     async def aggregate_metrics(
@@ -1365,10 +1356,8 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         group_by: Sequence[str] = ("agent_id",),
         bucket: Duration | None = None,
     ) -> list[MetricAggregate]:
-        codec.check_text(metric_type, "metric_type", self._limits)
-        s, t = codec.time_arg(start, "start"), codec.time_arg(end, "end")
-        groups = check_group_by(group_by)
-        bucket_us = None if bucket is None else codec.duration_arg(bucket, "bucket")
+        _, s, t = window_args(metric_type, start, end, self._limits)
+        groups, bucket_us = grouping_args(group_by, bucket)
         rows = await self._metric_rows(metric_type, s, t)
         return aggregate(metric_type, rows, groups, bucket_us)
 

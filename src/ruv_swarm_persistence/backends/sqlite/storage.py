@@ -27,7 +27,14 @@ import apsw
 
 from ... import codec, rules
 from ..._time import from_us, now_us, to_us
-from ...aggregate import MetricRow, aggregate, check_group_by, crate_metric, crate_order
+from ...aggregate import (
+    MetricRow,
+    aggregate,
+    crate_metric,
+    crate_order,
+    grouping_args,
+    window_args,
+)
 from ...codec import Limits, Record
 from ...errors import MigrationError, StorageError, TransactionError, ValidationError
 from ...migrations import AppliedMigration, Migration, MigrationRunner
@@ -1050,8 +1057,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
     async def get_aggregated_metrics(
         self, metric_type: str, start: TimeArg, end: TimeArg
     ) -> list[MetricModel]:
-        codec.check_text(metric_type, "metric_type", self._limits)
-        args = (metric_type, codec.time_arg(start, "start"), codec.time_arg(end, "end"))
+        args = window_args(metric_type, start, end, self._limits)
 
         def read(conn: apsw.Connection) -> list[MetricModel]:
             groups: list[tuple[Any, ...]] = conn.execute(sql.AGGREGATE_BY_AGENT, args).fetchall()
@@ -1068,10 +1074,8 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         group_by: Sequence[str] = ("agent_id",),
         bucket: Duration | None = None,
     ) -> list[MetricAggregate]:
-        codec.check_text(metric_type, "metric_type", self._limits)
-        args = (metric_type, codec.time_arg(start, "start"), codec.time_arg(end, "end"))
-        groups = check_group_by(group_by)
-        bucket_us = None if bucket is None else codec.duration_arg(bucket, "bucket")
+        args = window_args(metric_type, start, end, self._limits)
+        groups, bucket_us = grouping_args(group_by, bucket)
 
         def read(conn: apsw.Connection) -> list[MetricAggregate]:
             rows = [MetricRow(*row) for row in conn.execute(sql.METRIC_ROWS, args)]
