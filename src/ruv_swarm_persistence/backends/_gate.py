@@ -16,8 +16,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from .. import codec
 from ..errors import StorageError, TransactionError
-from ..storage import ACTIVE_TRANSACTION, DelegatingTransaction, Storage, Transaction
+from ..storage import ACTIVE_TRANSACTION, DelegatingTransaction, Duration, Storage, Transaction
 
 __all__ = ["GatedStorage", "GatedTransaction"]
 
@@ -164,3 +165,21 @@ class GatedTransaction(DelegatingTransaction):
         except TransactionError:
             if not failed:
                 raise
+
+
+class Deadline:
+    """A caller's ``timeout`` (a duration, or ``None`` for no limit) on the loop's clock."""
+
+    __slots__ = ("_at", "_loop")
+
+    def __init__(self, timeout: Duration | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._at = (
+            None
+            if timeout is None
+            else self._loop.time() + codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
+        )
+
+    def remaining(self) -> float | None:
+        """Seconds left (``<= 0`` once passed), or ``None`` when there is no limit."""
+        return None if self._at is None else self._at - self._loop.time()

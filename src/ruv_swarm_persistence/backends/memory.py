@@ -44,7 +44,7 @@ from ..storage import (
     Transaction,
 )
 from ..urls import ParsedUrl
-from ._gate import GatedStorage, GatedTransaction
+from ._gate import Deadline, GatedStorage, GatedTransaction
 
 __all__ = ["MemoryStorage", "open_url"]
 
@@ -695,13 +695,8 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         self, timeout: Duration | None = None, task_types: Sequence[str] | None = None
     ) -> bool:
         types = codec.types_arg(task_types)
-        timeout_s = (
-            None
-            if timeout is None
-            else codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
-        )
+        deadline = Deadline(timeout)
         loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
         while True:
             if self._blocked:
                 await self._gate()
@@ -710,7 +705,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
                 return True
             if self._closed:
                 return False
-            remaining = None if deadline is None else deadline - loop.time()
+            remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 return False
             if due_us is not None:
@@ -898,18 +893,13 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         self, agent_id: str, timeout: Duration | None = None
     ) -> list[MessageModel]:
         codec.check_id(agent_id, "agent_id", self._limits)
-        timeout_s = (
-            None
-            if timeout is None
-            else codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
-        )
+        deadline = Deadline(timeout)
         loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
         while True:
             unread = await self.get_unread_messages(agent_id)
             if unread or self._closed:
                 return unread
-            remaining = None if deadline is None else deadline - loop.time()
+            remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 return []
             fut = loop.create_future()

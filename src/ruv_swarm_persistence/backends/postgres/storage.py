@@ -66,7 +66,7 @@ from ...storage import (
     TimeArg,
     Transaction,
 )
-from .._gate import GatedStorage, GatedTransaction
+from .._gate import Deadline, GatedStorage, GatedTransaction
 from ..sql_common import check_new_status, plan_cascade, plan_task_batch, row_record
 from . import errors, sql
 from .listener import Listener
@@ -1050,13 +1050,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         requeued; a task waiting out a retry backoff is noticed when its time comes.
         """
         types = codec.types_arg(task_types)
-        timeout_s = (
-            None
-            if timeout is None
-            else codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
-        )
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
+        deadline = Deadline(timeout)
         while True:
             gen = self.listener.generation("t")
             ready = await self.get_ready_tasks()
@@ -1064,7 +1058,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
                 return True
             if self._closed:
                 return False
-            remaining = None if deadline is None else deadline - loop.time()
+            remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 return False
             now = self._now()
@@ -1292,20 +1286,14 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         self, agent_id: str, timeout: Duration | None = None
     ) -> list[MessageModel]:
         codec.check_id(agent_id, "agent_id", self._limits)
-        timeout_s = (
-            None
-            if timeout is None
-            else codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
-        )
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
+        deadline = Deadline(timeout)
         key = f"m:{agent_id}"
         while True:
             gen = self.listener.generation(key)
             unread = await self.get_unread_messages(agent_id)
             if unread or self._closed:
                 return unread
-            remaining = None if deadline is None else deadline - loop.time()
+            remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 return []
             await self.listener.wait(key, gen, remaining)

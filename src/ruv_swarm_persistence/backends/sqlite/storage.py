@@ -55,7 +55,7 @@ from ...storage import (
     TimeArg,
     Transaction,
 )
-from .._gate import GatedStorage, GatedTransaction
+from .._gate import Deadline, GatedStorage, GatedTransaction
 from . import sql
 from .errors import decode_row, translate
 from .ops import SqliteOps, scalar
@@ -774,11 +774,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         self, timeout: Duration | None = None, task_types: Sequence[str] | None = None
     ) -> bool:
         types = codec.types_arg(task_types)
-        timeout_s = (
-            None
-            if timeout is None
-            else codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
-        )
+        deadline = Deadline(timeout)
         type_args: tuple[str, ...] = () if types is None else (json.dumps(types),)
         any_ready = sql.ANY_READY if types is None else sql.ANY_READY_OF_TYPES
         next_due = sql.NEXT_RUN_AFTER if types is None else sql.NEXT_RUN_AFTER_OF_TYPES
@@ -792,7 +788,6 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             return None if first is None else max(first - now, 1)
 
         loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
         while True:
             gen = self._task_gen
             due_us = await self._read(due, inline=True)
@@ -800,7 +795,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
                 return True
             if self._closed:
                 return False
-            remaining = None if deadline is None else deadline - loop.time()
+            remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 return False
             if gen != self._task_gen:
@@ -988,19 +983,14 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         self, agent_id: str, timeout: Duration | None = None
     ) -> list[MessageModel]:
         codec.check_id(agent_id, "agent_id", self._limits)
-        timeout_s = (
-            None
-            if timeout is None
-            else codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
-        )
+        deadline = Deadline(timeout)
         loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
         while True:
             gen = self._mail_gen
             unread = await self.get_unread_messages(agent_id)
             if unread or self._closed:
                 return unread
-            remaining = None if deadline is None else deadline - loop.time()
+            remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 return []
             if gen != self._mail_gen:
