@@ -471,6 +471,11 @@ def utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC)
 
 
+def opt_time_arg(value: Any, field: str) -> int | None:
+    """An optional time argument: ``None``, or what :func:`time_arg` accepts."""
+    return None if value is None else time_arg(value, field)
+
+
 def duration_arg(value: Any, field: str, *, allow_zero: bool = False) -> int:
     """A duration argument (``timedelta`` or seconds) as integer microseconds."""
     from datetime import timedelta

@@ -341,7 +341,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
 
     async def heartbeat(self, agent_id: str, at: TimeArg | None = None) -> None:
         codec.check_id(agent_id, "agent_id", self._limits)
-        stamp = None if at is None else codec.time_arg(at, "at")
+        stamp = codec.opt_time_arg(at, "at")
         if self._blocked:
             await self._gate()
         e = self._engine
@@ -1066,13 +1066,9 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         metrics_before: TimeArg | None = None,
         read_messages_before: TimeArg | None = None,
     ) -> PruneResult:
-        ev_t = None if events_before is None else codec.time_arg(events_before, "events_before")
-        me_t = None if metrics_before is None else codec.time_arg(metrics_before, "metrics_before")
-        ms_t = (
-            None
-            if read_messages_before is None
-            else codec.time_arg(read_messages_before, "read_messages_before")
-        )
+        ev_t = codec.opt_time_arg(events_before, "events_before")
+        me_t = codec.opt_time_arg(metrics_before, "metrics_before")
+        ms_t = codec.opt_time_arg(read_messages_before, "read_messages_before")
         if self._blocked:
             await self._gate()
         e = self._engine

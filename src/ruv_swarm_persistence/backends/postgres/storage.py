@@ -710,7 +710,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
 
     async def heartbeat(self, agent_id: str, at: TimeArg | None = None) -> None:
         codec.check_id(agent_id, "agent_id", self._limits)
-        stamp = None if at is None else codec.time_arg(at, "at")
+        stamp = codec.opt_time_arg(at, "at")
         now = self._now()
         if not await self._statement(sql.HEARTBEAT, agent_id, now if stamp is None else stamp, now):
             raise NotFoundError("agent", agent_id)
@@ -1418,13 +1418,9 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         metrics_before: TimeArg | None = None,
         read_messages_before: TimeArg | None = None,
     ) -> PruneResult:
-        ev_t = None if events_before is None else codec.time_arg(events_before, "events_before")
-        me_t = None if metrics_before is None else codec.time_arg(metrics_before, "metrics_before")
-        ms_t = (
-            None
-            if read_messages_before is None
-            else codec.time_arg(read_messages_before, "read_messages_before")
-        )
+        ev_t = codec.opt_time_arg(events_before, "events_before")
+        me_t = codec.opt_time_arg(metrics_before, "metrics_before")
+        ms_t = codec.opt_time_arg(read_messages_before, "read_messages_before")
 
         async def run(conn: Conn, fx: _Effects) -> PruneResult:
             result = PruneResult()

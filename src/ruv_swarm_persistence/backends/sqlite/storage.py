@@ -636,7 +636,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
 
     async def heartbeat(self, agent_id: str, at: TimeArg | None = None) -> None:
         codec.check_id(agent_id, "agent_id", self._limits)
-        stamp = None if at is None else codec.time_arg(at, "at")
+        stamp = codec.opt_time_arg(at, "at")
         await self._write(lambda ctx: self._ops.heartbeat(ctx, agent_id, stamp))
 
     async def find_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
@@ -1179,13 +1179,9 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         read_messages_before: TimeArg | None = None,
     ) -> PruneResult:
         """Delete old history, then give the freed pages back to the file system."""
-        ev_t = None if events_before is None else codec.time_arg(events_before, "events_before")
-        me_t = None if metrics_before is None else codec.time_arg(metrics_before, "metrics_before")
-        ms_t = (
-            None
-            if read_messages_before is None
-            else codec.time_arg(read_messages_before, "read_messages_before")
-        )
+        ev_t = codec.opt_time_arg(events_before, "events_before")
+        me_t = codec.opt_time_arg(metrics_before, "metrics_before")
+        ms_t = codec.opt_time_arg(read_messages_before, "read_messages_before")
         tx = await self._gate() if self._blocked else None
         if tx is not None:
             return self._in_tx(tx, lambda ctx: SqliteOps.prune(ctx.conn, ev_t, me_t, ms_t))
