@@ -153,7 +153,8 @@ def dumps(value: Any, field: str, max_bytes: int) -> str:
                 f"encodes to {len(raw)} bytes, more than the limit of {max_bytes}",
                 field=field,
             )
-        return str(raw.decode())
+        text: str = raw.decode()
+        return text
     _check(value, field, 0, set())
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     size = len(text.encode())

@@ -1140,19 +1140,21 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
                     seen: set[str] = set()
                     duplicate: str | None = None
                     for i, ev in enumerate(events):
-                        r = codec.encode_event(ev, limits)
-                        if r["id"] in seen and duplicate is None:
-                            duplicate = r["id"]
-                        seen.add(r["id"])
+                        eid, etype, agent_id, task_id, payload, metadata, ts = codec.event_values(
+                            ev, limits
+                        )
+                        if eid in seen and duplicate is None:
+                            duplicate = eid
+                        seen.add(eid)
                         yield (
                             first + i,
-                            r["id"],
-                            r["event_type"],
-                            r["agent_id"],
-                            r["task_id"],
-                            jsonb_text(r["payload"]),
-                            jsonb_text(r["metadata"]),
-                            r["timestamp"],
+                            eid,
+                            etype,
+                            agent_id,
+                            task_id,
+                            jsonb_text(payload),
+                            jsonb_text(metadata),
+                            ts,
                         )
                     if duplicate is not None:
                         raise ConflictError("event", duplicate)
