@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,31 @@ async def test_concurrent_writes_share_one_commit_and_fail_alone(sqlite: SqliteS
     assert [e.id for e in await sqlite.read_events()] == ["e-dup", "e1", "e2", "e3"]
     assert await sqlite.get_agent("a1") is not None
     assert [m.value for m in await sqlite.query(sqlite.metrics.builder())] == [1.0]
+
+
+async def test_sequences_follow_a_pruned_tail_when_the_first_row_is_refused(
+    sqlite: SqliteStorage,
+) -> None:
+    # The first row of a run carries its sequence; SQLite numbers the rest from it.
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    await sqlite.store_event(EventModel("keep", "t", timestamp=t0 + timedelta(hours=1)))
+    await sqlite.store_event(EventModel("gone", "t", timestamp=t0))
+    await sqlite.prune(events_before=t0 + timedelta(minutes=1))  # the highest, 2, is gone
+    results = await asyncio.gather(
+        sqlite.store_event(EventModel.new("t", id="keep")),
+        sqlite.store_event(EventModel.new("t", id="x")),
+        sqlite.store_event(EventModel.new("t", id="x")),
+        sqlite.store_event(EventModel.new("t", id="y")),
+        return_exceptions=True,
+    )
+    assert await _settle(results) == ["ConflictError", "int", "ConflictError", "int"]
+    assert [results[1], results[3]] == [3, 4]
+    assert await sqlite.store_events([EventModel.new("t", id=i) for i in "pq"]) == [5, 6]
+    with pytest.raises(ConflictError):
+        await sqlite.store_events([EventModel.new("t", id="r"), EventModel.new("t", id="keep")])
+    assert [(e.id, e.sequence) for e in await sqlite.read_events()] == [
+        ("keep", 1), ("x", 3), ("y", 4), ("p", 5), ("q", 6),
+    ]  # fmt: skip
 
 
 async def test_a_call_returns_only_once_its_write_is_committed(

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import apsw
 
 from ... import _json, rules
-from ...codec import Record
+from ...codec import EventValues, Record
 from ...errors import (
     ConflictError,
     LeaseLostError,
@@ -36,7 +36,7 @@ from . import sql
 from .errors import translate
 from .writer import Outcome, WriteContext, savepoint
 
-__all__ = ["SqliteOps", "scalar", "task_state"]
+__all__ = ["METRIC_VALUES", "Row", "SqliteOps", "scalar", "task_state"]
 
 log = logging.getLogger(__name__)
 
@@ -61,48 +61,42 @@ def _ids_json(ids: Sequence[str]) -> str:
     return json.dumps(list(ids))
 
 
-#: A record's values in insert order, as one tuple (``itemgetter`` builds it in C).
-_EVENT_VALUES: Final = operator.itemgetter(*sql.EVENT_COLUMNS[:-1])  # the sequence comes last
-_METRIC_VALUES: Final = operator.itemgetter(*sql.METRIC_COLUMNS)
+#: A metric record's values in insert order, as one tuple (``itemgetter`` builds it in C).
+METRIC_VALUES: Final = operator.itemgetter(*sql.METRIC_COLUMNS)
+
+#: A row to insert: its columns in insert order, the id first (an event's without its
+#: sequence, which SQLite assigns; see :func:`_insert_run`).
+Row = tuple[Any, ...]
 
 
 def _insert_run(
-    conn: apsw.Connection,
-    statement: str,
-    recs: Sequence[Record],
-    values: Callable[[Record], tuple[Any, ...]],
-    start: int,
-    last_sequence: int | None,
-) -> tuple[list[Any], int | None, BaseException | None]:
-    """``executemany`` from ``start``; returns the results, the failing index and its error.
+    conn: apsw.Connection, statement: str, rows: Sequence[Row], start: int, sequence: int | None
+) -> tuple[int, BaseException | None]:
+    """Insert ``rows[start:]`` in order until one fails: how many went in, and the error.
 
-    With ``last_sequence`` each row gets the next sequence as its last column and the
-    results are those sequences; otherwise the results are ``None``. A failing row is undone
-    by SQLite alone (statement atomicity), so the rows before it stand.
+    A failing row is undone by SQLite alone (statement atomicity), so the rows before it
+    stand. Events (``sequence`` given) are numbered by SQLite: the first row is written with
+    ``sequence`` and the others leave out their ``INTEGER PRIMARY KEY``, which SQLite then
+    sets to the largest plus one. That numbers them on without building a row per event,
+    and is checked against ``last_insert_rowid`` afterwards.
     """
-    done: list[Any] = []
-    n = len(recs)
-
-    def numbered() -> Iterator[tuple[Any, ...]]:
-        seq = last_sequence
-        if seq is None:
-            for i in range(start, n):
-                done.append(None)
-                yield values(recs[i])
-        else:
-            for i in range(start, n):
-                seq += 1
-                done.append(seq)
-                yield (*values(recs[i]), seq)
-
+    error: BaseException | None = None
+    before = conn.total_changes()
     try:
-        conn.executemany(statement, numbered())
+        if sequence is not None:
+            conn.execute(sql.INSERT_EVENT_AT, (*rows[start], sequence))
+            start += 1
+        if start < len(rows):
+            conn.executemany(statement, rows[start:] if start else rows)
     except apsw.Error as exc:
-        if not done:
-            raise
-        done.pop()
-        return done, start + len(done), exc
-    return done, None, None
+        error = exc
+    done: int = conn.total_changes() - before
+    if sequence is not None and done and conn.last_insert_rowid() != sequence + done - 1:
+        raise StorageError(
+            f"event sequences out of step: {done} rows from {sequence} ended at "
+            f"{conn.last_insert_rowid()}"
+        )
+    return done, error
 
 
 class SqliteOps:
@@ -115,90 +109,80 @@ class SqliteOps:
     # --- rows in bulk -------------------------------------------------------------------
 
     def _rows_in_bulk(
-        self,
-        ctx: WriteContext,
-        statement: str,
-        kind: str,
-        recs: list[Record],
-        values: Callable[[Record], tuple[Any, ...]],
-        sequenced: bool,
+        self, ctx: WriteContext, statement: str, kind: str, rows: Sequence[Row], sequenced: bool
     ) -> list[Outcome]:
+        """Insert rows of many callers; a failing row fails only its caller."""
         conn = ctx.conn
-        last: int | None = scalar(conn, sql.LAST_SEQUENCE) if sequenced else None
+        seq: int | None = scalar(conn, sql.LAST_SEQUENCE) + 1 if sequenced else None
         out: list[Outcome] = []
-        start = 0
-        while start < len(recs):
-            results, failed, exc = _insert_run(conn, statement, recs, values, start, last)
-            out.extend((True, r) for r in results)
-            if results and sequenced:
-                last = results[-1]
-            if failed is None:
+        start, n = 0, len(rows)
+        while start < n:
+            done, exc = _insert_run(conn, statement, rows, start, seq)
+            if seq is None:
+                out.extend([(True, None)] * done)
+            else:
+                out.extend((True, s) for s in range(seq, seq + done))
+                seq += done
+            if exc is None:
                 break
-            assert exc is not None
-            out.append((False, translate(exc, kind=kind, row_id=recs[failed]["id"])))
-            start = failed + 1
+            start += done
+            out.append((False, translate(exc, kind=kind, row_id=rows[start][0])))
+            start += 1
             if not conn.in_transaction:
                 # The whole batch is gone; the writer fails it. Write nothing outside it.
-                out.extend([(False, out[-1][1])] * (len(recs) - start))
+                out.extend([(False, out[-1][1])] * (n - start))
                 break
         return out
 
-    def event_rows(self, ctx: WriteContext, recs: list[Record]) -> list[Outcome]:
+    def event_rows(self, ctx: WriteContext, rows: list[EventValues]) -> list[Outcome]:
         """Insert single events of many callers together; each gets its sequence."""
-        out = self._rows_in_bulk(ctx, sql.INSERT_EVENT, "event", recs, _EVENT_VALUES, True)
+        out = self._rows_in_bulk(ctx, sql.INSERT_EVENT, "event", rows, True)
         ctx.events = True
         return out
 
-    def metric_rows(self, ctx: WriteContext, recs: list[Record]) -> list[Outcome]:
+    def metric_rows(self, ctx: WriteContext, rows: list[Row]) -> list[Outcome]:
         """Insert single metrics of many callers together."""
-        return self._rows_in_bulk(ctx, sql.INSERT_METRIC, "metric", recs, _METRIC_VALUES, False)
+        return self._rows_in_bulk(ctx, sql.INSERT_METRIC, "metric", rows, False)
 
+    @staticmethod
     def _insert_all(
-        self,
-        conn: apsw.Connection,
-        statement: str,
-        kind: str,
-        recs: Sequence[Record],
-        values: Callable[[Record], tuple[Any, ...]],
-        sequenced: bool,
-    ) -> list[Any]:
-        """Insert every row or none (the caller holds a savepoint)."""
-        last = scalar(conn, sql.LAST_SEQUENCE) if sequenced else None
-        results, failed, exc = _insert_run(conn, statement, recs, values, 0, last)
-        if failed is not None:
-            assert exc is not None
-            raise translate(exc, kind=kind, row_id=recs[failed]["id"]) from exc
-        return results
+        conn: apsw.Connection, statement: str, kind: str, rows: Sequence[Row], sequenced: bool
+    ) -> list[int]:
+        """Insert every row or none (the caller holds a savepoint); events' sequences."""
+        if not rows:
+            return []
+        seq: int | None = scalar(conn, sql.LAST_SEQUENCE) + 1 if sequenced else None
+        done, exc = _insert_run(conn, statement, rows, 0, seq)
+        if exc is not None:
+            raise translate(exc, kind=kind, row_id=rows[done][0]) from exc
+        return [] if seq is None else list(range(seq, seq + done))
 
-    def store_events(self, ctx: WriteContext, recs: Sequence[Record]) -> list[int]:
+    def store_events(self, ctx: WriteContext, rows: Sequence[EventValues]) -> list[int]:
         """Insert events atomically, in order; returns their sequences."""
         with savepoint(ctx.conn):
-            seqs = self._insert_all(ctx.conn, sql.INSERT_EVENT, "event", recs, _EVENT_VALUES, True)
+            seqs = self._insert_all(ctx.conn, sql.INSERT_EVENT, "event", rows, True)
         ctx.events = True
         return seqs
 
     def store_event_chunks(
-        self, ctx: WriteContext, chunks: Callable[[], Sequence[Record] | None]
+        self, ctx: WriteContext, chunks: Callable[[], Sequence[EventValues] | None]
     ) -> list[int]:
         """Insert events handed over chunk by chunk, all or none; returns their sequences.
 
         ``chunks`` blocks until the next chunk is validated and returns ``None`` after the
-        last one (or raises, which undoes every chunk inserted so far). Inserting chunk *k*
-        while the caller validates chunk *k+1* hides most of the validation of a large batch.
+        last one (or raises, which undoes every chunk inserted so far).
         """
         seqs: list[int] = []
         with savepoint(ctx.conn):
-            while (recs := chunks()) is not None:
-                seqs += self._insert_all(
-                    ctx.conn, sql.INSERT_EVENT, "event", recs, _EVENT_VALUES, True
-                )
+            while (rows := chunks()) is not None:
+                seqs += self._insert_all(ctx.conn, sql.INSERT_EVENT, "event", rows, True)
         ctx.events = True
         return seqs
 
-    def store_metrics(self, ctx: WriteContext, recs: Sequence[Record]) -> None:
+    def store_metrics(self, ctx: WriteContext, rows: Sequence[Row]) -> None:
         """Insert metrics atomically."""
         with savepoint(ctx.conn):
-            self._insert_all(ctx.conn, sql.INSERT_METRIC, "metric", recs, _METRIC_VALUES, False)
+            self._insert_all(ctx.conn, sql.INSERT_METRIC, "metric", rows, False)
 
     # --- agents ---------------------------------------------------------------------------
 

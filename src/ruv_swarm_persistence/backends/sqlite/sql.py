@@ -188,7 +188,10 @@ def task_update(columns: tuple[str, ...]) -> str:
 # --- events ---------------------------------------------------------------------------------
 
 EVENT_COLUMNS: Final = COLUMNS["events"]
-INSERT_EVENT: Final = _insert("events", EVENT_COLUMNS)
+#: An event numbered by SQLite (``sequence`` left out: the largest plus one) ...
+INSERT_EVENT: Final = _insert("events", EVENT_COLUMNS[:-1])
+#: ... and one given its sequence (the first of a run, which may follow pruned ones).
+INSERT_EVENT_AT: Final = _insert("events", EVENT_COLUMNS)
 #: The last sequence handed out: the highest stored, or the highest ever pruned.
 LAST_SEQUENCE: Final = (
     "SELECT max(coalesce((SELECT max(sequence) FROM events), 0),"

@@ -35,7 +35,7 @@ from ...aggregate import (
     grouping_args,
     window_args,
 )
-from ...codec import Limits, Record
+from ...codec import EventValues, Limits
 from ...errors import MigrationError, StorageError, TransactionError, ValidationError
 from ...migrations import AppliedMigration, Migration, MigrationRunner
 from ...models import (
@@ -58,7 +58,7 @@ from ...storage import (
 from .._gate import Deadline, GatedStorage, GatedTransaction
 from . import sql
 from .errors import decode_row, translate
-from .ops import SqliteOps, scalar
+from .ops import METRIC_VALUES, SqliteOps, scalar
 from .readers import NOT_RUN, NotRun, ReaderPool, SqliteStorageBuilder
 from .writer import Checkpointer, GroupCommitWriter, WriteContext
 
@@ -820,14 +820,14 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
     # --- events -----------------------------------------------------------------------------
 
     async def store_event(self, event: EventModel) -> int:
-        rec = codec.encode_event(event, self._limits)
+        row = codec.event_values(event, self._limits)
         if self._blocked:
             tx = await self._gate()
             if tx is not None:
-                seqs = self._in_tx(tx, lambda ctx: self._ops.store_events(ctx, [rec]))
+                seqs = self._in_tx(tx, lambda ctx: self._ops.store_events(ctx, [row]))
                 event.sequence = seqs[0]
                 return seqs[0]
-        seq: int = await self._w.submit_row(self._event_rows, rec)
+        seq: int = await self._w.submit_row(self._event_rows, row)
         event.sequence = seq
         return seq
 
@@ -842,22 +842,20 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             for ev, seq in zip(events, seqs, strict=True):
                 ev.sequence = seq
             return seqs
-        recs = codec.encode_batch(events, codec.encode_event, "events", self._limits)
+        rows = codec.encode_batch(events, codec.event_values, "events", self._limits)
 
         def store(ctx: WriteContext) -> list[int]:
-            return self._ops.store_events(ctx, recs) if recs else []
+            return self._ops.store_events(ctx, rows) if rows else []
 
-        seqs = await self._write(store, heavy=len(recs) > HEAVY_ROWS)
+        seqs = await self._write(store, heavy=len(rows) > HEAVY_ROWS)
         for ev, seq in zip(events, seqs, strict=True):
             ev.sequence = seq
         return seqs
 
     async def _store_events_streamed(self, events: Sequence[EventModel]) -> list[int]:
-        """A large batch outside a transaction: validated in the loop, chunk by chunk, while
-        the writer's thread inserts the chunks already validated, in one transaction."""
-        handoff: queue.SimpleQueue[list[Record] | BaseException | None] = queue.SimpleQueue()
+        handoff: queue.SimpleQueue[list[EventValues] | BaseException | None] = queue.SimpleQueue()
 
-        def next_chunk() -> list[Record] | None:
+        def next_chunk() -> list[EventValues] | None:
             item = handoff.get()
             if isinstance(item, BaseException):
                 raise item
@@ -870,7 +868,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         try:
             for start in range(0, len(events), STREAM_CHUNK):
                 chunk = events[start : start + STREAM_CHUNK]
-                handoff.put([codec.encode_event(ev, self._limits) for ev in chunk])
+                handoff.put([codec.event_values(ev, self._limits) for ev in chunk])
                 await asyncio.sleep(0)  # the writer starts, and the loop stays responsive
         except BaseException as exc:
             handoff.put(exc)
@@ -1015,22 +1013,23 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
     # --- metrics ----------------------------------------------------------------------------
 
     async def store_metric(self, metric: MetricModel) -> None:
-        rec = codec.encode_metric(metric, self._limits)
+        row = METRIC_VALUES(codec.encode_metric(metric, self._limits))
         if self._blocked:
             tx = await self._gate()
             if tx is not None:
-                self._in_tx(tx, lambda ctx: self._ops.store_metrics(ctx, [rec]))
+                self._in_tx(tx, lambda ctx: self._ops.store_metrics(ctx, [row]))
                 return
-        await self._w.submit_row(self._metric_rows, rec)
+        await self._w.submit_row(self._metric_rows, row)
 
     async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
         recs = codec.encode_batch(metrics, codec.encode_metric, "metrics", self._limits)
+        rows = [METRIC_VALUES(rec) for rec in recs]
 
         def store(ctx: WriteContext) -> None:
-            if recs:
-                self._ops.store_metrics(ctx, recs)
+            if rows:
+                self._ops.store_metrics(ctx, rows)
 
-        await self._write(store, heavy=len(recs) > HEAVY_ROWS)
+        await self._write(store, heavy=len(rows) > HEAVY_ROWS)
 
     async def get_metrics_by_agent(
         self, agent_id: str, metric_type: str | None = None
