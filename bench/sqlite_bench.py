@@ -8,7 +8,9 @@ same time-ordered ids):
   raw apsw committing every 64 rows (``executemany``) and committing every row; ``a.full``:
   the same producers under ``synchronous=full`` vs raw per-row commits under FULL.
 * ``b``: ``store_events`` of 20,000 events in one call vs ``executemany`` in one transaction,
-  rows built from the same models (and, for information, the same rows built by the codec).
+  rows built from the same models. For information: the same rows built by the codec, raw
+  letting SQLite number the rows as the storage does, and raw with SQLite's automatic
+  checkpoint off (the storage checkpoints on a thread of its own, not at COMMIT).
 * ``c``: sequential awaited ``store_event`` latency vs one autocommitted INSERT per row.
 * ``d``: claim → complete with 4 worker coroutines, 10,000 tasks, half with a dependency, vs
   apsw in 4 threads with a busy timeout, claiming in one ``UPDATE … RETURNING``.
@@ -129,9 +131,7 @@ def event_row(seq: int, ev: EventModel) -> tuple[Any, ...]:
 
 def codec_event_row(seq: int, ev: EventModel) -> tuple[Any, ...]:
     """The same row built by the codec (with every check the storage makes)."""
-    r = codec.encode_event(ev)
-    r["sequence"] = seq
-    return tuple(r[c] for c in S.EVENT_COLUMNS)
+    return (*codec.event_values(ev), seq)
 
 
 def next_sequence(conn: apsw.Connection) -> int:
@@ -175,14 +175,14 @@ def raw_commit_every(conn: apsw.Connection, events: Sequence[EventModel], every:
     seq = next_sequence(conn)
     if every == 1:
         for ev in events:
-            conn.execute(S.INSERT_EVENT, event_row(seq, ev))
+            conn.execute(S.INSERT_EVENT_AT, event_row(seq, ev))
             seq += 1
         return
     for i in range(0, len(events), every):
         rows = [event_row(seq + j, ev) for j, ev in enumerate(events[i : i + every])]
         seq += len(rows)
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(S.INSERT_EVENT, rows)
+        conn.executemany(S.INSERT_EVENT_AT, rows)
         conn.execute("COMMIT")
 
 
@@ -253,7 +253,17 @@ async def bench_a(opts: Options, work: Workdir) -> list[Result]:
 def raw_batch(conn: apsw.Connection, events: Sequence[EventModel], build: Any) -> None:
     seq = next_sequence(conn)
     conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(S.INSERT_EVENT, [build(seq + i, ev) for i, ev in enumerate(events)])
+    conn.executemany(S.INSERT_EVENT_AT, [build(seq + i, ev) for i, ev in enumerate(events)])
+    conn.execute("COMMIT")
+
+
+def raw_batch_numbered_by_sqlite(conn: apsw.Connection, events: Sequence[EventModel]) -> None:
+    """As the storage writes a run: the first row with its sequence, SQLite numbers the rest."""
+    seq = next_sequence(conn)
+    rows = [event_row(0, ev)[:-1] for ev in events]
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(S.INSERT_EVENT_AT, (*rows[0], seq))
+    conn.executemany(S.INSERT_EVENT, rows[1:])
     conn.execute("COMMIT")
 
 
@@ -262,37 +272,50 @@ async def bench_b(opts: Options, work: Workdir) -> list[Result]:
         return []
     n = opts.scale(20_000, 5_000)
     events = make_events(n)
-    runs: dict[str, list[Timing]] = {"storage": [], "raw": [], "codec": []}
+    sides = ("raw", "codec", "numbered", "no-checkpoint", "storage")
+    runs: dict[str, list[Timing]] = {side: [] for side in sides}
     for _ in range(opts.repeat):
         for side, build in (("raw", event_row), ("codec", codec_event_row)):
             conn = raw_connection(await schema_file(work.path(side)))
             runs[side].append(timed(n, partial(raw_batch, conn, events, build)))
             conn.close()
+        conn = raw_connection(await schema_file(work.path("numbered")))
+        runs["numbered"].append(timed(n, partial(raw_batch_numbered_by_sqlite, conn, events)))
+        conn.close()
+        conn = raw_connection(await schema_file(work.path("no-checkpoint")))
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        runs["no-checkpoint"].append(timed(n, partial(raw_batch, conn, events, event_row)))
+        conn.close()
         storage = await open_storage(work.path("storage"))
         fresh = copy_events(events)
         runs["storage"].append(await timed_async(n, partial(storage.store_events, fresh)))
         await storage.close()
+    base = "raw: executemany, one transaction"
     return [
+        Result.of("b", base, best(runs["raw"]), unit="events", note=f"{n:,} events in one call"),
         Result.of(
-            "b",
-            "raw: executemany, one transaction",
-            best(runs["raw"]),
-            unit="events",
-            note=f"{n:,} events in one call",
+            "b", "  raw, rows built by the codec", best(runs["codec"]), unit="events", baseline=base
         ),
         Result.of(
             "b",
-            "  raw, rows built by the codec",
-            best(runs["codec"]),
+            "  raw, SQLite numbering the rows",
+            best(runs["numbered"]),
             unit="events",
-            baseline="raw: executemany, one transaction",
+            baseline=base,
+        ),
+        Result.of(
+            "b",
+            "  raw, no checkpoint at COMMIT",
+            best(runs["no-checkpoint"]),
+            unit="events",
+            baseline=base,
         ),
         Result.of(
             "b",
             "store_events",
             best(runs["storage"]),
             unit="events",
-            baseline="raw: executemany, one transaction",
+            baseline=base,
             target="≥ 0.8x",
         ),
     ]
@@ -320,7 +343,7 @@ def raw_latency(conn: apsw.Connection, events: Sequence[EventModel]) -> Timing:
     c0, t0 = time.process_time(), clock()
     for ev in events:
         t = clock()
-        conn.execute(S.INSERT_EVENT, event_row(seq, ev))
+        conn.execute(S.INSERT_EVENT_AT, event_row(seq, ev))
         samples.append(clock() - t)
         seq += 1
     return Timing(len(events), clock() - t0, samples, time.process_time() - c0)
