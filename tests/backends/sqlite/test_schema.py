@@ -13,7 +13,12 @@ from typing import Any
 import apsw
 import pytest
 
-from ruv_swarm_persistence import AgentModel, MigrationError
+from ruv_swarm_persistence import (
+    AgentModel,
+    EventModel,
+    MetricModel,
+    MigrationError,
+)
 from ruv_swarm_persistence.backends.sqlite import SqliteStorage
 from ruv_swarm_persistence.migrations import Migration, MigrationRunner, bundled_migrations
 
@@ -218,3 +223,46 @@ async def test_processes_opening_a_fresh_file_at_once_migrate_it_once(db_path: P
         assert conn.execute("PRAGMA auto_vacuum").fetchall() == [(2,)]
     finally:
         conn.close()
+
+
+async def test_rows_are_counted_right_when_a_user_trigger_writes_too(
+    sqlite: SqliteStorage,
+) -> None:
+    # Appends count the rows that went in by rowid, which a trigger's own writes leave alone.
+    audit = Migration.new(
+        2,
+        "audit_appends",
+        "CREATE TABLE audit (what TEXT NOT NULL);"
+        "CREATE TRIGGER events_audit AFTER INSERT ON events"
+        " BEGIN INSERT INTO audit VALUES (NEW.id); INSERT INTO audit VALUES (NEW.id); END;"
+        "CREATE TRIGGER metrics_audit AFTER INSERT ON metrics"
+        " BEGIN INSERT INTO audit VALUES (NEW.id); END;",
+    )
+    assert await MigrationRunner(sqlite).run_migration(audit) is True
+    await sqlite.store_event(EventModel.new("t", id="taken"))
+    await sqlite.store_metric(MetricModel.new("m", 1.0, "ms", id="m-taken"))
+    results = await asyncio.gather(
+        sqlite.store_event(EventModel.new("t", id="a")),
+        sqlite.store_event(EventModel.new("t", id="b")),
+        sqlite.store_event(EventModel.new("t", id="taken")),
+        sqlite.store_event(EventModel.new("t", id="c")),
+        sqlite.store_metric(MetricModel.new("m", 2.0, "ms", id="m1")),
+        sqlite.store_metric(MetricModel.new("m", 3.0, "ms", id="m-taken")),
+        sqlite.store_metric(MetricModel.new("m", 4.0, "ms", id="m2")),
+        return_exceptions=True,
+    )
+    outcomes = [r if isinstance(r, int | None) else (type(r).__name__, r.id) for r in results]
+    assert outcomes == [
+        2,
+        3,
+        ("ConflictError", "taken"),
+        4,
+        None,
+        ("ConflictError", "m-taken"),
+        None,
+    ]
+    assert await sqlite.store_events([EventModel.new("t", id=i) for i in "de"]) == [5, 6]
+    assert [e.id for e in await sqlite.read_events()] == ["taken", "a", "b", "c", "d", "e"]
+    assert sorted(m.id for m in await sqlite.query(sqlite.metrics.builder())) == [
+        "m-taken", "m1", "m2",
+    ]  # fmt: skip

@@ -75,27 +75,29 @@ def _insert_run(
     """Insert ``rows[start:]`` in order until one fails: how many went in, and the error.
 
     A failing row is undone by SQLite alone (statement atomicity), so the rows before it
-    stand. Events (``sequence`` given) are numbered by SQLite: the first row is written with
-    ``sequence`` and the others leave out their ``INTEGER PRIMARY KEY``, which SQLite then
-    sets to the largest plus one. That numbers them on without building a row per event,
-    and is checked against ``last_insert_rowid`` afterwards.
+    stand. The rows get consecutive rowids (an ``INTEGER PRIMARY KEY`` left out is the
+    largest plus one), so ``last_insert_rowid`` tells how many went in, whatever triggers a
+    schema adds. Events (``sequence`` given) are numbered that way: the first row is
+    written with ``sequence``, and SQLite numbers the rest on, which spares building a new
+    tuple per row.
     """
     error: BaseException | None = None
-    before = conn.total_changes()
+    first = 0
+    conn.set_last_insert_rowid(0)  # rowids start at 1: 0 means "none went in"
     try:
-        if sequence is not None:
+        if sequence is None:
+            conn.execute(statement, rows[start])
+        else:
             conn.execute(sql.INSERT_EVENT_AT, (*rows[start], sequence))
-            start += 1
-        if start < len(rows):
-            conn.executemany(statement, rows[start:] if start else rows)
+        first = conn.last_insert_rowid()
+        if start + 1 < len(rows):
+            conn.executemany(statement, rows[start + 1 :])
     except apsw.Error as exc:
         error = exc
-    done: int = conn.total_changes() - before
-    if sequence is not None and done and conn.last_insert_rowid() != sequence + done - 1:
-        raise StorageError(
-            f"event sequences out of step: {done} rows from {sequence} ended at "
-            f"{conn.last_insert_rowid()}"
-        )
+    last: int = conn.last_insert_rowid()
+    done = last - first + 1 if last else 0
+    if error is None and done != len(rows) - start:
+        raise StorageError(f"rowids out of step: {len(rows) - start} rows from {first} to {last}")
     return done, error
 
 

@@ -853,6 +853,13 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         return seqs
 
     async def _store_events_streamed(self, events: Sequence[EventModel]) -> list[int]:
+        """A large batch outside a transaction: validated in the loop, chunk by chunk, while
+        the writer's thread inserts the chunks already validated, in one transaction.
+
+        The two overlap little (apsw releases the GIL around each row's ``sqlite3_step``, so
+        the inserting thread waits for the validating one row by row), but the loop never
+        holds still for the whole batch and the insert starts with the first chunk.
+        """
         handoff: queue.SimpleQueue[list[EventValues] | BaseException | None] = queue.SimpleQueue()
 
         def next_chunk() -> list[EventValues] | None:
