@@ -286,10 +286,38 @@ def event_values(e: EventModel, limits: Limits = DEFAULT_LIMITS) -> EventValues:
     """Validate an event and return its columns as a tuple, ``sequence`` left out.
 
     The form SQL backends bind directly: appending events is the hottest write path, and a
-    tuple skips building and reading back a record.
+    tuple skips building and reading back a record. The common event (ASCII ids and type
+    within their limits, no metadata, a UTC timestamp) is recognised in one expression rather
+    than a call per field; any other takes :func:`_checked_event_values`, which words the
+    errors. A property test holds the two to the same results.
     """
-    if type(e) is not EventModel:
-        _check_type(e, EventModel, "event")
+    if type(e) is EventModel:
+        id_, event_type, agent_id, task_id = e.id, e.event_type, e.agent_id, e.task_id
+        metadata, ts = e.metadata, e.timestamp
+        n = limits.max_id_length
+        if (
+            type(id_) is str and 0 < len(id_) <= n and id_.isascii() and "\x00" not in id_
+            and type(event_type) is str and 0 < len(event_type) <= limits.max_string_length
+            and event_type.isascii() and "\x00" not in event_type
+            and (agent_id is None or (
+                type(agent_id) is str and 0 < len(agent_id) <= n
+                and agent_id.isascii() and "\x00" not in agent_id
+            ))
+            and (task_id is None or (
+                type(task_id) is str and 0 < len(task_id) <= n
+                and task_id.isascii() and "\x00" not in task_id
+            ))
+            and type(metadata) is dict and not metadata
+            and type(ts) is datetime and ts.tzinfo is UTC
+        ):  # fmt: skip
+            payload = _json_field(e.payload, "event.payload", limits)
+            return (id_, event_type, agent_id, task_id, payload, "{}", to_us(ts))
+    return _checked_event_values(e, limits)
+
+
+def _checked_event_values(e: EventModel, limits: Limits) -> EventValues:
+    """:func:`event_values` field by field, raising on the first field that is wrong."""
+    _check_type(e, EventModel, "event")
     agent_id = e.agent_id
     task_id = e.task_id
     return (

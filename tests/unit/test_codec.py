@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ruv_swarm_persistence import codec
 from ruv_swarm_persistence.codec import Limits
@@ -282,3 +284,56 @@ def test_json_fields_refuse_nul_in_strings() -> None:
         codec.encode_event(e)
     e.payload = {"escaped text is fine": "\\u0000"}
     assert codec.encode_event(e)["payload"] == '{"escaped text is fine":"\\\\u0000"}'
+
+
+# --- the fast path of event_values ---------------------------------------------------------
+
+_SMALL = Limits(max_id_length=8, max_string_length=12)
+_Str = type("Str", (str,), {})
+_IDS = ["a", "", "x" * 8, "x" * 9, "a\x00b", "ü", "\ud800", _Str("s"), 1, b"id"]
+#: For each field, values on both sides of every rule (a valid event has the first of each).
+_EDGES: dict[str, list[Any]] = {
+    "id": _IDS,
+    "event_type": ["t", "", "x" * 12, "x" * 13, "a\x00", "ü", "\udfff", _Str("s"), None, 3],
+    "agent_id": [None, *_IDS],
+    "task_id": [None, *_IDS],
+    "payload": [{"n": 1}, None, [1, "a"], {"a": "\x00"}, {"k\x00": 1}, float("nan"), (1, 2)],
+    "metadata": [{}, {"k": 1}, None, [], {"k": "\x00"}, {1: 2}],
+    "timestamp": [T, T.astimezone(timezone(timedelta(hours=2))), T.replace(tzinfo=None), None],
+}
+
+
+def _outcome(encode: Any, event: EventModel) -> Any:
+    try:
+        return encode(event, _SMALL)
+    except ValidationError as exc:
+        return ("error", exc.field, str(exc))
+
+
+def _event(fields: dict[str, Any]) -> EventModel:
+    return EventModel(**{name: values[0] for name, values in _EDGES.items()} | fields)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(f, v) for f, values in _EDGES.items() for v in values],
+    ids=lambda x: repr(x)[:20],
+)
+def test_event_values_fast_path_agrees_with_the_field_checks(field: str, value: Any) -> None:
+    event = _event({field: value})
+    assert _outcome(codec.event_values, event) == _outcome(codec._checked_event_values, event)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({name: st.sampled_from(values) for name, values in _EDGES.items()}))
+def test_event_values_fast_path_agrees_on_any_mix(fields: dict[str, Any]) -> None:
+    event = _event(fields)
+    assert _outcome(codec.event_values, event) == _outcome(codec._checked_event_values, event)
+
+
+def test_event_values_takes_the_fast_path_for_the_common_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(codec, "_checked_event_values", None)  # calling it would fail
+    event = _event({"agent_id": "x" * 8})
+    assert codec.event_values(event, _SMALL) == ("a", "t", "x" * 8, None, '{"n":1}', "{}", T_US)
