@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from . import _json
 from .errors import ValidationError
 from .models import TaskStatus
 
@@ -34,6 +35,7 @@ __all__ = [
     "lease_expired",
     "start_changes",
     "topological",
+    "update_changes",
 ]
 
 PENDING: Final = TaskStatus.Pending.value
@@ -134,6 +136,18 @@ def claim_changes(agent_id: str, now: int, lease_us: int) -> dict[str, Any]:
         "lease_expires_at": now + lease_us,
         "updated_at": now,
     }
+
+
+def update_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``update_task`` writes over a stored task: every field but the id.
+
+    A task's dependencies are fixed when it is stored; a record that changes them is refused.
+    """
+    if _json.loads(old["dependencies"]) != _json.loads(new["dependencies"]):
+        raise ValidationError(
+            "dependencies cannot change after creation", field="task.dependencies"
+        )
+    return {k: v for k, v in new.items() if k not in ("id", "dependencies")}
 
 
 def start_changes(now: int) -> dict[str, Any]:

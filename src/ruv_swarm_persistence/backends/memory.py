@@ -524,11 +524,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         old = e.tasks.get(rec["id"])
         if old is None:
             raise NotFoundError("task", rec["id"])
-        if _json.loads(old["dependencies"]) != _json.loads(rec["dependencies"]):
-            raise ValidationError(
-                "dependencies cannot change after creation", field="task.dependencies"
-            )
-        changes = {k: v for k, v in rec.items() if k not in ("id", "dependencies")}
+        changes = rules.update_changes(old, rec)
         self._transition(old, changes, self._now())
 
     async def delete_task(self, task_id: str) -> None:

@@ -868,11 +868,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
             if row is None:
                 raise NotFoundError("task", rec["id"])
             old = _task(row)
-            if _json.loads(old["dependencies"]) != _json.loads(rec["dependencies"]):
-                raise ValidationError(
-                    "dependencies cannot change after creation", field="task.dependencies"
-                )
-            changes = {k: v for k, v in rec.items() if k not in ("id", "dependencies")}
+            changes = rules.update_changes(old, rec)
             await self._transition(conn, old, changes, self._now(), fx)
 
         await self._write(run)

@@ -28,7 +28,6 @@ from ...errors import (
     LeaseLostError,
     NotFoundError,
     StorageError,
-    ValidationError,
 )
 from ...storage import PruneResult
 from ..sql_common import TASK_COLUMNS, check_new_status, plan_cascade, plan_task_batch
@@ -365,11 +364,7 @@ class SqliteOps:
         old = self._state(conn, rec["id"])
         if old is None:
             raise NotFoundError("task", rec["id"])
-        if _json.loads(old["dependencies"]) != _json.loads(rec["dependencies"]):
-            raise ValidationError(
-                "dependencies cannot change after creation", field="task.dependencies"
-            )
-        changes = {k: v for k, v in rec.items() if k not in ("id", "dependencies")}
+        changes = rules.update_changes(old, rec)
         with savepoint(conn):
             self.transition(conn, old, changes, self.now())
         ctx.tasks = True
