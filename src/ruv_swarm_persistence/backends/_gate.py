@@ -183,3 +183,15 @@ class Deadline:
     def remaining(self) -> float | None:
         """Seconds left (``<= 0`` once passed), or ``None`` when there is no limit."""
         return None if self._at is None else self._at - self._loop.time()
+
+    def wait_before(self, due_in_us: int | None) -> float | None:
+        """Seconds to wait: what is left, but no longer than ``due_in_us`` from now.
+
+        Nothing announces the end of a retry backoff, so a wait for ready tasks wakes when
+        the storage's clock says the next one is due (after 1 ms at the least).
+        """
+        remaining = self.remaining()
+        if due_in_us is None:
+            return remaining
+        due_s = max(due_in_us / 1e6, 0.001)
+        return due_s if remaining is None else min(remaining, due_s)

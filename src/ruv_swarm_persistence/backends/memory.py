@@ -704,10 +704,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
             remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 return False
-            if due_us is not None:
-                # Nothing announces the end of a backoff: wake when the storage's clock says so.
-                due_s = max(due_us / 1e6, 0.001)
-                remaining = due_s if remaining is None else min(remaining, due_s)
+            remaining = deadline.wait_before(due_us)
             fut = loop.create_future()
             self._task_waiters.append(fut)
             try:

@@ -1059,9 +1059,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
                 return False
             now = self._now()
             nxt = (await self._fetchrow(sql.NEXT_RUN_AFTER, now))[0]
-            if nxt is not None:
-                due = max((nxt - now) / 1e6, 0.001)
-                remaining = due if remaining is None else min(remaining, due)
+            remaining = deadline.wait_before(None if nxt is None else nxt - now)
             await self.listener.wait("t", gen, remaining)
             if self._closed:
                 return False
