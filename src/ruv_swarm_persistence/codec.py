@@ -9,7 +9,7 @@ validation and precision are the same everywhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -588,11 +588,10 @@ def encode_batch(
     return [encode(item, limits) for item in items]
 
 
-def check_unique_ids(recs: Sequence[Record], kind: str, existing: Container[str] = ()) -> None:
+def check_unique_ids(ids: Iterable[str], kind: str, existing: Container[str] = ()) -> None:
     """A batch may not repeat an id, nor (when ``existing`` is given) reuse a stored one."""
     seen: set[str] = set()
-    for rec in recs:
-        rid = rec["id"]
+    for rid in ids:
         if rid in seen or rid in existing:
             raise ConflictError(kind, rid)
         seen.add(rid)

@@ -754,7 +754,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         recs = codec.encode_batch(events, codec.encode_event, "events", self._limits)
         if self._blocked:
             await self._gate()
-        codec.check_unique_ids(recs, "event", self._engine.event_ids)
+        codec.check_unique_ids([rec["id"] for rec in recs], "event", self._engine.event_ids)
         seqs = [self._append_event(rec) for rec in recs]
         for ev, seq in zip(events, seqs, strict=True):
             ev.sequence = seq
@@ -919,7 +919,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         if self._blocked:
             await self._gate()
         e = self._engine
-        codec.check_unique_ids(recs, "metric", e.metrics)
+        codec.check_unique_ids([rec["id"] for rec in recs], "metric", e.metrics)
         for rec in recs:
             e.put(e.metrics, rec["id"], rec)
 

@@ -44,7 +44,7 @@ import asyncpg
 from ... import _json, codec, rules
 from ..._time import from_us, now_us, to_us
 from ...aggregate import MetricRow, aggregate, crate_aggregate, grouping_args, window_args
-from ...codec import Limits, Record
+from ...codec import EventValues, Limits, Record
 from ...errors import (
     ConflictError,
     DatabaseError,
@@ -98,6 +98,21 @@ _EVENT_COPY_COLUMNS: Final = (
     "metadata",
     "timestamp",
 )
+
+
+def _copy_row(sequence: int, row: EventValues) -> tuple[Any, ...]:
+    """An event's row for ``COPY``, in ``_EVENT_COPY_COLUMNS`` order."""
+    id_, event_type, agent_id, task_id, payload, metadata, timestamp = row
+    return (
+        sequence,
+        id_,
+        event_type,
+        agent_id,
+        task_id,
+        jsonb_text(payload),
+        jsonb_text(metadata),
+        timestamp,
+    )
 
 
 # --- JSON into jsonb ---------------------------------------------------------------------------
@@ -631,8 +646,8 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
                     ) from exc
                 raise errors.translate(exc) from exc
 
-    async def _statement_append(self, recs: Sequence[Record]) -> list[int]:
-        return await self._once(lambda conn: self._append(conn, recs))
+    async def _statement_append(self, rows: Sequence[EventValues]) -> list[int]:
+        return await self._once(lambda conn: self._append(conn, rows))
 
     def _after_commit(self, fx: _Effects) -> None:
         """Wake this process's waiters at once (other processes hear the NOTIFY)."""
@@ -1066,48 +1081,36 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
 
     # --- events ------------------------------------------------------------------------------
 
-    async def _append(self, conn: Conn, recs: Sequence[Record]) -> list[int]:
+    async def _append(self, conn: Conn, rows: Sequence[EventValues]) -> list[int]:
         """Append events on ``conn``; returns their sequences.
 
         Up to ``COPY_ROWS`` events go in one statement (one round trip); larger batches take
         their sequences, then ``COPY`` the rows, in one transaction.
         """
-        if len(recs) >= COPY_ROWS:
-            return await self._append_copy(conn, recs)
-        ids = [r["id"] for r in recs]
+        if len(rows) >= COPY_ROWS:
+            return await self._append_copy(conn, rows)
+        ids, types, agents, tasks, payloads, metadata, stamps = zip(*rows, strict=True)
         last = await conn.fetchval(
             sql.APPEND_EVENTS,
             ids,
-            [r["event_type"] for r in recs],
-            [r["agent_id"] for r in recs],
-            [r["task_id"] for r in recs],
-            [jsonb_text(r["payload"]) for r in recs],
-            [jsonb_text(r["metadata"]) for r in recs],
-            [r["timestamp"] for r in recs],
+            types,
+            agents,
+            tasks,
+            [jsonb_text(p) for p in payloads],
+            [jsonb_text(m) for m in metadata],
+            stamps,
             self.channel,
         )
-        first = int(last) - len(recs) + 1
-        return list(range(first, first + len(recs)))
+        first = int(last) - len(rows) + 1
+        return list(range(first, first + len(rows)))
 
-    async def _append_copy(self, conn: Conn, recs: Sequence[Record]) -> list[int]:
-        n = len(recs)
+    async def _append_copy(self, conn: Conn, rows: Sequence[EventValues]) -> list[int]:
+        n = len(rows)
         async with conn.transaction():
             last = int(await conn.fetchval(sql.TAKE_SEQUENCES, n))
             first = last - n + 1
-            rows = [
-                (
-                    first + i,
-                    r["id"],
-                    r["event_type"],
-                    r["agent_id"],
-                    r["task_id"],
-                    jsonb_text(r["payload"]),
-                    jsonb_text(r["metadata"]),
-                    r["timestamp"],
-                )
-                for i, r in enumerate(recs)
-            ]
-            await conn.copy_records_to_table("events", records=rows, columns=_EVENT_COPY_COLUMNS)
+            records = [_copy_row(first + i, row) for i, row in enumerate(rows)]
+            await conn.copy_records_to_table("events", records=records, columns=_EVENT_COPY_COLUMNS)
             await conn.execute(sql.NOTIFY, self.channel, ["e"])
         return list(range(first, last + 1))
 
@@ -1134,22 +1137,11 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
                     seen: set[str] = set()
                     duplicate: str | None = None
                     for i, ev in enumerate(events):
-                        eid, etype, agent_id, task_id, payload, metadata, ts = codec.event_values(
-                            ev, limits
-                        )
-                        if eid in seen and duplicate is None:
-                            duplicate = eid
-                        seen.add(eid)
-                        yield (
-                            first + i,
-                            eid,
-                            etype,
-                            agent_id,
-                            task_id,
-                            jsonb_text(payload),
-                            jsonb_text(metadata),
-                            ts,
-                        )
+                        row = codec.event_values(ev, limits)
+                        if row[0] in seen and duplicate is None:
+                            duplicate = row[0]
+                        seen.add(row[0])
+                        yield _copy_row(first + i, row)
                     if duplicate is not None:
                         raise ConflictError("event", duplicate)
 
@@ -1174,9 +1166,9 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
             for ev, seq in zip(events, seqs, strict=True):
                 ev.sequence = seq
             return seqs
-        recs = codec.encode_batch(events, codec.encode_event, "events", self._limits)
-        codec.check_unique_ids(recs, "event")
-        if not recs:
+        rows = codec.encode_batch(events, codec.event_values, "events", self._limits)
+        codec.check_unique_ids([row[0] for row in rows], "event")
+        if not rows:
             if self._blocked:
                 await self._gate()
             return []
@@ -1185,11 +1177,11 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
 
             async def run(conn: Conn, fx: _Effects) -> list[int]:
                 fx.events = True
-                return await self._append(conn, recs)
+                return await self._append(conn, rows)
 
             seqs = await tx._run_write(run)
         else:
-            seqs = await self._appender.append(recs)
+            seqs = await self._appender.append(rows)
         for ev, seq in zip(events, seqs, strict=True):
             ev.sequence = seq
         return seqs
@@ -1304,7 +1296,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
 
     async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
         recs = codec.encode_batch(metrics, codec.encode_metric, "metrics", self._limits)
-        codec.check_unique_ids(recs, "metric")
+        codec.check_unique_ids([rec["id"] for rec in recs], "metric")
         if not recs:
             if self._blocked:
                 await self._gate()
@@ -1656,13 +1648,13 @@ class _EventAppender:
 
     def __init__(self, storage: PostgresStorage) -> None:
         self._storage = storage
-        self._pending: list[tuple[list[Record], asyncio.Future[list[int]]]] = []
+        self._pending: list[tuple[list[EventValues], asyncio.Future[list[int]]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def append(self, recs: list[Record]) -> list[int]:
+    async def append(self, rows: list[EventValues]) -> list[int]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[int]] = loop.create_future()
-        self._pending.append((recs, fut))
+        self._pending.append((rows, fut))
         if self._task is None:
             self._task = loop.create_task(self._run())
         return await fut
@@ -1675,7 +1667,7 @@ class _EventAppender:
     async def _run(self) -> None:
         try:
             while self._pending:
-                groups: list[tuple[list[Record], asyncio.Future[list[int]]]] = []
+                groups: list[tuple[list[EventValues], asyncio.Future[list[int]]]] = []
                 rows = 0
                 while self._pending and (
                     not groups or rows + len(self._pending[0][0]) <= self.MAX_ROWS
@@ -1687,11 +1679,13 @@ class _EventAppender:
         finally:
             self._task = None
 
-    async def _flush(self, groups: list[tuple[list[Record], asyncio.Future[list[int]]]]) -> None:
+    async def _flush(
+        self, groups: list[tuple[list[EventValues], asyncio.Future[list[int]]]]
+    ) -> None:
         storage = self._storage
-        recs = [r for g, _ in groups for r in g]
+        rows = [r for g, _ in groups for r in g]
         try:
-            seqs = await storage._statement_append(recs)
+            seqs = await storage._statement_append(rows)
         except ConflictError as exc:
             if len(groups) == 1:
                 _resolve_error(groups[0][1], exc)
