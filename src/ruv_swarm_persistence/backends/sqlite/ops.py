@@ -147,23 +147,22 @@ class SqliteOps:
 
     @staticmethod
     def _insert_all(
-        conn: apsw.Connection, statement: str, kind: str, rows: Sequence[Row], sequenced: bool
-    ) -> list[int]:
-        """Insert every row or none (the caller holds a savepoint); events' sequences."""
-        if not rows:
-            return []
-        seq: int | None = scalar(conn, sql.LAST_SEQUENCE) + 1 if sequenced else None
-        done, exc = _insert_run(conn, statement, rows, 0, seq)
-        if exc is not None:
-            raise translate(exc, kind=kind, row_id=rows[done][0]) from exc
-        return [] if seq is None else list(range(seq, seq + done))
+        conn: apsw.Connection, statement: str, kind: str, rows: Sequence[Row], seq: int | None
+    ) -> None:
+        """Insert every row or none (the caller holds a savepoint); events from ``seq`` on."""
+        if rows:
+            done, exc = _insert_run(conn, statement, rows, 0, seq)
+            if exc is not None:
+                raise translate(exc, kind=kind, row_id=rows[done][0]) from exc
 
     def store_events(self, ctx: WriteContext, rows: Sequence[EventValues]) -> list[int]:
         """Insert events atomically, in order; returns their sequences."""
-        with savepoint(ctx.conn):
-            seqs = self._insert_all(ctx.conn, sql.INSERT_EVENT, "event", rows, True)
+        conn = ctx.conn
+        first = scalar(conn, sql.LAST_SEQUENCE) + 1
+        with savepoint(conn):
+            self._insert_all(conn, sql.INSERT_EVENT, "event", rows, first)
         ctx.events = True
-        return seqs
+        return list(range(first, first + len(rows)))
 
     def store_event_chunks(
         self, ctx: WriteContext, chunks: Callable[[], Sequence[EventValues] | None]
@@ -173,17 +172,19 @@ class SqliteOps:
         ``chunks`` blocks until the next chunk is validated and returns ``None`` after the
         last one (or raises, which undoes every chunk inserted so far).
         """
-        seqs: list[int] = []
-        with savepoint(ctx.conn):
+        conn = ctx.conn
+        first = seq = scalar(conn, sql.LAST_SEQUENCE) + 1
+        with savepoint(conn):
             while (rows := chunks()) is not None:
-                seqs += self._insert_all(ctx.conn, sql.INSERT_EVENT, "event", rows, True)
+                self._insert_all(conn, sql.INSERT_EVENT, "event", rows, seq)
+                seq += len(rows)
         ctx.events = True
-        return seqs
+        return list(range(first, seq))
 
     def store_metrics(self, ctx: WriteContext, rows: Sequence[Row]) -> None:
         """Insert metrics atomically."""
         with savepoint(ctx.conn):
-            self._insert_all(ctx.conn, sql.INSERT_METRIC, "metric", rows, False)
+            self._insert_all(ctx.conn, sql.INSERT_METRIC, "metric", rows, None)
 
     # --- agents ---------------------------------------------------------------------------
 
