@@ -292,24 +292,16 @@ async def bench_b(opts: Options, work: Workdir) -> list[Result]:
         runs["storage"].append(await timed_async(n, partial(storage.store_events, fresh)))
         await storage.close()
     base = "raw: executemany, one transaction"
+    informational = (
+        ("codec", "  raw, rows built by the codec"),
+        ("numbered", "  raw, SQLite numbering the rows"),
+        ("no-checkpoint", "  raw, no checkpoint at COMMIT"),
+    )
     return [
         Result.of("b", base, best(runs["raw"]), unit="events", note=f"{n:,} events in one call"),
-        Result.of(
-            "b", "  raw, rows built by the codec", best(runs["codec"]), unit="events", baseline=base
-        ),
-        Result.of(
-            "b",
-            "  raw, SQLite numbering the rows",
-            best(runs["numbered"]),
-            unit="events",
-            baseline=base,
-        ),
-        Result.of(
-            "b",
-            "  raw, no checkpoint at COMMIT",
-            best(runs["no-checkpoint"]),
-            unit="events",
-            baseline=base,
+        *(
+            Result.of("b", label, best(runs[side]), unit="events", baseline=base)
+            for side, label in informational
         ),
         Result.of(
             "b",
