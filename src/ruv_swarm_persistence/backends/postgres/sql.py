@@ -45,6 +45,7 @@ _HELD = "('assigned', 'running')"
 _DONE = "('completed', 'failed', 'cancelled')"
 _READY = "status = 'pending' AND unfinished_deps = 0 AND (run_after IS NULL OR run_after <= $1)"
 _CLAIM_ORDER = "priority DESC, created_at, id"
+_OF_TYPES = "($2::text[] IS NULL OR task_type = ANY ($2::text[]))"
 #: Has any held task's lease run out? The earliest lease, read from the first entry of the
 #: partial index on held tasks, whatever the table's size or statistics.
 _ANY_EXPIRED = (
@@ -171,10 +172,12 @@ SELECT d.depends_on, d.task_id, t.status FROM task_dependencies d JOIN tasks t O
 WHERE d.depends_on = ANY ($1::text[]) ORDER BY d.position"""
 PENDING_TASKS = f"SELECT {_T} FROM tasks WHERE status = 'pending' ORDER BY {_CLAIM_ORDER}"
 READY_TASKS = f"SELECT {_T} FROM tasks WHERE {_READY} ORDER BY {_CLAIM_ORDER} LIMIT $2"
-NEXT_RUN_AFTER = (
-    "SELECT min(run_after) FROM tasks "
-    "WHERE status = 'pending' AND unfinished_deps = 0 AND run_after > $1"
-)
+#: Is a task (of the types $2, all when NULL) ready at $1, and if not, when does the first
+#: one waiting out a backoff become ready: what ``wait_for_tasks`` asks, in one round trip.
+TASKS_DUE = f"""
+SELECT EXISTS (SELECT 1 FROM tasks WHERE {_READY} AND {_OF_TYPES}),
+    (SELECT min(run_after) FROM tasks
+     WHERE status = 'pending' AND unfinished_deps = 0 AND run_after > $1 AND {_OF_TYPES})"""
 TASKS_BY_AGENT = f"SELECT {_T} FROM tasks WHERE assigned_to = $1 ORDER BY {_CLAIM_ORDER}"
 
 #: Claim the best ready task in one statement: $1 now, $2..$4 what the claim writes, $5 types.

@@ -1064,17 +1064,16 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         deadline = Deadline(timeout)
         while True:
             gen = self.listener.generation("t")
-            ready = await self.get_ready_tasks()
-            if any(types is None or t.task_type in types for t in ready):
+            now = self._now()
+            ready, next_run = await self._fetchrow(sql.TASKS_DUE, now, types)
+            if ready:
                 return True
             if self._closed:
                 return False
             remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 return False
-            now = self._now()
-            nxt = (await self._fetchrow(sql.NEXT_RUN_AFTER, now))[0]
-            remaining = deadline.wait_before(None if nxt is None else nxt - now)
+            remaining = deadline.wait_before(None if next_run is None else next_run - now)
             await self.listener.wait("t", gen, remaining)
             if self._closed:
                 return False
