@@ -37,7 +37,8 @@ import apsw
 import orjson
 
 from ruv_swarm_persistence import codec, rules
-from ruv_swarm_persistence._time import from_us, now_us, to_us
+from ruv_swarm_persistence._time import now_us, to_us
+from ruv_swarm_persistence.aggregate import crate_metric, crate_order
 from ruv_swarm_persistence.models import AgentModel, EventModel, MetricModel, TaskModel
 from ruv_swarm_persistence.storage import Storage
 
@@ -566,24 +567,8 @@ def make_metrics(n: int, start: datetime) -> list[MetricModel]:
 def raw_aggregate(conn: apsw.Connection, start: int, end: int) -> list[MetricModel]:
     """The crate's aggregate with the storage's SQL, built into the same models."""
     groups: list[Any] = conn.execute(S.AGGREGATE_BY_AGENT, ("latency", start, end)).fetchall()
-    groups.sort(key=lambda g: (g[0] is not None, g[0] or "", g[1]))
-    return [
-        MetricModel(
-            id=f"latency:{agent if agent is not None else '*'}:{unit}",
-            metric_type="latency",
-            value=total / count,
-            unit=unit,
-            agent_id=agent,
-            tags={
-                "count": str(count),
-                "min": repr(float(low)),
-                "max": repr(float(high)),
-                "sum": repr(float(total)),
-            },
-            timestamp=from_us(latest),
-        )
-        for agent, unit, count, total, low, high, latest in groups
-    ]
+    groups.sort(key=lambda g: crate_order(g[0], g[1]))
+    return [crate_metric("latency", *g) for g in groups]
 
 
 async def bench_f(opts: Options, work: Workdir) -> list[Result]:
