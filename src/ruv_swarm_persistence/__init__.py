@@ -38,6 +38,7 @@ from .query import QueryBuilder
 from .repository import Repository
 from .rules import RetryPolicy
 from .storage import MetricAggregate, PruneResult, Storage, Transaction
+from .urls import import_backend as _import_backend
 from .urls import init_storage
 
 if TYPE_CHECKING:
@@ -82,28 +83,23 @@ __all__ = [
     "init_storage",
 ]
 
+#: Backend classes loaded on first use, by the scheme whose module defines them.
 _LAZY = {
-    "MemoryStorage": "ruv_swarm_persistence.backends.memory",
-    "SqliteStorage": "ruv_swarm_persistence.backends.sqlite",
-    "PostgresStorage": "ruv_swarm_persistence.backends.postgres",
+    "MemoryStorage": "memory",
+    "SqliteStorage": "sqlite",
+    "PostgresStorage": "postgresql",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Import backend classes on first use, so their drivers load only when needed."""
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
+    """Import backend classes on first use, so their drivers load only when needed.
 
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise StorageError(
-            f"{name} is not available: {exc.name} is not installed"
-            if exc.name and not exc.name.startswith(__name__)
-            else f"{name} is not available in this version"
-        ) from exc
-    value = getattr(module, name)
+    A backend whose driver is missing raises ``urls.BackendUnavailableError``, an
+    ``ImportError`` (and a ``StorageError``) whose message says what to install.
+    """
+    scheme = _LAZY.get(name)
+    if scheme is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_import_backend(scheme, name), name)
     globals()[name] = value
     return value

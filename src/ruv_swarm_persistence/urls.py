@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
+from types import ModuleType, TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import StorageError, ValidationError
 from .storage import Storage
 
-__all__ = ["ParsedUrl", "init_storage", "parse_url", "DEFAULT_PATH"]
+__all__ = [
+    "BackendUnavailableError",
+    "DEFAULT_PATH",
+    "ParsedUrl",
+    "StorageOpening",
+    "import_backend",
+    "init_storage",
+    "install_hint",
+    "parse_url",
+]
 
 DEFAULT_PATH = "swarm.db"
 
@@ -74,32 +84,120 @@ def parse_url(url: str | os.PathLike[str] | None = None) -> ParsedUrl:
 
 Opener = Callable[[ParsedUrl, dict[str, Any]], Awaitable[Storage]]
 
-#: Backend module per scheme; each exposes ``async def open_url(parsed, options)``.
+#: Backend module per scheme, and the driver it imports (``""``: none); each module exposes
+#: ``async def open_url(parsed, options)``.
 BACKENDS: dict[str, tuple[str, str]] = {
     "memory": ("ruv_swarm_persistence.backends.memory", ""),
     "sqlite": ("ruv_swarm_persistence.backends.sqlite", "apsw"),
     "postgresql": ("ruv_swarm_persistence.backends.postgres", "asyncpg"),
 }
 
+#: What brings each driver back. apsw is a dependency of the package itself (there is no
+#: extra for it), so only a broken install lacks it; asyncpg comes with the ``postgres`` extra.
+INSTALL_HINTS: dict[str, str] = {
+    "apsw": "pip install apsw (a dependency of ruv-swarm-persistence: reinstalling it also does)",
+    "asyncpg": "pip install 'ruv-swarm-persistence[postgres]'",
+}
 
-async def init_storage(url: str | os.PathLike[str] | None = None, **options: Any) -> Storage:
-    """Open (creating and migrating if needed) the storage that ``url`` names."""
-    parsed = parse_url(url)
-    module_name, driver = BACKENDS[parsed.scheme]
+
+class BackendUnavailableError(StorageError, ImportError):
+    """A backend cannot be loaded: its driver is not installed, or it is not in this version.
+
+    An :class:`ImportError`, so ``from ruv_swarm_persistence import PostgresStorage`` fails the
+    way a missing import does, and a :class:`StorageError`, so ``init_storage`` keeps its
+    promise that every error it raises is the library's (the URL may come from
+    ``$SWARM_DB_URL``, and callers that handle ``StorageError`` should not need a second
+    clause for it). The message says what to install.
+    """
+
+
+def install_hint(driver: str) -> str:
+    """The command that installs ``driver``."""
+    return INSTALL_HINTS.get(driver, f"pip install {driver}")
+
+
+def import_backend(scheme: str, what: str) -> ModuleType:
+    """Import the backend module of ``scheme``; ``what`` (the caller's name) leads any error.
+
+    A missing driver or backend module is a :class:`BackendUnavailableError` that says what
+    to install; any other import failure (a broken driver) propagates as it is.
+    """
+    module_name, driver = BACKENDS[scheme]
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == driver or exc.name.startswith(module_name)):
-            if exc.name == driver:
-                extra = "postgres" if driver == "asyncpg" else "sqlite"
-                raise StorageError(
-                    f"the {parsed.scheme} backend needs the {driver!r} driver: "
-                    f"pip install 'ruv-swarm-persistence[{extra}]'"
-                ) from exc
-            raise StorageError(
-                f"the {parsed.scheme} backend is not available in this version"
+        if driver and exc.name == driver:
+            raise BackendUnavailableError(
+                f"{what} needs the {driver!r} driver: {install_hint(driver)}", name=driver
+            ) from exc
+        if exc.name and exc.name.startswith(module_name):
+            raise BackendUnavailableError(
+                f"{what} is not available in this version", name=exc.name
             ) from exc
         raise
+
+
+class StorageOpening(Coroutine[Any, Any, Storage]):
+    """What :func:`init_storage` returns: await it, or use it with ``async with``.
+
+    ``storage = await init_storage(url)`` gives the open storage (close it, or ``async with``
+    it, yourself); ``async with init_storage(url) as storage:`` opens it and closes it on exit.
+    It is a coroutine as well, so ``asyncio.run``, ``asyncio.create_task`` and
+    ``run_coroutine_threadsafe`` accept it as they accepted the coroutine ``init_storage``
+    returned before. Like any coroutine it can be awaited (or entered) once.
+    """
+
+    __slots__ = ("_coro", "_storage")
+
+    def __init__(self, coro: Coroutine[Any, Any, Storage]) -> None:
+        self._coro = coro
+        self._storage: Storage | None = None
+
+    def __await__(self) -> Generator[Any, None, Storage]:
+        return self._coro.__await__()
+
+    def send(self, value: Any, /) -> Any:
+        """Advance the opening (the coroutine protocol, for event loops)."""
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        """Raise into the opening (the coroutine protocol, for event loops)."""
+        # Passed through as given: re-spelling a one-argument throw as the three-argument
+        # form would trigger that form's DeprecationWarning.
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        """Abandon the opening (the coroutine protocol)."""
+        self._coro.close()
+
+    async def __aenter__(self) -> Storage:
+        self._storage = await self._coro
+        return self._storage
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._storage is not None:
+            await self._storage.close()
+
+
+def init_storage(url: str | os.PathLike[str] | None = None, **options: Any) -> StorageOpening:
+    """Open (creating and migrating if needed) the storage that ``url`` names.
+
+    Use ``async with init_storage(url) as storage:`` (closed on exit) or
+    ``storage = await init_storage(url)``. Options are the backend's (see its ``open``);
+    they override the URL's query parameters. A backend whose driver is not installed raises
+    :class:`BackendUnavailableError` (a :class:`StorageError`) naming what to install.
+    """
+    return StorageOpening(_open_storage(url, options))
+
+
+async def _open_storage(url: str | os.PathLike[str] | None, options: dict[str, Any]) -> Storage:
+    parsed = parse_url(url)
+    module = import_backend(parsed.scheme, f"the {parsed.scheme} backend")
     opener: Opener = module.open_url
     merged: dict[str, Any] = {**parsed.options, **options}
     return await opener(parsed, merged)

@@ -8,8 +8,7 @@ import sys
 import pytest
 
 import ruv_swarm_persistence as pkg
-from ruv_swarm_persistence import codec, errors, models, query, storage
-from ruv_swarm_persistence.errors import StorageError
+from ruv_swarm_persistence import codec, errors, models, query, storage, urls
 from ruv_swarm_persistence.storage import Storage
 
 PUBLIC = [
@@ -65,8 +64,8 @@ def test_every_public_name_is_importable(name: str) -> None:
 def test_backend_classes_load_lazily_as_storages(name: str) -> None:
     try:
         cls = getattr(pkg, name)
-    except StorageError:
-        # A backend whose driver is not installed says so with the library's error.
+    except ImportError:
+        # A backend whose driver is not installed says so (tested below).
         return
     assert isinstance(cls, type)
     assert issubclass(cls, Storage)
@@ -90,7 +89,7 @@ def test_version_is_a_string() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [codec, errors, models, query, storage], ids=lambda m: m.__name__
+    "module", [codec, errors, models, query, storage, urls], ids=lambda m: m.__name__
 )
 def test_module_all_names_exist(module: object) -> None:
     for name in module.__all__:  # type: ignore[attr-defined]
@@ -116,3 +115,45 @@ def test_importing_the_core_loads_no_driver_cli_or_test_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("name", "driver", "hint"),
+    [
+        ("PostgresStorage", "asyncpg", "pip install 'ruv-swarm-persistence[postgres]'"),
+        ("SqliteStorage", "apsw", "pip install apsw"),
+    ],
+)
+def test_backend_without_its_driver_is_an_import_error_that_says_what_to_install(
+    name: str, driver: str, hint: str
+) -> None:
+    # A None entry in sys.modules makes `import driver` fail as an uninstalled package does.
+    code = (
+        f"import sys\nsys.modules[{driver!r}] = None\n"
+        "try:\n"
+        f"    from ruv_swarm_persistence import {name}\n"
+        "except ImportError as exc:\n"
+        "    from ruv_swarm_persistence import StorageError\n"
+        "    print(exc.name, isinstance(exc, StorageError))\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    flags, message = out.stdout.splitlines()
+    assert flags == f"{driver} True"
+    assert message == f"{name} needs the {driver!r} driver: {urls.install_hint(driver)}"
+    assert hint in message
+
+
+def test_memory_storage_needs_no_driver() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['apsw'] = sys.modules['asyncpg'] = None\n"
+        "from ruv_swarm_persistence import MemoryStorage\n"
+        "print(MemoryStorage.__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "MemoryStorage"
