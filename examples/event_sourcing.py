@@ -23,8 +23,7 @@ async def track_agent_events(storage: Storage) -> None:
 
 
 async def main(url: str | None = None) -> None:
-    storage = await init_storage(url or "swarm.db")
-    async with storage:
+    async with init_storage(url or "swarm.db") as storage:
         await track_agent_events(storage)
 
 

@@ -29,8 +29,7 @@ async def performance_monitoring(storage: Storage) -> None:
 
 
 async def main(url: str | None = None) -> None:
-    storage = await init_storage(url or "swarm.db")
-    async with storage:
+    async with init_storage(url or "swarm.db") as storage:
         await performance_monitoring(storage)
 
 

@@ -20,8 +20,7 @@ async def main(url: str | None = None) -> None:
     print(f"Parameters: {params}")
 
     # The same builder runs on any backend
-    storage = await init_storage(url or "swarm.db")
-    async with storage:
+    async with init_storage(url or "swarm.db") as storage:
         agent = AgentModel.new("worker-002", "researcher", ["nlp"])
         agent.set_status(AgentStatus.Active)
         await storage.store_agent(agent)

@@ -8,8 +8,7 @@ from ruv_swarm_persistence import AgentModel, init_storage
 
 async def main(url: str | None = None) -> None:
     # Initialize storage (SQLite file by default; any URL init_storage accepts)
-    storage = await init_storage(url or "swarm.db")
-    async with storage:
+    async with init_storage(url or "swarm.db") as storage:
         # Create and store an agent
         agent = AgentModel.new("worker-001", "researcher", ["analysis", "data-processing"])
         await storage.store_agent(agent)

@@ -11,8 +11,7 @@ from ruv_swarm_persistence import TaskModel, TaskPriority, init_storage
 
 
 async def atomic_task_processing(url: str | None = None) -> None:
-    storage = await init_storage(url or "swarm.db")
-    async with storage:
+    async with init_storage(url or "swarm.db") as storage:
         # Begin transaction
         tx = await storage.begin_transaction()
 
