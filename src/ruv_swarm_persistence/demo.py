@@ -9,9 +9,19 @@ Agents message each other and read their mail (read receipts); events and metric
 throughout. The summary is computed from the database afterwards, not from counters kept on
 the side, so it can be checked against the database.
 
-The seed fixes the swarm: its agents, the task graph, each task's planned failures, which
-agent crashes and when. Which agent runs which task, and how many leases expire, depend on
-scheduling (a machine under load may see a slow worker lose a lease too; the demo records it).
+The seed fixes the swarm and what it ends with. Every random choice is drawn from a generator
+keyed by the seed and the entity it is about (the plan, a task, an agent), never by the agent
+that happened to run a task, so two runs with the same seed and sizes agree on: the agents, the
+task graph and its priorities, each task's planned failures, which agent crashes, the tasks by
+status, the failed attempts and the retries after them, and the messages sent, read and unread
+(whether a task's finisher writes to a peer, and what, is the task's to decide; agents
+acknowledge all mail but low-priority notes, and read what is left once the work is done).
+
+Scheduling decides the rest: which agent runs which task (the per-agent counts), when the
+crash happens, events and metrics (one event per claim, metrics per heartbeat), durations and
+throughput, and the recovered leases: normally one, the task the crashed agent held, but a
+machine under load may see a slow worker lose a lease too (the demo records it; a task that
+runs out of attempts that way ends failed).
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -89,6 +99,8 @@ class DemoConfig:
     agents: int = 8
     tasks: int = 2_000
     seed: int = 7
+    #: Concurrent claims per agent; the agent that will crash runs one, so that it crashes
+    #: holding exactly one task.
     workers_per_agent: int = 2
     #: Seconds a claim holds a task; the crashed agent's work comes back after this.
     lease: float = 1.0
@@ -123,7 +135,13 @@ class AgentProgress:
 
 @dataclass(slots=True)
 class DemoProgress:
-    """A snapshot of the running swarm, handed to the progress callback."""
+    """A snapshot of the running swarm, handed to the progress callback.
+
+    Each one is a copy taken at one moment, between two awaits of the swarm, and never changed
+    afterwards, so its numbers agree with each other: ``messages_read <= messages_sent``, the
+    per-agent counts add up to the totals, and ``elapsed`` (seconds since the demo began, on
+    one clock) never goes back from one snapshot to the next.
+    """
 
     phase: str
     total: int
@@ -141,8 +159,12 @@ class DemoProgress:
 
     @property
     def finished(self) -> int:
-        """Tasks in a final state."""
+        """Tasks in a final state: completed + failed + cancelled."""
         return self.completed + self.failed + self.cancelled
+
+    def snapshot(self) -> DemoProgress:
+        """A copy that the running swarm does not change afterwards."""
+        return replace(self, agents={k: replace(a) for k, a in self.agents.items()})
 
 
 @dataclass(slots=True)
@@ -171,8 +193,11 @@ class DemoSummary:
     elapsed_s: float
     throughput_tasks_per_s: float
     tasks_by_status: dict[str, int]
+    #: Retries after a failed attempt. The tasks' ``retry_count`` adds up to ``retries +
+    #: recovered_leases``: an expired lease also costs its task an attempt.
     retries: int
     failed_attempts: int
+    #: Claims that ended without an outcome (the lease ran out) and were claimed again.
     recovered_leases: int
     crashed_agent: str | None
     reaped_agents: list[str]
@@ -278,20 +303,32 @@ class _Swarm:
         self.config = config
         self.plan = plan
         self.on_progress = on_progress
-        self.rng = random.Random(config.seed + 1)
         self.progress = DemoProgress("starting", len(plan.tasks))
         self.progress.agents = {a.id: AgentProgress(a.id, a.agent_type) for a in plan.agents}
         self.done = asyncio.Event()
         self.crashed = asyncio.Event()
         self.started = time.monotonic()
-        self.last_cancel_check = 0
+        #: Planned failures done so far, per task: an expired lease is not one of them, so a
+        #: task fails as planned whoever held it when.
+        self.failures: Counter[str] = Counter()
+        #: Messages acknowledged (or being): the workers of one agent share its inbox.
+        self.acknowledged: set[str] = set()
+        # Nobody writes to the agent that will crash: whether it read a message before
+        # crashing would depend on timing.
+        self.recipients = [a.id for a in plan.agents if a.id != plan.victim]
+
+    def rng(self, *key: object) -> random.Random:
+        """A generator for one decision about one entity, the same in every run of the seed."""
+        return random.Random(":".join(map(str, (self.config.seed, *key))))
 
     def report(self, phase: str | None = None) -> None:
         if phase is not None:
             self.progress.phase = phase
         self.progress.elapsed = time.monotonic() - self.started
         if self.on_progress is not None:
-            self.on_progress(self.progress)
+            # A copy: the callback may keep it (a display renders it from another thread)
+            # while the swarm goes on changing its own.
+            self.on_progress(self.progress.snapshot())
 
     async def event(
         self, kind: str, payload: Any = None, agent: str | None = None, task: str | None = None
@@ -333,25 +370,26 @@ class _Swarm:
 
     # --- agents -----------------------------------------------------------------------------
 
-    async def send(
-        self, sender: str, to: str, kind: str, priority: MessagePriority | None = None
-    ) -> None:
-        if priority is None:
-            priority = self.rng.choices(list(MessagePriority), (20, 60, 15, 5))[0]
+    async def send(self, sender: str, to: str, kind: str, priority: MessagePriority) -> None:
         msg = MessageModel.new(
             sender, to, kind, {"note": f"{kind} from {sender}"}, priority=priority
         )
-        await self.s.store_message(msg)
+        # Counted before it is stored: once stored it may be read at once, and no snapshot
+        # may show more messages read than sent.
         self.progress.messages_sent += 1
+        await self.s.store_message(msg)
 
-    async def read_mail(self, agent_id: str, wait: float) -> None:
-        mail = await self.s.wait_for_messages(agent_id, timeout=wait)
-        for m in mail:
+    async def read_mail(self, agent_id: str) -> None:
+        """Acknowledge the agent's unread mail; low-priority notes are left unread."""
+        for m in await self.s.get_unread_messages(agent_id):
+            if m.priority == MessagePriority.Low or m.id in self.acknowledged:
+                continue
+            self.acknowledged.add(m.id)
             await self.s.mark_message_read(m.id)
             self.progress.messages_read += 1
 
     async def heartbeats(self, agent: AgentModel) -> None:
-        rng = random.Random(f"{self.config.seed}:{agent.id}")
+        rng = self.rng(agent.id)
         cpu, mem = rng.uniform(15, 40), rng.uniform(180, 420)
         while not self.done.is_set():
             if agent.id == self.plan.victim and self.crashed.is_set():
@@ -371,6 +409,7 @@ class _Swarm:
     async def worker(self, agent: AgentModel) -> None:
         me = self.progress.agents[agent.id]
         victim = agent.id == self.plan.victim
+        await self.read_mail(agent.id)  # the briefing, before any work
         while not self.done.is_set():
             if victim and self.crashed.is_set():
                 me.state, me.current = "crashed", None
@@ -380,7 +419,7 @@ class _Swarm:
             )
             if task is None:
                 me.state = "idle"
-                await self.read_mail(agent.id, 0.05)
+                await self.s.wait_for_tasks(0.05, agent.capabilities)
                 continue
             me.state, me.current = "working", task.id
             await self.event("task.claimed", {"attempt": task.retry_count + 1}, agent.id, task.id)
@@ -394,17 +433,25 @@ class _Swarm:
                 me.state, me.current = "crashed", None
                 return
             me.state, me.current = "idle", None
-            if self.rng.random() < 0.3:
-                await self.read_mail(agent.id, 0)
+            if self.rng(task.id, task.retry_count, "mail").random() < 0.3:
+                await self.read_mail(agent.id)
 
     async def work(self, agent: AgentModel, task: TaskModel, victim: bool) -> None:
         me = self.progress.agents[agent.id]
         began = time.monotonic()
         await self.s.start_task(task.id, agent.id)
         work_ms = int(task.payload["work_ms"])
+        planned = int(task.payload["fail_attempts"])
         crash_point = self.config.crash_at * self.progress.total
-        if victim and not self.crashed.is_set() and self.progress.finished >= crash_point:
-            # The crash: stop mid-task, holding the lease, never to heartbeat again.
+        if (
+            victim
+            and planned == 0
+            and not self.crashed.is_set()
+            and self.progress.finished >= crash_point
+        ):
+            # The crash: stop mid-task, holding the lease, never to heartbeat again. The
+            # victim runs one worker and crashes on a task planned to succeed, so the crash
+            # abandons exactly one task and takes no planned failure with it.
             self.crashed.set()
             self.progress.crashed_agent = agent.id
             return
@@ -414,13 +461,12 @@ class _Swarm:
             await asyncio.sleep(work_ms / 2000)
         else:
             await asyncio.sleep(work_ms / 1000)
-        if victim and self.crashed.is_set():
-            return  # crashed while this one was in flight: abandoned too
         elapsed_ms = (time.monotonic() - began) * 1000
-        if task.retry_count < int(task.payload["fail_attempts"]):
+        if self.failures[task.id] < planned:
             after = await self.s.fail_task(
                 task.id, agent.id, f"simulated failure on attempt {task.retry_count + 1}"
             )
+            self.failures[task.id] += 1
             me.failed_attempts += 1
             self.progress.failed_attempts += 1
             await self.event(
@@ -430,8 +476,10 @@ class _Swarm:
                 task.id,
             )
             if after.status == TaskStatus.Failed:
+                # Its dependents were cancelled with it: both counts change in one step.
+                cancelled = await self.cancelled()
                 self.progress.failed += 1
-                await self.count_cancelled()
+                self.progress.cancelled = max(self.progress.cancelled, cancelled)
             return
         await self.s.complete_task(task.id, agent.id, {"by": agent.id, "ms": round(elapsed_ms, 2)})
         me.completed += 1
@@ -446,14 +494,19 @@ class _Swarm:
                 tags={"task_type": task.task_type},
             )
         )
-        if self.rng.random() < self.config.chatter:
-            peers = [a.id for a in self.plan.agents if a.id != agent.id]
-            if peers:
-                await self.send(agent.id, self.rng.choice(peers), self.rng.choice(_MESSAGE_KINDS))
+        # Whether the task's finisher writes, what and how urgently is the task's to decide
+        # (it completes once); the recipient is drawn last, as it depends on who finished.
+        rng = self.rng(task.id, "chatter")
+        if rng.random() < self.config.chatter:
+            kind = rng.choice(_MESSAGE_KINDS)
+            priority = rng.choices(list(MessagePriority), (20, 60, 15, 5))[0]
+            peers = [a for a in self.recipients if a != agent.id] or [agent.id]
+            await self.send(agent.id, rng.choice(peers), kind, priority)
 
-    async def count_cancelled(self) -> None:
+    async def cancelled(self) -> int:
+        """Tasks cancelled so far, counted in the database."""
         rows = await self.s.query(QueryBuilder(TaskModel).where_eq("status", "cancelled"))
-        self.progress.cancelled = len(rows)
+        return len(rows)
 
     # --- supervision ------------------------------------------------------------------------
 
@@ -484,12 +537,11 @@ class _Swarm:
 
     async def run(self) -> None:
         await self.setup()
-        self.started = time.monotonic()
         tasks = [asyncio.create_task(self.heartbeats(a)) for a in self.plan.agents]
         tasks += [
             asyncio.create_task(self.worker(a))
             for a in self.plan.agents
-            for _ in range(self.config.workers_per_agent)
+            for _ in range(1 if a.id == self.plan.victim else self.config.workers_per_agent)
         ]
         try:
             await self.supervise()
@@ -499,6 +551,13 @@ class _Swarm:
         for r in results:
             if isinstance(r, BaseException):
                 raise r
+        # Mail that came late is read now by everyone still standing, so what ends up read
+        # does not depend on who checked their mail when.
+        for a in self.plan.agents:
+            if a.id != self.progress.crashed_agent:
+                await self.read_mail(a.id)
+                self.progress.agents[a.id].state = "done"
+            self.progress.agents[a.id].current = None
         self.progress.elapsed = time.monotonic() - self.started
         # Whoever stopped heartbeating (the crashed agent) is reaped now; the rest go idle.
         await self.reap(max(3 * self.config.heartbeat, 0.5))
@@ -511,7 +570,7 @@ class _Swarm:
             "swarm.finished",
             {"elapsed_s": round(self.progress.elapsed, 3), "crashed": self.progress.crashed_agent},
         )
-        await self.count_cancelled()
+        self.progress.cancelled = await self.cancelled()
         self.report("finished")
 
 
@@ -581,6 +640,7 @@ async def summarize(
         )
     completed = by_status.get(TaskStatus.Completed.value, 0)
     elapsed = progress.elapsed
+    recovered = sum(claims[t] - outcomes[t] for t in claims)
     return DemoSummary(
         seed=config.seed,
         agents=len(per_agent),
@@ -588,9 +648,9 @@ async def summarize(
         elapsed_s=round(elapsed, 3),
         throughput_tasks_per_s=round(completed / elapsed, 1) if elapsed > 0 else 0.0,
         tasks_by_status={s.value: by_status.get(s.value, 0) for s in TaskStatus},
-        retries=sum(t.retry_count for t in tasks),
+        retries=sum(t.retry_count for t in tasks) - recovered,
         failed_attempts=sum(1 for e in events if e.event_type == "task.failed"),
-        recovered_leases=sum(claims[t] - outcomes[t] for t in claims),
+        recovered_leases=recovered,
         crashed_agent=progress.crashed_agent,
         reaped_agents=sorted(
             e.agent_id for e in events if e.event_type == "agent.reaped" and e.agent_id
