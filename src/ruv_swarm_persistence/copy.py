@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, TypeVar
@@ -138,6 +138,40 @@ class _Tally:
         return self._hash.hexdigest()
 
 
+async def _count(storage: Storage, model: type[Any], key: str) -> int:
+    rows = 0
+    async for page in _pages(storage, model, key):
+        rows += len(page)
+    return rows
+
+
+class _Progress:
+    """Reports rows written per table to a ``progress(table, done, total)`` callback."""
+
+    def __init__(self, callback: Callable[[str, int, int], None] | None) -> None:
+        self.callback = callback
+        self.totals: dict[str, int] = {}
+
+    async def start(self, src: Storage) -> None:
+        if self.callback is None:
+            return
+        for table, model, key in _TABLES:
+            self.totals[table] = await _count(src, model, key)
+        for table, _, _ in _TABLES:
+            self.callback(table, 0, self.totals[table])
+
+    def advance(self, table: str, done: int) -> None:
+        if self.callback is not None:
+            # Rows written to the source since it was counted only raise the total.
+            self.totals[table] = max(self.totals[table], done)
+            self.callback(table, done, self.totals[table])
+
+    def finish(self, table: str, done: int) -> None:
+        if self.callback is not None and self.totals[table] != done:
+            self.totals[table] = done  # rows deleted from the source since it was counted
+            self.callback(table, done, done)
+
+
 async def table_checksums(storage: Storage) -> dict[str, tuple[int, str]]:
     """``{table: (rows, sha256)}`` of a storage, in the canonical form the copy verifies."""
     out: dict[str, tuple[int, str]] = {}
@@ -192,22 +226,32 @@ async def copy_storage(
     *,
     verify: bool = True,
     transaction_timeout: timedelta | float = timedelta(hours=1),
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> CopyReport:
     """Copy every agent, task, message, metric and event of ``src`` into the empty ``dst``.
 
     Returns the :class:`CopyReport`; with ``verify`` (the default) a copy whose counts or
     checksums differ raises :class:`StorageError` naming the tables. The writes to ``dst``
     form one transaction (``transaction_timeout`` bounds it).
+
+    ``progress``, if given, is called as ``progress(table, rows_written, rows_total)``: first
+    with 0 written for every table (in the order they are copied), then as each batch is
+    written, the last call of a table having written == total. Counting the rows for it
+    reads the source once more. The verification that follows the copy is not reported.
     """
     if src is dst:
         raise ValidationError("source and destination are the same storage", field="dst")
     await _ensure_empty(dst)
+    meter = _Progress(progress)
+    await meter.start(src)
     tallies = {table: _Tally(table) for table, _, _ in _TABLES}
     async with dst.transaction(transaction_timeout):
         async for agents in _pages(src, AgentModel, "id"):
             tallies["agents"].add(agents)
             for agent in agents:
                 await dst.store_agent(agent)
+            meter.advance("agents", tallies["agents"].rows)
+        meter.finish("agents", tallies["agents"].rows)
         tasks: list[TaskModel] = []
         async for page in _pages(src, TaskModel, "id"):
             tallies["tasks"].add(page)
@@ -215,16 +259,24 @@ async def copy_storage(
         ordered = _dependency_order(tasks)
         for i in range(0, len(ordered), PAGE):
             await dst.store_tasks(ordered[i : i + PAGE])
+            meter.advance("tasks", min(i + PAGE, len(ordered)))
+        meter.finish("tasks", len(ordered))
         async for messages in _pages(src, MessageModel, "id"):
             tallies["messages"].add(messages)
             for message in messages:
                 await dst.store_message(message)
+            meter.advance("messages", tallies["messages"].rows)
+        meter.finish("messages", tallies["messages"].rows)
         async for metrics in _pages(src, MetricModel, "id"):
             tallies["metrics"].add(metrics)
             await dst.store_metrics(metrics)
+            meter.advance("metrics", tallies["metrics"].rows)
+        meter.finish("metrics", tallies["metrics"].rows)
         async for events in _pages(src, EventModel, "sequence"):
             tallies["events"].add(events)
             await dst.store_events(events)
+            meter.advance("events", tallies["events"].rows)
+        meter.finish("events", tallies["events"].rows)
     copied = await table_checksums(dst)
     report = CopyReport(
         {
