@@ -1,17 +1,18 @@
-"""``swarmdb bench``: the repository's benchmarks when run in a checkout, else a short check."""
+"""``swarmdb bench``: a short throughput check of the installed package.
+
+It runs only its own code, wherever it is started: a ``bench`` folder in the current directory
+(a source checkout has one, ``make bench`` runs it) is never imported or run.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -48,12 +49,6 @@ class Measurement:
     @property
     def per_second(self) -> float:
         return self.ops / self.seconds if self.seconds > 0 else float("inf")
-
-
-def _repository_bench() -> Path | None:
-    """The ``bench`` package of a source checkout in the current directory, if any."""
-    here = Path.cwd() / "bench"
-    return here if (here / "__main__.py").is_file() else None
 
 
 async def _timed(name: str, ops: int, step: Callable[[], Awaitable[None]]) -> Measurement:
@@ -125,7 +120,9 @@ def bench(
     ] = False,
     builtin: Annotated[
         bool,
-        typer.Option("--builtin", help="Run the short built-in check even in a source checkout."),
+        # Kept so that commands written for earlier releases still run; the check is always
+        # the built-in one now.
+        typer.Option("--builtin", hidden=True),
     ] = False,
     ops: Annotated[
         int,
@@ -136,22 +133,15 @@ def bench(
     db: DbOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Measure throughput: the repository's benchmarks in a checkout, else a short check.
+    """Measure throughput with a short check of this package, on any backend.
 
-    The built-in check times event appends (sequential, 32 concurrent producers, batches),
-    claim → complete with 4 workers and point reads, once each, on a new temporary SQLite
-    file (or on --db, which must be empty; what it writes stays there). One run on a
-    machine that may be busy: read the numbers as an order of magnitude; the repository's
-    benchmarks (make bench) repeat runs and compare against raw drivers in the same run.
+    Times event appends (sequential, 32 concurrent producers, batches), claim → complete
+    with 4 workers and point reads, once each, on a new temporary SQLite file (or on --db,
+    which must be empty; what it writes stays there). One run on a machine that may be busy:
+    read the numbers as an order of magnitude; the repository's benchmarks (make bench in a
+    source checkout) repeat runs and compare against raw drivers in the same run.
     """
     explicit = db or ctx.find_root().params.get("db")
-    repo = _repository_bench()
-    if repo is not None and not builtin and not explicit:
-        args = [sys.executable, "-m", "bench"] + (["--quick"] if quick else [])
-        args += ["--json"] if json else []
-        err.print(f"running the repository's benchmarks ({repo}); --builtin for the short check")
-        raise typer.Exit(subprocess.run(args, cwd=repo.parent, check=False).returncode)
-
     n = 500 if quick else ops
 
     async def go(url: str, must_be_empty: bool) -> tuple[str, list[Measurement]]:
