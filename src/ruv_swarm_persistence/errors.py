@@ -10,6 +10,7 @@ Every error the library raises derives from :class:`StorageError`::
      ├── TransactionError     commit/rollback misuse, or a transaction timed out
      ├── MigrationError       schema versions disagree, an applied migration was edited
      ├── DatabaseError        the database itself failed (driver errors are the __cause__)
+     │    └── NotASwarmDatabaseError   opened read-only, found no swarm database there
      ├── SerializationError   a stored row could not be decoded
      └── PoolError            no connection could be had in time
 
@@ -26,6 +27,7 @@ __all__ = [
     "DatabaseError",
     "LeaseLostError",
     "MigrationError",
+    "NotASwarmDatabaseError",
     "NotFoundError",
     "PoolError",
     "SerializationError",
@@ -100,6 +102,18 @@ class MigrationError(StorageError):
 
 class DatabaseError(StorageError):
     """The database failed; the driver's exception is ``__cause__``."""
+
+
+class NotASwarmDatabaseError(DatabaseError):
+    """A read-only open found no swarm database: a foreign file or schema, or nothing yet.
+
+    ``empty`` is true when there is nothing at all (an empty file, a database without
+    tables): a database another process is about to create looks like this.
+    """
+
+    def __init__(self, message: str, *, empty: bool) -> None:
+        super().__init__(message)
+        self.empty = empty
 
 
 class SerializationError(StorageError):

@@ -10,6 +10,7 @@ from ruv_swarm_persistence.errors import (
     DatabaseError,
     LeaseLostError,
     MigrationError,
+    NotASwarmDatabaseError,
     NotFoundError,
     PoolError,
     SerializationError,
@@ -28,6 +29,7 @@ SUBCLASSES = [
     DatabaseError,
     SerializationError,
     PoolError,
+    NotASwarmDatabaseError,
 ]
 
 
@@ -47,6 +49,11 @@ def test_every_error_derives_from_storage_error(cls: type[Exception]) -> None:
 def test_the_module_docstring_draws_every_error(cls: type[Exception]) -> None:
     assert errors.__doc__ is not None
     assert cls.__name__ in errors.__doc__
+
+
+def test_not_a_swarm_database_is_a_database_error_that_says_if_empty() -> None:
+    assert issubclass(NotASwarmDatabaseError, DatabaseError)
+    assert NotASwarmDatabaseError("nothing here", empty=True).empty is True
 
 
 def test_builtin_bases_let_callers_catch_familiar_types() -> None:

@@ -22,6 +22,7 @@ from ..aggregate import MetricRow, aggregate, crate_aggregate, grouping_args, wi
 from ..codec import Limits, Record
 from ..errors import (
     ConflictError,
+    DatabaseError,
     LeaseLostError,
     NotFoundError,
     ValidationError,
@@ -54,12 +55,18 @@ _MISSING: Final = object()
 PENDING, ASSIGNED, RUNNING = rules.PENDING, rules.ASSIGNED, rules.RUNNING
 COMPLETED, FAILED, CANCELLED = rules.COMPLETED, rules.FAILED, rules.CANCELLED
 _DEFAULT_TX_TIMEOUT_US: Final = 30_000_000
+_FLAGS: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def _read_only_error() -> DatabaseError:
+    return DatabaseError("the storage was opened read-only: every write is refused")
 
 
 class _Engine:
     """The tables, indexes and task queue; synchronous, with an optional undo log."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, read_only: bool = False) -> None:
+        self.read_only = read_only
         self.agents: dict[str, Record] = {}
         self.tasks: dict[str, Record] = {}
         self.unfinished: dict[str, int] = {}  # task id -> dependencies not yet completed
@@ -80,6 +87,8 @@ class _Engine:
     # --- undo-logged primitives ---------------------------------------------------------
 
     def put(self, table: dict[str, Any], key: str, value: Any) -> None:
+        if self.read_only:
+            raise _read_only_error()
         if self.undo is not None:
             old = table.get(key, _MISSING)
             if old is _MISSING:
@@ -89,6 +98,8 @@ class _Engine:
         table[key] = value
 
     def drop(self, table: dict[str, Any], key: str) -> None:
+        if self.read_only:
+            raise _read_only_error()
         if key not in table:
             return
         if self.undo is not None:
@@ -97,11 +108,15 @@ class _Engine:
         del table[key]
 
     def append(self, items: list[Any], value: Any) -> None:
+        if self.read_only:
+            raise _read_only_error()
         if self.undo is not None:
             self.undo.append(items.pop)
         items.append(value)
 
     def set_attr(self, name: str, value: Any) -> None:
+        if self.read_only:
+            raise _read_only_error()
         if self.undo is not None:
             old = getattr(self, name)
             self.undo.append(lambda: setattr(self, name, old))
@@ -196,7 +211,9 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
 
     Options: ``clock`` (a callable returning an aware ``datetime``; the default is the system
     clock), ``lease`` (default lease, 30 s), ``retry_policy``, ``limits`` and
-    ``transaction_timeout`` (30 s).
+    ``transaction_timeout`` (30 s). ``migrate`` is accepted for symmetry with the SQL
+    backends (there is no schema); ``read_only=True`` refuses every write with a
+    ``DatabaseError``, as a read-only SQL storage does.
     """
 
     def __init__(
@@ -207,8 +224,13 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         retry_policy: rules.RetryPolicy | None = None,
         limits: Limits | None = None,
         transaction_timeout: Duration = 30,
+        migrate: bool = True,
+        read_only: bool = False,
     ) -> None:
-        self._engine = _Engine()
+        for flag, value in (("migrate", migrate), ("read_only", read_only)):
+            if not isinstance(value, bool):
+                raise ValidationError(f"{value!r} is not true or false", field=flag)
+        self._engine = _Engine(read_only=read_only)
         self._now: Callable[[], int] = now_us if clock is None else (lambda: to_us(clock()))
         self._lease_us = codec.duration_arg(lease, "lease")
         self._policy = retry_policy or rules.RetryPolicy()
@@ -1141,14 +1163,18 @@ def _newest(r: Record) -> tuple[int, int]:
 
 async def open_url(parsed: ParsedUrl, options: dict[str, Any]) -> MemoryStorage:
     """Open a memory storage for ``memory://`` (URL options are not used)."""
-    unknown = set(parsed.options) - {"lease", "transaction_timeout"}
+    unknown = set(parsed.options) - {"lease", "transaction_timeout", "migrate", "read_only"}
     if unknown:
         raise ValidationError(
             f"unknown memory:// option(s): {', '.join(sorted(unknown))}", field="url"
         )
     kwargs: dict[str, Any] = {}
     for key, value in options.items():
-        if key in ("lease", "transaction_timeout") and isinstance(value, str):
+        if key in ("migrate", "read_only") and isinstance(value, str):
+            if value.lower() not in _FLAGS:
+                raise ValidationError(f"{value!r} is not true or false", field=key)
+            kwargs[key] = _FLAGS[value.lower()]
+        elif key in ("lease", "transaction_timeout") and isinstance(value, str):
             try:
                 kwargs[key] = float(value)
             except ValueError:

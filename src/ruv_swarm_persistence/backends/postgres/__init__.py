@@ -31,7 +31,7 @@ _NUMERIC: Final = {
     "transaction_timeout": float,
 }
 _BOOLEAN: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-_OWN: Final = {*_NUMERIC, "schema", "clock", "retry_policy", "limits", "migrate"}
+_OWN: Final = {*_NUMERIC, "schema", "clock", "retry_policy", "limits", "migrate", "read_only"}
 #: libpq connection parameters handed to the server connection untouched.
 _LIBPQ: Final = frozenset(
     {
@@ -61,7 +61,7 @@ async def open_url(parsed: ParsedUrl, options: dict[str, Any]) -> PostgresStorag
             passthrough[key] = str(value)
         elif key not in _OWN:
             unknown.append(key)
-        elif key == "migrate" and isinstance(value, str):
+        elif key in ("migrate", "read_only") and isinstance(value, str):
             if value.lower() not in _BOOLEAN:
                 raise ValidationError(f"{value!r} is not true or false", field=key)
             kwargs[key] = _BOOLEAN[value.lower()]

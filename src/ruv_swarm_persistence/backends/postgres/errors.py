@@ -83,6 +83,8 @@ def translate(exc: BaseException) -> StorageError:
         return TransactionError(
             "the transaction failed on the server and must be rolled back: " + str(exc)
         )
+    if isinstance(exc, pg.ReadOnlySQLTransactionError):
+        return DatabaseError(f"the storage was opened read-only: {exc}")
     if isinstance(exc, TimeoutError):
         return DatabaseError("PostgreSQL did not answer within command_timeout")
     if connection_lost(exc):

@@ -50,12 +50,19 @@ from ...errors import (
     DatabaseError,
     LeaseLostError,
     MigrationError,
+    NotASwarmDatabaseError,
     NotFoundError,
     PoolError,
     StorageError,
     ValidationError,
 )
-from ...migrations import AppliedMigration, Migration, MigrationRunner
+from ...migrations import (
+    AppliedMigration,
+    Migration,
+    MigrationRunner,
+    bundled_migrations,
+    check_applied,
+)
 from ...models import AgentModel, AgentStatus, EventModel, MessageModel, MetricModel, TaskModel
 from ...query import QueryBuilder
 from ...storage import (
@@ -268,7 +275,10 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
     ``max_size``, ``command_timeout``, ``max_inactive_connection_lifetime`` and
     ``acquire_timeout`` (seconds to wait for a free connection before :class:`PoolError`),
     and the standard ``clock``, ``lease``, ``retry_policy``, ``limits`` and
-    ``transaction_timeout``; ``migrate=False`` opens without applying migrations. Times are
+    ``transaction_timeout``; ``migrate=False`` opens without applying migrations, and
+    ``read_only=True`` opens an existing swarm schema only to read it (nothing is created or
+    migrated, every transaction is read-only, a schema that is not a swarm's is refused with
+    a ``DatabaseError``, and a write raises ``DatabaseError``). Times are
     stored as integer microseconds, so they round-trip exactly; JSON fields are ``jsonb``
     (values come back equal, object keys in jsonb's order).
 
@@ -324,10 +334,14 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         max_inactive_connection_lifetime: float = 300.0,
         acquire_timeout: float = 30.0,
         migrate: bool = True,
+        read_only: bool = False,
         **options: Any,
     ) -> PostgresStorage:
         """Connect, create the schema if missing and apply pending migrations."""
         schema = check_schema(schema)
+        for flag, value in (("migrate", migrate), ("read_only", read_only)):
+            if not isinstance(value, bool):
+                raise ValidationError(f"{value!r} is not true or false", field=flag)
         pool_options = PoolOptions(
             min_size=_int_option(min_size, "min_size", minimum=0),
             max_size=_int_option(max_size, "max_size", minimum=1),
@@ -357,6 +371,8 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
             },
             "command_timeout": pool_options.command_timeout,
         }
+        if read_only:
+            connect_options["server_settings"]["default_transaction_read_only"] = "on"
         try:
             pool = await asyncpg.create_pool(
                 dsn,
@@ -376,12 +392,14 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
             pool_options=pool_options,
             **options,
         )
-        if migrate:
-            try:
+        try:
+            if read_only:
+                await storage._check_swarm_schema()
+            elif migrate:
                 await MigrationRunner(storage).migrate()
-            except BaseException:
-                await storage.close()
-                raise
+        except BaseException:
+            await storage.close()
+            raise
         return storage
 
     async def _listen_connection(self) -> asyncpg.Connection[Any]:
@@ -404,13 +422,27 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
             await conn.execute(f"CREATE SCHEMA {_quote_ident(self.schema)}")
         await conn.execute(sql.CREATE_MIGRATIONS_TABLE)
 
+    async def _check_swarm_schema(self) -> None:
+        """Refuse a schema this library did not make (a read-only storage cannot fix it)."""
+
+        async def find(conn: Conn) -> tuple[bool, bool]:
+            table = await conn.fetchval(sql.MIGRATIONS_TABLE_EXISTS)
+            return bool(await conn.fetchval(sql.SCHEMA_EXISTS, self.schema)), bool(table)
+
+        schema_exists, table_exists = await self._pooled_read(find)
+        if not table_exists:
+            raise NotASwarmDatabaseError(
+                f"schema {self.schema!r} holds no swarm database", empty=not schema_exists
+            )
+        check_applied(await self.applied_migrations(), bundled_migrations(self.dialect))
+
     async def applied_migrations(self) -> list[AppliedMigration]:
-        """Rows of ``schema_migrations`` (creating the schema and table if needed)."""
+        """Rows of ``schema_migrations`` by version (none before the table exists)."""
 
         async def run(conn: Conn) -> list[AppliedMigration]:
-            async with conn.transaction():
-                await self._prepare_schema(conn)
-                rows = await conn.fetch(sql.APPLIED)
+            if not await conn.fetchval(sql.MIGRATIONS_TABLE_EXISTS):
+                return []
+            rows = await conn.fetch(sql.APPLIED)
             return [AppliedMigration(r[0], r[1], r[2], from_us(r[3])) for r in rows]
 
         return await self._pooled_read(run)

@@ -42,6 +42,8 @@ def translate(
         and ("UNIQUE" in text or "PRIMARY KEY" in text)
     ):
         err = ConflictError(kind, row_id)
+    elif isinstance(exc, apsw.ReadOnlyError):
+        err = DatabaseError(f"the storage was opened read-only: {text}")
     elif isinstance(exc, (apsw.BusyError, apsw.LockedError)):
         err = DatabaseError(f"the database stayed locked past the busy timeout: {text}")
     else:

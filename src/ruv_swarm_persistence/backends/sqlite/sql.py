@@ -58,6 +58,15 @@ CREATE_MIGRATIONS: Final = (
 APPLIED_MIGRATIONS: Final = (
     "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
 )
+MIGRATIONS_TABLE_EXISTS: Final = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+)
+#: The tables of a file, to tell an empty or foreign database from a swarm's.
+TABLE_NAMES: Final = (
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+)
+MIGRATIONS_COLUMN_NAMES: Final = ("version", "name", "checksum", "applied_at")
+MIGRATIONS_COLUMNS: Final = "PRAGMA table_info(schema_migrations)"
 MIGRATION_RECORDED: Final = "SELECT 1 FROM schema_migrations WHERE version = ?"
 RECORD_MIGRATION: Final = (
     "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)"

@@ -36,8 +36,21 @@ from ...aggregate import (
     window_args,
 )
 from ...codec import EventValues, Limits
-from ...errors import MigrationError, StorageError, TransactionError, ValidationError
-from ...migrations import AppliedMigration, Migration, MigrationRunner
+from ...errors import (
+    DatabaseError,
+    MigrationError,
+    NotASwarmDatabaseError,
+    StorageError,
+    TransactionError,
+    ValidationError,
+)
+from ...migrations import (
+    AppliedMigration,
+    Migration,
+    MigrationRunner,
+    bundled_migrations,
+    check_applied,
+)
 from ...models import (
     AgentModel,
     AgentStatus,
@@ -84,7 +97,7 @@ _OPTION_NAMES: Final = frozenset(
     {
         "readers", "min_idle_readers", "connection_timeout", "idle_timeout", "synchronous",
         "busy_timeout", "max_batch", "lease", "clock", "retry_policy", "limits",
-        "transaction_timeout",
+        "transaction_timeout", "migrate", "read_only",
     }
 )  # fmt: skip
 
@@ -100,7 +113,9 @@ class _Options:
         "lease_us",
         "limits",
         "max_batch",
+        "migrate",
         "min_idle_readers",
+        "read_only",
         "readers",
         "retry_policy",
         "synchronous",
@@ -127,6 +142,9 @@ class _Options:
         self.synchronous = _SYNCHRONOUS[sync.lower()]
         self.busy_timeout_ms = _int(o.get("busy_timeout", 5000), "busy_timeout", minimum=0)
         self.max_batch = _int(o.get("max_batch", 512), "max_batch", minimum=1)
+        self.read_only = _flag(o.get("read_only", False), "read_only")
+        # A read-only storage never migrates: migrating writes.
+        self.migrate = _flag(o.get("migrate", True), "migrate") and not self.read_only
         self.lease_us = codec.duration_arg(_number(o.get("lease", 30), "lease"), "lease")
         self.transaction_timeout_us = codec.duration_arg(
             _number(o.get("transaction_timeout", 30), "transaction_timeout"),
@@ -158,6 +176,18 @@ def _number(value: Any, field: str) -> Any:
     return value
 
 
+_FLAGS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _flag(value: Any, field: str) -> bool:
+    """A boolean option; URL text ``true``/``false`` (also ``1``/``0``, ``yes``/``no``)."""
+    if isinstance(value, str) and value.lower() in _FLAGS:
+        return _FLAGS[value.lower()]
+    if not isinstance(value, bool):
+        raise ValidationError(f"{value!r} is not true or false", field=field)
+    return value
+
+
 def _int(value: Any, field: str, *, minimum: int) -> int:
     if isinstance(value, str):
         try:
@@ -171,6 +201,39 @@ def _int(value: Any, field: str, *, minimum: int) -> int:
 
 def _seconds(value: Any, field: str) -> float:
     return codec.duration_arg(_number(value, field), field) / 1e6
+
+
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
+
+
+def _check_database_file(path: str) -> None:
+    """Refuse, before SQLite touches it, a file a read-only storage cannot be opened on."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        raise DatabaseError(f"no database at {path}") from None
+    except IsADirectoryError:
+        raise DatabaseError(f"{path} is a directory, not a database") from None
+    except OSError as exc:
+        raise DatabaseError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not head:
+        raise NotASwarmDatabaseError(f"{path} is an empty file, not a swarm database", empty=True)
+    if head != _SQLITE_HEADER:
+        raise NotASwarmDatabaseError(f"{path} is not a SQLite database", empty=False)
+
+
+def _open_existing(path: str, cache: int) -> apsw.Connection:
+    """A connection to an existing file that will only read.
+
+    Read-write without create, so that closing the last connection tidies the WAL files
+    as SQLite does; ``query_only`` then refuses every write. A file the process may not
+    write is opened read-only instead.
+    """
+    try:
+        return apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE, statementcachesize=cache)
+    except (apsw.CantOpenError, apsw.ReadOnlyError, apsw.PermissionsError):
+        return apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY, statementcachesize=cache)
 
 
 def _models(table: str, columns: tuple[str, ...], rows: Any) -> list[Any]:
@@ -232,6 +295,11 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
       ``"full"`` (also an OS crash or power loss).
     * ``busy_timeout`` — milliseconds to wait for another process's write lock (5000).
     * ``max_batch`` — most operations committed in one transaction (512).
+    * ``migrate`` — ``False`` opens without applying the library's migrations (True).
+    * ``read_only`` — open an existing swarm database only to read it (False): nothing is
+      created, migrated or written, the journal mode is left as found, and a file that is
+      empty, not SQLite or not a swarm database is refused with a ``DatabaseError``; a
+      write raises ``DatabaseError``.
     * the standard options: ``clock``, ``lease`` (30 s), ``retry_policy``, ``limits``,
       ``transaction_timeout`` (30 s).
     """
@@ -268,6 +336,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         self._task_gen = 0
         self._watcher: asyncio.Task[None] | None = None
         self._watch_conn: apsw.Connection | None = None
+        self._seen_version: int | None = None
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -284,18 +353,28 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
     def _connect(self, *, role: str) -> apsw.Connection:
         """A configured connection: ``writer``, ``reader`` or ``checkpointer``."""
         opts = self._opts
-        conn = apsw.Connection(
-            self.path,
-            flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE,
-            statementcachesize=256 if role == "writer" else 128,
-        )
+        cache = 256 if role == "writer" else 128
+        if opts.read_only:
+            conn = _open_existing(self.path, cache)
+        else:
+            conn = apsw.Connection(
+                self.path,
+                flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE,
+                statementcachesize=cache,
+            )
         try:
             conn.set_busy_timeout(opts.busy_timeout_ms)
             pragmas: tuple[str, ...] = sql.CONNECTION_PRAGMAS
-            if role == "writer":
+            if opts.read_only:
+                # No journal-mode switch, no auto_vacuum, no writes at all: the file is
+                # left as it was found, whatever it turns out to be.
+                pragmas += sql.READER_PRAGMAS
+            elif role == "writer":
                 pragmas += sql.NEW_DATABASE_PRAGMAS
             for pragma in pragmas:
                 conn.execute(pragma).fetchall()
+            if opts.read_only:
+                return conn
             if role == "writer":
                 mode = scalar(conn, sql.JOURNAL_WAL)
                 if str(mode).lower() != "wal":
@@ -314,6 +393,8 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._opts.read_only:
+            _check_database_file(self.path)
         try:
             conn = await asyncio.to_thread(self._connect, role="writer")
         except apsw.Error as exc:
@@ -332,7 +413,10 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
                 loop.call_soon_threadsafe(self._catch_up)
 
         try:
-            await MigrationRunner(self).migrate()
+            if opts.read_only:
+                await self._check_swarm_schema()
+            elif opts.migrate:
+                await MigrationRunner(self).migrate()
             self._pool = ReaderPool(
                 lambda: self._connect(role="reader"),
                 max_size=opts.readers,
@@ -340,11 +424,12 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
                 connection_timeout_s=opts.connection_timeout_s,
                 idle_timeout_s=opts.idle_timeout_s,
             )
-            self._checkpointer = Checkpointer(
-                lambda: self._connect(role="checkpointer"),
-                catch_up=catch_up,
-            )
-            conn.set_wal_hook(self._checkpointer.wal_hook)
+            if not opts.read_only:
+                self._checkpointer = Checkpointer(
+                    lambda: self._connect(role="checkpointer"),
+                    catch_up=catch_up,
+                )
+                conn.set_wal_hook(self._checkpointer.wal_hook)
         except BaseException:
             await self._shutdown()
             raise
@@ -476,21 +561,29 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch_other_processes())
 
-    async def _watch_other_processes(self) -> None:
+    def _note_other_commits(self) -> None:
+        """Wake everyone if the file changed since last looked at; remember how it is now.
+
+        A waiter calls this before it reads, so that a commit made by another process
+        between its read and its wait changes the version it will be compared with (a
+        baseline taken only when the watcher starts would already include that commit, and
+        the waiter would sleep through it).
+        """
+        if self._closed:
+            return
         if self._watch_conn is None:
             self._watch_conn = self._connect(role="reader")
-        conn = self._watch_conn
-        version = scalar(conn, sql.DATA_VERSION)
+        now = scalar(self._watch_conn, sql.DATA_VERSION)
+        if self._seen_version is not None and now != self._seen_version:
+            self._wake_everyone()
+        self._seen_version = now
+
+    async def _watch_other_processes(self) -> None:
         while (
             self._event_waiters or self._mail_waiters or self._task_waiters
         ) and not self._closed:
             await asyncio.sleep(WATCH_INTERVAL_S)
-            if self._closed:
-                return
-            now = scalar(conn, sql.DATA_VERSION)
-            if now != version:
-                version = now
-                self._wake_everyone()
+            self._note_other_commits()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -532,11 +625,37 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
 
     # --- migrations (MigrationTarget) -------------------------------------------------------
 
+    async def _check_swarm_schema(self) -> None:
+        """Refuse a database this library did not make (a read-only storage cannot fix it).
+
+        A swarm database has the library's ``schema_migrations`` table, possibly with no
+        migration applied (after ``rollback_to(0)``).
+        """
+
+        def inspect(conn: apsw.Connection) -> tuple[list[str], list[str]]:
+            tables = [name for (name,) in conn.execute(sql.TABLE_NAMES)]
+            columns = [row[1] for row in conn.execute(sql.MIGRATIONS_COLUMNS)]
+            return tables, columns
+
+        found, columns = await self._w.submit_alone(inspect)
+        if not found:
+            raise NotASwarmDatabaseError(
+                f"{self.path} is an empty database, not a swarm database", empty=True
+            )
+        if sorted(columns) != sorted(sql.MIGRATIONS_COLUMN_NAMES):
+            raise NotASwarmDatabaseError(
+                f"{self.path} is not a swarm database (its tables: {', '.join(found[:5])}"
+                + (", …)" if len(found) > 5 else ")"),
+                empty=False,
+            )
+        check_applied(await self.applied_migrations(), bundled_migrations(self.dialect))
+
     async def applied_migrations(self) -> list[AppliedMigration]:
-        """Rows of ``schema_migrations`` (created if needed), by version."""
+        """Rows of ``schema_migrations`` by version (none before the table exists)."""
 
         def read(conn: apsw.Connection) -> list[AppliedMigration]:
-            conn.execute(sql.CREATE_MIGRATIONS)
+            if conn.execute(sql.MIGRATIONS_TABLE_EXISTS).fetchone() is None:
+                return []
             return [
                 AppliedMigration(version, name, checksum, from_us(applied_at))
                 for version, name, checksum, applied_at in conn.execute(sql.APPLIED_MIGRATIONS)
@@ -789,6 +908,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
 
         loop = asyncio.get_running_loop()
         while True:
+            self._note_other_commits()
             gen = self._task_gen
             due_us = await self._read(due, inline=True)
             if due_us == 0:
@@ -918,6 +1038,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         types = None if event_types is None else frozenset(codec.types_arg(event_types) or ())
         loop = asyncio.get_running_loop()
         while not self._closed:
+            self._note_other_commits()
             gen = self._event_gen
             batch = await self.read_events(last, SUBSCRIBE_PAGE)
             for ev in batch:
@@ -988,6 +1109,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         deadline = Deadline(timeout)
         loop = asyncio.get_running_loop()
         while True:
+            self._note_other_commits()
             gen = self._mail_gen
             unread = await self.get_unread_messages(agent_id)
             if unread or self._closed:
