@@ -1,8 +1,11 @@
 """``swarmdb``: inspect and maintain a swarm database from the shell.
 
-Exit status: 0 success; 1 a user error (a bad value, a missing or locked database, any
-:class:`~ruv_swarm_persistence.StorageError`), printed as one ``error: …`` line without a
-traceback; 2 bad usage (unknown command or option, a malformed number).
+Exit status: 0 success, also when the reader of the output goes away (``swarmdb events |
+head -1``), as for ``cat``; 1 an error (a missing or locked database, a metric that has no
+measurements, any :class:`~ruv_swarm_persistence.StorageError`); 2 bad usage (an unknown
+command or option, a malformed number, duration, time or ``--where``, options that exclude
+each other); 130 interrupted (Ctrl-C). Errors are one ``error: …`` line (or typer's usage
+message), never a traceback.
 """
 
 from __future__ import annotations
@@ -24,8 +27,24 @@ def _fail(message: str, status: int = 1) -> None:
     raise SystemExit(status)
 
 
+def _reader_gone() -> None:
+    """Exit 0 after a closed pipe; stdout goes to /dev/null first, so that Python's last
+    flush at exit finds nowhere to fail ("Exception ignored … BrokenPipeError")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``swarmdb`` entry point."""
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a command (while importing, say) ends the same way as inside one.
+        raise SystemExit(130) from None
+
+
+def _main(argv: Sequence[str] | None) -> None:
     try:
         from ._app import app
 
@@ -38,14 +57,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise
 
     from ..errors import StorageError
-    from ._common import CliError
+    from ._common import CliError, Interrupted, PipeClosed
 
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="swarmdb")
-    except (CliError, StorageError, OSError) as exc:
-        if isinstance(exc, BrokenPipeError):
-            # The reader went away (``swarmdb events | head``): not an error of ours.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            raise SystemExit(0) from None
+        try:
+            app(args=list(argv) if argv is not None else None, prog_name="swarmdb")
+        finally:
+            # Output still buffered meets a closed pipe here rather than at exit.
+            sys.stdout.flush()
+    except (PipeClosed, BrokenPipeError):
+        _reader_gone()
+    except (Interrupted, KeyboardInterrupt):
+        raise SystemExit(130) from None
+    except CliError as exc:
+        _fail(str(exc) or type(exc).__name__, exc.status)
+    except (StorageError, OSError) as exc:
         _fail(str(exc) or type(exc).__name__)

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from .. import __version__
+from ._common import LOG_LEVELS, Interrupted, PipeClosed, configure_logging
+
+
+class _Swarmdb(TyperGroup):
+    """The command group: a closed pipe or Ctrl-C inside any command ends it as a shell
+    expects (status 0 or 130), whatever the installed typer does with them."""
+
+    # Any: the context class typer passes differs with the typer version (its own or click's).
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise PipeClosed from None
+        except KeyboardInterrupt:
+            raise Interrupted from None
+
 
 app = typer.Typer(
+    cls=_Swarmdb,
     name="swarmdb",
     help=(
         "Inspect and maintain a swarm database (SQLite file, PostgreSQL or memory://).\n\n"
@@ -16,7 +34,7 @@ app = typer.Typer(
         "'swarmdb events --since 10m', 'swarmdb tail'."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -41,6 +59,25 @@ def root(
             show_default=False,
         ),
     ] = None,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="Log what the library does on stderr: -v info, -vv debug.",
+            show_default=False,
+        ),
+    ] = 0,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            metavar="LEVEL",
+            help=f"Log at this level and above on stderr: {', '.join(LOG_LEVELS)}.",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -49,3 +86,4 @@ def root(
     ] = False,
 ) -> None:
     """Inspect and maintain a swarm database."""
+    configure_logging(verbose, log_level)

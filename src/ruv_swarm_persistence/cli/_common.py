@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import enum
 import json
+import logging
 import os
 import re
 import sys
@@ -22,25 +23,61 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import DatabaseError
+from ..errors import DatabaseError, ValidationError
 from ..query import QueryBuilder
 from ..storage import Storage
 from ..urls import DEFAULT_PATH, ParsedUrl, init_storage, parse_url
 
 T = TypeVar("T")
 
+
+class CliError(Exception):
+    """A user error: printed as one ``error: …`` line, exit status 1 (2 with ``usage``)."""
+
+    def __init__(self, message: str, *, usage: bool = False) -> None:
+        super().__init__(message)
+        #: The exit status: 2 when the command line itself is wrong, as with typer's errors.
+        self.status = 2 if usage else 1
+
+
+class UsageError(CliError):
+    """A malformed or contradictory option value: one ``error: …`` line, exit status 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, usage=True)
+
+
+class PipeClosed(Exception):
+    """Whoever read our output has gone (``swarmdb events | head -1``): stop, successfully.
+
+    Not an ``OSError``, so that typer's own broken-pipe handling (exit status 1) lets it pass.
+    """
+
+
+class Interrupted(Exception):
+    """Ctrl-C: exit status 130.
+
+    Not a ``KeyboardInterrupt``, so that a command suppressing that to stop quietly still
+    ends with the status a shell expects of an interrupted command.
+    """
+
+
+class _Console(Console):
+    """A console whose closed pipe stops the command instead of exiting with status 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise PipeClosed
+
+
 #: Human output (tables); colour only when stdout is a terminal (rich decides, NO_COLOR wins).
 #: Piped, rows stay unwrapped up to 200 columns (or $COLUMNS) so lines can be grepped.
-out = Console(
+out = _Console(
     highlight=False,
     width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200,
 )
 #: Progress, notes and errors: stderr, so ``--json`` output stays clean.
-err = Console(stderr=True, highlight=False)
-
-
-class CliError(Exception):
-    """A user error: printed as one ``error: …`` line, exit status 1."""
+err = _Console(stderr=True, highlight=False)
 
 
 DbOption = Annotated[
@@ -121,8 +158,12 @@ async def opened(url: str, *, must_exist: bool = True, **options: Any) -> AsyncI
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine."""
-    return asyncio.run(coro)
+    """Run a command's coroutine; Ctrl-C (which cancels it, so it closes what it opened)
+    raises :class:`Interrupted`."""
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        raise Interrupted from None
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -141,9 +182,9 @@ def parse_duration(text: str, option: str) -> timedelta:
         seconds += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if not cleaned or pos != len(cleaned):
-        raise CliError(f"{option}: {text!r} is not a duration (like 30s, 10m, 2h, 1d)")
+        raise UsageError(f"{option}: {text!r} is not a duration (like 30s, 10m, 2h, 1d)")
     if seconds <= 0:
-        raise CliError(f"{option}: the duration must be positive, not {text!r}")
+        raise UsageError(f"{option}: the duration must be positive, not {text!r}")
     return timedelta(seconds=seconds)
 
 
@@ -151,12 +192,12 @@ def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
     """An age (``10m``: ten minutes ago) or an ISO time (naive means UTC)."""
     try:
         return (now or datetime.now(UTC)) - parse_duration(text, option)
-    except CliError:
+    except UsageError:
         pass
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise CliError(
+        raise UsageError(
             f"{option}: {text!r} is neither a duration (30s, 10m, 2h, 1d) "
             "nor an ISO time (2024-05-01T12:00:00Z)"
         ) from None
@@ -170,17 +211,52 @@ def parse_where(text: str | None, builder: QueryBuilder[T]) -> QueryBuilder[T]:
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CliError(
+        raise UsageError(
             f"--where: not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
         ) from None
     if not isinstance(spec, dict):
-        raise CliError('--where: expected a JSON object such as {"status": "pending"}')
-    for field, value in spec.items():
-        if isinstance(value, list):
-            builder = builder.where_in(field, value)
-        else:
-            builder = builder.where_eq(field, value)
+        raise UsageError('--where: expected a JSON object such as {"status": "pending"}')
+    try:
+        for field, value in spec.items():
+            if isinstance(value, list):
+                builder = builder.where_in(field, value)
+            else:
+                builder = builder.where_eq(field, value)
+    except ValidationError as exc:
+        # An unknown field or a value of the wrong kind: the command line is wrong.
+        raise UsageError(f"--where: {exc}") from None
     return builder
+
+
+#: Level names ``--log-level`` accepts.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def configure_logging(verbose: int, level: str | None) -> None:
+    """Show the library's log records on stderr: ``-v`` info, ``-vv`` debug, or ``level``.
+
+    Without either, Python's default stays: warnings and worse, as bare lines.
+    """
+    if level is not None:
+        if level.strip().lower() not in LOG_LEVELS:
+            raise UsageError(f"--log-level: {level!r} is not one of {', '.join(LOG_LEVELS)}")
+        threshold = logging.getLevelName(level.strip().upper())
+    elif verbose:
+        threshold = logging.INFO if verbose == 1 else logging.DEBUG
+    else:
+        return
+    handler: logging.Handler
+    if err.is_terminal:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=err, show_path=False, markup=False, log_time_format="%X")
+    else:
+        # Piped or redirected: whole lines, easy to grep, never wrapped.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    library = logging.getLogger("ruv_swarm_persistence")
+    library.addHandler(handler)
+    library.setLevel(threshold)
 
 
 # --- output -------------------------------------------------------------------------------

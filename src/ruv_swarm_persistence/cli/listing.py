@@ -15,6 +15,7 @@ from rich.text import Text
 from ..migrations import MigrationRunner, MigrationTarget
 from ..models import (
     AgentModel,
+    AgentStatus,
     EventModel,
     MessageModel,
     MessagePriority,
@@ -31,6 +32,7 @@ from ._common import (
     DbOption,
     JsonOption,
     LimitOption,
+    UsageError,
     age,
     cell,
     compact,
@@ -200,6 +202,7 @@ def agents(
 ) -> None:
     """Registered agents: status, capabilities, heartbeat age, tasks held."""
     url = db_url(ctx, db)
+    _check_status(status, [s.value for s in AgentStatus])
 
     async def go() -> tuple[list[AgentModel], Counter[str]]:
         builder = QueryBuilder(AgentModel).order_by("created_at")
@@ -233,6 +236,13 @@ def agents(
     out.print(t)
 
 
+def _check_status(given: list[str] | None, known: list[str]) -> None:
+    """Refuse a --status that no row can have (a typo would otherwise list nothing)."""
+    for s in given or ():
+        if s not in known:
+            raise UsageError(f"--status: {s!r} is not one of {', '.join(known)}")
+
+
 # --- tasks --------------------------------------------------------------------------------
 
 
@@ -262,11 +272,7 @@ def tasks(
 ) -> None:
     """Tasks, highest priority first: filter by status, type, agent, readiness."""
     url = db_url(ctx, db)
-    for s in status or ():
-        if s not in {x.value for x in TaskStatus}:
-            raise CliError(
-                f"--status: {s!r} is not one of {', '.join(x.value for x in TaskStatus)}"
-            )
+    _check_status(status, [x.value for x in TaskStatus])
 
     async def go() -> list[TaskModel]:
         builder = QueryBuilder(TaskModel).order_by("priority", desc=True).order_by("created_at")
@@ -565,7 +571,7 @@ def metrics(
         elif part.startswith("tag:") and len(part) > 4:
             groups.append(part)
         elif part != "none":
-            raise CliError(f"--by: {part!r} is not agent, tag:NAME or none")
+            raise UsageError(f"--by: {part!r} is not agent, tag:NAME or none")
 
     if metric_type is None:
 

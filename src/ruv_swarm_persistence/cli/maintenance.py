@@ -252,7 +252,9 @@ def prune(
     """Retention: delete old events, metrics and read messages."""
     url = db_url(ctx, db)
     if events is None and metrics is None and read_messages is None:
-        raise CliError("nothing to prune: give --events, --metrics and/or --read-messages")
+        raise CliError(
+            "nothing to prune: give --events, --metrics and/or --read-messages", usage=True
+        )
     now = datetime.now(UTC)
     cut = {
         "events_before": parse_time(events, "--events", now) if events else None,
