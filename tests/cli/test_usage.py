@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +37,8 @@ COMMAND = [sys.executable, "-m", "ruv_swarm_persistence"]
         pytest.param(["metrics", "cpu_usage", "--bucket", "0s"], id="bucket"),
         pytest.param(["prune"], id="prune-nothing"),
         pytest.param(["prune", "--events", "yesterday"], id="prune-time"),
+        pytest.param(["tasks", "--json", "--csv"], id="json-csv"),
+        pytest.param(["events", "--csv", "--tsv"], id="csv-tsv"),
         pytest.param(["--log-level", "loud", "status"], id="log-level"),
     ],
 )
@@ -54,7 +57,7 @@ def test_bad_usage_is_one_error_line_and_status_2(
 
 
 def test_typer_usage_errors_are_status_2_too(demo: Demo) -> None:
-    for args in (["tasks", "--limit", "x"], ["events", "--no-such-option"], ["nope"]):
+    for args in (["tasks", "--offset", "-1"], ["events", "--no-such-option"], ["nope"]):
         ran = swarmdb(*args, "--db", str(demo.path))
         assert ran.returncode == 2, ran.describe()
         assert "Traceback" not in ran.stderr
@@ -81,6 +84,7 @@ def _pipe(size: int) -> tuple[int, int]:
         pytest.param(["events", "-n", "0"], id="events-table"),
         pytest.param(["events", "-n", "0", "--json"], id="events-json-lines"),
         pytest.param(["tasks", "-n", "0", "--json"], id="tasks-json"),
+        pytest.param(["tasks", "-n", "0", "--csv"], id="tasks-csv"),
     ],
 )
 def test_a_closed_pipe_ends_quietly_with_status_0(demo: Demo, args: list[str]) -> None:
@@ -158,3 +162,41 @@ def test_verbose_shows_the_library_logs(tmp_path: Path) -> None:
         assert "applied migration" in ran.stderr, ran.describe()
     high = swarmdb("--log-level", "error", "migrate", "--db", str(tmp_path / "high.db"))
     assert "applied migration" not in high.stderr
+
+
+#: An option's placeholder in --help: after the option's names, before two spaces.
+_OPTION = re.compile(r"^\s{2}(?:-\w, )?--[\w-]+(?: (?P<metavar>\S+))?(?:\s{2,}|$)")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["status"],
+        ["agents"],
+        ["tasks"],
+        ["events"],
+        ["tail"],
+        ["messages"],
+        ["metrics"],
+        ["migrate"],
+        ["vacuum"],
+        ["checkpoint"],
+        ["backup"],
+        ["prune"],
+        ["copy"],
+        ["demo"],
+        ["bench"],
+    ],
+    ids=lambda c: c[0] if c else "swarmdb",
+)
+def test_every_placeholder_is_an_upper_case_word(command: list[str]) -> None:
+    ran = swarmdb(*command, "--help")
+    assert ran.returncode == 0, ran.describe()
+    usage = ran.stdout.splitlines()[0]
+    for placeholder in re.findall(r"[\[{]([^\]}]+)[\]}]", usage):
+        assert re.fullmatch(r"[A-Z][A-Z_]*", placeholder), usage
+    for line in ran.stdout.splitlines():
+        found = _OPTION.match(line)
+        if found and found["metavar"]:
+            assert re.fullmatch(r"[A-Z][A-Z_]*", found["metavar"]), line

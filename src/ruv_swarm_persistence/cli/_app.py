@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
-from ._common import LOG_LEVELS, Interrupted, PipeClosed, configure_logging
+from ._common import LOG_LEVELS, Interrupted, PipeClosed, UtcOption, configure_logging
 
 
 class _Swarmdb(TyperGroup):
@@ -59,6 +59,7 @@ def root(
             show_default=False,
         ),
     ] = None,
+    utc: UtcOption = False,
     verbose: Annotated[
         int,
         typer.Option(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import enum
 import json
 import logging
+import math
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Collection, Coroutine, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,6 +82,33 @@ out = _Console(
 err = _Console(stderr=True, highlight=False)
 
 
+@dataclasses.dataclass
+class Clock:
+    """How times are shown and read: local time (the default, as ``date`` does) or UTC."""
+
+    utc: bool = False
+
+    def zone(self, value: datetime) -> datetime:
+        """``value`` in the zone times are shown in."""
+        return value.astimezone(UTC) if self.utc else value.astimezone()
+
+    def aware(self, value: datetime) -> datetime:
+        """A time as read from the command line, in UTC: without an offset it is local time
+        (UTC with ``--utc``)."""
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC) if self.utc else value.astimezone()
+        return value.astimezone(UTC)
+
+
+#: Set by ``--utc`` (before the command or after it); one process runs one command.
+clock = Clock()
+
+
+def _use_utc(value: bool) -> None:
+    if value:
+        clock.utc = True
+
+
 DbOption = Annotated[
     str | None,
     typer.Option(
@@ -91,6 +120,38 @@ DbOption = Annotated[
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
+]
+CsvOption = Annotated[
+    bool,
+    typer.Option(
+        "--csv", help="Print CSV: a header row, then one row per item (times in ISO 8601, UTC)."
+    ),
+]
+TsvOption = Annotated[
+    bool,
+    typer.Option(
+        "--tsv",
+        help="Print tab-separated values as --csv does, one line per row "
+        "(a tab, newline or backslash in a value is written \\t, \\n, \\\\).",
+    ),
+]
+UtcOption = Annotated[
+    bool,
+    typer.Option(
+        "--utc",
+        callback=_use_utc,
+        help="Show times in UTC, and read times without an offset as UTC (default: local time).",
+    ),
+]
+OffsetOption = Annotated[
+    int,
+    typer.Option(
+        "--offset",
+        min=0,
+        metavar="N",
+        help="Skip this many rows first (pages with --limit).",
+        show_default=False,
+    ),
 ]
 LimitOption = Annotated[
     int,
@@ -189,7 +250,11 @@ def parse_duration(text: str, option: str) -> timedelta:
 
 
 def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
-    """An age (``10m``: ten minutes ago) or an ISO time (naive means UTC)."""
+    """An age (``10m``: ten minutes ago) or an ISO time, as an aware UTC time.
+
+    An ISO time may carry an offset (``Z``, ``+02:00``); without one it is local time, as
+    ``date`` and ``journalctl`` read it (UTC with ``--utc``).
+    """
     try:
         return (now or datetime.now(UTC)) - parse_duration(text, option)
     except UsageError:
@@ -199,9 +264,9 @@ def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
     except ValueError:
         raise UsageError(
             f"{option}: {text!r} is neither a duration (30s, 10m, 2h, 1d) "
-            "nor an ISO time (2024-05-01T12:00:00Z)"
+            "nor an ISO time (2026-12-03T10:00, 2026-12-03T10:00+02:00, 2026-12-03T08:00Z)"
         ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return clock.aware(when)
 
 
 def parse_where(text: str | None, builder: QueryBuilder[T]) -> QueryBuilder[T]:
@@ -226,6 +291,14 @@ def parse_where(text: str | None, builder: QueryBuilder[T]) -> QueryBuilder[T]:
         # An unknown field or a value of the wrong kind: the command line is wrong.
         raise UsageError(f"--where: {exc}") from None
     return builder
+
+
+def one_format(json: bool, csv: bool = False, tsv: bool = False) -> str:
+    """The output format asked for: ``table``, ``json``, ``csv`` or ``tsv`` (one at most)."""
+    chosen = [name for name, on in (("json", json), ("csv", csv), ("tsv", tsv)) if on]
+    if len(chosen) > 1:
+        raise UsageError(f"--{' and --'.join(chosen)} exclude each other: choose one")
+    return chosen[0] if chosen else "table"
 
 
 #: Level names ``--log-level`` accepts.
@@ -294,8 +367,57 @@ def print_json_lines(values: Iterable[Any]) -> None:
     sys.stdout.flush()
 
 
-def table(title: str | None, *columns: str) -> Table:
-    """A table in the house style."""
+def _cell_text(value: Any) -> str:
+    """A value as one CSV/TSV field: JSON values as compact JSON, times in ISO 8601."""
+    value = plain(value)
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, bool)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return str(value)
+
+
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def print_delimited(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fmt: str) -> None:
+    """A header row, then one row per item, as the ``csv`` module writes them.
+
+    ``csv`` quotes as RFC 4180 does; ``tsv`` never quotes but escapes, as PostgreSQL's text
+    format and "linear TSV" do, so that every row is one line for ``cut`` and ``awk`` and a
+    JSON field stays JSON.
+    """
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell_text(row.get(c)) for c in columns])
+    else:
+        writer = csv.writer(
+            sys.stdout, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n"
+        )
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell_text(row.get(c)).translate(_TSV_ESCAPES) for c in columns])
+    sys.stdout.flush()
+
+
+def print_items(items: Sequence[Any], fmt: str, *, lines: bool = False) -> None:
+    """Model objects (dataclasses) as JSON (``lines``: one document per line), CSV or TSV,
+    with one column per field."""
+    if fmt == "json":
+        if lines:
+            print_json_lines(items)
+        else:
+            print_json(items)
+        return
+    rows = [plain(i) for i in items]
+    columns = [f.name for f in dataclasses.fields(items[0])] if items else []
+    print_delimited(rows, columns, fmt)
+
+
+def table(title: str | None, *columns: str, numeric: Collection[str] = ()) -> Table:
+    """A table in the house style; the ``numeric`` columns are right-aligned."""
     t = Table(
         title=title,
         title_justify="left",
@@ -305,14 +427,50 @@ def table(title: str | None, *columns: str) -> Table:
         pad_edge=False,
     )
     for i, c in enumerate(columns):
-        # Ids and names stay whole; long free text folds.
-        t.add_column(c, no_wrap=i == 0, overflow="fold")
+        if c in numeric:
+            t.add_column(c, justify="right", no_wrap=True)
+        else:
+            # Ids and names stay whole; long free text folds.
+            t.add_column(c, no_wrap=i == 0, overflow="fold")
     return t
 
 
-def when(value: datetime | None) -> str:
-    """A time for tables: UTC, to the second."""
-    return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+def count(n: int) -> Text:
+    """A count for a table: with thousands separators."""
+    return Text(f"{n:,}")
+
+
+def decimals(values: Iterable[float], digits: int = 3, most: int = 4) -> int:
+    """How many decimals show every value of a column with ``digits`` significant digits
+    (at most ``most``): one precision for the column, so its decimal points line up."""
+    finite = [abs(v) for v in values if math.isfinite(v)]
+    if all(v == int(v) for v in finite):
+        return 0
+    smallest = min((v for v in finite if v), default=1.0)
+    return max(0, min(most, digits - 1 - math.floor(math.log10(smallest))))
+
+
+def number(value: float, places: int) -> Text:
+    """A float for a table, with ``places`` decimals and thousands separators."""
+    return Text(f"{value:,.{places}f}")
+
+
+def offset_text(value: datetime) -> str:
+    """A time's UTC offset as ``+05:30``."""
+    delta = value.utcoffset() or timedelta(0)
+    minutes = round(delta.total_seconds() / 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def when(value: datetime | None, *, ms: bool = False) -> str:
+    """A time for tables, to the second (``ms``: millisecond) with its offset: local time,
+    or UTC with ``--utc``."""
+    if value is None:
+        return ""
+    shown = clock.zone(value)
+    fraction = f".{shown.microsecond // 1000:03d}" if ms else ""
+    return f"{shown:%Y-%m-%d %H:%M:%S}{fraction} {offset_text(shown)}"
 
 
 def age(value: datetime | None, now: datetime | None = None) -> str:

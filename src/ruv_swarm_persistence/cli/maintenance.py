@@ -71,7 +71,10 @@ def migrate(
     to: Annotated[
         int | None,
         typer.Option(
-            "--to", min=0, help="Migrate (or roll back) to this version instead of the latest."
+            "--to",
+            min=0,
+            metavar="N",
+            help="Migrate (or roll back) to this version instead of the latest.",
         ),
     ] = None,
     db: DbOption = None,
@@ -177,7 +180,7 @@ def checkpoint(ctx: typer.Context, db: DbOption = None, json: JsonOption = False
 @app.command()
 def backup(
     ctx: typer.Context,
-    dest: Annotated[Path, typer.Argument(help="File to write the copy to.")],
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="File to write the copy to.")],
     force: Annotated[bool, typer.Option("--force", help="Overwrite DEST if it exists.")] = False,
     db: DbOption = None,
     json: JsonOption = False,
@@ -231,19 +234,26 @@ def prune(
     events: Annotated[
         str | None,
         typer.Option(
-            "--events", metavar="AGE", help="Delete events older than this (30d, or an ISO time)."
+            "--events",
+            metavar="AGE",
+            help="Delete events older than this: 30d, or an ISO time (local without an offset).",
         ),
     ] = None,
     metrics: Annotated[
         str | None,
         typer.Option(
-            "--metrics", metavar="AGE", help="Delete metrics older than this (7d, or an ISO time)."
+            "--metrics",
+            metavar="AGE",
+            help="Delete metrics older than this: 7d, or an ISO time (local without an offset).",
         ),
     ] = None,
     read_messages: Annotated[
         str | None,
         typer.Option(
-            "--read-messages", help="Delete read messages older than this (1d, or an ISO time)."
+            "--read-messages",
+            metavar="AGE",
+            help="Delete read messages older than this: 1d, or an ISO time (local without an "
+            "offset).",
         ),
     ] = None,
     db: DbOption = None,
@@ -283,8 +293,11 @@ def prune(
 
 @app.command()
 def copy(
-    src: Annotated[str, typer.Argument(help="Database to copy from (path or URL).")],
-    dst: Annotated[str, typer.Argument(help="Database to copy into (path or URL); must be empty.")],
+    src: Annotated[str, typer.Argument(metavar="SRC", help="Database to copy from (path or URL).")],
+    dst: Annotated[
+        str,
+        typer.Argument(metavar="DST", help="Database to copy into (path or URL); must be empty."),
+    ],
     json: JsonOption = False,
 ) -> None:
     """Copy a whole swarm from SRC into an empty DST (SQLite or PostgreSQL), verified."""
