@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,cli,postgres]'
 	touch $(STAMP)
 
-## Run the demo swarm on the embedded SQLite default (./swarm.db, recreated each run).
+## Run the demo swarm on its own file, ./swarm.db (replaced each run only if the demo made it;
+## $$SWARM_DB_URL is not used here, so it can never point the demo at another database).
 demo: setup
-	$(BIN)/swarmdb demo --fresh
+	$(BIN)/swarmdb demo --fresh --db swarm.db
 
 ## The whole test suite: lint, types, then every test (PostgreSQL found or started by the tests).
 test: setup

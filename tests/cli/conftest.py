@@ -63,9 +63,9 @@ def swarmdb(*args: str, cwd: Path | None = None, timeout: float = COMMAND_TIMEOU
     return Ran(list(args), done.returncode, done.stdout, done.stderr)
 
 
-def assert_one_line_error(ran: Ran, *fragments: str) -> None:
-    """Exit status 1, one ``error: …`` line on stderr, no traceback, nothing on stdout."""
-    assert ran.returncode == 1, ran.describe()
+def assert_one_line_error(ran: Ran, *fragments: str, status: int = 1) -> None:
+    """Exit ``status`` (1), one ``error: …`` line on stderr, no traceback, nothing on stdout."""
+    assert ran.returncode == status, ran.describe()
     lines = ran.stderr.splitlines()
     assert len(lines) == 1, ran.describe()
     assert lines[0].startswith("error: "), ran.describe()

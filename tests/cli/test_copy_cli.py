@@ -1,14 +1,71 @@
-"""``copy_storage``'s progress hook: per table, increasing counts that end at the totals."""
+"""``swarmdb copy``: the table it prints, its JSON, its exit status, and the progress hook."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from ruv_swarm_persistence import AgentModel, EventModel, MetricModel, TaskModel
 from ruv_swarm_persistence.backends.memory import MemoryStorage
-from ruv_swarm_persistence.copy import PAGE, copy_storage
+from ruv_swarm_persistence.cli import main, maintenance
+from ruv_swarm_persistence.copy import PAGE, CopyReport, TableCopy, copy_storage
+
+from .conftest import Demo, swarmdb
 
 COPIED = ("agents", "tasks", "messages", "metrics", "events")
+
+
+def test_copy_prints_a_verified_row_per_table(demo: Demo, tmp_path: Path) -> None:
+    ran = swarmdb("copy", str(demo.path), str(tmp_path / "copy.db"))
+    assert ran.returncode == 0, ran.describe()
+    rows = {
+        cells[0]: cells
+        for cells in (line.split() for line in ran.stdout.splitlines())
+        if cells and cells[0] in COPIED
+    }
+    assert list(rows) == list(COPIED)
+    assert all(cells[-1] == "ok" for cells in rows.values()), ran.stdout
+    assert rows["tasks"][1] == f"{demo.summary['tasks']:,}"
+    assert rows["events"][1] == f"{demo.summary['events']:,}"
+    assert ran.stderr == ""  # progress bars only on a terminal
+
+
+def test_copy_json_is_one_document(demo: Demo, tmp_path: Path) -> None:
+    ran = swarmdb("copy", str(demo.path), str(tmp_path / "copy.db"), "--json")
+    assert len(ran.stdout.splitlines()) == 1, ran.describe()
+    doc = ran.json()
+    assert doc["ok"] is True
+    assert list(doc["tables"]) == list(COPIED)
+    for table in doc["tables"].values():
+        assert table["ok"] is True
+        assert table["rows_copied"] == table["source_rows"]
+        assert table["checksum"] == table["source_checksum"]
+    assert doc["tables"]["tasks"]["rows_copied"] == demo.summary["tasks"]
+    assert doc["rows"] == sum(t["rows_copied"] for t in doc["tables"].values())
+    assert ran.stderr == ""
+
+
+def test_a_copy_that_does_not_verify_exits_1(
+    demo: Demo,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def lost_a_row(*args: Any, **kwargs: Any) -> CopyReport:
+        tables = {name: TableCopy(name, 3, 3, "same", "same") for name in COPIED}
+        tables["metrics"] = TableCopy("metrics", 3, 2, "source", "other")
+        return CopyReport(tables)
+
+    monkeypatch.setattr(maintenance, "copy_storage", lost_a_row)
+    with pytest.raises(SystemExit) as exited:
+        main(["copy", str(demo.path), str(tmp_path / "copy.db")])
+    assert exited.value.code == 1
+    printed = capsys.readouterr()
+    assert "MISMATCH" in printed.out
+    assert printed.err.startswith("error: the copy does not match its source: metrics")
 
 
 async def test_copy_storage_reports_increasing_counts_ending_at_the_totals() -> None:

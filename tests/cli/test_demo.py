@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import os
+import queue
+import shlex
+import subprocess
+import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+from rich.console import Console
+
 from ruv_swarm_persistence import EventModel, QueryBuilder, TaskModel, TaskStatus
+from ruv_swarm_persistence.cli.demo import _Display, _render
+from ruv_swarm_persistence.demo import (
+    DemoConfig,
+    DemoProgress,
+    DemoSummary,
+    demo_retry_policy,
+    run_demo,
+)
 from ruv_swarm_persistence.sync import open_storage
+from ruv_swarm_persistence.urls import init_storage
 from tests import pgserver
 
-from .conftest import DEMO_ARGS, Demo, assert_one_line_error, snapshot, swarmdb
+from .conftest import (
+    COMMAND_TIMEOUT,
+    DEMO_ARGS,
+    Demo,
+    assert_one_line_error,
+    cli_env,
+    snapshot,
+    swarmdb,
+)
 
 FINAL = {TaskStatus.Completed, TaskStatus.Failed, TaskStatus.Cancelled}
 
@@ -168,7 +196,7 @@ def test_a_database_with_data_is_refused_unless_fresh(demo: Demo, tmp_path: Path
     path = demo.copy(tmp_path / "taken.db")
     before = snapshot(path)
     ran = swarmdb("demo", "--agents", "2", "--tasks", "10", "--db", str(path))
-    assert_one_line_error(ran, "already holds data", "--fresh")
+    assert_one_line_error(ran, "already holds", "--fresh")
     assert snapshot(path) == before
 
     fresh = swarmdb(
@@ -191,8 +219,9 @@ def test_the_human_summary_says_where_the_database_is_and_what_to_try(tmp_path: 
     assert ran.returncode == 0, ran.describe()
     assert (tmp_path / "swarm.db").exists()
     assert f"database: {tmp_path / 'swarm.db'}" in ran.stdout
-    for fragment in ("tasks by status", "recovered leases", "per agent", "swarmdb status"):
+    for fragment in ("tasks by status", "recovered leases", "per agent", "try next:"):
         assert fragment in ran.stdout
+    assert " -m ruv_swarm_persistence status\n" in ran.stdout  # as it was started
     assert "--db" not in ran.stdout  # the default database needs no option
 
 
@@ -216,3 +245,152 @@ def test_the_demo_runs_on_postgresql(pg_url: str) -> None:
         assert_one_line_error(again, "--fresh", "empty database")
     finally:
         asyncio.run(pgserver.drop_schema(pg_url, schema))
+
+
+async def test_the_live_panel_draws_each_frame_from_one_snapshot() -> None:
+    storage = await init_storage("memory://", retry_policy=demo_retry_policy())
+    config = DemoConfig(agents=6, tasks=160, seed=11)
+    display = _Display(config.tasks)
+    console = Console(file=io.StringIO(), width=200, color_system=None, record=True)
+    elapsed: list[str] = []
+
+    def on_progress(p: DemoProgress) -> None:
+        display.update(p)
+        console.print(display)
+        frame = console.export_text(clear=True)
+        bar = display.bar.tasks[0]
+        # The bar counts the finished tasks the line under it shows, of the same moment.
+        assert (bar.completed, bar.total) == (p.finished, p.total), frame
+        assert f"{p.finished:>{len(str(p.total))}}/{p.total}" in frame
+        assert (
+            f"finished {p.finished:,} (completed {p.completed:,}, failed {p.failed:,}, "
+            f"cancelled {p.cancelled:,})" in frame
+        )
+        assert f"messages {p.messages_sent:,} sent / {p.messages_read:,} read" in frame
+        shown = f"{p.elapsed:6.1f} s"
+        assert shown in frame
+        elapsed.append(shown)
+
+    try:
+        await run_demo(storage, config, on_progress)
+    finally:
+        await storage.close()
+    seconds = [float(e.removesuffix(" s")) for e in elapsed]
+    assert seconds == sorted(seconds)
+    assert seconds[-1] > seconds[0]
+
+
+def _hints(stdout: str) -> tuple[str, list[str]]:
+    """The heading of the "try next" hints and the commands under it."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("try next"))
+    return lines[start], [line.strip() for line in lines[start + 1 :] if line.startswith("  ")]
+
+
+def _run_hint(hint: str, cwd: Path, env: dict[str, str]) -> None:
+    args = shlex.split(hint)
+    if "tail" not in args:
+        done = subprocess.run(
+            args, cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+        )
+        assert done.returncode == 0, f"{hint}\n{done.stdout}\n{done.stderr}"
+        return
+    # tail follows the log until interrupted: it shows the latest events and keeps following.
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+    seen = ""
+    try:
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while "swarm.finished" not in seen:
+            seen += lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert proc.poll() is None, seen
+    finally:
+        proc.terminate()
+        _, errors = proc.communicate(timeout=COMMAND_TIMEOUT)
+    assert "error" not in errors, errors
+
+
+@pytest.mark.parametrize("started_as", ["python -m", "installed script"])
+def test_the_hints_run_as_printed(started_as: str, tmp_path: Path) -> None:
+    env = cli_env()
+    if started_as == "python -m":
+        program = [sys.executable, "-m", "ruv_swarm_persistence"]
+    else:
+        script = Path(sys.executable).with_name("swarmdb")
+        if not script.exists():
+            pytest.skip("the swarmdb script is not installed next to this Python")
+        program = [str(script)]
+        # As after 'make demo': the venv's bin is not on PATH.
+        env["PATH"] = os.pathsep.join(
+            d
+            for d in env.get("PATH", os.defpath).split(os.pathsep)
+            if d and d != str(script.parent)
+        )
+    done = subprocess.run(
+        [*program, "demo", "--agents", "4", "--tasks", "60"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    heading, hints = _hints(done.stdout)
+    assert heading == "try next:"
+    assert len(hints) == 6
+    for hint in hints:
+        assert shlex.split(hint)[: len(program)] == program, hint
+        _run_hint(hint, tmp_path, env)
+
+
+def _summary() -> DemoSummary:
+    return DemoSummary(
+        seed=7,
+        agents=1,
+        tasks=1,
+        elapsed_s=1.0,
+        throughput_tasks_per_s=1.0,
+        tasks_by_status={"completed": 1},
+        retries=0,
+        failed_attempts=0,
+        recovered_leases=0,
+        crashed_agent=None,
+        reaped_agents=[],
+        messages_sent=0,
+        messages_read=0,
+        messages_unread=0,
+        events=1,
+        last_sequence=1,
+        metrics=0,
+        per_agent=[],
+    )
+
+
+def test_the_hints_never_show_a_password(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql://swarm:s3cret-pw@db.example:5432/swarm?schema=demo"
+    monkeypatch.delenv("SWARM_DB_URL", raising=False)
+    _render(_summary(), url, None, True)
+    printed = capsys.readouterr().out
+    assert "s3cret-pw" not in printed
+    heading, hints = _hints(printed)
+    assert "SWARM_DB_URL" in heading
+    assert "swarm:***@db.example" in heading
+    assert hints
+    assert not any("--db" in h for h in hints)
+
+    # Given by $SWARM_DB_URL, the same shell runs the hints without --db.
+    monkeypatch.setenv("SWARM_DB_URL", url)
+    _render(_summary(), url, None, True)
+    printed = capsys.readouterr().out
+    assert "s3cret-pw" not in printed
+    heading, hints = _hints(printed)
+    assert heading == "try next:"
+    assert hints
+    assert not any("--db" in h for h in hints)

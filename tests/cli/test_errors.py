@@ -31,7 +31,6 @@ READ_ONLY = [
     ["events", "--since", "10m"],
     ["messages"],
     ["metrics", "cpu_usage"],
-    ["tail", "--count", "1"],
     ["migrate", "--status"],
     ["backup", "out.db"],
 ]
@@ -92,10 +91,10 @@ def db(demo: Demo, tmp_path: Path) -> Path:
         pytest.param(["prune", "--events", "yesterday"], ["--events"], id="prune-time"),
     ],
 )
-def test_bad_values(db: Path, args: list[str], fragments: list[str]) -> None:
+def test_bad_values_are_usage_errors(db: Path, args: list[str], fragments: list[str]) -> None:
     before = snapshot(db)
     ran = swarmdb(*args, "--db", str(db))
-    assert_one_line_error(ran, *fragments)
+    assert_one_line_error(ran, *fragments, status=2)
     assert snapshot(db) == before
 
 

@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import DatabaseError, ValidationError
+from ..migrations import MigrationRunner, MigrationTarget
 from ..query import QueryBuilder
 from ..storage import Storage
 from ..urls import DEFAULT_PATH, ParsedUrl, init_storage, parse_url
@@ -40,6 +41,10 @@ class CliError(Exception):
         super().__init__(message)
         #: The exit status: 2 when the command line itself is wrong, as with typer's errors.
         self.status = 2 if usage else 1
+
+
+class SchemaBehindError(CliError):
+    """A database whose schema is older than this release: ``swarmdb migrate`` upgrades it."""
 
 
 class UsageError(CliError):
@@ -188,14 +193,70 @@ def locate(url: str, *, must_exist: bool) -> ParsedUrl:
     return parsed
 
 
-async def open_db(url: str, *, must_exist: bool = True, **options: Any) -> Storage:
-    """Open the storage at ``url``; a database that cannot be opened says which and why."""
-    parsed = locate(url, must_exist=must_exist)
+async def open_db(
+    url: str,
+    *,
+    must_exist: bool = True,
+    write: bool = False,
+    current_schema: bool = True,
+    **options: Any,
+) -> Storage:
+    """Open the storage at ``url``; a database that cannot be opened says which and why.
+
+    Reading (the default) opens read-only: nothing is created, migrated or written, and a
+    file that is empty or not a swarm database is refused and left as it was. With
+    ``current_schema``, a database whose schema is behind this release is refused too (its
+    tables may lack what the reads need): ``swarmdb migrate`` brings it up to date.
+    Writing creates and migrates as the library does, but never into a file that holds
+    something other than a swarm database.
+    """
+    parsed = locate(url, must_exist=must_exist or not write)
+    if not write:
+        options["read_only"] = True
+    elif parsed.scheme == "sqlite" and _has_content(Path(parsed.location)):
+        probe = await open_db(url, current_schema=False)  # refuses a foreign file untouched
+        await probe.close()
+    storage = await _open(url, parsed, options)
+    if write or not current_schema or not isinstance(storage, MigrationTarget):
+        return storage
+    try:
+        states = await MigrationRunner(storage).status()
+    except BaseException:
+        await storage.close()
+        raise
+    pending = [m.version for m in states if not m.applied]
+    if pending:
+        await storage.close()
+        version = max((m.version for m in states if m.applied), default=0)
+        raise SchemaBehindError(
+            f"{_where(url, parsed)} has schema version {version} and this swarmdb needs "
+            f"{max(pending)}: run 'swarmdb migrate' to upgrade it"
+        )
+    return storage
+
+
+def _has_content(path: Path) -> bool:
+    """A file that exists and is not empty (an empty file is a new SQLite database)."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _where(url: str, parsed: ParsedUrl) -> str:
+    return parsed.location if parsed.scheme == "sqlite" else display_url(url)
+
+
+async def _open(url: str, parsed: ParsedUrl, options: dict[str, Any]) -> Storage:
     try:
         return await init_storage(url, **options)
     except DatabaseError as exc:
-        where = parsed.location if parsed.scheme == "sqlite" else display_url(url)
-        raise CliError(f"cannot open {where}: {exc}{_read_only_hint(parsed)}") from exc
+        where = _where(url, parsed)
+        reason = str(exc)
+        # The backend's own sentence often names the file already.
+        text = reason if reason.startswith(where) else f"cannot open {where}: {reason}"
+        hint = "" if options.get("read_only") else _read_only_hint(parsed)
+        raise CliError(text + hint) from exc
 
 
 def _read_only_hint(parsed: ParsedUrl) -> str:
@@ -209,9 +270,18 @@ def _read_only_hint(parsed: ParsedUrl) -> str:
 
 
 @asynccontextmanager
-async def opened(url: str, *, must_exist: bool = True, **options: Any) -> AsyncIterator[Storage]:
-    """Open the storage at ``url`` for one command, and close it afterwards."""
-    storage = await open_db(url, must_exist=must_exist, **options)
+async def opened(
+    url: str,
+    *,
+    must_exist: bool = True,
+    write: bool = False,
+    current_schema: bool = True,
+    **options: Any,
+) -> AsyncIterator[Storage]:
+    """Open the storage at ``url`` for one command (see :func:`open_db`); close it after."""
+    storage = await open_db(
+        url, must_exist=must_exist, write=write, current_schema=current_schema, **options
+    )
     try:
         yield storage
     finally:

@@ -145,7 +145,7 @@ def bench(
     n = 500 if quick else ops
 
     async def go(url: str, must_be_empty: bool) -> tuple[str, list[Measurement]]:
-        storage = await open_db(url, must_exist=False)
+        storage = await open_db(url, must_exist=False, write=True)
         try:
             if must_be_empty and await has_data(storage):
                 raise CliError(

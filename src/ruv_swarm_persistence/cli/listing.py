@@ -1,9 +1,7 @@
-"""Read-only commands: status, agents, tasks, events, messages, metrics, tail."""
+"""Read-only commands: status, agents, tasks, events, messages, metrics."""
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -57,7 +55,6 @@ from ._common import (
     print_delimited,
     print_items,
     print_json,
-    print_json_lines,
     run,
     styled,
     table,
@@ -396,20 +393,6 @@ TypeFilter = Annotated[
 ]
 
 
-def _event_line(e: EventModel) -> Text:
-    line = Text()
-    line.append(f"{e.sequence:>7} ", style="dim")
-    line.append(f"{when(e.timestamp)} ", style="dim")
-    style = "red" if "fail" in e.event_type or "lost" in e.event_type else "cyan"
-    line.append(f"{e.event_type:<18} ", style=style)
-    if e.agent_id:
-        line.append(f"{e.agent_id} ", style="green")
-    if e.task_id:
-        line.append(f"{e.task_id} ", style="yellow")
-    line.append(compact(e.payload, 80))
-    return line
-
-
 @app.command()
 def events(
     ctx: typer.Context,
@@ -480,60 +463,6 @@ def events(
             cell(compact(e.payload, 80)),
         )
     out.print(t)
-
-
-@app.command()
-def tail(
-    ctx: typer.Context,
-    agent: AgentFilter = None,
-    event_type: TypeFilter = None,
-    last: Annotated[
-        int,
-        typer.Option("--last", "-n", min=0, metavar="N", help="Show this many past events first."),
-    ] = 10,
-    count: Annotated[
-        int | None,
-        typer.Option(
-            "--count", min=1, metavar="N", help="Exit after printing this many new events."
-        ),
-    ] = None,
-    db: DbOption = None,
-    json: JsonOption = False,
-) -> None:
-    """Follow the event log as events are committed (by any process); Ctrl-C stops."""
-    url = db_url(ctx, db)
-
-    def show(e: EventModel) -> None:
-        if json:
-            print_json_lines([e])
-        else:
-            out.print(_event_line(e))
-            sys.stdout.flush()
-
-    async def go() -> None:
-        builder = _event_query(agent, event_type, None, None, None, None)
-        async with opened(url) as storage:
-            latest = await storage.query(
-                QueryBuilder(EventModel).order_by("sequence", True).limit(1)
-            )
-            after = (latest[0].sequence or 0) if latest else 0
-            if last:
-                backlog = await storage.query(
-                    builder.where_lte("sequence", after).order_by("sequence", True).limit(last)
-                )
-                for e in reversed(backlog):
-                    show(e)
-            seen = 0
-            async for e in storage.subscribe(after, event_types=event_type or None):
-                if agent and e.agent_id != agent:
-                    continue
-                show(e)
-                seen += 1
-                if count is not None and seen >= count:
-                    return
-
-    with contextlib.suppress(KeyboardInterrupt):
-        run(go())
 
 
 # --- messages -----------------------------------------------------------------------------

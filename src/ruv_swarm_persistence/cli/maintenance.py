@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import time
 from datetime import UTC, datetime
@@ -11,9 +9,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
+from ..copy import CopyReport, copy_storage
 from ..errors import StorageError
 from ..migrations import MigrationRunner, MigrationTarget
 from ..storage import Storage
@@ -31,7 +38,6 @@ from ._common import (
     opened,
     out,
     parse_time,
-    plain,
     print_json,
     run,
     table,
@@ -80,11 +86,17 @@ def migrate(
     db: DbOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Apply the schema migrations (opening a database also does); --status lists them."""
+    """Apply the schema migrations (creating the database if needed); --status lists them."""
     url = db_url(ctx, db)
+    parsed = locate(url, must_exist=show)
+    created = parsed.scheme == "sqlite" and not Path(parsed.location).exists()
 
     async def go() -> dict[str, Any]:
-        async with opened(url, must_exist=show) as storage:
+        # Opened without migrating, so that --status shows what is pending and --to stops
+        # where it is asked to.
+        async with opened(
+            url, must_exist=show, write=not show, current_schema=False, migrate=False
+        ) as storage:
             runner = _runner(storage)
             before = await runner.current_version()
             applied: list[int] = []
@@ -95,6 +107,7 @@ def migrate(
                 else:
                     applied = await runner.migrate(to)
             return {
+                "created": created,
                 "version_before": before,
                 "version": await runner.current_version(),
                 "applied": applied,
@@ -121,7 +134,12 @@ def migrate(
             )
         out.print(t)
         return
-    if result["rolled_back"]:
+    if created:
+        out.print(
+            f"created {parsed.location}: applied {', '.join(map(str, result['applied']))}; "
+            f"schema at version {result['version']}"
+        )
+    elif result["rolled_back"]:
         out.print(
             f"rolled back {', '.join(map(str, result['rolled_back']))}; "
             f"schema at version {result['version']}"
@@ -144,7 +162,7 @@ def vacuum(ctx: typer.Context, db: DbOption = None, json: JsonOption = False) ->
     url = db_url(ctx, db)
 
     async def go() -> dict[str, int]:
-        async with opened(url) as storage:
+        async with opened(url, write=True) as storage:
             before = await storage.get_storage_size()
             await storage.vacuum()
             return {"size_before": before, "size_after": await storage.get_storage_size()}
@@ -164,7 +182,7 @@ def checkpoint(ctx: typer.Context, db: DbOption = None, json: JsonOption = False
     url = db_url(ctx, db)
 
     async def go() -> None:
-        async with opened(url) as storage:
+        async with opened(url, write=True) as storage:
             await storage.checkpoint()
 
     run(go())
@@ -275,7 +293,7 @@ def prune(
     }
 
     async def go() -> Any:
-        async with opened(url) as storage:
+        async with opened(url, write=True) as storage:
             return await storage.prune(**cut)
 
     result = run(go())
@@ -300,41 +318,83 @@ def copy(
     ],
     json: JsonOption = False,
 ) -> None:
-    """Copy a whole swarm from SRC into an empty DST (SQLite or PostgreSQL), verified."""
+    """Copy a whole swarm from SRC into an empty DST (SQLite or PostgreSQL), verified.
+
+    Prints one row per table: the rows copied and whether the copy matches the source (row
+    counts and a checksum over every row); a bar per table shows the progress on a terminal.
+    Exit status 1 when any table does not match.
+    """
     locate(src, must_exist=True)
     locate(dst, must_exist=False)
     if os.path.abspath(src) == os.path.abspath(dst):
         raise CliError("SRC and DST are the same database")
-    try:
-        module = importlib.import_module("ruv_swarm_persistence.copy")
-    except ModuleNotFoundError as exc:
-        raise CliError("copying is not available in this version") from exc
-    copy_storage = module.copy_storage
 
-    async def go() -> Any:
+    async def go() -> CopyReport:
         source = await open_db(src)
         try:
-            target = await open_db(dst, must_exist=False)
+            target = await open_db(dst, must_exist=False, write=True)
             try:
-                kwargs: dict[str, Any] = {}
-                with _spinner(f"copying {display_url(src)} → {display_url(dst)}", not json) as bar:
-                    if "progress" in inspect.signature(copy_storage).parameters:
-                        task = bar.task_ids[0]
+                with Progress(
+                    TextColumn("{task.description:<10}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=err,
+                    transient=True,
+                    disable=json or not err.is_terminal,
+                ) as bars:
+                    rows: dict[str, TaskID] = {}
 
-                        def progress(*args: Any) -> None:
-                            bar.update(task, description=f"copying: {' '.join(map(str, args))}")
+                    def progress(table_name: str, done: int, total: int) -> None:
+                        if table_name not in rows:
+                            rows[table_name] = bars.add_task(table_name, total=total)
+                        bars.update(rows[table_name], completed=done, total=total)
 
-                        kwargs["progress"] = progress
-                    return await copy_storage(source, target, **kwargs)
+                    # Not verified there: a mismatch is shown in the table, then exits 1.
+                    return await copy_storage(source, target, verify=False, progress=progress)
             finally:
                 await target.close()
         finally:
             await source.close()
 
-    result = run(go())
+    report = run(go())
     if json:
-        print_json({"src": display_url(src), "dst": display_url(dst), "result": plain(result)})
-        return
-    out.print(f"copied {display_url(src)} → {display_url(dst)}")
-    if result is not None:
-        out.print(plain(result))
+        print_json(
+            {
+                "src": display_url(src),
+                "dst": display_url(dst),
+                "ok": report.ok,
+                "rows": report.rows,
+                "tables": {
+                    t.table: {
+                        "source_rows": t.source_rows,
+                        "rows_copied": t.destination_rows,
+                        "source_checksum": t.source_checksum,
+                        "checksum": t.destination_checksum,
+                        "ok": t.ok,
+                    }
+                    for t in report.tables.values()
+                },
+            }
+        )
+    else:
+        t = table(
+            f"copied {display_url(src)} → {display_url(dst)}",
+            "table",
+            "rows copied",
+            "source rows",
+            "sha-256",
+            "verified",
+        )
+        for c in report.tables.values():
+            t.add_row(
+                cell(c.table),
+                cell(f"{c.destination_rows:,}"),
+                cell(f"{c.source_rows:,}"),
+                cell(c.destination_checksum[:16]),
+                Text("ok", style="green") if c.ok else Text("MISMATCH", style="red"),
+            )
+        out.print(t)
+    if not report.ok:
+        bad = ", ".join(c.table for c in report.tables.values() if not c.ok)
+        raise CliError(f"the copy does not match its source: {bad} (rows or checksums differ)")
