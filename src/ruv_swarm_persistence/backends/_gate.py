@@ -16,11 +16,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from .. import codec
 from ..errors import StorageError, TransactionError
-from ..storage import ACTIVE_TRANSACTION, DelegatingTransaction, Duration, Storage, Transaction
+from ..storage import ACTIVE_TRANSACTION, DelegatingTransaction, Storage, Transaction
 
-__all__ = ["GatedStorage", "GatedTransaction"]
+# Deadline lives with the waiting it bounds; imported from here by older modules.
+from ._wake import Deadline
+
+__all__ = ["Deadline", "GatedStorage", "GatedTransaction"]
 
 TxT = TypeVar("TxT", bound="GatedTransaction")
 
@@ -165,33 +167,3 @@ class GatedTransaction(DelegatingTransaction):
         except TransactionError:
             if not failed:
                 raise
-
-
-class Deadline:
-    """A caller's ``timeout`` (a duration, or ``None`` for no limit) on the loop's clock."""
-
-    __slots__ = ("_at", "_loop")
-
-    def __init__(self, timeout: Duration | None) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._at = (
-            None
-            if timeout is None
-            else self._loop.time() + codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
-        )
-
-    def remaining(self) -> float | None:
-        """Seconds left (``<= 0`` once passed), or ``None`` when there is no limit."""
-        return None if self._at is None else self._at - self._loop.time()
-
-    def wait_before(self, due_in_us: int | None) -> float | None:
-        """Seconds to wait: what is left, but no longer than ``due_in_us`` from now.
-
-        Nothing announces the end of a retry backoff, so a wait for ready tasks wakes when
-        the storage's clock says the next one is due (after 1 ms at the least).
-        """
-        remaining = self.remaining()
-        if due_in_us is None:
-            return remaining
-        due_s = max(due_in_us / 1e6, 0.001)
-        return due_s if remaining is None else min(remaining, due_s)

@@ -45,7 +45,8 @@ from ..storage import (
     Transaction,
 )
 from ..urls import ParsedUrl
-from ._gate import Deadline, GatedStorage, GatedTransaction
+from ._gate import GatedStorage, GatedTransaction
+from ._wake import EVENTS, TASKS, Deadline, Wakeups, mail
 
 __all__ = ["MemoryStorage", "open_url"]
 
@@ -238,12 +239,9 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         self._tx_timeout_us = codec.duration_arg(transaction_timeout, "transaction_timeout")
         self._closed = False
         self._init_gate()
-        self._event_waiters: list[asyncio.Future[None]] = []
-        self._mail_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._task_waiters: list[asyncio.Future[None]] = []
-        self._deferred_events = False
-        self._deferred_mail: set[str] = set()
-        self._deferred_tasks = False
+        self._wake = Wakeups()
+        # Keys changed inside the open transaction: woken at its commit, forgotten at rollback.
+        self._deferred: set[str] = set()
 
     @classmethod
     async def open(cls, **options: Any) -> MemoryStorage:
@@ -252,31 +250,20 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
 
     # --- notifications ----------------------------------------------------------------------
 
-    def _events_changed(self) -> None:
+    def _changed(self, key: str) -> None:
         if self._engine.undo is not None:
-            self._deferred_events = True
-            return
-        waiters, self._event_waiters = self._event_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+            self._deferred.add(key)
+        else:
+            self._wake.wake(key)
+
+    def _events_changed(self) -> None:
+        self._changed(EVENTS)
 
     def _tasks_changed(self) -> None:
-        if self._engine.undo is not None:
-            self._deferred_tasks = True
-            return
-        waiters, self._task_waiters = self._task_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        self._changed(TASKS)
 
     def _mail_changed(self, agent_id: str) -> None:
-        if self._engine.undo is not None:
-            self._deferred_mail.add(agent_id)
-            return
-        for fut in self._mail_waiters.pop(agent_id, ()):
-            if not fut.done():
-                fut.set_result(None)
+        self._changed(mail(agent_id))
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -288,13 +275,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
             self._tx.abort("storage closed")
         self._closed = True
         self._blocked = True
-        mail = [f for fs in self._mail_waiters.values() for f in fs]
-        for fut in self._event_waiters + self._task_waiters + mail:
-            if not fut.done():
-                fut.set_result(None)
-        self._event_waiters = []
-        self._mail_waiters = {}
-        self._task_waiters = []
+        self._wake.wake_all()
         self._release_tx()
 
     # --- agents ---------------------------------------------------------------------------
@@ -714,28 +695,16 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
     ) -> bool:
         types = codec.types_arg(task_types)
         deadline = Deadline(timeout)
-        loop = asyncio.get_running_loop()
         while True:
             if self._blocked:
                 await self._gate()
+            gen = self._wake.generation(TASKS)
             due_us = self._next_ready(types)
             if due_us == 0:
                 return True
-            if self._closed:
+            if self._closed or deadline.expired():
                 return False
-            remaining = deadline.remaining()
-            if remaining is not None and remaining <= 0:
-                return False
-            remaining = deadline.wait_before(due_us)
-            fut = loop.create_future()
-            self._task_waiters.append(fut)
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), remaining)
-            except TimeoutError:
-                pass
-            finally:
-                if fut in self._task_waiters:
-                    self._task_waiters.remove(fut)
+            await self._wake.wait(TASKS, gen, deadline.wait_before(due_us))
             if self._closed:
                 return False
 
@@ -822,17 +791,14 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         last = codec.limit_arg(after_sequence, "after_sequence")
         types = None if event_types is None else frozenset(codec.types_arg(event_types) or ())
         while not self._closed:
+            gen = self._wake.generation(EVENTS)
             batch = await self.read_events(last, 500)
             for ev in batch:
                 last = ev.sequence or last
                 if types is None or ev.event_type in types:
                     yield ev
             if len(batch) < 500:
-                if self._engine.event_seq > last and self._engine.undo is None:
-                    continue
-                fut = asyncio.get_running_loop().create_future()
-                self._event_waiters.append(fut)
-                await fut
+                await self._wake.wait(EVENTS, gen)
 
     # --- messages -------------------------------------------------------------------------
 
@@ -909,24 +875,15 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
     ) -> list[MessageModel]:
         codec.check_id(agent_id, "agent_id", self._limits)
         deadline = Deadline(timeout)
-        loop = asyncio.get_running_loop()
+        key = mail(agent_id)
         while True:
+            gen = self._wake.generation(key)
             unread = await self.get_unread_messages(agent_id)
             if unread or self._closed:
                 return unread
-            remaining = deadline.remaining()
-            if remaining is not None and remaining <= 0:
+            if deadline.expired():
                 return []
-            fut = loop.create_future()
-            self._mail_waiters.setdefault(agent_id, []).append(fut)
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), remaining)
-            except TimeoutError:
-                return []
-            finally:
-                waiters = self._mail_waiters.get(agent_id)
-                if waiters and fut in waiters:
-                    waiters.remove(fut)
+            await self._wake.wait(key, gen, deadline.remaining())
             if self._closed:
                 # Woken by close(): return like a timeout instead of failing the next read.
                 return []
@@ -1007,23 +964,14 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
     def _finish(self, tx: MemoryTransaction, commit: bool) -> None:
         e = self._engine
         undo, e.undo = e.undo or [], None
+        keys, self._deferred = self._deferred, set()
         if commit:
-            if self._deferred_events:
-                self._deferred_events = False
-                self._events_changed()
-            mail, self._deferred_mail = self._deferred_mail, set()
-            for agent_id in mail:
-                self._mail_changed(agent_id)
-            if self._deferred_tasks:
-                self._deferred_tasks = False
-                self._tasks_changed()
+            for key in keys:
+                self._wake.wake(key)
         else:
             for step in reversed(undo):
                 step()
             e.rebuild_queue()
-            self._deferred_events = False
-            self._deferred_mail = set()
-            self._deferred_tasks = False
         if ACTIVE_TRANSACTION.get() is tx:
             ACTIVE_TRANSACTION.set(None)
         self._release_tx()

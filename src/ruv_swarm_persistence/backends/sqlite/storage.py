@@ -68,7 +68,8 @@ from ...storage import (
     TimeArg,
     Transaction,
 )
-from .._gate import Deadline, GatedStorage, GatedTransaction
+from .._gate import GatedStorage, GatedTransaction
+from .._wake import EVENTS, TASKS, Deadline, Wakeups, mail
 from . import sql
 from .errors import decode_row, translate
 from .ops import METRIC_VALUES, SqliteOps, scalar
@@ -328,12 +329,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         self._closed = False
         self._started = False
         self._init_gate(blocked=True)  # until opened
-        self._event_waiters: list[asyncio.Future[None]] = []
-        self._mail_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._task_waiters: list[asyncio.Future[None]] = []
-        self._event_gen = 0
-        self._mail_gen = 0
-        self._task_gen = 0
+        self._wake = Wakeups()
         self._watcher: asyncio.Task[None] | None = None
         self._watch_conn: apsw.Connection | None = None
         self._seen_version: int | None = None
@@ -526,35 +522,11 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
 
     def _committed(self, ctx: WriteContext) -> None:
         if ctx.events:
-            self._event_gen += 1
-            waiters, self._event_waiters = self._event_waiters, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+            self._wake.wake(EVENTS)
         for agent_id in ctx.mail:
-            self._mail_gen += 1
-            for fut in self._mail_waiters.pop(agent_id, ()):
-                if not fut.done():
-                    fut.set_result(None)
+            self._wake.wake(mail(agent_id))
         if ctx.tasks:
-            self._task_gen += 1
-            waiters, self._task_waiters = self._task_waiters, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-
-    def _wake_everyone(self) -> None:
-        self._event_gen += 1
-        self._mail_gen += 1
-        self._task_gen += 1
-        mail = [f for fs in self._mail_waiters.values() for f in fs]
-        futs = self._event_waiters + self._task_waiters + mail
-        self._event_waiters = []
-        self._mail_waiters = {}
-        self._task_waiters = []
-        for fut in futs:
-            if not fut.done():
-                fut.set_result(None)
+            self._wake.wake(TASKS)
 
     def _watch(self) -> None:
         """Look for other processes' commits while anyone waits (cheap, and only then)."""
@@ -575,13 +547,11 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             self._watch_conn = self._connect(role="reader")
         now = scalar(self._watch_conn, sql.DATA_VERSION)
         if self._seen_version is not None and now != self._seen_version:
-            self._wake_everyone()
+            self._wake.wake_all()
         self._seen_version = now
 
     async def _watch_other_processes(self) -> None:
-        while (
-            self._event_waiters or self._mail_waiters or self._task_waiters
-        ) and not self._closed:
+        while self._wake.waiting() and not self._closed:
             await asyncio.sleep(WATCH_INTERVAL_S)
             self._note_other_commits()
 
@@ -595,7 +565,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             self._tx.abort("storage closed")
         self._closed = True
         self._blocked = True
-        self._wake_everyone()
+        self._wake.wake_all()
         await self._shutdown()
         self._release_tx()
 
@@ -906,31 +876,16 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             first: int | None = scalar(conn, next_due, (now, *type_args))
             return None if first is None else max(first - now, 1)
 
-        loop = asyncio.get_running_loop()
         while True:
             self._note_other_commits()
-            gen = self._task_gen
+            gen = self._wake.generation(TASKS)
             due_us = await self._read(due, inline=True)
             if due_us == 0:
                 return True
-            if self._closed:
+            if self._closed or deadline.expired():
                 return False
-            remaining = deadline.remaining()
-            if remaining is not None and remaining <= 0:
-                return False
-            if gen != self._task_gen:
-                continue
-            remaining = deadline.wait_before(due_us)
-            fut = loop.create_future()
-            self._task_waiters.append(fut)
             self._watch()
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), remaining)
-            except TimeoutError:
-                pass
-            finally:
-                if fut in self._task_waiters:
-                    self._task_waiters.remove(fut)
+            await self._wake.wait(TASKS, gen, deadline.wait_before(due_us))
             if self._closed:
                 return False
 
@@ -1036,25 +991,18 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
     ) -> AsyncIterator[EventModel]:
         last = codec.limit_arg(after_sequence, "after_sequence")
         types = None if event_types is None else frozenset(codec.types_arg(event_types) or ())
-        loop = asyncio.get_running_loop()
         while not self._closed:
             self._note_other_commits()
-            gen = self._event_gen
+            gen = self._wake.generation(EVENTS)
             batch = await self.read_events(last, SUBSCRIBE_PAGE)
             for ev in batch:
                 last = ev.sequence or last
                 if types is None or ev.event_type in types:
                     yield ev
-            if len(batch) == SUBSCRIBE_PAGE or gen != self._event_gen or self._closed:
+            if len(batch) == SUBSCRIBE_PAGE or self._closed:
                 continue
-            fut = loop.create_future()
-            self._event_waiters.append(fut)
             self._watch()
-            try:
-                await fut
-            finally:
-                if fut in self._event_waiters:
-                    self._event_waiters.remove(fut)
+            await self._wake.wait(EVENTS, gen)
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -1107,31 +1055,17 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
     ) -> list[MessageModel]:
         codec.check_id(agent_id, "agent_id", self._limits)
         deadline = Deadline(timeout)
-        loop = asyncio.get_running_loop()
+        key = mail(agent_id)
         while True:
             self._note_other_commits()
-            gen = self._mail_gen
+            gen = self._wake.generation(key)
             unread = await self.get_unread_messages(agent_id)
             if unread or self._closed:
                 return unread
-            remaining = deadline.remaining()
-            if remaining is not None and remaining <= 0:
+            if deadline.expired():
                 return []
-            if gen != self._mail_gen:
-                continue
-            fut = loop.create_future()
-            self._mail_waiters.setdefault(agent_id, []).append(fut)
             self._watch()
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), remaining)
-            except TimeoutError:
-                return []
-            finally:
-                waiters = self._mail_waiters.get(agent_id)
-                if waiters and fut in waiters:
-                    waiters.remove(fut)
-                    if not waiters:
-                        del self._mail_waiters[agent_id]
+            await self._wake.wait(key, gen, deadline.remaining())
             if self._closed:
                 # Woken by close(): return like a timeout instead of failing the next read.
                 return []
