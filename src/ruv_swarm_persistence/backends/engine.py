@@ -1,0 +1,206 @@
+"""What a backend implements under the front: an engine, records in and records out.
+
+The front (:mod:`.front`) writes every public ``Storage`` method once: it checks the
+arguments through :mod:`~ruv_swarm_persistence.codec`, takes the transaction gate, calls the
+engine with validated values, and decodes what comes back. An engine therefore never checks an
+argument and never builds a model; it stores and finds records (``dict`` rows keyed by
+``codec.COLUMNS``), applies the rules of :mod:`~ruv_swarm_persistence.rules` to them, and
+wakes the front's :class:`~._wake.Wakeups` after each commit. It may do an operation in one
+statement (a claim, an append) and proves that it follows the rules by passing the
+conformance suite.
+
+Every method takes ``tx`` first: the backend's transaction that the call joins, or ``None``
+outside any transaction. Times (``now``, cut-offs) are integer microseconds; the engine reads
+its own clock for "now", after the gate, so a call that waited for a transaction does not act
+on the time it arrived.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..codec import EventValues, Record
+from ..models import MetricModel
+from ..query import QueryBuilder
+from ..storage import MetricAggregate, PruneResult
+
+__all__ = ["Engine"]
+
+
+class Engine(Protocol):
+    """The operations a backend provides to the front (see the module docstring)."""
+
+    @property
+    def subscribe_page(self) -> int:
+        """Events a subscriber reads per step."""
+        ...
+
+    # --- waiting ---------------------------------------------------------------------------
+
+    def note_changes(self) -> None:
+        """Before a waiter reads: notice changes made elsewhere (other processes) so far."""
+
+    def watch(self) -> None:
+        """Before a waiter waits: make sure changes made elsewhere will wake it."""
+
+    # --- agents ----------------------------------------------------------------------------
+
+    async def insert_agent(self, tx: Any, rec: Record) -> None:
+        """Store a new agent; an existing id is a ``ConflictError``."""
+
+    async def get_agent(self, tx: Any, agent_id: str) -> Record | None:
+        """The agent, or ``None``."""
+
+    async def replace_agent(self, tx: Any, rec: Record) -> None:
+        """Overwrite an agent; a missing id is a ``NotFoundError``."""
+
+    async def delete_agent(self, tx: Any, agent_id: str) -> None:
+        """Delete an agent, its mailbox, and release the tasks it held (idempotent)."""
+
+    async def list_agents(self, tx: Any, status: str | None) -> list[Record]:
+        """Agents (of a status), oldest first."""
+
+    async def heartbeat(self, tx: Any, agent_id: str, at: int | None) -> None:
+        """Stamp an agent's heartbeat (``at`` or now); a missing id is a ``NotFoundError``."""
+
+    async def stale_agents(self, tx: Any, cutoff: int) -> list[Record]:
+        """Live agents whose heartbeat is older than ``cutoff``, stalest first."""
+
+    async def reap_stale_agents(self, tx: Any, cutoff: int) -> list[Record]:
+        """Mark stale agents ``error`` and requeue what they held; the reaped agents."""
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    async def insert_tasks(self, tx: Any, recs: list[Record]) -> None:
+        """Store new tasks atomically (dependencies checked, cycles refused)."""
+
+    async def get_task(self, tx: Any, task_id: str) -> Record | None:
+        """The task, or ``None``."""
+
+    async def replace_task(self, tx: Any, rec: Record) -> None:
+        """``update_task``: every field but the id, through the transition routine."""
+
+    async def delete_task(self, tx: Any, task_id: str) -> None:
+        """Delete a task without dependents (idempotent)."""
+
+    async def pending_tasks(self, tx: Any) -> list[Record]:
+        """Every pending task, in claim order."""
+
+    async def ready_tasks(self, tx: Any, limit: int | None) -> list[Record]:
+        """Claimable tasks, in claim order."""
+
+    async def tasks_by_agent(self, tx: Any, agent_id: str) -> list[Record]:
+        """Tasks assigned to an agent, in claim order."""
+
+    async def claim_task(self, tx: Any, task_id: str, agent_id: str, lease_us: int) -> bool:
+        """Claim one task if it is ready."""
+
+    async def claim_next_task(
+        self, tx: Any, agent_id: str, types: list[str] | None, lease_us: int
+    ) -> Record | None:
+        """Claim the highest-priority, oldest ready task (of the types)."""
+
+    async def start_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
+        """Held task → running."""
+
+    async def complete_task(
+        self, tx: Any, task_id: str, agent_id: str, result: str | None
+    ) -> Record:
+        """Held task → completed with its JSON result."""
+
+    async def fail_task(self, tx: Any, task_id: str, agent_id: str, error: str) -> Record:
+        """Held task: a failed attempt (retry with backoff, or failed for good)."""
+
+    async def cancel_task(self, tx: Any, task_id: str, reason: str | None) -> list[str]:
+        """Cancel a task and its dependents; the ids cancelled."""
+
+    async def heartbeat_task(self, tx: Any, task_id: str, agent_id: str, lease_us: int) -> Record:
+        """Extend the lease of a held task."""
+
+    async def next_ready(self, tx: Any, types: list[str] | None) -> int | None:
+        """0 if a task (of the types) is ready now, else µs until the next backoff ends."""
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def append_event(self, tx: Any, row: EventValues) -> int:
+        """Append one event; its sequence number (the hottest write: no list around it)."""
+
+    async def append_events(self, tx: Any, rows: list[EventValues]) -> list[int]:
+        """Append events (all or none); their sequence numbers, in order."""
+
+    async def events_by_agent(self, tx: Any, agent_id: str, limit: int) -> list[Record]:
+        """An agent's events, newest first."""
+
+    async def events_by_type(self, tx: Any, event_type: str, limit: int) -> list[Record]:
+        """Events of a type, newest first."""
+
+    async def events_since(self, tx: Any, since: int) -> list[Record]:
+        """Events at or after a time, oldest first."""
+
+    async def read_events(self, tx: Any, after: int, limit: int) -> list[Record]:
+        """Events after a sequence number, in sequence order."""
+
+    # --- messages --------------------------------------------------------------------------
+
+    async def insert_message(self, tx: Any, rec: Record) -> None:
+        """Store a message; an existing id is a ``ConflictError``."""
+
+    async def get_message(self, tx: Any, message_id: str) -> Record | None:
+        """The message, or ``None``."""
+
+    async def delete_message(self, tx: Any, message_id: str) -> None:
+        """Delete a message (idempotent)."""
+
+    async def messages_between(self, tx: Any, a: str, b: str, limit: int) -> list[Record]:
+        """Messages between two agents, both directions, newest first."""
+
+    async def unread_messages(self, tx: Any, agent_id: str) -> list[Record]:
+        """An agent's unread mail, urgent first, then oldest."""
+
+    async def mark_message_read(self, tx: Any, message_id: str) -> Record:
+        """Record the first read; a missing id is a ``NotFoundError``."""
+
+    # --- metrics ---------------------------------------------------------------------------
+
+    async def insert_metrics(self, tx: Any, recs: list[Record]) -> None:
+        """Store metrics (all or none)."""
+
+    async def metrics_by_agent(
+        self, tx: Any, agent_id: str, metric_type: str | None
+    ) -> list[Record]:
+        """An agent's metrics (of a type), oldest first."""
+
+    async def crate_aggregate(
+        self, tx: Any, metric_type: str, start: int, end: int
+    ) -> list[MetricModel]:
+        """The crate's per-agent aggregate (an engine may compute it in SQL)."""
+
+    async def aggregate_metrics(
+        self,
+        tx: Any,
+        metric_type: str,
+        start: int,
+        end: int,
+        groups: list[str],
+        bucket_us: int | None,
+    ) -> list[MetricAggregate]:
+        """Count, sum, mean, min, max and percentiles per group and bucket."""
+
+    # --- queries, maintenance --------------------------------------------------------------
+
+    async def query(self, tx: Any, builder: QueryBuilder[Any]) -> list[Record]:
+        """The records a checked query selects, in its order."""
+
+    async def vacuum(self, tx: Any) -> None:
+        """Reclaim free space."""
+
+    async def checkpoint(self, tx: Any) -> None:
+        """Flush the write-ahead log."""
+
+    async def storage_size(self, tx: Any) -> int:
+        """Bytes used."""
+
+    async def prune(
+        self, tx: Any, events: int | None, metrics: int | None, read_messages: int | None
+    ) -> PruneResult:
+        """Delete history older than the given times."""

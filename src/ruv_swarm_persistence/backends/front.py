@@ -1,0 +1,422 @@
+"""The public ``Storage`` methods, written once for every backend.
+
+Each method checks its arguments through :mod:`~ruv_swarm_persistence.codec`, left to right
+in signature order and before any waiting or I/O; takes the transaction gate; calls the
+backend's :class:`~.engine.Engine` with validated values; and decodes the records that come
+back. Bad arguments therefore raise the same error, naming the same field, on every backend
+by construction. The waits (``subscribe``, ``wait_for_messages``, ``wait_for_tasks``) are
+written here too, on the shared :class:`~._wake.Wakeups`.
+
+A backend subclasses :class:`Front`, sets the attributes listed on it, and keeps what is its
+own: opening and closing, and how a transaction begins and ends (``begin_transaction``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from .. import codec
+from ..aggregate import grouping_args, window_args
+from ..codec import Limits
+from ..errors import ValidationError
+from ..models import AgentModel, AgentStatus, EventModel, MessageModel, MetricModel, TaskModel
+from ..query import QueryBuilder
+from ..storage import Duration, MetricAggregate, PruneResult, TimeArg
+from ._gate import GatedStorage, GatedTransaction
+from ._wake import EVENTS, TASKS, Deadline, Wakeups, mail
+from .engine import Engine
+
+__all__ = ["Front"]
+
+T = TypeVar("T")
+TxT = TypeVar("TxT", bound=GatedTransaction)
+
+_decode_agent = codec.decode_agent
+_decode_task = codec.decode_task
+_decode_event = codec.decode_event
+_decode_message = codec.decode_message
+_decode_metric = codec.decode_metric
+
+
+class Front(GatedStorage[TxT]):
+    """The concrete ``Storage`` API over an engine; a backend provides the rest.
+
+    A subclass sets, before use: ``_engine`` (its :class:`~.engine.Engine`), ``_wake``
+    (the :class:`~._wake.Wakeups` its engine wakes), ``_limits``, ``_lease_us`` (the default
+    lease), ``_now`` (its clock, in µs) and ``_closed``, and calls ``_init_gate``.
+    """
+
+    _engine: Engine
+    _wake: Wakeups
+    _limits: Limits
+    _lease_us: int
+    _now: Callable[[], int]
+
+    def _lease(self, lease: Duration | None) -> int:
+        return self._lease_us if lease is None else codec.duration_arg(lease, "lease")
+
+    # --- agents ----------------------------------------------------------------------------
+
+    async def store_agent(self, agent: AgentModel) -> None:
+        rec = codec.encode_agent(agent, self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.insert_agent(tx, rec)
+
+    async def get_agent(self, agent_id: str) -> AgentModel | None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        rec = await self._engine.get_agent(tx, agent_id)
+        return None if rec is None else _decode_agent(rec)
+
+    async def update_agent(self, agent: AgentModel) -> None:
+        rec = codec.encode_agent(agent, self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.replace_agent(tx, rec)
+
+    async def delete_agent(self, agent_id: str) -> None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.delete_agent(tx, agent_id)
+
+    async def list_agents(self) -> list[AgentModel]:
+        tx = await self._gate() if self._blocked else None
+        return [_decode_agent(r) for r in await self._engine.list_agents(tx, None)]
+
+    async def list_agents_by_status(self, status: AgentStatus | str) -> list[AgentModel]:
+        value = codec._enum(AgentStatus, status, "status").value
+        tx = await self._gate() if self._blocked else None
+        return [_decode_agent(r) for r in await self._engine.list_agents(tx, value)]
+
+    async def heartbeat(self, agent_id: str, at: TimeArg | None = None) -> None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        stamp = codec.opt_time_arg(at, "at")
+        tx = await self._gate() if self._blocked else None
+        await self._engine.heartbeat(tx, agent_id, stamp)
+
+    async def find_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
+        codec.cutoff_arg(older_than, "older_than", 0)  # checked before the gate…
+        tx = await self._gate() if self._blocked else None
+        cutoff = codec.cutoff_arg(older_than, "older_than", self._now())  # …aged after it
+        return [_decode_agent(r) for r in await self._engine.stale_agents(tx, cutoff)]
+
+    async def reap_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
+        codec.cutoff_arg(older_than, "older_than", 0)
+        tx = await self._gate() if self._blocked else None
+        cutoff = codec.cutoff_arg(older_than, "older_than", self._now())
+        return [_decode_agent(r) for r in await self._engine.reap_stale_agents(tx, cutoff)]
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    async def store_task(self, task: TaskModel) -> None:
+        rec = codec.encode_task(task, self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.insert_tasks(tx, [rec])
+
+    async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
+        recs = codec.encode_batch(tasks, codec.encode_task, "tasks", self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.insert_tasks(tx, recs)
+
+    async def get_task(self, task_id: str) -> TaskModel | None:
+        codec.check_id(task_id, "task_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        rec = await self._engine.get_task(tx, task_id)
+        return None if rec is None else _decode_task(rec)
+
+    async def update_task(self, task: TaskModel) -> None:
+        rec = codec.encode_task(task, self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.replace_task(tx, rec)
+
+    async def delete_task(self, task_id: str) -> None:
+        codec.check_id(task_id, "task_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.delete_task(tx, task_id)
+
+    async def get_pending_tasks(self) -> list[TaskModel]:
+        tx = await self._gate() if self._blocked else None
+        return [_decode_task(r) for r in await self._engine.pending_tasks(tx)]
+
+    async def get_ready_tasks(self, limit: int | None = None) -> list[TaskModel]:
+        n = None if limit is None else codec.limit_arg(limit)
+        tx = await self._gate() if self._blocked else None
+        return [_decode_task(r) for r in await self._engine.ready_tasks(tx, n)]
+
+    async def get_tasks_by_agent(self, agent_id: str) -> list[TaskModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        return [_decode_task(r) for r in await self._engine.tasks_by_agent(tx, agent_id)]
+
+    async def claim_task(self, task_id: str, agent_id: str, lease: Duration | None = None) -> bool:
+        codec.check_id(task_id, "task_id", self._limits)
+        codec.check_id(agent_id, "agent_id", self._limits)
+        lease_us = self._lease(lease)
+        tx = await self._gate() if self._blocked else None
+        return await self._engine.claim_task(tx, task_id, agent_id, lease_us)
+
+    async def claim_next_task(
+        self,
+        agent_id: str,
+        task_types: Sequence[str] | None = None,
+        lease: Duration | None = None,
+    ) -> TaskModel | None:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        types = codec.types_arg(task_types)
+        lease_us = self._lease(lease)
+        tx = await self._gate() if self._blocked else None
+        rec = await self._engine.claim_next_task(tx, agent_id, types, lease_us)
+        return None if rec is None else _decode_task(rec)
+
+    def _held_args(self, task_id: str, agent_id: str) -> None:
+        codec.check_id(task_id, "task_id", self._limits)
+        codec.check_id(agent_id, "agent_id", self._limits)
+
+    async def start_task(self, task_id: str, agent_id: str) -> TaskModel:
+        self._held_args(task_id, agent_id)
+        tx = await self._gate() if self._blocked else None
+        return _decode_task(await self._engine.start_task(tx, task_id, agent_id))
+
+    async def complete_task(self, task_id: str, agent_id: str, result: Any = None) -> TaskModel:
+        self._held_args(task_id, agent_id)
+        encoded = None if result is None else codec._json_field(result, "result", self._limits)
+        tx = await self._gate() if self._blocked else None
+        return _decode_task(await self._engine.complete_task(tx, task_id, agent_id, encoded))
+
+    async def fail_task(self, task_id: str, agent_id: str, error: str) -> TaskModel:
+        self._held_args(task_id, agent_id)
+        codec.check_text(error, "error", self._limits, empty_ok=True)
+        tx = await self._gate() if self._blocked else None
+        return _decode_task(await self._engine.fail_task(tx, task_id, agent_id, error))
+
+    async def cancel_task(self, task_id: str, reason: str | None = None) -> list[str]:
+        codec.check_id(task_id, "task_id", self._limits)
+        if reason is not None:
+            codec.check_text(reason, "reason", self._limits, empty_ok=True)
+        tx = await self._gate() if self._blocked else None
+        return await self._engine.cancel_task(tx, task_id, reason)
+
+    async def heartbeat_task(
+        self, task_id: str, agent_id: str, lease: Duration | None = None
+    ) -> TaskModel:
+        self._held_args(task_id, agent_id)
+        lease_us = self._lease(lease)
+        tx = await self._gate() if self._blocked else None
+        return _decode_task(await self._engine.heartbeat_task(tx, task_id, agent_id, lease_us))
+
+    async def wait_for_tasks(
+        self, timeout: Duration | None = None, task_types: Sequence[str] | None = None
+    ) -> bool:
+        deadline = Deadline(timeout)
+        types = codec.types_arg(task_types)
+        engine, wake = self._engine, self._wake
+        while True:
+            engine.note_changes()
+            gen = wake.generation(TASKS)
+            tx = await self._gate() if self._blocked else None
+            due_us = await engine.next_ready(tx, types)
+            if due_us == 0:
+                return True
+            if self._closed or deadline.expired():
+                return False
+            engine.watch()
+            await wake.wait(TASKS, gen, deadline.wait_before(due_us))
+            if self._closed:
+                return False
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def store_event(self, event: EventModel) -> int:
+        row = codec.event_values(event, self._limits)
+        tx = await self._gate() if self._blocked else None
+        seq = await self._engine.append_event(tx, row)
+        event.sequence = seq
+        return seq
+
+    async def store_events(self, events: Sequence[EventModel]) -> list[int]:
+        rows = codec.encode_batch(events, codec.event_values, "events", self._limits)
+        tx = await self._gate() if self._blocked else None
+        if not rows:
+            return []
+        seqs = await self._engine.append_events(tx, rows)
+        for event, seq in zip(events, seqs, strict=True):
+            event.sequence = seq
+        return seqs
+
+    async def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        n = codec.limit_arg(limit)
+        tx = await self._gate() if self._blocked else None
+        return [_decode_event(r) for r in await self._engine.events_by_agent(tx, agent_id, n)]
+
+    async def get_events_by_type(self, event_type: str, limit: int = 100) -> list[EventModel]:
+        codec.check_text(event_type, "event_type", self._limits)
+        n = codec.limit_arg(limit)
+        tx = await self._gate() if self._blocked else None
+        return [_decode_event(r) for r in await self._engine.events_by_type(tx, event_type, n)]
+
+    async def get_events_since(self, since: TimeArg) -> list[EventModel]:
+        t = codec.time_arg(since, "since")
+        tx = await self._gate() if self._blocked else None
+        return [_decode_event(r) for r in await self._engine.events_since(tx, t)]
+
+    async def read_events(self, after_sequence: int = 0, limit: int = 1000) -> list[EventModel]:
+        after = codec.limit_arg(after_sequence, "after_sequence")
+        n = codec.limit_arg(limit)
+        tx = await self._gate() if self._blocked else None
+        return [_decode_event(r) for r in await self._engine.read_events(tx, after, n)]
+
+    async def subscribe(
+        self, after_sequence: int = 0, event_types: Sequence[str] | None = None
+    ) -> AsyncGenerator[EventModel, None]:
+        last = codec.limit_arg(after_sequence, "after_sequence")
+        types = None if event_types is None else frozenset(codec.types_arg(event_types) or ())
+        engine, wake = self._engine, self._wake
+        page = engine.subscribe_page
+        while not self._closed:
+            engine.note_changes()
+            gen = wake.generation(EVENTS)
+            batch = await self.read_events(last, page)
+            for ev in batch:
+                last = ev.sequence or last
+                if types is None or ev.event_type in types:
+                    yield ev
+            if len(batch) == page or self._closed:
+                continue
+            engine.watch()
+            await wake.wait(EVENTS, gen)
+
+    # --- messages --------------------------------------------------------------------------
+
+    async def store_message(self, message: MessageModel) -> None:
+        rec = codec.encode_message(message, self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.insert_message(tx, rec)
+
+    async def get_message(self, message_id: str) -> MessageModel | None:
+        codec.check_id(message_id, "message_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        rec = await self._engine.get_message(tx, message_id)
+        return None if rec is None else _decode_message(rec)
+
+    async def delete_message(self, message_id: str) -> None:
+        codec.check_id(message_id, "message_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.delete_message(tx, message_id)
+
+    async def get_messages_between(
+        self, agent_a: str, agent_b: str, limit: int = 100
+    ) -> list[MessageModel]:
+        codec.check_id(agent_a, "agent_a", self._limits)
+        codec.check_id(agent_b, "agent_b", self._limits)
+        n = codec.limit_arg(limit)
+        tx = await self._gate() if self._blocked else None
+        recs = await self._engine.messages_between(tx, agent_a, agent_b, n)
+        return [_decode_message(r) for r in recs]
+
+    async def get_unread_messages(self, agent_id: str) -> list[MessageModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        return [_decode_message(r) for r in await self._engine.unread_messages(tx, agent_id)]
+
+    async def mark_message_read(self, message_id: str) -> MessageModel:
+        codec.check_id(message_id, "message_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        return _decode_message(await self._engine.mark_message_read(tx, message_id))
+
+    async def wait_for_messages(
+        self, agent_id: str, timeout: Duration | None = None
+    ) -> list[MessageModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        deadline = Deadline(timeout)
+        engine, wake, key = self._engine, self._wake, mail(agent_id)
+        while True:
+            engine.note_changes()
+            gen = wake.generation(key)
+            unread = await self.get_unread_messages(agent_id)
+            if unread or self._closed:
+                return unread
+            if deadline.expired():
+                return []
+            engine.watch()
+            await wake.wait(key, gen, deadline.remaining())
+            if self._closed:
+                # Woken by close(): return like a timeout instead of failing the next read.
+                return []
+
+    # --- metrics ---------------------------------------------------------------------------
+
+    async def store_metric(self, metric: MetricModel) -> None:
+        rec = codec.encode_metric(metric, self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.insert_metrics(tx, [rec])
+
+    async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
+        recs = codec.encode_batch(metrics, codec.encode_metric, "metrics", self._limits)
+        tx = await self._gate() if self._blocked else None
+        if recs:
+            await self._engine.insert_metrics(tx, recs)
+
+    async def get_metrics_by_agent(
+        self, agent_id: str, metric_type: str | None = None
+    ) -> list[MetricModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        if metric_type is not None:
+            codec.check_text(metric_type, "metric_type", self._limits)
+        tx = await self._gate() if self._blocked else None
+        recs = await self._engine.metrics_by_agent(tx, agent_id, metric_type)
+        return [_decode_metric(r) for r in recs]
+
+    async def get_aggregated_metrics(
+        self, metric_type: str, start: TimeArg, end: TimeArg
+    ) -> list[MetricModel]:
+        name, s, t = window_args(metric_type, start, end, self._limits)
+        tx = await self._gate() if self._blocked else None
+        return await self._engine.crate_aggregate(tx, name, s, t)
+
+    async def aggregate_metrics(
+        self,
+        metric_type: str,
+        start: TimeArg,
+        end: TimeArg,
+        group_by: Sequence[str] = ("agent_id",),
+        bucket: Duration | None = None,
+    ) -> list[MetricAggregate]:
+        name, s, t = window_args(metric_type, start, end, self._limits)
+        groups, bucket_us = grouping_args(group_by, bucket)
+        tx = await self._gate() if self._blocked else None
+        return await self._engine.aggregate_metrics(tx, name, s, t, list(groups), bucket_us)
+
+    # --- queries, maintenance --------------------------------------------------------------
+
+    async def query(self, builder: QueryBuilder[T]) -> list[T]:
+        if not isinstance(builder, QueryBuilder):
+            raise ValidationError("expected a QueryBuilder", field="builder")
+        tx = await self._gate() if self._blocked else None
+        decode = codec.DECODERS[builder.table]
+        return [decode(r) for r in await self._engine.query(tx, builder)]
+
+    async def vacuum(self) -> None:
+        tx = await self._gate() if self._blocked else None
+        await self._engine.vacuum(tx)
+
+    async def checkpoint(self) -> None:
+        tx = await self._gate() if self._blocked else None
+        await self._engine.checkpoint(tx)
+
+    async def get_storage_size(self) -> int:
+        tx = await self._gate() if self._blocked else None
+        return await self._engine.storage_size(tx)
+
+    async def prune(
+        self,
+        events_before: TimeArg | None = None,
+        metrics_before: TimeArg | None = None,
+        read_messages_before: TimeArg | None = None,
+    ) -> PruneResult:
+        ev = codec.opt_time_arg(events_before, "events_before")
+        me = codec.opt_time_arg(metrics_before, "metrics_before")
+        ms = codec.opt_time_arg(read_messages_before, "read_messages_before")
+        tx = await self._gate() if self._blocked else None
+        return await self._engine.prune(tx, ev, me, ms)

@@ -1,0 +1,766 @@
+"""The memory engine: dictionaries and heaps in one process, the reference semantics.
+
+Rows are stored as records (see :mod:`ruv_swarm_persistence.codec`), exactly as the SQL
+backends store them, so precision and validation match. Every operation runs without
+awaiting in between, so it is atomic on the event loop. While a transaction is open the
+tables keep an undo log, which a rollback replays backwards; the keys a transaction changed
+are woken only at its commit.
+
+The engine takes validated values from the front (:mod:`..front`) and returns records; it
+is meant to be reused by backends that keep their state in memory and persist it elsewhere.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from ... import _json, rules
+from ...aggregate import MetricRow, aggregate, crate_aggregate
+from ...codec import EventValues, Record, check_unique_ids
+from ...errors import (
+    ConflictError,
+    DatabaseError,
+    LeaseLostError,
+    NotFoundError,
+    ValidationError,
+)
+from ...models import MetricModel
+from ...query import QueryBuilder
+from ...storage import MetricAggregate, PruneResult
+from .._wake import EVENTS, TASKS, Wakeups, mail
+
+__all__ = ["MemoryEngine"]
+
+log = logging.getLogger(__name__)
+
+_MISSING: Final = object()
+PENDING, ASSIGNED, RUNNING = rules.PENDING, rules.ASSIGNED, rules.RUNNING
+COMPLETED, FAILED, CANCELLED = rules.COMPLETED, rules.FAILED, rules.CANCELLED
+
+
+def _read_only_error() -> DatabaseError:
+    return DatabaseError("the storage was opened read-only: every write is refused")
+
+
+class _Tables:
+    """The tables, indexes and task queue; synchronous, with an optional undo log."""
+
+    def __init__(self, *, read_only: bool = False) -> None:
+        self.read_only = read_only
+        self.agents: dict[str, Record] = {}
+        self.tasks: dict[str, Record] = {}
+        self.unfinished: dict[str, int] = {}  # task id -> dependencies not yet completed
+        self.dependents: dict[str, list[str]] = {}  # task id -> ids of tasks depending on it
+        self.events: list[Record] = []  # in sequence order
+        self.event_ids: dict[str, Record] = {}
+        self.events_by_agent: dict[str, list[Record]] = {}
+        self.events_by_type: dict[str, list[Record]] = {}
+        self.event_seq = 0
+        self.messages: dict[str, Record] = {}
+        self.metrics: dict[str, Record] = {}
+        self.undo: list[Callable[[], None]] | None = None
+        # Task queue: heaps with lazy deletion, rebuilt from the tables after a rollback.
+        self.ready: dict[str, list[tuple[int, int, str]]] = {}  # type -> (-prio, created, id)
+        self.delayed: list[tuple[int, str]] = []  # (run_after, id)
+        self.leases: list[tuple[int, str]] = []  # (lease_expires_at, id)
+
+    # --- undo-logged primitives ---------------------------------------------------------
+
+    def put(self, table: dict[str, Any], key: str, value: Any) -> None:
+        if self.read_only:
+            raise _read_only_error()
+        if self.undo is not None:
+            old = table.get(key, _MISSING)
+            if old is _MISSING:
+                self.undo.append(lambda: table.pop(key, None))
+            else:
+                self.undo.append(lambda: table.__setitem__(key, old))
+        table[key] = value
+
+    def drop(self, table: dict[str, Any], key: str) -> None:
+        if self.read_only:
+            raise _read_only_error()
+        if key not in table:
+            return
+        if self.undo is not None:
+            old = table[key]
+            self.undo.append(lambda: table.__setitem__(key, old))
+        del table[key]
+
+    def append(self, items: list[Any], value: Any) -> None:
+        if self.read_only:
+            raise _read_only_error()
+        if self.undo is not None:
+            self.undo.append(items.pop)
+        items.append(value)
+
+    def set_attr(self, name: str, value: Any) -> None:
+        if self.read_only:
+            raise _read_only_error()
+        if self.undo is not None:
+            old = getattr(self, name)
+            self.undo.append(lambda: setattr(self, name, old))
+        setattr(self, name, value)
+
+    # --- task queue -----------------------------------------------------------------------
+
+    def _queue(self, rec: Record) -> None:
+        """Index a task record in the queue heaps it may need."""
+        status = rec["status"]
+        if status == PENDING and self.unfinished.get(rec["id"], 0) == 0:
+            heap = self.ready.get(rec["task_type"])
+            if heap is None:
+                heap = self.ready[rec["task_type"]] = []
+            heapq.heappush(heap, (-rec["priority"], rec["created_at"], rec["id"]))
+        elif status in rules.ACTIVE and rec["lease_expires_at"] is not None:
+            heapq.heappush(self.leases, (rec["lease_expires_at"], rec["id"]))
+
+    def rebuild_queue(self) -> None:
+        self.ready = {}
+        self.delayed = []
+        self.leases = []
+        for rec in self.tasks.values():
+            self._queue(rec)
+
+    def set_task(self, rec: Record) -> None:
+        self.put(self.tasks, rec["id"], rec)
+        self._queue(rec)
+
+    def _valid_ready(self, entry: tuple[int, int, str]) -> Record | None:
+        rec = self.tasks.get(entry[2])
+        if (
+            rec is None
+            or rec["status"] != PENDING
+            or self.unfinished.get(rec["id"], 0) != 0
+            or -rec["priority"] != entry[0]
+            or rec["created_at"] != entry[1]
+        ):
+            return None
+        return rec
+
+    def promote_delayed(self, now: int) -> None:
+        delayed = self.delayed
+        while delayed and delayed[0][0] <= now:
+            _, task_id = heapq.heappop(delayed)
+            rec = self.tasks.get(task_id)
+            if rec is not None:
+                self._queue(rec)
+
+    def pop_ready(self, types: Sequence[str] | None, now: int) -> Record | None:
+        """Remove and return the best ready task of these types, or None."""
+        self.promote_delayed(now)
+        heaps = (
+            list(self.ready.values())
+            if types is None
+            else [self.ready[t] for t in types if t in self.ready]
+        )
+        while True:
+            best: list[tuple[int, int, str]] | None = None
+            for heap in heaps:
+                while heap and self._valid_ready(heap[0]) is None:
+                    heapq.heappop(heap)
+                if heap and (best is None or heap[0] < best[0]):
+                    best = heap
+            if best is None:
+                return None
+            entry = heapq.heappop(best)
+            rec = self.tasks[entry[2]]
+            run_after = rec["run_after"]
+            if run_after is not None and run_after > now:
+                heapq.heappush(self.delayed, (run_after, rec["id"]))
+                continue
+            return rec
+
+    def due_leases(self, now: int) -> list[Record]:
+        out = []
+        leases = self.leases
+        while leases and leases[0][0] <= now:
+            expires, task_id = heapq.heappop(leases)
+            rec = self.tasks.get(task_id)
+            if (
+                rec is not None
+                and rec["lease_expires_at"] == expires
+                and rec["status"] in rules.ACTIVE
+            ):
+                out.append(rec)
+        return out
+
+
+def _event_record(row: EventValues) -> Record:
+    id_, event_type, agent_id, task_id, payload, metadata, timestamp = row
+    return {
+        "id": id_,
+        "event_type": event_type,
+        "agent_id": agent_id,
+        "task_id": task_id,
+        "payload": payload,
+        "metadata": metadata,
+        "timestamp": timestamp,
+        "sequence": None,
+    }
+
+
+def _claim_order(r: Record) -> tuple[int, int, str]:
+    return (-r["priority"], r["created_at"], r["id"])
+
+
+def _newest(r: Record) -> tuple[int, int]:
+    return (r["timestamp"], r["sequence"])
+
+
+class MemoryEngine:
+    """The operations of the memory backend on its :class:`_Tables` (see the module)."""
+
+    subscribe_page: Final = 500
+
+    def __init__(
+        self,
+        now: Callable[[], int],
+        policy: rules.RetryPolicy,
+        wake: Wakeups,
+        *,
+        read_only: bool = False,
+    ) -> None:
+        self.tables = _Tables(read_only=read_only)
+        self._now = now
+        self._policy = policy
+        self._wake = wake
+        # Keys changed inside the open transaction: woken at its commit, forgotten at rollback.
+        self._deferred: set[str] = set()
+
+    # --- transactions and wake-ups ------------------------------------------------------
+
+    def begin(self) -> None:
+        """Start keeping the undo log of a transaction."""
+        self.tables.undo = []
+
+    def finish(self, commit: bool) -> None:
+        """End the transaction: wake what it changed, or undo it."""
+        t = self.tables
+        undo, t.undo = t.undo or [], None
+        keys, self._deferred = self._deferred, set()
+        if commit:
+            for key in keys:
+                self._wake.wake(key)
+        else:
+            for step in reversed(undo):
+                step()
+            t.rebuild_queue()
+
+    def _changed(self, key: str) -> None:
+        if self.tables.undo is not None:
+            self._deferred.add(key)
+        else:
+            self._wake.wake(key)
+
+    def note_changes(self) -> None:
+        """Nothing changes this engine but its own calls."""
+
+    def watch(self) -> None:
+        """Its own commits wake the waiters: nothing to watch."""
+
+    # --- agents ---------------------------------------------------------------------------
+
+    async def insert_agent(self, tx: Any, rec: Record) -> None:
+        t = self.tables
+        if rec["id"] in t.agents:
+            raise ConflictError("agent", rec["id"])
+        t.put(t.agents, rec["id"], rec)
+
+    async def get_agent(self, tx: Any, agent_id: str) -> Record | None:
+        return self.tables.agents.get(agent_id)
+
+    async def replace_agent(self, tx: Any, rec: Record) -> None:
+        t = self.tables
+        if rec["id"] not in t.agents:
+            raise NotFoundError("agent", rec["id"])
+        t.put(t.agents, rec["id"], rec)
+
+    async def delete_agent(self, tx: Any, agent_id: str) -> None:
+        t = self.tables
+        if agent_id not in t.agents:
+            return
+        t.drop(t.agents, agent_id)
+        for mid, m in list(t.messages.items()):
+            if m["from_agent"] == agent_id or m["to_agent"] == agent_id:
+                t.drop(t.messages, mid)
+        now = self._now()
+        for task_id in [r["id"] for r in t.tasks.values() if r["assigned_to"] == agent_id]:
+            # Read the task now: an earlier requeue may have cascaded into it.
+            rec = t.tasks[task_id]
+            if rec["status"] in rules.ACTIVE:
+                self._fail_attempt(rec, rules.released_error(agent_id), now)
+                rec = t.tasks[rec["id"]]
+            if rec["assigned_to"] is not None:
+                t.set_task({**rec, "assigned_to": None})
+
+    async def list_agents(self, tx: Any, status: str | None) -> list[Record]:
+        agents = self.tables.agents.values()
+        return sorted(
+            (r for r in agents if status is None or r["status"] == status),
+            key=lambda r: (r["created_at"], r["id"]),
+        )
+
+    async def heartbeat(self, tx: Any, agent_id: str, at: int | None) -> None:
+        t = self.tables
+        rec = t.agents.get(agent_id)
+        if rec is None:
+            raise NotFoundError("agent", agent_id)
+        now = self._now()
+        t.put(
+            t.agents, agent_id, {**rec, "heartbeat": now if at is None else at, "updated_at": now}
+        )
+
+    async def stale_agents(self, tx: Any, cutoff: int) -> list[Record]:
+        return sorted(
+            (
+                r
+                for r in self.tables.agents.values()
+                if r["heartbeat"] < cutoff and r["status"] not in ("error", "shutdown")
+            ),
+            key=lambda r: (r["heartbeat"], r["id"]),
+        )
+
+    async def reap_stale_agents(self, tx: Any, cutoff: int) -> list[Record]:
+        t, now = self.tables, self._now()
+        reaped = []
+        for rec in await self.stale_agents(tx, cutoff):
+            new = {**rec, "status": "error", "updated_at": now}
+            t.put(t.agents, rec["id"], new)
+            reaped.append(new)
+            for task in list(t.tasks.values()):
+                if task["assigned_to"] == rec["id"] and task["status"] in rules.ACTIVE:
+                    self._fail_attempt(task, rules.released_error(rec["id"]), now)
+        return reaped
+
+    # --- the transition routine -----------------------------------------------------------
+
+    def _transition(self, old: Record, changes: dict[str, Any], now: int) -> Record:
+        """Every status change goes through here: legality, dependents, cascades."""
+        t = self.tables
+        new = {**old, **changes}
+        old_status, new_status = old["status"], new["status"]
+        rules.check_transition(old["id"], old_status, new_status)
+        if new_status != old_status:
+            if new_status in (ASSIGNED, RUNNING, COMPLETED) and t.unfinished.get(old["id"], 0):
+                raise ValidationError(
+                    f"task {old['id']!r} cannot be {new_status} before its dependencies complete",
+                    field="task.status",
+                )
+            if new_status in rules.ACTIVE and new["assigned_to"] is None:
+                raise ValidationError(
+                    f"a {new_status} task needs assigned_to", field="task.assigned_to"
+                )
+        t.set_task(new)
+        self._changed(TASKS)
+        if new_status == old_status:
+            return new
+        if new_status == COMPLETED:
+            for dep_id in t.dependents.get(old["id"], ()):
+                left = t.unfinished[dep_id] - 1
+                t.put(t.unfinished, dep_id, left)
+                if left == 0:
+                    t._queue(t.tasks[dep_id])
+        elif new_status in (FAILED, CANCELLED):
+            error = rules.cascade_error(old["id"], new_status)
+            for dep_id in t.dependents.get(old["id"], ()):
+                dep = t.tasks[dep_id]
+                if dep["status"] not in rules.TERMINAL:
+                    self._transition(dep, rules.cancel_changes(error, now), now)
+        return new
+
+    def _fail_attempt(self, rec: Record, error: str, now: int) -> Record:
+        changes = rules.failure_changes(
+            rec["retry_count"], rec["max_retries"], error, now, self._policy
+        )
+        return self._transition(rec, changes, now)
+
+    def _expire_leases(self, now: int) -> None:
+        for rec in self.tables.due_leases(now):
+            log.info("lease of task %s held by %s expired", rec["id"], rec["assigned_to"])
+            self._fail_attempt(rec, rules.lease_error(rec["assigned_to"]), now)
+
+    def _held(self, task_id: str, agent_id: str, now: int) -> Record:
+        self._expire_leases(now)
+        rec = self.tables.tasks.get(task_id)
+        if rec is None:
+            raise NotFoundError("task", task_id)
+        if rec["status"] not in rules.ACTIVE or rec["assigned_to"] != agent_id:
+            raise LeaseLostError(task_id, agent_id, f"task is {rec['status']}")
+        return rec
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    async def insert_tasks(self, tx: Any, recs: list[Record]) -> None:
+        t = self.tables
+        batch: dict[str, Record] = {}
+        deps_of: dict[str, list[str]] = {}
+        for rec in recs:
+            tid = rec["id"]
+            if tid in t.tasks or tid in batch:
+                raise ConflictError("task", tid)
+            batch[tid] = rec
+        for tid, rec in batch.items():
+            deps = _json.loads(rec["dependencies"])
+            for d in deps:
+                if d == tid:
+                    raise ValidationError(
+                        f"task {tid!r} depends on itself", field="task.dependencies"
+                    )
+                if d not in t.tasks and d not in batch:
+                    raise ValidationError(
+                        f"task {tid!r} depends on unknown task {d!r}",
+                        field="task.dependencies",
+                    )
+            deps_of[tid] = deps
+        order = rules.topological(batch, deps_of)
+        now = self._now()
+        # Validate every task before writing any, so a bad batch changes nothing.
+        status_of: dict[str, str] = {}
+        planned: list[tuple[Record, int]] = []
+        for tid in order:
+            rec = batch[tid]
+            unfinished = 0
+            cause: tuple[str, str] | None = None
+            for d in deps_of[tid]:
+                st = (batch[d] if d in batch else t.tasks[d])["status"]
+                st = status_of.get(d, st)
+                if st != COMPLETED:
+                    unfinished += 1
+                if st in (FAILED, CANCELLED) and cause is None:
+                    cause = (d, st)
+            if cause is not None and rec["status"] not in rules.TERMINAL:
+                rec = {**rec, **rules.cancel_changes(rules.cascade_error(*cause), now)}
+            rules.check_stored_status(tid, rec["status"], rec["assigned_to"], unfinished)
+            status_of[tid] = rec["status"]
+            planned.append((rec, unfinished))
+        for rec, unfinished in planned:
+            tid = rec["id"]
+            t.put(t.unfinished, tid, unfinished)
+            for d in deps_of[tid]:
+                lst = t.dependents.get(d)
+                if lst is None:
+                    t.put(t.dependents, d, [tid])
+                else:
+                    t.put(t.dependents, d, [*lst, tid])
+            t.set_task(rec)
+        if planned:
+            self._changed(TASKS)
+
+    async def get_task(self, tx: Any, task_id: str) -> Record | None:
+        return self.tables.tasks.get(task_id)
+
+    async def replace_task(self, tx: Any, rec: Record) -> None:
+        old = self.tables.tasks.get(rec["id"])
+        if old is None:
+            raise NotFoundError("task", rec["id"])
+        self._transition(old, rules.update_changes(old, rec), self._now())
+
+    async def delete_task(self, tx: Any, task_id: str) -> None:
+        t = self.tables
+        rec = t.tasks.get(task_id)
+        if rec is None:
+            return
+        if t.dependents.get(task_id):
+            raise ConflictError("task", task_id, "has dependent tasks and cannot be deleted")
+        for d in _json.loads(rec["dependencies"]):
+            lst = t.dependents.get(d, [])
+            t.put(t.dependents, d, [x for x in lst if x != task_id])
+        t.drop(t.dependents, task_id)
+        t.drop(t.unfinished, task_id)
+        t.drop(t.tasks, task_id)
+
+    async def pending_tasks(self, tx: Any) -> list[Record]:
+        return sorted(
+            (r for r in self.tables.tasks.values() if r["status"] == PENDING), key=_claim_order
+        )
+
+    async def ready_tasks(self, tx: Any, limit: int | None) -> list[Record]:
+        t, now = self.tables, self._now()
+        recs = sorted(
+            (
+                r
+                for r in t.tasks.values()
+                if rules.is_ready(r["status"], t.unfinished.get(r["id"], 0), r["run_after"], now)
+            ),
+            key=_claim_order,
+        )
+        return recs[:limit]
+
+    async def tasks_by_agent(self, tx: Any, agent_id: str) -> list[Record]:
+        return sorted(
+            (r for r in self.tables.tasks.values() if r["assigned_to"] == agent_id),
+            key=_claim_order,
+        )
+
+    async def claim_task(self, tx: Any, task_id: str, agent_id: str, lease_us: int) -> bool:
+        t, now = self.tables, self._now()
+        self._expire_leases(now)
+        rec = t.tasks.get(task_id)
+        if rec is None or not rules.is_ready(
+            rec["status"], t.unfinished.get(task_id, 0), rec["run_after"], now
+        ):
+            return False
+        self._transition(rec, rules.claim_changes(agent_id, now, lease_us), now)
+        return True
+
+    async def claim_next_task(
+        self, tx: Any, agent_id: str, types: list[str] | None, lease_us: int
+    ) -> Record | None:
+        now = self._now()
+        self._expire_leases(now)
+        rec = self.tables.pop_ready(types, now)
+        if rec is None:
+            return None
+        return self._transition(rec, rules.claim_changes(agent_id, now, lease_us), now)
+
+    async def start_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
+        now = self._now()
+        rec = self._held(task_id, agent_id, now)
+        return self._transition(rec, rules.start_changes(now), now)
+
+    async def complete_task(
+        self, tx: Any, task_id: str, agent_id: str, result: str | None
+    ) -> Record:
+        now = self._now()
+        rec = self._held(task_id, agent_id, now)
+        return self._transition(rec, rules.complete_changes(result, now), now)
+
+    async def fail_task(self, tx: Any, task_id: str, agent_id: str, error: str) -> Record:
+        now = self._now()
+        return self._fail_attempt(self._held(task_id, agent_id, now), error, now)
+
+    async def cancel_task(self, tx: Any, task_id: str, reason: str | None) -> list[str]:
+        t, now = self.tables, self._now()
+        self._expire_leases(now)
+        rec = t.tasks.get(task_id)
+        if rec is None:
+            raise NotFoundError("task", task_id)
+        if rec["status"] == CANCELLED:
+            return []
+        before = [tid for tid, r in t.tasks.items() if r["status"] not in rules.TERMINAL]
+        self._transition(rec, rules.cancel_changes(reason, now), now)
+        return [tid for tid in before if t.tasks[tid]["status"] == CANCELLED]
+
+    async def heartbeat_task(self, tx: Any, task_id: str, agent_id: str, lease_us: int) -> Record:
+        now = self._now()
+        rec = self._held(task_id, agent_id, now)
+        return self._transition(rec, {"lease_expires_at": now + lease_us, "updated_at": now}, now)
+
+    async def next_ready(self, tx: Any, types: list[str] | None) -> int | None:
+        t, now = self.tables, self._now()
+        soonest: int | None = None
+        for r in t.tasks.values():
+            if r["status"] != PENDING or t.unfinished.get(r["id"], 0):
+                continue
+            if types is not None and r["task_type"] not in types:
+                continue
+            run_after = r["run_after"]
+            if run_after is None or run_after <= now:
+                return 0
+            if soonest is None or run_after - now < soonest:
+                soonest = run_after - now
+        return soonest
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _append_event(self, rec: Record) -> int:
+        t = self.tables
+        seq = t.event_seq + 1
+        t.set_attr("event_seq", seq)
+        rec["sequence"] = seq
+        t.put(t.event_ids, rec["id"], rec)
+        t.append(t.events, rec)
+        if rec["agent_id"] is not None:
+            lst = t.events_by_agent.get(rec["agent_id"])
+            if lst is None:
+                t.put(t.events_by_agent, rec["agent_id"], [rec])
+            else:
+                t.append(lst, rec)
+        lst = t.events_by_type.get(rec["event_type"])
+        if lst is None:
+            t.put(t.events_by_type, rec["event_type"], [rec])
+        else:
+            t.append(lst, rec)
+        return seq
+
+    async def append_event(self, tx: Any, row: EventValues) -> int:
+        if row[0] in self.tables.event_ids:
+            raise ConflictError("event", row[0])
+        seq = self._append_event(_event_record(row))
+        self._changed(EVENTS)
+        return seq
+
+    async def append_events(self, tx: Any, rows: list[EventValues]) -> list[int]:
+        check_unique_ids([row[0] for row in rows], "event", self.tables.event_ids)
+        seqs = [self._append_event(_event_record(row)) for row in rows]
+        self._changed(EVENTS)
+        return seqs
+
+    async def events_by_agent(self, tx: Any, agent_id: str, limit: int) -> list[Record]:
+        return heapq.nlargest(limit, self.tables.events_by_agent.get(agent_id, ()), key=_newest)
+
+    async def events_by_type(self, tx: Any, event_type: str, limit: int) -> list[Record]:
+        return heapq.nlargest(limit, self.tables.events_by_type.get(event_type, ()), key=_newest)
+
+    async def events_since(self, tx: Any, since: int) -> list[Record]:
+        return sorted((r for r in self.tables.events if r["timestamp"] >= since), key=_newest)
+
+    async def read_events(self, tx: Any, after: int, limit: int) -> list[Record]:
+        events = self.tables.events
+        i = bisect.bisect_right(events, after, key=lambda r: r["sequence"])
+        return events[i : i + limit]
+
+    # --- messages -------------------------------------------------------------------------
+
+    async def insert_message(self, tx: Any, rec: Record) -> None:
+        t = self.tables
+        if rec["id"] in t.messages:
+            raise ConflictError("message", rec["id"])
+        t.put(t.messages, rec["id"], rec)
+        self._changed(mail(rec["to_agent"]))
+
+    async def get_message(self, tx: Any, message_id: str) -> Record | None:
+        return self.tables.messages.get(message_id)
+
+    async def delete_message(self, tx: Any, message_id: str) -> None:
+        self.tables.drop(self.tables.messages, message_id)
+
+    async def messages_between(self, tx: Any, a: str, b: str, limit: int) -> list[Record]:
+        pair = {(a, b), (b, a)}
+        return heapq.nlargest(
+            limit,
+            (m for m in self.tables.messages.values() if (m["from_agent"], m["to_agent"]) in pair),
+            key=lambda m: (m["created_at"], m["id"]),
+        )
+
+    async def unread_messages(self, tx: Any, agent_id: str) -> list[Record]:
+        return sorted(
+            (
+                m
+                for m in self.tables.messages.values()
+                if m["to_agent"] == agent_id and not m["read"]
+            ),
+            key=lambda m: (-m["priority"], m["created_at"], m["id"]),
+        )
+
+    async def mark_message_read(self, tx: Any, message_id: str) -> Record:
+        t = self.tables
+        rec = t.messages.get(message_id)
+        if rec is None:
+            raise NotFoundError("message", message_id)
+        if not rec["read"]:
+            rec = {**rec, "read": 1, "read_at": self._now()}
+            t.put(t.messages, message_id, rec)
+        return rec
+
+    # --- metrics --------------------------------------------------------------------------
+
+    async def insert_metrics(self, tx: Any, recs: list[Record]) -> None:
+        t = self.tables
+        check_unique_ids([rec["id"] for rec in recs], "metric", t.metrics)
+        for rec in recs:
+            t.put(t.metrics, rec["id"], rec)
+
+    async def metrics_by_agent(
+        self, tx: Any, agent_id: str, metric_type: str | None
+    ) -> list[Record]:
+        return sorted(
+            (
+                m
+                for m in self.tables.metrics.values()
+                if m["agent_id"] == agent_id
+                and (metric_type is None or m["metric_type"] == metric_type)
+            ),
+            key=lambda m: (m["timestamp"], m["id"]),
+        )
+
+    def _metric_rows(self, metric_type: str, start: int, end: int) -> list[MetricRow]:
+        return [
+            MetricRow(m["agent_id"], m["unit"], m["tags"], m["value"], m["timestamp"])
+            for m in self.tables.metrics.values()
+            if m["metric_type"] == metric_type and start <= m["timestamp"] <= end
+        ]
+
+    async def crate_aggregate(
+        self, tx: Any, metric_type: str, start: int, end: int
+    ) -> list[MetricModel]:
+        return crate_aggregate(metric_type, self._metric_rows(metric_type, start, end))
+
+    async def aggregate_metrics(
+        self,
+        tx: Any,
+        metric_type: str,
+        start: int,
+        end: int,
+        groups: list[str],
+        bucket_us: int | None,
+    ) -> list[MetricAggregate]:
+        rows = self._metric_rows(metric_type, start, end)
+        return aggregate(metric_type, rows, tuple(groups), bucket_us)
+
+    # --- queries and maintenance -----------------------------------------------------------
+
+    async def query(self, tx: Any, builder: QueryBuilder[Any]) -> list[Record]:
+        t = self.tables
+        source: list[Record] = {
+            "agents": lambda: list(t.agents.values()),
+            "tasks": lambda: list(t.tasks.values()),
+            "events": lambda: list(t.events),
+            "messages": lambda: list(t.messages.values()),
+            "metrics": lambda: list(t.metrics.values()),
+        }[builder.table]()
+        return list(builder.apply(source))
+
+    async def vacuum(self, tx: Any) -> None:
+        """Drop stale queue entries (the memory backend's only reclaimable space)."""
+        if self.tables.undo is None:
+            self.tables.rebuild_queue()
+
+    async def checkpoint(self, tx: Any) -> None:
+        """Nothing to flush in memory."""
+
+    async def storage_size(self, tx: Any) -> int:
+        """Approximate bytes held by the stored records."""
+        t = self.tables
+        total = 0
+        for table in (t.agents.values(), t.tasks.values(), t.events, t.messages.values(),
+                      t.metrics.values()):  # fmt: skip
+            for rec in table:
+                total += sum(len(v) if isinstance(v, str) else 8 for v in rec.values())
+        return total
+
+    async def prune(
+        self, tx: Any, events: int | None, metrics: int | None, read_messages: int | None
+    ) -> PruneResult:
+        t = self.tables
+        result = PruneResult()
+        if events is not None:
+            keep = [r for r in t.events if r["timestamp"] >= events]
+            result.events = len(t.events) - len(keep)
+            if result.events:
+                t.set_attr("events", keep)
+                t.set_attr("event_ids", {r["id"]: r for r in keep})
+                by_agent: dict[str, list[Record]] = {}
+                by_type: dict[str, list[Record]] = {}
+                for r in keep:
+                    if r["agent_id"] is not None:
+                        by_agent.setdefault(r["agent_id"], []).append(r)
+                    by_type.setdefault(r["event_type"], []).append(r)
+                t.set_attr("events_by_agent", by_agent)
+                t.set_attr("events_by_type", by_type)
+        if metrics is not None:
+            for mid, m in list(t.metrics.items()):
+                if m["timestamp"] < metrics:
+                    t.drop(t.metrics, mid)
+                    result.metrics += 1
+        if read_messages is not None:
+            for mid, m in list(t.messages.items()):
+                if m["read"] and m["read_at"] is not None and m["read_at"] < read_messages:
+                    t.drop(t.messages, mid)
+                    result.messages += 1
+        return result
