@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from .errors import ValidationError
 from .models import AgentModel, EventModel, MessageModel, TaskModel
 from .query import QueryBuilder
 
-if TYPE_CHECKING:
-    from .storage import Storage
-
-__all__ = ["Repository"]
+__all__ = ["Repository", "Store"]
 
 T = TypeVar("T")
+Q = TypeVar("Q")
+
+
+class Store(Protocol):
+    """What a repository needs of its storage (every ``Storage`` is one).
+
+    Declared here, not imported from :mod:`.storage`, so that the storage can import its
+    repositories without a cycle.
+    """
+
+    async def query(self, builder: QueryBuilder[Q]) -> list[Q]: ...
+    async def get_agent(self, agent_id: str) -> AgentModel | None: ...
+    async def get_task(self, task_id: str) -> TaskModel | None: ...
+    async def get_message(self, message_id: str) -> Any: ...
 
 
 class Repository(Generic[T]):
@@ -25,7 +36,7 @@ class Repository(Generic[T]):
 
     __slots__ = ("model", "storage")
 
-    def __init__(self, storage: Storage, model: type[T]) -> None:
+    def __init__(self, storage: Store, model: type[T]) -> None:
         self.storage = storage
         self.model = model
 
@@ -34,8 +45,15 @@ class Repository(Generic[T]):
         return QueryBuilder(self.model)
 
     async def find_by_id(self, id: str) -> T | None:
-        """The record with this id, or ``None``."""
-        rows = await self.storage.query(self.builder().where_eq("id", id).limit(1))
+        """The record with this id, or ``None`` (a point read where the storage has one)."""
+        s, m = self.storage, self.model
+        if m is AgentModel:
+            return cast("T | None", await s.get_agent(id))
+        if m is TaskModel:
+            return cast("T | None", await s.get_task(id))
+        if m is MessageModel:
+            return cast("T | None", await s.get_message(id))
+        rows = await s.query(self.builder().where_eq("id", id).limit(1))
         return rows[0] if rows else None
 
     async def find_all(self) -> list[T]:

@@ -33,10 +33,10 @@ from .models import (
     MetricModel,
     TaskModel,
 )
+from .repository import Repository
 
 if TYPE_CHECKING:
     from .query import QueryBuilder
-    from .repository import Repository
 
 __all__ = [
     "ACTIVE_TRANSACTION",
@@ -385,36 +385,26 @@ class Storage(abc.ABC):
     @property
     def agents(self) -> Repository[AgentModel]:
         """Repository of agents."""
-        from .repository import Repository
-
         return Repository(self, AgentModel)
 
     @property
     def tasks(self) -> Repository[TaskModel]:
         """Repository of tasks."""
-        from .repository import Repository
-
         return Repository(self, TaskModel)
 
     @property
     def events(self) -> Repository[EventModel]:
         """Repository of events (append-only)."""
-        from .repository import Repository
-
         return Repository(self, EventModel)
 
     @property
     def messages(self) -> Repository[MessageModel]:
         """Repository of messages."""
-        from .repository import Repository
-
         return Repository(self, MessageModel)
 
     @property
     def metrics(self) -> Repository[MetricModel]:
         """Repository of metrics (append-only)."""
-        from .repository import Repository
-
         return Repository(self, MetricModel)
 
 

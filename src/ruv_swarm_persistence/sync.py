@@ -687,7 +687,7 @@ class SyncRepository(Generic[T]):
     # --- generated from Repository by scripts/gen_sync.py: do not edit by hand ------------
     # BEGIN GENERATED REPOSITORY
     def find_by_id(self, id: str) -> T | None:
-        """The record with this id, or ``None``."""
+        """The record with this id, or ``None`` (a point read where the storage has one)."""
         return self._run(lambda r: r.find_by_id(id))
 
     def find_all(self) -> list[T]:
