@@ -36,6 +36,7 @@ from ._common import (
     run,
     when,
 )
+from .listing import AgentFilter, TypeFilter
 
 #: How often a followed file is checked for a replacement, and a missing one for its
 #: arrival: a stat() each time, the same on every platform, no file-system watch needed.
@@ -102,14 +103,8 @@ async def _replaced(path: Path, identity: tuple[int, int] | None) -> None:
 @app.command()
 def tail(
     ctx: typer.Context,
-    agent: Annotated[
-        str | None,
-        typer.Option("--agent", "-a", metavar="AGENT", help="Only events of this agent."),
-    ] = None,
-    event_type: Annotated[
-        list[str] | None,
-        typer.Option("--type", "-t", metavar="TYPE", help="Only events of this type (repeatable)."),
-    ] = None,
+    agent: AgentFilter = None,
+    event_type: TypeFilter = None,
     last: Annotated[
         int,
         typer.Option("--last", "-n", min=0, metavar="N", help="Show this many past events first."),
