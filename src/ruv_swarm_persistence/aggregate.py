@@ -49,6 +49,11 @@ def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
     """Validate ``group_by`` names: ``agent_id`` or ``tag:<name>``."""
     if isinstance(group_by, str):
         group_by = (group_by,)
+    if not isinstance(group_by, Sequence):
+        raise ValidationError(
+            f"must be a list of 'agent_id' and 'tag:<name>', got {type(group_by).__name__}",
+            field="group_by",
+        )
     out = []
     for name in group_by:
         if name == "agent_id" or (

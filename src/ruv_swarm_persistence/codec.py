@@ -125,15 +125,35 @@ def _opt_id(value: Any, field: str, limits: Limits) -> str | None:
     return None if value is None else check_id(value, field, limits)
 
 
+#: The times a stored row can hold and read back: the years 1 to 9999 of ``datetime``.
+MIN_US: Final = to_us(datetime.min.replace(tzinfo=UTC))
+MAX_US: Final = to_us(datetime.max.replace(tzinfo=UTC))
+#: The longest duration: one that keeps any time of the range within it and within 64 bits.
+MAX_DURATION_US: Final = MAX_US - MIN_US
+#: Limits, offsets and sequence numbers are 64-bit integers in every database.
+MAX_INT64: Final = 2**63 - 1
+
+
+def _in_range(us: int, field: str) -> int:
+    if not MIN_US <= us <= MAX_US:
+        raise ValidationError("must be a time within the years 1 to 9999 (UTC)", field=field)
+    return us
+
+
 def check_time(value: Any, field: str) -> int:
     """An aware datetime as integer microseconds since the epoch."""
     if type(value) is datetime and value.tzinfo is UTC:  # the common case, checked cheaply
         return to_us(value)
     if not isinstance(value, datetime):
         raise ValidationError(f"must be a datetime, got {type(value).__name__}", field=field)
-    if value.tzinfo is None or value.utcoffset() is None:
+    try:
+        offset = value.utcoffset()
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        # A tzinfo may raise, or return an offset datetime refuses (a day or more).
+        raise ValidationError(f"its time zone failed: {exc}", field=field) from None
+    if value.tzinfo is None or offset is None:
         raise ValidationError("must be timezone-aware (naive datetimes are ambiguous)", field=field)
-    return to_us(value)
+    return _in_range(to_us(value), field)
 
 
 def _opt_time(value: Any, field: str) -> int | None:
@@ -152,8 +172,8 @@ def time_arg(value: Any, field: str) -> int:
     if not math.isfinite(value):
         raise ValidationError("must be finite", field=field)
     if isinstance(value, int):
-        return value * 1_000_000
-    return round(value * 1_000_000)
+        return _in_range(value * 1_000_000, field)
+    return _in_range(round(value * 1_000_000), field)
 
 
 def _json_field(value: Any, field: str, limits: Limits) -> str:
@@ -349,37 +369,47 @@ def encode_event(e: EventModel, limits: Limits = DEFAULT_LIMITS) -> Record:
 def encode_message(m: MessageModel, limits: Limits = DEFAULT_LIMITS) -> Record:
     """Validate a message and return its record."""
     _check_type(m, MessageModel, "message")
-    if not isinstance(m.read, bool):
-        raise ValidationError("must be a bool", field="message.read")
-    read_at = _opt_time(m.read_at, "message.read_at")
-    if m.read and read_at is None:
-        raise ValidationError("a read message needs read_at", field="message.read_at")
-    return {
+    # Fields are checked in declaration order, so the first bad one is the one named.
+    rec: Record = {
         "id": check_id(m.id, "message.id", limits),
         "from_agent": check_id(m.from_agent, "message.from_agent", limits),
         "to_agent": check_id(m.to_agent, "message.to_agent", limits),
         "message_type": check_text(m.message_type, "message.message_type", limits),
         "content": _json_field(m.content, "message.content", limits),
         "priority": int(_enum(MessagePriority, m.priority, "message.priority")),
-        "read": 1 if m.read else 0,
-        "created_at": check_time(m.created_at, "message.created_at"),
-        "read_at": read_at if m.read else None,
     }
+    if not isinstance(m.read, bool):
+        raise ValidationError("must be a bool", field="message.read")
+    created_at = check_time(m.created_at, "message.created_at")
+    read_at = _opt_time(m.read_at, "message.read_at")
+    if m.read and read_at is None:
+        raise ValidationError("a read message needs read_at", field="message.read_at")
+    rec["read"] = 1 if m.read else 0
+    rec["created_at"] = created_at
+    rec["read_at"] = read_at if m.read else None
+    return rec
 
 
 def encode_metric(m: MetricModel, limits: Limits = DEFAULT_LIMITS) -> Record:
     """Validate a metric and return its record."""
     _check_type(m, MetricModel, "metric")
+    # Fields are checked in declaration order, so the first bad one is the one named.
+    id_ = check_id(m.id, "metric.id", limits)
+    metric_type = check_text(m.metric_type, "metric.metric_type", limits)
+    agent_id = _opt_id(m.agent_id, "metric.agent_id", limits)
     value = m.value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(f"must be a number, got {type(value).__name__}", field="metric.value")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int too large for a float
+        raise ValidationError("is too large for a float", field="metric.value") from None
     if not math.isfinite(value):
         raise ValidationError(f"{value!r} is not a finite number", field="metric.value")
     return {
-        "id": check_id(m.id, "metric.id", limits),
-        "metric_type": check_text(m.metric_type, "metric.metric_type", limits),
-        "agent_id": _opt_id(m.agent_id, "metric.agent_id", limits),
+        "id": id_,
+        "metric_type": metric_type,
+        "agent_id": agent_id,
         "value": value,
         "unit": check_text(m.unit, "metric.unit", limits, empty_ok=True),
         "tags": _str_dict(m.tags, "metric.tags", limits),
@@ -530,8 +560,13 @@ def opt_time_arg(value: Any, field: str) -> int | None:
     return None if value is None else time_arg(value, field)
 
 
-def duration_arg(value: Any, field: str, *, allow_zero: bool = False) -> int:
-    """A duration argument (``timedelta`` or seconds) as integer microseconds."""
+def duration_arg(value: Any, field: str, *, allow_zero: bool = False, bounded: bool = True) -> int:
+    """A duration argument (``timedelta`` or seconds) as integer microseconds.
+
+    ``bounded`` (the default) refuses a duration longer than the range of times, so that a
+    time computed from it (a lease's end, a cut-off) can be stored and read back; a wait's
+    timeout is not stored and may be as long as the caller likes.
+    """
     from datetime import timedelta
 
     if isinstance(value, timedelta):
@@ -546,6 +581,9 @@ def duration_arg(value: Any, field: str, *, allow_zero: bool = False) -> int:
         us = round(value * 1_000_000)
     if us < 0 or (us == 0 and not allow_zero):
         raise ValidationError("must be positive", field=field)
+    if bounded and us > MAX_DURATION_US:
+        raise ValidationError("must be shorter than the range of times (about 10,000 years)",
+                              field=field)  # fmt: skip
     return us
 
 
@@ -564,6 +602,8 @@ def limit_arg(value: Any, field: str = "limit") -> int:
     """A row limit: a non-negative integer."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError("must be a non-negative integer", field=field)
+    if value > MAX_INT64:
+        raise ValidationError("must fit in 64 bits (below 2**63)", field=field)
     return int(value)
 
 
@@ -575,7 +615,7 @@ def types_arg(types: Sequence[str] | None, field: str = "task_types") -> list[st
     if types is None:
         return None
     if isinstance(types, str) or not isinstance(types, Sequence):
-        raise ValidationError("must be a list of task types", field=field)
+        raise ValidationError("must be a list of types, not a single string", field=field)
     return [check_text(t, field) for t in types]
 
 

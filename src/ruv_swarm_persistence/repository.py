@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from .codec import DEFAULT_LIMITS, check_id
 from .errors import ValidationError
 from .models import AgentModel, EventModel, MessageModel, TaskModel
 from .query import QueryBuilder
@@ -46,6 +47,7 @@ class Repository(Generic[T]):
 
     async def find_by_id(self, id: str) -> T | None:
         """The record with this id, or ``None`` (a point read where the storage has one)."""
+        self._check_id(id)
         s, m = self.storage, self.model
         if m is AgentModel:
             return cast("T | None", await s.get_agent(id))
@@ -88,6 +90,7 @@ class Repository(Generic[T]):
 
     async def delete(self, id: str) -> None:
         """Delete a record (idempotent)."""
+        self._check_id(id)
         s: Any = self.storage
         m = self.model
         if m is AgentModel:
@@ -103,12 +106,20 @@ class Repository(Generic[T]):
 
     async def query(self, builder: QueryBuilder[T]) -> list[T]:
         """Run a builder over this repository's model."""
+        if not isinstance(builder, QueryBuilder):
+            raise ValidationError(
+                f"expected a QueryBuilder, got {type(builder).__name__}", field="builder"
+            )
         if builder.model is not self.model:
             raise ValidationError(
                 f"builder is for {builder.model.__name__}, repository for {self.model.__name__}",
                 field="builder",
             )
         return cast("list[T]", await self.storage.query(builder))
+
+    def _check_id(self, id: Any) -> None:
+        # Named after this method's parameter, under the storage's own limits if it has any.
+        check_id(id, "id", getattr(self.storage, "_limits", DEFAULT_LIMITS))
 
     def _kind(self) -> str:
         return {EventModel: "events", MessageModel: "messages"}.get(self.model, "metrics")

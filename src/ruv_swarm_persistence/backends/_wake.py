@@ -99,7 +99,8 @@ class Deadline:
         self._at = (
             None
             if timeout is None
-            else self._loop.time() + codec.duration_arg(timeout, "timeout", allow_zero=True) / 1e6
+            else self._loop.time()
+            + codec.duration_arg(timeout, "timeout", allow_zero=True, bounded=False) / 1e6
         )
 
     def remaining(self) -> float | None:

@@ -271,7 +271,11 @@ class Front(GatedStorage[TxT]):
         self, after_sequence: int = 0, event_types: Sequence[str] | None = None
     ) -> AsyncGenerator[EventModel, None]:
         last = codec.limit_arg(after_sequence, "after_sequence")
-        types = None if event_types is None else frozenset(codec.types_arg(event_types) or ())
+        types = (
+            None
+            if event_types is None
+            else frozenset(codec.types_arg(event_types, "event_types") or ())
+        )
         engine, wake = self._engine, self._wake
         page = engine.subscribe_page
         while not self._closed:
