@@ -148,8 +148,9 @@ def check_time(value: Any, field: str) -> int:
         raise ValidationError(f"must be a datetime, got {type(value).__name__}", field=field)
     try:
         offset = value.utcoffset()
-    except (ValueError, TypeError, ArithmeticError) as exc:
-        # A tzinfo may raise, or return an offset datetime refuses (a day or more).
+    except Exception as exc:
+        # A caller's tzinfo may raise anything, or return an offset datetime refuses (a
+        # day or more): either way the value is unusable, which is a validation error.
         raise ValidationError(f"its time zone failed: {exc}", field=field) from None
     if value.tzinfo is None or offset is None:
         raise ValidationError("must be timezone-aware (naive datetimes are ambiguous)", field=field)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import pytest
@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ruv_swarm_persistence import codec
+from ruv_swarm_persistence._time import from_us
 from ruv_swarm_persistence.codec import Limits
 from ruv_swarm_persistence.errors import SerializationError, ValidationError
 from ruv_swarm_persistence.models import (
@@ -337,3 +338,87 @@ def test_event_values_takes_the_fast_path_for_the_common_event(
     monkeypatch.setattr(codec, "_checked_event_values", None)  # calling it would fail
     event = _event({"agent_id": "x" * 8})
     assert codec.event_values(event, _SMALL) == ("a", "t", "x" * 8, None, '{"n":1}', "{}", T_US)
+
+
+# --- ranges: what can be stored can be read back ------------------------------------------
+
+
+class _BadZone(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        raise RuntimeError("no offset today")
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+
+class _FarZone(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=30)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        3e11,
+        -7e10,
+        10**12,
+        datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+    ],
+    ids=repr,
+)
+def test_a_time_outside_the_years_1_to_9999_is_refused(value: object) -> None:
+    with pytest.raises(ValidationError, match="years 1 to 9999") as caught:
+        codec.time_arg(value, "at")
+    assert caught.value.field == "at"
+
+
+@pytest.mark.parametrize("zone", [_BadZone(), _FarZone()], ids=["raises", "30h"])
+def test_a_time_zone_that_fails_is_a_validation_error(zone: tzinfo) -> None:
+    with pytest.raises(ValidationError) as caught:
+        codec.check_time(datetime(2024, 1, 1, tzinfo=zone), "event.timestamp")
+    assert caught.value.field == "event.timestamp"
+
+
+def test_the_edges_of_the_range_round_trip() -> None:
+    for edge in (codec.MIN_US, codec.MAX_US):
+        assert codec.time_arg(from_us(edge), "at") == edge
+
+
+@pytest.mark.parametrize("value", [3e11 * 1000, timedelta.max], ids=repr)
+def test_a_stored_duration_longer_than_the_range_is_refused(value: object) -> None:
+    with pytest.raises(ValidationError, match="range of times"):
+        codec.duration_arg(value, "lease")
+
+
+def test_a_wait_may_be_as_long_as_the_caller_likes() -> None:
+    assert codec.duration_arg(10**18, "timeout", bounded=False) == 10**24
+
+
+@pytest.mark.parametrize("value", [2**63, 2**70], ids=repr)
+def test_limits_fit_in_64_bits(value: int) -> None:
+    assert codec.limit_arg(2**63 - 1) == 2**63 - 1
+    with pytest.raises(ValidationError, match="64 bits"):
+        codec.limit_arg(value, "after_sequence")
+
+
+def test_a_metric_value_too_large_for_a_float() -> None:
+    with pytest.raises(ValidationError) as caught:
+        codec.encode_metric(MetricModel.new("m", 10**400, "u"))
+    assert caught.value.field == "metric.value"
+
+
+def test_model_fields_are_checked_in_declaration_order() -> None:
+    message = MessageModel.new("a", "b", "note", {})
+    message.id, message.read = "", "yes"  # type: ignore[assignment]
+    with pytest.raises(ValidationError) as caught:
+        codec.encode_message(message)
+    assert caught.value.field == "message.id"
+    metric = MetricModel.new("m", float("nan"), "u")
+    metric.id = ""
+    with pytest.raises(ValidationError) as caught:
+        codec.encode_metric(metric)
+    assert caught.value.field == "metric.id"
