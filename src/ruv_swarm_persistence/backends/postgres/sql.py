@@ -31,6 +31,11 @@ TABLES: Final = (
 )
 
 
+def quote_ident(name: str) -> str:
+    """An identifier quoted for SQL text (schema names cannot be bound as parameters)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _cols(cols: tuple[str, ...], prefix: str = "") -> str:
     return ", ".join(prefix + c for c in cols)
 
@@ -63,6 +68,13 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     checksum   TEXT NOT NULL,
     applied_at BIGINT NOT NULL
 )"""
+
+
+def create_schema(schema: str) -> str:
+    """``CREATE SCHEMA`` of a schema name (checked by ``options.check_schema``)."""
+    return f"CREATE SCHEMA {quote_ident(schema)}"
+
+
 MIGRATION_LOCK = "SELECT pg_advisory_xact_lock($1::int4, $2::int4)"
 APPLIED = "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
 IS_APPLIED = "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)"
@@ -260,6 +272,17 @@ WITH counter AS (
     RETURNING sequence
 )
 SELECT max(sequence), pg_notify($8, 'e') FROM ins"""
+#: The columns a large batch of events is copied into (``COPY``), in row order.
+EVENT_COPY_COLUMNS: Final = (
+    "sequence",
+    "id",
+    "event_type",
+    "agent_id",
+    "task_id",
+    "payload",
+    "metadata",
+    "timestamp",
+)
 EVENTS_BY_AGENT = (
     f"SELECT {_E} FROM events WHERE agent_id = $1 ORDER BY timestamp DESC, sequence DESC LIMIT $2"
 )
@@ -318,3 +341,11 @@ STORAGE_SIZE = """
 SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)::int8
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname = ANY ($2::text[])"""
+
+#: Vacuum and analyze every table (not allowed inside a transaction: then only ANALYZE).
+VACUUM = f"VACUUM (ANALYZE) {', '.join(TABLES)}"
+ANALYZE = f"ANALYZE {', '.join(TABLES)}"
+#: Needs superuser or the ``pg_checkpoint`` role; without them, ``PING`` stands in.
+CHECKPOINT = "CHECKPOINT"
+#: Does the server answer?
+PING = "SELECT 1"

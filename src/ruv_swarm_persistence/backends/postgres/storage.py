@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import zlib
@@ -77,8 +76,27 @@ from .._gate import Deadline, GatedStorage, GatedTransaction
 from ..sql_common import check_new_status, plan_cascade, plan_task_batch, row_record
 from . import errors, sql
 from .listener import Listener
+from .options import (
+    PoolOptions,
+    application_name,
+    channel_for,
+    check_dsn,
+    check_flags,
+    check_schema,
+    check_standard,
+    connect_options,
+    pool_options,
+)
 
-__all__ = ["PostgresStorage", "PostgresTransaction"]
+__all__ = [
+    "PoolOptions",
+    "PostgresStorage",
+    "PostgresTransaction",
+    "application_name",
+    "channel_for",
+    "check_schema",
+    "jsonb_text",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +113,10 @@ MIGRATION_LOCK_KEY: Final = 0x53574D47
 _DEADLOCK_RETRIES: Final = 5
 #: Event batches at least this large are written with COPY rather than one INSERT.
 COPY_ROWS: Final = 1000
-_EVENT_COPY_COLUMNS: Final = (
-    "sequence",
-    "id",
-    "event_type",
-    "agent_id",
-    "task_id",
-    "payload",
-    "metadata",
-    "timestamp",
-)
 
 
 def _copy_row(sequence: int, row: EventValues) -> tuple[Any, ...]:
-    """An event's row for ``COPY``, in ``_EVENT_COPY_COLUMNS`` order."""
+    """An event's row for ``COPY``, in ``sql.EVENT_COPY_COLUMNS`` order."""
     id_, event_type, agent_id, task_id, payload, metadata, timestamp = row
     return (
         sequence,
@@ -230,42 +238,6 @@ class _Effects:
         self.mail |= other.mail
 
 
-@dataclass(frozen=True, slots=True)
-class PoolOptions:
-    """Connection pool settings (keyword arguments or URL parameters)."""
-
-    min_size: int = 1
-    max_size: int = 10
-    command_timeout: float | None = None
-    max_inactive_connection_lifetime: float = 300.0
-    acquire_timeout: float = 30.0
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def check_schema(schema: Any) -> str:
-    """A schema name: a non-empty string of at most 63 bytes without NUL, not ``pg_…``."""
-    if not isinstance(schema, str) or not schema:
-        raise ValidationError("must be a non-empty string", field="schema")
-    if "\x00" in schema or len(schema.encode()) > 63:
-        raise ValidationError("must be at most 63 bytes without NUL", field="schema")
-    if schema.startswith("pg_"):
-        raise ValidationError("the prefix pg_ is reserved for system schemas", field="schema")
-    return schema
-
-
-def application_name(schema: str, role: str = "pool") -> str:
-    """How this storage's connections show in ``pg_stat_activity`` (at most 63 bytes)."""
-    return f"ruv-swarm {role} {schema}".encode()[:63].decode(errors="ignore")
-
-
-def channel_for(schema: str) -> str:
-    """The notification channel of a schema (short enough for any schema name)."""
-    return "ruv_swarm_" + hashlib.sha1(schema.encode()).hexdigest()[:16]
-
-
 class PostgresStorage(GatedStorage["PostgresTransaction"]):
     """A swarm stored in PostgreSQL; many processes on many machines may share it.
 
@@ -339,48 +311,25 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
     ) -> PostgresStorage:
         """Connect, create the schema if missing and apply pending migrations."""
         schema = check_schema(schema)
-        for flag, value in (("migrate", migrate), ("read_only", read_only)):
-            if not isinstance(value, bool):
-                raise ValidationError(f"{value!r} is not true or false", field=flag)
-        pool_options = PoolOptions(
-            min_size=_int_option(min_size, "min_size", minimum=0),
-            max_size=_int_option(max_size, "max_size", minimum=1),
-            command_timeout=(
-                None
-                if command_timeout is None
-                else _float_option(command_timeout, "command_timeout")
-            ),
-            max_inactive_connection_lifetime=_float_option(
-                max_inactive_connection_lifetime, "max_inactive_connection_lifetime", zero=True
-            ),
-            acquire_timeout=_float_option(acquire_timeout, "acquire_timeout"),
+        check_flags(migrate=migrate, read_only=read_only)
+        pool_opts = pool_options(
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=command_timeout,
+            max_inactive_connection_lifetime=max_inactive_connection_lifetime,
+            acquire_timeout=acquire_timeout,
         )
-        if pool_options.min_size > pool_options.max_size:
-            raise ValidationError("must not exceed max_size", field="min_size")
-        unknown = set(options) - _STANDARD_OPTIONS
-        if unknown:
-            raise ValidationError(
-                f"unknown option(s): {', '.join(sorted(unknown))}", field="options"
-            )
-        if not isinstance(dsn, str) or not dsn:
-            raise ValidationError("must be a postgresql:// URL", field="dsn")
-        connect_options: dict[str, Any] = {
-            "server_settings": {
-                "search_path": _quote_ident(schema),
-                "application_name": application_name(schema),
-            },
-            "command_timeout": pool_options.command_timeout,
-        }
-        if read_only:
-            connect_options["server_settings"]["default_transaction_read_only"] = "on"
+        check_standard(options)
+        dsn = check_dsn(dsn)
+        connect = connect_options(schema, pool_opts, read_only=read_only)
         try:
             pool = await asyncpg.create_pool(
                 dsn,
                 reset=_keep_session,
-                min_size=pool_options.min_size,
-                max_size=pool_options.max_size,
-                max_inactive_connection_lifetime=pool_options.max_inactive_connection_lifetime,
-                **connect_options,
+                min_size=pool_opts.min_size,
+                max_size=pool_opts.max_size,
+                max_inactive_connection_lifetime=pool_opts.max_inactive_connection_lifetime,
+                **connect,
             )
         except Exception as exc:
             raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
@@ -388,8 +337,8 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
             pool,
             dsn=dsn,
             schema=schema,
-            connect_options=connect_options,
-            pool_options=pool_options,
+            connect_options=connect,
+            pool_options=pool_opts,
             **options,
         )
         try:
@@ -419,7 +368,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
             return
         await conn.execute(sql.MIGRATION_LOCK, *self._migration_lock_args())
         if not await conn.fetchval(sql.SCHEMA_EXISTS, self.schema):
-            await conn.execute(f"CREATE SCHEMA {_quote_ident(self.schema)}")
+            await conn.execute(sql.create_schema(self.schema))
         await conn.execute(sql.CREATE_MIGRATIONS_TABLE)
 
     async def _check_swarm_schema(self) -> None:
@@ -1141,7 +1090,9 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
             last = int(await conn.fetchval(sql.TAKE_SEQUENCES, n))
             first = last - n + 1
             records = [_copy_row(first + i, row) for i, row in enumerate(rows)]
-            await conn.copy_records_to_table("events", records=records, columns=_EVENT_COPY_COLUMNS)
+            await conn.copy_records_to_table(
+                "events", records=records, columns=sql.EVENT_COPY_COLUMNS
+            )
             await conn.execute(sql.NOTIFY, self.channel, ["e"])
         return list(range(first, last + 1))
 
@@ -1177,7 +1128,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
                         raise ConflictError("event", duplicate)
 
                 await conn.copy_records_to_table(
-                    "events", records=rows(), columns=_EVENT_COPY_COLUMNS
+                    "events", records=rows(), columns=sql.EVENT_COPY_COLUMNS
                 )
                 await conn.execute(sql.NOTIFY, self.channel, ["e"])
             return list(range(first, last + 1))
@@ -1397,12 +1348,11 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
 
     async def vacuum(self) -> None:
         """``VACUUM ANALYZE`` the swarm's tables (only ``ANALYZE`` inside a transaction)."""
-        tables = ", ".join(sql.TABLES)
         tx = await self._gate() if self._blocked else None
         if tx is not None:
-            await tx._run(lambda conn: conn.execute(f"ANALYZE {tables}"))
+            await tx._run(lambda conn: conn.execute(sql.ANALYZE))
             return
-        await self._pooled_read(lambda conn: conn.execute(f"VACUUM (ANALYZE) {tables}"))
+        await self._pooled_read(lambda conn: conn.execute(sql.VACUUM))
 
     async def checkpoint(self) -> None:
         """Run ``CHECKPOINT`` when permitted; otherwise only check the connection.
@@ -1414,13 +1364,13 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
 
         async def run(conn: Conn) -> None:
             try:
-                await conn.execute("CHECKPOINT")
+                await conn.execute(sql.CHECKPOINT)
             except asyncpg.InsufficientPrivilegeError:
-                await conn.fetchval("SELECT 1")
+                await conn.fetchval(sql.PING)
 
         tx = await self._gate() if self._blocked else None
         if tx is not None:
-            await tx._run(lambda conn: conn.fetchval("SELECT 1"))
+            await tx._run(lambda conn: conn.fetchval(sql.PING))
             return
         await self._pooled_read(run)
 
@@ -1454,11 +1404,6 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         return await self._write(run)
 
 
-_STANDARD_OPTIONS: Final = frozenset(
-    {"clock", "lease", "retry_policy", "limits", "transaction_timeout"}
-)
-
-
 async def _keep_session(conn: Any) -> None:
     """Pool reset: nothing to undo, since no call leaves session state behind.
 
@@ -1480,30 +1425,6 @@ def _alive(conn: Conn) -> bool:
         return not conn.is_closed()
     except asyncpg.InterfaceError:
         return False
-
-
-def _int_option(value: Any, name: str, *, minimum: int) -> int:
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise ValidationError(f"{value!r} is not an integer", field=name) from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValidationError(f"must be an integer of at least {minimum}", field=name)
-    return value
-
-
-def _float_option(value: Any, name: str, *, zero: bool = False) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValidationError(f"{value!r} is not a number of seconds", field=name) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError("must be a number of seconds", field=name)
-    if not (value > 0 or (zero and value == 0)) or value != value or value == float("inf"):
-        raise ValidationError("must be a positive number of seconds", field=name)
-    return float(value)
 
 
 class PostgresTransaction(GatedTransaction):
