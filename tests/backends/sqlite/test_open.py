@@ -96,7 +96,7 @@ async def test_keyword_options_reach_the_storage(tmp_path: Path) -> None:
     )
     assert isinstance(storage, SqliteStorage)
     try:
-        assert storage._ops.policy is policy
+        assert storage._sqlite.ops.policy is policy
         assert storage._lease_us == 120_000_000
         agent = AgentModel.new("clocked", "worker")
         await storage.store_agent(agent)

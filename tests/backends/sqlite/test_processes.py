@@ -93,7 +93,7 @@ async def test_a_mail_waiter_wakes_for_another_process(db_path: Path) -> None:
 async def test_no_one_watches_for_other_processes_once_nobody_waits(db_path: Path) -> None:
     async with SqliteStorage.open(db_path) as storage:
         assert await storage.wait_for_messages("nobody", timeout=0.01) == []
-        watcher = storage._watcher
+        watcher = storage._sqlite.watcher
         assert watcher is not None
         # The watcher ends at its next look once no one waits: bounded, not timed.
         await asyncio.wait_for(watcher, WAIT)

@@ -1,4 +1,4 @@
-"""Large ``store_events`` batches stream to the writer's thread chunk by chunk, all or none."""
+"""Large ``store_events`` batches are inserted on the writer's thread, all or none."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 
 from ruv_swarm_persistence import ConflictError, EventModel, ValidationError
 from ruv_swarm_persistence.backends.sqlite import SqliteStorage
-from ruv_swarm_persistence.backends.sqlite.storage import HEAVY_ROWS, STREAM_CHUNK
+from ruv_swarm_persistence.backends.sqlite.engine import HEAVY_ROWS
 
-N = max(HEAVY_ROWS, 2 * STREAM_CHUNK) + 500  # several chunks, the last one partial
+N = 2 * HEAVY_ROWS + 500  # well past the size sent off the loop
 
 
 def _events(n: int) -> list[EventModel]:
@@ -29,8 +29,8 @@ async def test_a_large_batch_gets_consecutive_sequences(tmp_path: Path) -> None:
         assert stored[-1].payload == {"i": N - 1}
 
 
-@pytest.mark.parametrize("where", [0, STREAM_CHUNK + 1, N - 1])
-async def test_an_invalid_event_in_any_chunk_stores_nothing(tmp_path: Path, where: int) -> None:
+@pytest.mark.parametrize("where", [0, HEAVY_ROWS + 1, N - 1])
+async def test_an_invalid_event_anywhere_stores_nothing(tmp_path: Path, where: int) -> None:
     async with await SqliteStorage.open(tmp_path / "s.db") as storage:
         events = _events(N)
         events[where].payload = {"bad": float("nan")}
@@ -40,7 +40,7 @@ async def test_an_invalid_event_in_any_chunk_stores_nothing(tmp_path: Path, wher
         assert await storage.store_event(EventModel.new("after")) == 1
 
 
-async def test_a_duplicate_id_in_a_late_chunk_stores_nothing(tmp_path: Path) -> None:
+async def test_a_duplicate_id_late_in_the_batch_stores_nothing(tmp_path: Path) -> None:
     async with await SqliteStorage.open(tmp_path / "s.db") as storage:
         events = _events(N)
         events[-1].id = events[3].id

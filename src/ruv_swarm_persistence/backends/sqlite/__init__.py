@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...urls import ParsedUrl
-from .readers import SqliteStorageBuilder
-from .storage import SqliteStorage, SqliteTransaction
+from .storage import SqliteStorage, SqliteStorageBuilder, SqliteTransaction
 
 __all__ = ["SqliteStorage", "SqliteStorageBuilder", "SqliteTransaction", "open_url"]
 

@@ -7,19 +7,11 @@ driver's exception is kept as ``__cause__``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import apsw
 
-from ...codec import Record, decode
-from ...errors import (
-    ConflictError,
-    DatabaseError,
-    SerializationError,
-    StorageError,
-)
+from ...errors import ConflictError, DatabaseError, StorageError
 
-__all__ = ["decode_row", "translate"]
+__all__ = ["translate"]
 
 
 def translate(
@@ -50,12 +42,3 @@ def translate(
         err = DatabaseError(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
     err.__cause__ = exc
     return err
-
-
-def decode_row(table: str, columns: tuple[str, ...], row: Any) -> Any:
-    """The model of a row read in ``columns`` order; undecodable: ``SerializationError``."""
-    try:
-        record: Record = dict(zip(columns, row, strict=True))
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(table, "?", f"unexpected row shape: {exc}") from exc
-    return decode(table, record)

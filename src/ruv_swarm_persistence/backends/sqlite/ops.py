@@ -164,23 +164,6 @@ class SqliteOps:
         ctx.events = True
         return list(range(first, first + len(rows)))
 
-    def store_event_chunks(
-        self, ctx: WriteContext, chunks: Callable[[], Sequence[EventValues] | None]
-    ) -> list[int]:
-        """Insert events handed over chunk by chunk, all or none; returns their sequences.
-
-        ``chunks`` blocks until the next chunk is validated and returns ``None`` after the
-        last one (or raises, which undoes every chunk inserted so far).
-        """
-        conn = ctx.conn
-        first = seq = scalar(conn, sql.LAST_SEQUENCE) + 1
-        with savepoint(conn):
-            while (rows := chunks()) is not None:
-                self._insert_all(conn, sql.INSERT_EVENT, "event", rows, seq)
-                seq += len(rows)
-        ctx.events = True
-        return list(range(first, seq))
-
     def store_metrics(self, ctx: WriteContext, rows: Sequence[Row]) -> None:
         """Insert metrics atomically."""
         with savepoint(ctx.conn):
@@ -388,8 +371,8 @@ class SqliteOps:
 
     def claim_next_task(
         self, ctx: WriteContext, agent_id: str, types: list[str] | None, lease_us: int
-    ) -> tuple[Any, ...] | None:
-        """Claim the best ready task (of these types) in one statement; its row, or None."""
+    ) -> Record | None:
+        """Claim the best ready task (of these types) in one statement; its record, or None."""
         conn = ctx.conn
         now = self.now()
         self.expire_leases(ctx, now)
@@ -401,10 +384,8 @@ class SqliteOps:
         else:
             for t in types:
                 params += (now, t)
-        row: tuple[Any, ...] | None = conn.execute(
-            sql.claim_next(None if types is None else len(types)), params
-        ).fetchone()
-        return row
+        row = conn.execute(sql.claim_next(None if types is None else len(types)), params).fetchone()
+        return None if row is None else dict(zip(sql.PUBLIC_TASK_COLUMNS, row, strict=True))
 
     def start_task(self, ctx: WriteContext, task_id: str, agent_id: str) -> Record:
         """Mark a held task running."""
@@ -474,8 +455,8 @@ class SqliteOps:
         """Delete a message (idempotent)."""
         ctx.conn.execute(sql.DELETE_MESSAGE, (message_id,))
 
-    def mark_message_read(self, ctx: WriteContext, message_id: str) -> tuple[Any, ...]:
-        """Record a read receipt (the first read time stays); the message's row."""
+    def mark_message_read(self, ctx: WriteContext, message_id: str) -> Record:
+        """Record a read receipt (the first read time stays); the message's record."""
         conn = ctx.conn
         row: tuple[Any, ...] | None = conn.execute(
             sql.MARK_READ, (self.now(), message_id)
@@ -484,7 +465,7 @@ class SqliteOps:
             row = conn.execute(sql.GET_MESSAGE, (message_id,)).fetchone()
             if row is None:
                 raise NotFoundError("message", message_id)
-        return row
+        return dict(zip(sql.MESSAGE_COLUMNS, row, strict=True))
 
     # --- retention --------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
-"""The reader pool, and the crate's pool builder mapped onto it.
+"""The reader pool (the crate's pool builder maps onto it: see ``SqliteStorageBuilder``).
 
 Reads run on connections of their own, never on the writer's, so they see only committed
 data and never wait for the writer (WAL). Short indexed reads run in the event loop on an
 idle connection: a thread hop (~0.07 ms here) costs more than the read itself. Reads that
-may return many rows run on a pool thread, so the loop stays free while they decode.
+may return many rows run on a pool thread, so the loop stays free while SQLite finds them.
 """
 
 from __future__ import annotations
@@ -14,19 +14,14 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import apsw
 
-from ... import codec
-from ...errors import PoolError, StorageError, ValidationError
+from ...errors import PoolError, StorageError
 from .errors import translate
 
-if TYPE_CHECKING:
-    from .storage import SqliteStorage
-
-__all__ = ["NOT_RUN", "NotRun", "ReaderPool", "SqliteStorageBuilder"]
+__all__ = ["NOT_RUN", "NotRun", "ReaderPool"]
 
 T = TypeVar("T")
 
@@ -198,68 +193,3 @@ class ReaderPool:
                 fut.set_result(None)
         if self._threads is not None:
             self._threads.shutdown(wait=True)
-
-
-def _seconds(value: timedelta | float, field: str, *, allow_zero: bool = False) -> float:
-    return codec.duration_arg(value, field, allow_zero=allow_zero) / 1e6
-
-
-class SqliteStorageBuilder:
-    """The crate's pool builder; each setting maps onto the reader pool::
-
-        storage = await (
-            SqliteStorage.builder()
-            .max_connections(32)
-            .min_idle_connections(4)
-            .connection_timeout(timedelta(seconds=60))
-            .idle_timeout(timedelta(minutes=10))
-            .build("swarm.db")
-        )
-
-    ``max_connections`` bounds the read connections (the writer has its own),
-    ``min_idle_connections`` are opened at once and kept, a read that finds every connection
-    busy for ``connection_timeout`` raises :class:`PoolError`, and connections idle longer
-    than ``idle_timeout`` are closed down to the minimum.
-    """
-
-    def __init__(self) -> None:
-        self._options: dict[str, Any] = {}
-
-    def max_connections(self, n: int) -> SqliteStorageBuilder:
-        """The most read connections open at once."""
-        self._options["readers"] = _positive_int(n, "max_connections")
-        return self
-
-    def min_idle_connections(self, n: int) -> SqliteStorageBuilder:
-        """Read connections opened at start and kept open while idle."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValidationError("must be a non-negative integer", field="min_idle_connections")
-        self._options["min_idle_readers"] = n
-        return self
-
-    def connection_timeout(self, timeout: timedelta | float) -> SqliteStorageBuilder:
-        """How long a read waits for a free connection before :class:`PoolError`."""
-        self._options["connection_timeout"] = _seconds(timeout, "connection_timeout")
-        return self
-
-    def idle_timeout(self, timeout: timedelta | float) -> SqliteStorageBuilder:
-        """How long a connection above the minimum may stay idle before it is closed."""
-        self._options["idle_timeout"] = _seconds(timeout, "idle_timeout")
-        return self
-
-    def option(self, name: str, value: Any) -> SqliteStorageBuilder:
-        """Any other option of :meth:`SqliteStorage.open` (``busy_timeout``, ``clock``, …)."""
-        self._options[name] = value
-        return self
-
-    async def build(self, path: str | os.PathLike[str]) -> SqliteStorage:
-        """Open the storage at ``path`` with these settings."""
-        from .storage import SqliteStorage
-
-        return await SqliteStorage.open(path, **self._options)
-
-
-def _positive_int(n: Any, field: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValidationError("must be a positive integer", field=field)
-    return int(n)

@@ -1,10 +1,13 @@
 """``SqliteStorage``: the embedded default backend, on ``apsw``.
 
-One writer connection commits every coroutine's writes in batches (:mod:`.writer`); reads
-use a pool of read connections (:mod:`.readers`); the SQL lives in :mod:`.sql` and what each
-write does in :mod:`.ops`. The file is in WAL mode, so readers never wait for the writer and
-several processes can share it: writes take the lock with ``BEGIN IMMEDIATE`` and wait for
-each other up to the busy timeout.
+The public methods are the front's (:mod:`..front`); the operations under them are the
+engine's (:mod:`.engine`): one writer connection commits every coroutine's writes in batches
+(:mod:`.writer`), reads use a pool of read connections (:mod:`.readers`), the SQL lives in
+:mod:`.sql` and what each write does in :mod:`.ops`. This module opens and closes the file,
+begins and ends transactions, migrates, and adds the maintenance only SQLite has
+(``integrity_check``, ``backup``). The file is in WAL mode, so readers never wait for the
+writer and several processes can share it: writes take the lock with ``BEGIN IMMEDIATE`` and
+wait for each other up to the busy timeout.
 
 Semantics are the memory backend's, checked by the same conformance suite. As there, a
 transaction owns the storage until it ends: other tasks' calls (reads too) wait for it.
@@ -14,28 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import queue
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
-from datetime import datetime
+from collections.abc import Generator
+from datetime import timedelta
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import apsw
 
-from ... import codec, rules
+from ... import codec
 from ..._time import from_us, now_us, to_us
-from ...aggregate import (
-    MetricRow,
-    aggregate,
-    crate_metric,
-    crate_order,
-    grouping_args,
-    window_args,
-)
-from ...codec import EventValues, Limits
 from ...errors import (
     DatabaseError,
     MigrationError,
@@ -51,158 +43,21 @@ from ...migrations import (
     bundled_migrations,
     check_applied,
 )
-from ...models import (
-    AgentModel,
-    AgentStatus,
-    EventModel,
-    MessageModel,
-    MetricModel,
-    TaskModel,
-)
-from ...query import QueryBuilder
-from ...storage import (
-    ACTIVE_TRANSACTION,
-    Duration,
-    MetricAggregate,
-    PruneResult,
-    TimeArg,
-    Transaction,
-)
-from .._gate import GatedStorage, GatedTransaction
-from .._wake import EVENTS, TASKS, Deadline, Wakeups, mail
+from ...storage import ACTIVE_TRANSACTION, Duration, Transaction
+from .._gate import GatedTransaction
+from .._wake import Wakeups
+from ..front import Front
 from . import sql
-from .errors import decode_row, translate
-from .ops import METRIC_VALUES, SqliteOps, scalar
-from .readers import NOT_RUN, NotRun, ReaderPool, SqliteStorageBuilder
+from .engine import SqliteEngine
+from .errors import translate
+from .ops import SqliteOps, scalar
+from .options import Options
+from .readers import ReaderPool
 from .writer import Checkpointer, GroupCommitWriter, WriteContext
 
-__all__ = ["SqliteStorage", "SqliteTransaction"]
+__all__ = ["SqliteStorage", "SqliteStorageBuilder", "SqliteTransaction"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-#: How often a waiting subscriber, mail or task waiter looks for other processes' commits.
-WATCH_INTERVAL_S: Final = 0.05
-#: Reads expected to return at most this many rows run in the loop, without a thread hop.
-INLINE_ROWS: Final = 100
-#: Operations writing more rows than this run on the writer's thread, off the loop.
-HEAVY_ROWS: Final = 1000
-#: Events validated per hand-over when a large batch is streamed to the writer's thread.
-STREAM_CHUNK: Final = 1000
-#: Rows a subscriber reads per step (in the loop).
-SUBSCRIBE_PAGE: Final = 100
-
-_SYNCHRONOUS: Final = {"normal": "NORMAL", "full": "FULL"}
-_OPTION_NAMES: Final = frozenset(
-    {
-        "readers", "min_idle_readers", "connection_timeout", "idle_timeout", "synchronous",
-        "busy_timeout", "max_batch", "lease", "clock", "retry_policy", "limits",
-        "transaction_timeout", "migrate", "read_only",
-    }
-)  # fmt: skip
-
-
-class _Options:
-    """Every option of :meth:`SqliteStorage.open`, checked; URL strings are parsed."""
-
-    __slots__ = (
-        "busy_timeout_ms",
-        "clock",
-        "connection_timeout_s",
-        "idle_timeout_s",
-        "lease_us",
-        "limits",
-        "max_batch",
-        "migrate",
-        "min_idle_readers",
-        "read_only",
-        "readers",
-        "retry_policy",
-        "synchronous",
-        "transaction_timeout_us",
-    )
-
-    def __init__(self, options: dict[str, Any]) -> None:
-        unknown = set(options) - _OPTION_NAMES
-        if unknown:
-            raise ValidationError(
-                f"unknown option(s) {', '.join(sorted(unknown))}; known: "
-                + ", ".join(sorted(_OPTION_NAMES)),
-                field="options",
-            )
-        o = options
-        self.readers = _int(o.get("readers", 4), "readers", minimum=1)
-        self.min_idle_readers = _int(o.get("min_idle_readers", 1), "min_idle_readers", minimum=0)
-        self.connection_timeout_s = _seconds(o.get("connection_timeout", 30), "connection_timeout")
-        idle = o.get("idle_timeout", 600)
-        self.idle_timeout_s = None if idle is None else _seconds(idle, "idle_timeout")
-        sync = o.get("synchronous", "normal")
-        if not isinstance(sync, str) or sync.lower() not in _SYNCHRONOUS:
-            raise ValidationError(f"{sync!r} is not 'normal' or 'full'", field="synchronous")
-        self.synchronous = _SYNCHRONOUS[sync.lower()]
-        self.busy_timeout_ms = _int(o.get("busy_timeout", 5000), "busy_timeout", minimum=0)
-        self.max_batch = _int(o.get("max_batch", 512), "max_batch", minimum=1)
-        self.read_only = _flag(o.get("read_only", False), "read_only")
-        # A read-only storage never migrates: migrating writes.
-        self.migrate = _flag(o.get("migrate", True), "migrate") and not self.read_only
-        self.lease_us = codec.duration_arg(_number(o.get("lease", 30), "lease"), "lease")
-        self.transaction_timeout_us = codec.duration_arg(
-            _number(o.get("transaction_timeout", 30), "transaction_timeout"),
-            "transaction_timeout",
-        )
-        clock = o.get("clock")
-        if clock is not None and not callable(clock):
-            raise ValidationError("must be a callable returning a datetime", field="clock")
-        self.clock: Callable[[], datetime] | None = clock
-        policy = o.get("retry_policy")
-        policy = rules.RetryPolicy() if policy is None else policy
-        if not isinstance(policy, rules.RetryPolicy):
-            raise ValidationError("must be a RetryPolicy", field="retry_policy")
-        self.retry_policy = policy
-        limits = o.get("limits")
-        limits = codec.DEFAULT_LIMITS if limits is None else limits
-        if not isinstance(limits, Limits):
-            raise ValidationError("must be a Limits", field="limits")
-        self.limits = limits
-
-
-def _number(value: Any, field: str) -> Any:
-    """A URL option's text as a number (other values pass through to their own check)."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise ValidationError(f"{value!r} is not a number", field=field) from None
-    return value
-
-
-_FLAGS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def _flag(value: Any, field: str) -> bool:
-    """A boolean option; URL text ``true``/``false`` (also ``1``/``0``, ``yes``/``no``)."""
-    if isinstance(value, str) and value.lower() in _FLAGS:
-        return _FLAGS[value.lower()]
-    if not isinstance(value, bool):
-        raise ValidationError(f"{value!r} is not true or false", field=field)
-    return value
-
-
-def _int(value: Any, field: str, *, minimum: int) -> int:
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise ValidationError(f"{value!r} is not an integer", field=field) from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValidationError(f"must be an integer of at least {minimum}", field=field)
-    return value
-
-
-def _seconds(value: Any, field: str) -> float:
-    return codec.duration_arg(_number(value, field), field) / 1e6
-
 
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 
@@ -237,19 +92,6 @@ def _open_existing(path: str, cache: int) -> apsw.Connection:
         return apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY, statementcachesize=cache)
 
 
-def _models(table: str, columns: tuple[str, ...], rows: Any) -> list[Any]:
-    return [decode_row(table, columns, row) for row in rows]
-
-
-def _one(conn: apsw.Connection, statement: str, params: Any, table: str) -> Any:
-    row = conn.execute(statement, params).fetchone()
-    return None if row is None else decode_row(table, codec.COLUMNS[table], row)
-
-
-def _all(conn: apsw.Connection, statement: str, params: Any, table: str) -> list[Any]:
-    return _models(table, codec.COLUMNS[table], conn.execute(statement, params))
-
-
 class _Opening:
     """What :meth:`SqliteStorage.open` returns: await it, or use it with ``async with``."""
 
@@ -282,7 +124,7 @@ class _Opening:
             await self._storage.close()
 
 
-class SqliteStorage(GatedStorage["SqliteTransaction"]):
+class SqliteStorage(Front["SqliteTransaction"]):
     """A swarm's storage in one SQLite file, shareable by several processes.
 
     Open with ``await SqliteStorage.open("swarm.db", **options)`` (or ``async with
@@ -314,25 +156,24 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
                 "needs a file path (use memory:// for a storage in memory)", field="path"
             )
         self.path = text
-        self._opts = opts = _Options(dict(options))
+        self._opts = opts = Options(dict(options))
         clock = opts.clock
-        self._now: Callable[[], int] = now_us if clock is None else (lambda: to_us(clock()))
+        self._now = now_us if clock is None else (lambda: to_us(clock()))
         self._limits = opts.limits
         self._lease_us = opts.lease_us
-        self._ops = SqliteOps(self._now, opts.retry_policy)
-        # Bound once: the writer coalesces consecutive rows of the same bulk (by identity).
-        self._event_rows = self._ops.event_rows
-        self._metric_rows = self._ops.metric_rows
+        self._wake = Wakeups()
+        self._engine = self._sqlite = SqliteEngine(
+            self._now,
+            SqliteOps(self._now, opts.retry_policy),
+            self._wake,
+            lambda: self._connect(role="reader"),
+        )
         self._writer: GroupCommitWriter | None = None
         self._pool: ReaderPool | None = None
         self._checkpointer: Checkpointer | None = None
         self._closed = False
         self._started = False
         self._init_gate(blocked=True)  # until opened
-        self._wake = Wakeups()
-        self._watcher: asyncio.Task[None] | None = None
-        self._watch_conn: apsw.Connection | None = None
-        self._seen_version: int | None = None
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -400,7 +241,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             conn,
             max_batch=opts.max_batch,
             busy_timeout_ms=opts.busy_timeout_ms,
-            on_commit=self._committed,
+            on_commit=self._sqlite.committed,
         )
 
         def catch_up() -> None:
@@ -429,6 +270,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         except BaseException:
             await self._shutdown()
             raise
+        self._sqlite.attach(self._writer, self._pool)
         self._started = True
         self._blocked = False
 
@@ -462,99 +304,6 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             raise StorageError("storage is closed")
         return writer
 
-    def _in_tx(
-        self,
-        tx: SqliteTransaction,
-        op: Callable[[WriteContext], T],
-        *,
-        row_kind: str | None = None,
-        row_id: str | None = None,
-    ) -> T:
-        """Run an operation inside the transaction ``tx`` holds (in the loop)."""
-        writer = self._w
-        assert tx.ctx is not None
-        try:
-            result: T = writer.run_held(tx.ctx, op, row_kind=row_kind, row_id=row_id)
-        except StorageError as exc:
-            tx.check_alive(writer.conn, exc)
-            raise
-        tx.check_alive(writer.conn, None)
-        return result
-
-    async def _write(
-        self,
-        op: Callable[[WriteContext], T],
-        *,
-        row_kind: str | None = None,
-        row_id: str | None = None,
-        heavy: bool = False,
-    ) -> T:
-        tx = await self._gate() if self._blocked else None
-        if tx is not None:
-            return self._in_tx(tx, op, row_kind=row_kind, row_id=row_id)
-        result: T = await self._w.submit(op, row_kind=row_kind, row_id=row_id, heavy=heavy)
-        return result
-
-    async def _read(self, fn: Callable[[apsw.Connection], T], *, inline: bool) -> T:
-        tx = await self._gate() if self._blocked else None
-        if tx is not None:
-            return self._in_tx(tx, lambda ctx: fn(ctx.conn))
-        pool = self._pool
-        if pool is None:
-            raise StorageError("storage is closed")
-        if inline:
-            got = pool.run_inline(fn)
-            if got is not NOT_RUN:
-                return got
-        return await pool.run(fn)
-
-    def _try_now(self, fn: Callable[[apsw.Connection], T]) -> T | NotRun:
-        """A short indexed read run at once in the loop, if nothing stands in the way.
-
-        A plain call, not a coroutine: point reads are the hot path of readers.
-        """
-        pool = self._pool
-        if self._blocked or pool is None:
-            return NOT_RUN
-        return pool.run_inline(fn)
-
-    # --- notifications ----------------------------------------------------------------------
-
-    def _committed(self, ctx: WriteContext) -> None:
-        if ctx.events:
-            self._wake.wake(EVENTS)
-        for agent_id in ctx.mail:
-            self._wake.wake(mail(agent_id))
-        if ctx.tasks:
-            self._wake.wake(TASKS)
-
-    def _watch(self) -> None:
-        """Look for other processes' commits while anyone waits (cheap, and only then)."""
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.get_running_loop().create_task(self._watch_other_processes())
-
-    def _note_other_commits(self) -> None:
-        """Wake everyone if the file changed since last looked at; remember how it is now.
-
-        A waiter calls this before it reads, so that a commit made by another process
-        between its read and its wait changes the version it will be compared with (a
-        baseline taken only when the watcher starts would already include that commit, and
-        the waiter would sleep through it).
-        """
-        if self._closed:
-            return
-        if self._watch_conn is None:
-            self._watch_conn = self._connect(role="reader")
-        now = scalar(self._watch_conn, sql.DATA_VERSION)
-        if self._seen_version is not None and now != self._seen_version:
-            self._wake.wake_all()
-        self._seen_version = now
-
-    async def _watch_other_processes(self) -> None:
-        while self._wake.waiting() and not self._closed:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            self._note_other_commits()
-
     # --- lifecycle --------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -571,11 +320,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
 
     async def _shutdown(self) -> None:
         self._closed = True
-        watcher = self._watcher
-        if watcher is not None and not watcher.done():
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        await self._sqlite.close()
         writer = self._writer
         if writer is not None:
             await writer.drain()
@@ -585,9 +330,6 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             self._checkpointer = None
         if self._pool is not None:
             self._pool.close()
-        if self._watch_conn is not None:
-            self._watch_conn.close()
-            self._watch_conn = None
         if writer is not None:
             writer.conn.set_wal_hook(None)
             writer.conn.close()
@@ -686,452 +428,6 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
 
         await self._w.submit_alone(revert)
 
-    # --- agents -----------------------------------------------------------------------------
-
-    async def store_agent(self, agent: AgentModel) -> None:
-        rec = codec.encode_agent(agent, self._limits)
-        await self._write(
-            lambda ctx: SqliteOps.insert_agent(ctx, rec), row_kind="agent", row_id=rec["id"]
-        )
-
-    async def get_agent(self, agent_id: str) -> AgentModel | None:
-        codec.check_id(agent_id, "agent_id", self._limits)
-        args = (agent_id,)
-
-        def read(conn: apsw.Connection) -> AgentModel | None:
-            return _one(conn, sql.GET_AGENT, args, "agents")  # type: ignore[no-any-return]
-
-        got = self._try_now(read)
-        return await self._read(read, inline=True) if got is NOT_RUN else got
-
-    async def update_agent(self, agent: AgentModel) -> None:
-        rec = codec.encode_agent(agent, self._limits)
-        await self._write(lambda ctx: SqliteOps.update_agent(ctx, rec))
-
-    async def delete_agent(self, agent_id: str) -> None:
-        codec.check_id(agent_id, "agent_id", self._limits)
-        await self._write(lambda ctx: self._ops.delete_agent(ctx, agent_id))
-
-    async def list_agents(self) -> list[AgentModel]:
-        return await self._read(
-            lambda conn: _all(conn, sql.LIST_AGENTS, (), "agents"), inline=False
-        )
-
-    async def list_agents_by_status(self, status: AgentStatus | str) -> list[AgentModel]:
-        value = (codec._enum(AgentStatus, status, "status").value,)
-        return await self._read(
-            lambda conn: _all(conn, sql.AGENTS_BY_STATUS, value, "agents"), inline=False
-        )
-
-    async def heartbeat(self, agent_id: str, at: TimeArg | None = None) -> None:
-        codec.check_id(agent_id, "agent_id", self._limits)
-        stamp = codec.opt_time_arg(at, "at")
-        await self._write(lambda ctx: self._ops.heartbeat(ctx, agent_id, stamp))
-
-    async def find_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
-        cutoff = (codec.cutoff_arg(older_than, "older_than", self._now()),)
-        return await self._read(
-            lambda conn: _all(conn, sql.STALE_AGENTS, cutoff, "agents"), inline=False
-        )
-
-    async def reap_stale_agents(self, older_than: Duration | datetime) -> list[AgentModel]:
-        now = self._now()
-        cutoff = codec.cutoff_arg(older_than, "older_than", now)
-        recs = await self._write(lambda ctx: self._ops.reap_stale_agents(ctx, cutoff, now))
-        return [codec.decode("agents", r) for r in recs]
-
-    # --- tasks ------------------------------------------------------------------------------
-
-    async def store_task(self, task: TaskModel) -> None:
-        await self.store_tasks([task])
-
-    async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
-        recs = codec.encode_batch(tasks, codec.encode_task, "tasks", self._limits)
-
-        def store(ctx: WriteContext) -> None:
-            if recs:
-                self._ops.store_tasks(ctx, recs)
-
-        await self._write(store, heavy=len(recs) > HEAVY_ROWS)
-
-    async def get_task(self, task_id: str) -> TaskModel | None:
-        codec.check_id(task_id, "task_id", self._limits)
-        args = (task_id,)
-
-        def read(conn: apsw.Connection) -> TaskModel | None:
-            return _one(conn, sql.GET_TASK, args, "tasks")  # type: ignore[no-any-return]
-
-        got = self._try_now(read)
-        return await self._read(read, inline=True) if got is NOT_RUN else got
-
-    async def update_task(self, task: TaskModel) -> None:
-        rec = codec.encode_task(task, self._limits)
-        await self._write(lambda ctx: self._ops.update_task(ctx, rec))
-
-    async def delete_task(self, task_id: str) -> None:
-        codec.check_id(task_id, "task_id", self._limits)
-        await self._write(lambda ctx: self._ops.delete_task(ctx, task_id))
-
-    async def get_pending_tasks(self) -> list[TaskModel]:
-        return await self._read(
-            lambda conn: _all(conn, sql.PENDING_TASKS, (), "tasks"), inline=False
-        )
-
-    async def get_ready_tasks(self, limit: int | None = None) -> list[TaskModel]:
-        n = None if limit is None else codec.limit_arg(limit)
-        now = self._now()
-        params: tuple[int, ...]
-        if n is None:
-            statement, params = sql.READY_TASKS, (now,)
-        else:
-            statement, params = sql.READY_TASKS_LIMIT, (now, n)
-        return await self._read(
-            lambda conn: _all(conn, statement, params, "tasks"),
-            inline=n is not None and n <= INLINE_ROWS,
-        )
-
-    async def get_tasks_by_agent(self, agent_id: str) -> list[TaskModel]:
-        codec.check_id(agent_id, "agent_id", self._limits)
-        args = (agent_id,)
-        return await self._read(
-            lambda conn: _all(conn, sql.TASKS_BY_AGENT, args, "tasks"), inline=False
-        )
-
-    def _lease(self, lease: Duration | None) -> int:
-        return self._lease_us if lease is None else codec.duration_arg(lease, "lease")
-
-    async def claim_task(self, task_id: str, agent_id: str, lease: Duration | None = None) -> bool:
-        codec.check_id(task_id, "task_id", self._limits)
-        codec.check_id(agent_id, "agent_id", self._limits)
-        lease_us = self._lease(lease)
-        return await self._write(lambda ctx: self._ops.claim_task(ctx, task_id, agent_id, lease_us))
-
-    async def claim_next_task(
-        self,
-        agent_id: str,
-        task_types: Sequence[str] | None = None,
-        lease: Duration | None = None,
-    ) -> TaskModel | None:
-        codec.check_id(agent_id, "agent_id", self._limits)
-        types = codec.types_arg(task_types)
-        lease_us = self._lease(lease)
-        row = await self._write(
-            lambda ctx: self._ops.claim_next_task(ctx, agent_id, types, lease_us)
-        )
-        return None if row is None else decode_row("tasks", sql.PUBLIC_TASK_COLUMNS, row)
-
-    def _check_held(self, task_id: str, agent_id: str) -> None:
-        codec.check_id(task_id, "task_id", self._limits)
-        codec.check_id(agent_id, "agent_id", self._limits)
-
-    async def start_task(self, task_id: str, agent_id: str) -> TaskModel:
-        self._check_held(task_id, agent_id)
-        rec = await self._write(lambda ctx: self._ops.start_task(ctx, task_id, agent_id))
-        return codec.decode("tasks", rec)  # type: ignore[no-any-return]
-
-    async def complete_task(self, task_id: str, agent_id: str, result: Any = None) -> TaskModel:
-        encoded = None if result is None else codec._json_field(result, "result", self._limits)
-        self._check_held(task_id, agent_id)
-        rec = await self._write(
-            lambda ctx: self._ops.complete_task(ctx, task_id, agent_id, encoded)
-        )
-        return codec.decode("tasks", rec)  # type: ignore[no-any-return]
-
-    async def fail_task(self, task_id: str, agent_id: str, error: str) -> TaskModel:
-        codec.check_text(error, "error", self._limits, empty_ok=True)
-        self._check_held(task_id, agent_id)
-        rec = await self._write(lambda ctx: self._ops.fail_task(ctx, task_id, agent_id, error))
-        return codec.decode("tasks", rec)  # type: ignore[no-any-return]
-
-    async def cancel_task(self, task_id: str, reason: str | None = None) -> list[str]:
-        codec.check_id(task_id, "task_id", self._limits)
-        if reason is not None:
-            codec.check_text(reason, "reason", self._limits, empty_ok=True)
-        return await self._write(lambda ctx: self._ops.cancel_task(ctx, task_id, reason))
-
-    async def heartbeat_task(
-        self, task_id: str, agent_id: str, lease: Duration | None = None
-    ) -> TaskModel:
-        lease_us = self._lease(lease)
-        self._check_held(task_id, agent_id)
-        rec = await self._write(
-            lambda ctx: self._ops.heartbeat_task(ctx, task_id, agent_id, lease_us)
-        )
-        return codec.decode("tasks", rec)  # type: ignore[no-any-return]
-
-    async def wait_for_tasks(
-        self, timeout: Duration | None = None, task_types: Sequence[str] | None = None
-    ) -> bool:
-        types = codec.types_arg(task_types)
-        deadline = Deadline(timeout)
-        type_args: tuple[str, ...] = () if types is None else (json.dumps(types),)
-        any_ready = sql.ANY_READY if types is None else sql.ANY_READY_OF_TYPES
-        next_due = sql.NEXT_RUN_AFTER if types is None else sql.NEXT_RUN_AFTER_OF_TYPES
-
-        def due(conn: apsw.Connection) -> int | None:
-            """0 if a task is ready now, else when the next backoff ends (or None)."""
-            now = self._now()
-            if conn.execute(any_ready, (now, *type_args)).fetchone() is not None:
-                return 0
-            first: int | None = scalar(conn, next_due, (now, *type_args))
-            return None if first is None else max(first - now, 1)
-
-        while True:
-            self._note_other_commits()
-            gen = self._wake.generation(TASKS)
-            due_us = await self._read(due, inline=True)
-            if due_us == 0:
-                return True
-            if self._closed or deadline.expired():
-                return False
-            self._watch()
-            await self._wake.wait(TASKS, gen, deadline.wait_before(due_us))
-            if self._closed:
-                return False
-
-    # --- events -----------------------------------------------------------------------------
-
-    async def store_event(self, event: EventModel) -> int:
-        row = codec.event_values(event, self._limits)
-        if self._blocked:
-            tx = await self._gate()
-            if tx is not None:
-                seqs = self._in_tx(tx, lambda ctx: self._ops.store_events(ctx, [row]))
-                event.sequence = seqs[0]
-                return seqs[0]
-        seq: int = await self._w.submit_row(self._event_rows, row)
-        event.sequence = seq
-        return seq
-
-    async def store_events(self, events: Sequence[EventModel]) -> list[int]:
-        if (
-            isinstance(events, Sequence)
-            and not isinstance(events, (str, bytes))
-            and len(events) > HEAVY_ROWS
-            and (await self._gate() if self._blocked else None) is None
-        ):
-            seqs = await self._store_events_streamed(events)
-            for ev, seq in zip(events, seqs, strict=True):
-                ev.sequence = seq
-            return seqs
-        rows = codec.encode_batch(events, codec.event_values, "events", self._limits)
-
-        def store(ctx: WriteContext) -> list[int]:
-            return self._ops.store_events(ctx, rows) if rows else []
-
-        seqs = await self._write(store, heavy=len(rows) > HEAVY_ROWS)
-        for ev, seq in zip(events, seqs, strict=True):
-            ev.sequence = seq
-        return seqs
-
-    async def _store_events_streamed(self, events: Sequence[EventModel]) -> list[int]:
-        """A large batch outside a transaction: validated in the loop, chunk by chunk, while
-        the writer's thread inserts the chunks already validated, in one transaction.
-
-        The two overlap little (apsw releases the GIL around each row's ``sqlite3_step``, so
-        the inserting thread waits for the validating one row by row), but the loop never
-        holds still for the whole batch and the insert starts with the first chunk.
-        """
-        handoff: queue.SimpleQueue[list[EventValues] | BaseException | None] = queue.SimpleQueue()
-
-        def next_chunk() -> list[EventValues] | None:
-            item = handoff.get()
-            if isinstance(item, BaseException):
-                raise item
-            return item
-
-        # heavy: the writer runs it on its own thread, never in the loop (it blocks on the queue).
-        write = asyncio.ensure_future(
-            self._write(lambda ctx: self._ops.store_event_chunks(ctx, next_chunk), heavy=True)
-        )
-        try:
-            for start in range(0, len(events), STREAM_CHUNK):
-                chunk = events[start : start + STREAM_CHUNK]
-                handoff.put([codec.event_values(ev, self._limits) for ev in chunk])
-                await asyncio.sleep(0)  # the writer starts, and the loop stays responsive
-        except BaseException as exc:
-            handoff.put(exc)
-            with contextlib.suppress(BaseException):
-                await write
-            raise
-        handoff.put(None)
-        return await write
-
-    async def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
-        codec.check_id(agent_id, "agent_id", self._limits)
-        args = (agent_id, codec.limit_arg(limit))
-        return await self._read(
-            lambda conn: _all(conn, sql.EVENTS_BY_AGENT, args, "events"),
-            inline=args[1] <= INLINE_ROWS,
-        )
-
-    async def get_events_by_type(self, event_type: str, limit: int = 100) -> list[EventModel]:
-        codec.check_text(event_type, "event_type", self._limits)
-        args = (event_type, codec.limit_arg(limit))
-        return await self._read(
-            lambda conn: _all(conn, sql.EVENTS_BY_TYPE, args, "events"),
-            inline=args[1] <= INLINE_ROWS,
-        )
-
-    async def get_events_since(self, since: TimeArg) -> list[EventModel]:
-        args = (codec.time_arg(since, "since"),)
-        return await self._read(
-            lambda conn: _all(conn, sql.EVENTS_SINCE, args, "events"), inline=False
-        )
-
-    async def read_events(self, after_sequence: int = 0, limit: int = 1000) -> list[EventModel]:
-        args = (codec.limit_arg(after_sequence, "after_sequence"), codec.limit_arg(limit))
-        return await self._read(
-            lambda conn: _all(conn, sql.READ_EVENTS, args, "events"),
-            inline=args[1] <= INLINE_ROWS,
-        )
-
-    async def subscribe(
-        self, after_sequence: int = 0, event_types: Sequence[str] | None = None
-    ) -> AsyncIterator[EventModel]:
-        last = codec.limit_arg(after_sequence, "after_sequence")
-        types = None if event_types is None else frozenset(codec.types_arg(event_types) or ())
-        while not self._closed:
-            self._note_other_commits()
-            gen = self._wake.generation(EVENTS)
-            batch = await self.read_events(last, SUBSCRIBE_PAGE)
-            for ev in batch:
-                last = ev.sequence or last
-                if types is None or ev.event_type in types:
-                    yield ev
-            if len(batch) == SUBSCRIBE_PAGE or self._closed:
-                continue
-            self._watch()
-            await self._wake.wait(EVENTS, gen)
-
-    # --- messages ---------------------------------------------------------------------------
-
-    async def store_message(self, message: MessageModel) -> None:
-        rec = codec.encode_message(message, self._limits)
-        await self._write(
-            lambda ctx: SqliteOps.insert_message(ctx, rec), row_kind="message", row_id=rec["id"]
-        )
-
-    async def get_message(self, message_id: str) -> MessageModel | None:
-        codec.check_id(message_id, "message_id", self._limits)
-        args = (message_id,)
-
-        def read(conn: apsw.Connection) -> MessageModel | None:
-            return _one(conn, sql.GET_MESSAGE, args, "messages")  # type: ignore[no-any-return]
-
-        got = self._try_now(read)
-        return await self._read(read, inline=True) if got is NOT_RUN else got
-
-    async def delete_message(self, message_id: str) -> None:
-        codec.check_id(message_id, "message_id", self._limits)
-        await self._write(lambda ctx: SqliteOps.delete_message(ctx, message_id))
-
-    async def get_messages_between(
-        self, agent_a: str, agent_b: str, limit: int = 100
-    ) -> list[MessageModel]:
-        codec.check_id(agent_a, "agent_a", self._limits)
-        codec.check_id(agent_b, "agent_b", self._limits)
-        args = (agent_a, agent_b, codec.limit_arg(limit))
-        return await self._read(
-            lambda conn: _all(conn, sql.MESSAGES_BETWEEN, args, "messages"),
-            inline=args[2] <= INLINE_ROWS,
-        )
-
-    async def get_unread_messages(self, agent_id: str) -> list[MessageModel]:
-        codec.check_id(agent_id, "agent_id", self._limits)
-        args = (agent_id,)
-        # A mailbox is short, and waiting workers poll it: read it in the loop.
-        return await self._read(
-            lambda conn: _all(conn, sql.UNREAD_MESSAGES, args, "messages"), inline=True
-        )
-
-    async def mark_message_read(self, message_id: str) -> MessageModel:
-        codec.check_id(message_id, "message_id", self._limits)
-        row = await self._write(lambda ctx: self._ops.mark_message_read(ctx, message_id))
-        return decode_row("messages", sql.MESSAGE_COLUMNS, row)  # type: ignore[no-any-return]
-
-    async def wait_for_messages(
-        self, agent_id: str, timeout: Duration | None = None
-    ) -> list[MessageModel]:
-        codec.check_id(agent_id, "agent_id", self._limits)
-        deadline = Deadline(timeout)
-        key = mail(agent_id)
-        while True:
-            self._note_other_commits()
-            gen = self._wake.generation(key)
-            unread = await self.get_unread_messages(agent_id)
-            if unread or self._closed:
-                return unread
-            if deadline.expired():
-                return []
-            self._watch()
-            await self._wake.wait(key, gen, deadline.remaining())
-            if self._closed:
-                # Woken by close(): return like a timeout instead of failing the next read.
-                return []
-
-    # --- metrics ----------------------------------------------------------------------------
-
-    async def store_metric(self, metric: MetricModel) -> None:
-        row = METRIC_VALUES(codec.encode_metric(metric, self._limits))
-        if self._blocked:
-            tx = await self._gate()
-            if tx is not None:
-                self._in_tx(tx, lambda ctx: self._ops.store_metrics(ctx, [row]))
-                return
-        await self._w.submit_row(self._metric_rows, row)
-
-    async def store_metrics(self, metrics: Sequence[MetricModel]) -> None:
-        recs = codec.encode_batch(metrics, codec.encode_metric, "metrics", self._limits)
-        rows = [METRIC_VALUES(rec) for rec in recs]
-
-        def store(ctx: WriteContext) -> None:
-            if rows:
-                self._ops.store_metrics(ctx, rows)
-
-        await self._write(store, heavy=len(rows) > HEAVY_ROWS)
-
-    async def get_metrics_by_agent(
-        self, agent_id: str, metric_type: str | None = None
-    ) -> list[MetricModel]:
-        codec.check_id(agent_id, "agent_id", self._limits)
-        params: tuple[str, ...]
-        if metric_type is None:
-            statement, params = sql.METRICS_BY_AGENT, (agent_id,)
-        else:
-            codec.check_text(metric_type, "metric_type", self._limits)
-            statement, params = sql.METRICS_BY_AGENT_AND_TYPE, (agent_id, metric_type)
-        return await self._read(lambda conn: _all(conn, statement, params, "metrics"), inline=False)
-
-    async def get_aggregated_metrics(
-        self, metric_type: str, start: TimeArg, end: TimeArg
-    ) -> list[MetricModel]:
-        args = window_args(metric_type, start, end, self._limits)
-
-        def read(conn: apsw.Connection) -> list[MetricModel]:
-            groups: list[tuple[Any, ...]] = conn.execute(sql.AGGREGATE_BY_AGENT, args).fetchall()
-            groups.sort(key=lambda g: crate_order(g[0], g[1]))
-            return [crate_metric(metric_type, *g) for g in groups]
-
-        return await self._read(read, inline=False)
-
-    async def aggregate_metrics(
-        self,
-        metric_type: str,
-        start: TimeArg,
-        end: TimeArg,
-        group_by: Sequence[str] = ("agent_id",),
-        bucket: Duration | None = None,
-    ) -> list[MetricAggregate]:
-        args = window_args(metric_type, start, end, self._limits)
-        groups, bucket_us = grouping_args(group_by, bucket)
-
-        def read(conn: apsw.Connection) -> list[MetricAggregate]:
-            rows = [MetricRow(*row) for row in conn.execute(sql.METRIC_ROWS, args)]
-            return aggregate(metric_type, rows, groups, bucket_us)
-
-        return await self._read(read, inline=False)
-
     # --- transactions -----------------------------------------------------------------------
 
     async def begin_transaction(self, timeout: Duration | None = None) -> Transaction:
@@ -1156,44 +452,9 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             ACTIVE_TRANSACTION.set(None)
         self._release_tx()
         if commit and tx.ctx is not None:
-            self._committed(tx.ctx)
+            self._sqlite.committed(tx.ctx)
 
-    # --- queries and maintenance ------------------------------------------------------------
-
-    async def query(self, builder: QueryBuilder[Any]) -> list[Any]:
-        if not isinstance(builder, QueryBuilder):
-            raise ValidationError("expected a QueryBuilder", field="builder")
-        statement, params = builder.build("sqlite")
-        table = builder.table
-        limit = builder.limit_value
-        return await self._read(
-            lambda conn: _all(conn, statement, params, table),
-            inline=limit is not None and limit <= INLINE_ROWS,
-        )
-
-    async def vacuum(self) -> None:
-        """Rebuild the file without free pages (waits for queued writes first)."""
-        if await self._joined():
-            return  # VACUUM cannot run inside a transaction; nothing to reclaim from it
-        await self._w.submit_alone(lambda conn: conn.execute("VACUUM"))
-
-    async def checkpoint(self) -> None:
-        """Copy the whole write-ahead log into the database file and truncate it."""
-        if await self._joined():
-            return
-
-        def run(conn: apsw.Connection) -> None:
-            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
-
-        await self._w.submit_alone(run)
-
-    async def _joined(self) -> bool:
-        return (await self._gate() if self._blocked else None) is not None
-
-    async def get_storage_size(self) -> int:
-        """Bytes of the database (free pages included; the log not yet copied too)."""
-        size: int = await self._read(lambda conn: scalar(conn, sql.STORAGE_SIZE), inline=True)
-        return size
+    # --- maintenance only SQLite has --------------------------------------------------------
 
     async def integrity_check(self) -> list[str]:
         """Problems found in the file: SQLite's own check, foreign keys, dependency counts.
@@ -1212,7 +473,8 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
                 )
             return problems
 
-        return await self._read(check, inline=False)
+        tx = await self._gate() if self._blocked else None
+        return await self._sqlite.read(tx, check, inline=False)
 
     async def backup(self, dest: str | os.PathLike[str]) -> None:
         """Copy the database to ``dest`` while it stays in use (a consistent snapshot)."""
@@ -1229,33 +491,8 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             finally:
                 out.close()
 
-        await self._read(copy, inline=False)
-
-    async def prune(
-        self,
-        events_before: TimeArg | None = None,
-        metrics_before: TimeArg | None = None,
-        read_messages_before: TimeArg | None = None,
-    ) -> PruneResult:
-        """Delete old history, then give the freed pages back to the file system."""
-        ev_t = codec.opt_time_arg(events_before, "events_before")
-        me_t = codec.opt_time_arg(metrics_before, "metrics_before")
-        ms_t = codec.opt_time_arg(read_messages_before, "read_messages_before")
         tx = await self._gate() if self._blocked else None
-        if tx is not None:
-            return self._in_tx(tx, lambda ctx: SqliteOps.prune(ctx.conn, ev_t, me_t, ms_t))
-
-        def run(conn: apsw.Connection) -> PruneResult:
-            conn.execute("BEGIN IMMEDIATE")
-            result = SqliteOps.prune(conn, ev_t, me_t, ms_t)
-            conn.execute("COMMIT")
-            if result.events or result.metrics or result.messages:
-                # Each step frees one page: read it to the end.
-                conn.execute("PRAGMA incremental_vacuum").fetchall()
-            return result
-
-        pruned: PruneResult = await self._w.submit_alone(run)
-        return pruned
+        await self._sqlite.read(tx, copy, inline=False)
 
 
 class SqliteTransaction(GatedTransaction):
@@ -1326,6 +563,69 @@ class SqliteTransaction(GatedTransaction):
         self._acknowledge_timeout()
         self.check_active()
         self._end("rolled back", commit=False)
+
+
+class SqliteStorageBuilder:
+    """The crate's pool builder; each setting maps onto the reader pool::
+
+        storage = await (
+            SqliteStorage.builder()
+            .max_connections(32)
+            .min_idle_connections(4)
+            .connection_timeout(timedelta(seconds=60))
+            .idle_timeout(timedelta(minutes=10))
+            .build("swarm.db")
+        )
+
+    ``max_connections`` bounds the read connections (the writer has its own),
+    ``min_idle_connections`` are opened at once and kept, a read that finds every connection
+    busy for ``connection_timeout`` raises :class:`PoolError`, and connections idle longer
+    than ``idle_timeout`` are closed down to the minimum.
+    """
+
+    def __init__(self) -> None:
+        self._options: dict[str, Any] = {}
+
+    def max_connections(self, n: int) -> SqliteStorageBuilder:
+        """The most read connections open at once."""
+        self._options["readers"] = _positive_int(n, "max_connections")
+        return self
+
+    def min_idle_connections(self, n: int) -> SqliteStorageBuilder:
+        """Read connections opened at start and kept open while idle."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValidationError("must be a non-negative integer", field="min_idle_connections")
+        self._options["min_idle_readers"] = n
+        return self
+
+    def connection_timeout(self, timeout: timedelta | float) -> SqliteStorageBuilder:
+        """How long a read waits for a free connection before :class:`PoolError`."""
+        self._options["connection_timeout"] = _seconds(timeout, "connection_timeout")
+        return self
+
+    def idle_timeout(self, timeout: timedelta | float) -> SqliteStorageBuilder:
+        """How long a connection above the minimum may stay idle before it is closed."""
+        self._options["idle_timeout"] = _seconds(timeout, "idle_timeout")
+        return self
+
+    def option(self, name: str, value: Any) -> SqliteStorageBuilder:
+        """Any other option of :meth:`SqliteStorage.open` (``busy_timeout``, ``clock``, …)."""
+        self._options[name] = value
+        return self
+
+    async def build(self, path: str | os.PathLike[str]) -> SqliteStorage:
+        """Open the storage at ``path`` with these settings."""
+        return await SqliteStorage.open(path, **self._options)
+
+
+def _seconds(value: timedelta | float, field: str) -> float:
+    return codec.duration_arg(value, field) / 1e6
+
+
+def _positive_int(n: Any, field: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValidationError("must be a positive integer", field=field)
+    return int(n)
 
 
 def _log_failure(fut: asyncio.Future[Any]) -> None:
