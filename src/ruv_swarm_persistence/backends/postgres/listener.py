@@ -21,6 +21,8 @@ from typing import Any
 
 import asyncpg
 
+from . import sql
+
 __all__ = ["Listener"]
 
 log = logging.getLogger(__name__)
@@ -169,7 +171,7 @@ class Listener:
                 if done:
                     return
                 try:
-                    await conn.fetchval("SELECT 1", timeout=max(1.0, self.health_interval / 3))
+                    await conn.fetchval(sql.PING, timeout=max(1.0, self.health_interval / 3))
                 except Exception:
                     return
         finally:

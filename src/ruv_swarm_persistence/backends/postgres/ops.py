@@ -1,0 +1,675 @@
+"""What each operation does on PostgreSQL, given a connection.
+
+The functions here run inside whatever transaction the caller opened: a write of its own
+(:meth:`.runner.Runner.write`), a savepoint of a held transaction
+(:meth:`.transaction.PostgresTransaction._run_write`), or none for the statements that commit
+by themselves. They do not retry, gate or decode; the storage does.
+
+Every status change of a task goes through :meth:`PostgresOps.transition`, built on
+:mod:`ruv_swarm_persistence.rules`, so dependency counts and leases never drift. Writes
+requeue expired leases first, as the memory backend does. The hot paths (the claims, the
+completion) are folded into single statements (``*_FAST`` in :mod:`.sql`) that refuse to run
+while a lease has expired; the caller then runs the full operation here, which expires the
+leases first.
+
+A write records what waiters care about in an :class:`Effects`; :func:`perform` sends its
+notifications in the same transaction, and the storage wakes this process's waiters after the
+commit. :class:`Keep` lets a write commit what it did and still refuse the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final, TypeVar, cast
+
+import asyncpg
+
+from ... import _json, codec, rules
+from ..._time import from_us
+from ...codec import EventValues, Limits, Record
+from ...errors import (
+    ConflictError,
+    LeaseLostError,
+    MigrationError,
+    NotFoundError,
+    StorageError,
+)
+from ...migrations import AppliedMigration, Migration
+from ...models import AgentModel, MessageModel, TaskModel
+from ...storage import PruneResult
+from ..sql_common import check_new_status, plan_cascade, plan_task_batch, row_record
+from . import sql
+from .runner import Conn
+
+__all__ = [
+    "COPY_ROWS",
+    "MIGRATION_LOCK_KEY",
+    "Effects",
+    "Keep",
+    "PostgresOps",
+    "agent_args",
+    "append_events",
+    "applied_migrations",
+    "apply_migration",
+    "columns",
+    "copy_row",
+    "decode",
+    "find_schema",
+    "jsonb_text",
+    "message",
+    "migration_lock_args",
+    "opt_jsonb",
+    "perform",
+    "revert_migration",
+    "stream_events",
+    "task",
+    "task_model",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PENDING, COMPLETED = rules.PENDING, rules.COMPLETED
+FAILED, CANCELLED = rules.FAILED, rules.CANCELLED
+
+#: First key of the two-key advisory lock that serializes migrations (the second is the
+#: schema's CRC-32, so swarms in different schemas migrate independently).
+MIGRATION_LOCK_KEY: Final = 0x53574D47
+#: Event batches at least this large are written with COPY rather than one INSERT.
+COPY_ROWS: Final = 1000
+
+
+# --- JSON into jsonb ---------------------------------------------------------------------------
+
+_POSITIVE_EXPONENT = re.compile(r"\d[eE]\+?\d")
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?[eE][+-]?\d+')
+
+
+def _plain_number(match: re.Match[str]) -> str:
+    token = match.group()
+    if token[0] == '"' or "-" in token.lower().partition("e")[2]:
+        return token
+    text = format(Decimal(token), "f")
+    return text if "." in text else text + ".0"
+
+
+def jsonb_text(text: str) -> str:
+    """JSON text that comes back out of ``jsonb`` as the same values.
+
+    ``jsonb`` stores numbers as ``numeric`` and prints them without exponent, so the float
+    ``1e+16`` would come back as the integer ``10000000000000000``. Writing such floats as
+    plain decimals with a fractional part (``10000000000000000.0``) keeps them floats.
+    """
+    if _POSITIVE_EXPONENT.search(text) is None:
+        return text
+    return _JSON_TOKEN.sub(_plain_number, text)
+
+
+def opt_jsonb(text: str | None) -> str | None:
+    return None if text is None else jsonb_text(text)
+
+
+# --- records and rows --------------------------------------------------------------------------
+
+
+def task(row: Any) -> Record:
+    """A task row (``sql.TASK_COLS``) as a record."""
+    return row_record(sql.TASK_COLS, row)
+
+
+def decode(table: str, columns: tuple[str, ...], row: Any) -> Any:
+    """The model of a row read in ``columns`` order."""
+    return codec.decode(table, row_record(columns, row))
+
+
+def task_model(rec: Record) -> TaskModel:
+    return cast(TaskModel, codec.decode("tasks", rec))
+
+
+def message(row: Any) -> MessageModel:
+    return cast(MessageModel, decode("messages", sql.MESSAGE_COLS, row))
+
+
+#: The columns each statement binds, in parameter order.
+_TASK_UPDATE_ARGS: Final = tuple(c for c in codec.COLUMNS["tasks"] if c != "dependencies")
+_JSON_COLUMNS: Final = frozenset(
+    {"capabilities", "metadata", "payload", "result", "dependencies", "content", "tags"}
+)
+
+
+def _args(names: Sequence[str], r: Record) -> tuple[Any, ...]:
+    """A record's values for ``names``, JSON made safe for ``jsonb``."""
+    return tuple(opt_jsonb(r[c]) if c in _JSON_COLUMNS else r[c] for c in names)
+
+
+def agent_args(r: Record) -> tuple[Any, ...]:
+    return _args(sql.AGENT_COLS, r)
+
+
+def _task_update_args(r: Record) -> tuple[Any, ...]:
+    return _args(_TASK_UPDATE_ARGS, r)
+
+
+def columns(recs: Sequence[Record], names: Sequence[str]) -> list[list[Any]]:
+    """The records' values column by column (for statements that ``unnest`` arrays)."""
+    return [[r[n] for r in recs] for n in names]
+
+
+def copy_row(sequence: int, row: EventValues) -> tuple[Any, ...]:
+    """An event's row for ``COPY``, in ``sql.EVENT_COPY_COLUMNS`` order."""
+    id_, event_type, agent_id, task_id, payload, metadata, timestamp = row
+    return (
+        sequence,
+        id_,
+        event_type,
+        agent_id,
+        task_id,
+        jsonb_text(payload),
+        jsonb_text(metadata),
+        timestamp,
+    )
+
+
+# --- effects of a write ------------------------------------------------------------------------
+
+
+class Keep(Exception):
+    """Raised inside a write to commit what it did, then raise ``error`` to the caller.
+
+    A late worker's ``complete_task`` first requeues the expired leases (its own included)
+    and then learns it lost the task: the requeue stays, as on every backend.
+    """
+
+    def __init__(self, error: StorageError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(slots=True)
+class Effects:
+    """What a write changed that waiters care about: notified at commit."""
+
+    events: bool = False
+    tasks: bool = False
+    mail: set[str] = field(default_factory=set)
+
+    def notes(self) -> list[str]:
+        out = [f"m:{a}" for a in sorted(self.mail)]
+        if self.events:
+            out.append("e")
+        if self.tasks:
+            out.append("t")
+        return out
+
+    def merge(self, other: Effects) -> None:
+        self.events |= other.events
+        self.tasks |= other.tasks
+        self.mail |= other.mail
+
+
+#: A write: given the connection and the effects to record, its result.
+Op = Callable[[Conn, Effects], Awaitable[T]]
+
+
+async def perform(
+    conn: Conn, op: Op[T], channel: str
+) -> tuple[T | None, StorageError | None, Effects]:
+    """Run a write and send its notifications, in the caller's transaction.
+
+    Returns its result, the error a :class:`Keep` deferred until after the commit (then
+    the result is ``None``), and its effects, for the caller to wake waiters with.
+    """
+    fx = Effects()
+    result: T | None = None
+    deferred: StorageError | None = None
+    try:
+        result = await op(conn, fx)
+    except Keep as keep:
+        deferred = keep.error
+    keys = fx.notes()
+    if keys:
+        await conn.execute(sql.NOTIFY, channel, keys)
+    return result, deferred, fx
+
+
+# --- migrations --------------------------------------------------------------------------------
+
+
+def migration_lock_args(schema: str) -> tuple[int, int]:
+    """The advisory lock's two keys for ``schema`` (signed 32-bit integers)."""
+    crc = zlib.crc32(schema.encode())
+    return MIGRATION_LOCK_KEY, crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+async def _prepare_schema(conn: Conn, schema: str) -> None:
+    """Create the schema and ``schema_migrations`` under the migration lock, if missing."""
+    if await conn.fetchval(sql.MIGRATIONS_TABLE_EXISTS):
+        return
+    await conn.execute(sql.MIGRATION_LOCK, *migration_lock_args(schema))
+    if not await conn.fetchval(sql.SCHEMA_EXISTS, schema):
+        await conn.execute(sql.create_schema(schema))
+    await conn.execute(sql.CREATE_MIGRATIONS_TABLE)
+
+
+async def find_schema(conn: Conn, schema: str) -> tuple[bool, bool]:
+    """Whether the schema exists, and whether it has ``schema_migrations``."""
+    table = await conn.fetchval(sql.MIGRATIONS_TABLE_EXISTS)
+    return bool(await conn.fetchval(sql.SCHEMA_EXISTS, schema)), bool(table)
+
+
+async def applied_migrations(conn: Conn) -> list[AppliedMigration]:
+    """Rows of ``schema_migrations`` by version (none before the table exists)."""
+    if not await conn.fetchval(sql.MIGRATIONS_TABLE_EXISTS):
+        return []
+    rows = await conn.fetch(sql.APPLIED)
+    return [AppliedMigration(r[0], r[1], r[2], from_us(r[3])) for r in rows]
+
+
+async def apply_migration(
+    conn: Conn, schema: str, migration: Migration, recorded_name: str, now: int
+) -> bool:
+    """Run one migration and record it, in one transaction under the migration lock."""
+    async with conn.transaction():
+        await _prepare_schema(conn, schema)
+        await conn.execute(sql.MIGRATION_LOCK, *migration_lock_args(schema))
+        # Another process may have applied it while we waited for the lock.
+        if await conn.fetchval(sql.IS_APPLIED, migration.version):
+            return False
+        try:
+            await conn.execute(migration.up)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(
+                f"migration {migration.version} ({recorded_name}) failed: {exc}"
+            ) from exc
+        await conn.execute(
+            sql.RECORD_MIGRATION, migration.version, recorded_name, migration.checksum, now
+        )
+    return True
+
+
+async def revert_migration(
+    conn: Conn, schema: str, migration: Migration, recorded_name: str, down: str
+) -> None:
+    """Run ``down`` and delete the migration's record, in one transaction under the lock."""
+    async with conn.transaction():
+        await conn.execute(sql.MIGRATION_LOCK, *migration_lock_args(schema))
+        try:
+            await conn.execute(down)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(
+                f"rolling back migration {migration.version} ({recorded_name}) failed: {exc}"
+            ) from exc
+        await conn.execute(sql.FORGET_MIGRATION, migration.version)
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+async def append_events(conn: Conn, rows: Sequence[EventValues], channel: str) -> list[int]:
+    """Append events on ``conn``; returns their sequences.
+
+    Up to ``COPY_ROWS`` events go in one statement (one round trip); larger batches take
+    their sequences, then ``COPY`` the rows, in one transaction.
+    """
+    if len(rows) >= COPY_ROWS:
+        return await _append_copy(conn, rows, channel)
+    ids, types, agents, tasks, payloads, metadata, stamps = zip(*rows, strict=True)
+    last = await conn.fetchval(
+        sql.APPEND_EVENTS,
+        ids,
+        types,
+        agents,
+        tasks,
+        [jsonb_text(p) for p in payloads],
+        [jsonb_text(m) for m in metadata],
+        stamps,
+        channel,
+    )
+    first = int(last) - len(rows) + 1
+    return list(range(first, first + len(rows)))
+
+
+async def _append_copy(conn: Conn, rows: Sequence[EventValues], channel: str) -> list[int]:
+    n = len(rows)
+    async with conn.transaction():
+        last = int(await conn.fetchval(sql.TAKE_SEQUENCES, n))
+        first = last - n + 1
+        records = [copy_row(first + i, row) for i, row in enumerate(rows)]
+        await conn.copy_records_to_table("events", records=records, columns=sql.EVENT_COPY_COLUMNS)
+        await conn.execute(sql.NOTIFY, channel, ["e"])
+    return list(range(first, last + 1))
+
+
+async def stream_events(
+    conn: Conn, events: Sequence[Any], limits: Limits, channel: str
+) -> list[int]:
+    """A large batch on its own: validated while COPY streams it, in one transaction.
+
+    The rows reach the server while the next ones are checked; any refusal aborts the
+    COPY and rolls everything back, so a bad batch still writes nothing. A refused id
+    (``ConflictError``) is reported only after every event passed validation, the same
+    order of errors as :func:`codec.encode_batch` followed by the id checks.
+    """
+    n = len(events)
+    async with conn.transaction():
+        last = int(await conn.fetchval(sql.TAKE_SEQUENCES, n))
+        first = last - n + 1
+
+        async def rows() -> AsyncIterator[tuple[Any, ...]]:
+            seen: set[str] = set()
+            duplicate: str | None = None
+            for i, ev in enumerate(events):
+                row = codec.event_values(ev, limits)
+                if row[0] in seen and duplicate is None:
+                    duplicate = row[0]
+                seen.add(row[0])
+                yield copy_row(first + i, row)
+            if duplicate is not None:
+                raise ConflictError("event", duplicate)
+
+        await conn.copy_records_to_table("events", records=rows(), columns=sql.EVENT_COPY_COLUMNS)
+        await conn.execute(sql.NOTIFY, channel, ["e"])
+    return list(range(first, last + 1))
+
+
+# --- the operations of tasks and agents --------------------------------------------------------
+
+
+def _claim_args(agent_id: str, lease_us: int, now: int, last: Any) -> tuple[Any, ...]:
+    """A claim's parameters: $1 now, $2..$4 what the claim writes, $5 ``last``."""
+    c = rules.claim_changes(agent_id, now, lease_us)
+    return (now, c["status"], c["assigned_to"], c["lease_expires_at"], last)
+
+
+class PostgresOps:
+    """The writes that read before they write, given the storage's clock and retry policy."""
+
+    def __init__(self, now: Callable[[], int], policy: rules.RetryPolicy) -> None:
+        self.now = now
+        self.policy = policy
+
+    # --- the transition routine ------------------------------------------------------------
+
+    async def transition(
+        self, conn: Conn, old: Record, changes: dict[str, Any], now: int, fx: Effects
+    ) -> Record:
+        """Every status change goes through here: legality, dependents, cascades."""
+        new = {**old, **changes}
+        check_new_status(old, new)
+        await conn.execute(sql.UPDATE_TASK, *_task_update_args(new))
+        old_status, new_status = old["status"], new["status"]
+        if new_status == old_status:
+            return new
+        if new_status == PENDING and new["unfinished_deps"] == 0:
+            fx.tasks = True
+        if new_status == COMPLETED:
+            if any(r[0] for r in await conn.fetch(sql.DEPENDENCY_COMPLETED, old["id"])):
+                fx.tasks = True
+        elif new_status in (FAILED, CANCELLED):
+            await self.cascade(conn, new, now)
+        return new
+
+    async def cascade(self, conn: Conn, root: Record, now: int) -> list[Record]:
+        """Cancel, transitively, the unfinished dependents of a failed or cancelled task."""
+        locked: dict[str, Record] = {}
+        while True:
+            # Lock first, then read the edges: a dependent added meanwhile shows up in the
+            # next round, so none is left waiting on a cancelled task.
+            rows = await conn.fetch(sql.CASCADE_CANDIDATES, root["id"], list(locked))
+            if not rows:
+                break
+            for row in rows:
+                rec = task(row)
+                locked[rec["id"]] = rec
+        if not locked:
+            return []
+        dependents: dict[str, list[str]] = {}
+        status: dict[str, str] = {}
+        for depends_on, task_id, st in await conn.fetch(sql.DEPENDENTS_OF, [root["id"], *locked]):
+            dependents.setdefault(depends_on, []).append(task_id)
+            status[task_id] = st
+        for tid, rec in locked.items():
+            status[tid] = rec["status"]
+        cancelled = plan_cascade(root["id"], root["status"], dependents, status, locked, now)
+        if cancelled:
+            await conn.executemany(sql.UPDATE_TASK, [_task_update_args(r) for r in cancelled])
+        return cancelled
+
+    async def fail_attempt(
+        self, conn: Conn, rec: Record, error: str, now: int, fx: Effects
+    ) -> Record:
+        """An attempt failed: back to pending after a backoff, or failed for good."""
+        changes = rules.failure_changes(
+            rec["retry_count"], rec["max_retries"], error, now, self.policy
+        )
+        return await self.transition(conn, rec, changes, now, fx)
+
+    async def expire_leases(self, conn: Conn, now: int, fx: Effects) -> None:
+        """Every held task whose lease ran out counts a failed attempt."""
+        for row in await conn.fetch(sql.EXPIRED_LEASES, now):
+            rec = task(row)
+            log.info("lease of task %s held by %s expired", rec["id"], rec["assigned_to"])
+            await self.fail_attempt(conn, rec, rules.lease_error(rec["assigned_to"]), now, fx)
+
+    async def held(self, conn: Conn, task_id: str, agent_id: str, now: int, fx: Effects) -> Record:
+        """The task, locked, if ``agent_id`` holds it (expired leases requeued first)."""
+        row = await conn.fetchrow(sql.LOCK_HELD_TASK, task_id, now)
+        if row is None or row[-1]:
+            await self.expire_leases(conn, now, fx)
+            row = await conn.fetchrow(sql.LOCK_TASK, task_id)
+            if row is None:
+                raise Keep(NotFoundError("task", task_id))
+            rec = task(row)
+        else:
+            rec = task(tuple(row)[:-1])
+        if rec["status"] not in rules.ACTIVE or rec["assigned_to"] != agent_id:
+            raise Keep(LeaseLostError(task_id, agent_id, f"task is {rec['status']}"))
+        return rec
+
+    # --- agents ----------------------------------------------------------------------------
+
+    async def delete_agent(self, conn: Conn, fx: Effects, agent_id: str) -> None:
+        """Delete an agent and its mailbox; release the tasks it held or was named on."""
+        if await conn.fetchval(sql.DELETE_AGENT, agent_id) is None:
+            return
+        await conn.execute(sql.DELETE_MAILBOX, agent_id)
+        now = self.now()
+        for row in await conn.fetch(sql.TASKS_OF_AGENT_LOCKED, agent_id):
+            # Re-read: releasing an earlier task may have cancelled this one.
+            rec = task(await conn.fetchrow(sql.GET_TASK, row[0]))
+            if rec["status"] in rules.ACTIVE:
+                rec = await self.fail_attempt(conn, rec, rules.released_error(agent_id), now, fx)
+            if rec["assigned_to"] is not None:
+                await conn.execute(
+                    sql.UPDATE_TASK, *_task_update_args({**rec, "assigned_to": None})
+                )
+
+    async def reap_stale_agents(
+        self, conn: Conn, fx: Effects, cutoff: int, now: int
+    ) -> list[AgentModel]:
+        """Mark agents silent since ``cutoff`` as ``error``; requeue the tasks they held."""
+        reaped = []
+        for row in await conn.fetch(sql.LOCK_STALE_AGENTS, cutoff):
+            rec = {**row_record(sql.AGENT_COLS, row), "status": "error", "updated_at": now}
+            await conn.execute(sql.MARK_AGENT_ERROR, rec["id"], now)
+            reaped.append(codec.decode("agents", rec))
+            for t in await conn.fetch(sql.HELD_BY_AGENT_LOCKED, rec["id"]):
+                await self.fail_attempt(conn, task(t), rules.released_error(rec["id"]), now, fx)
+        return reaped
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    async def store_tasks(self, conn: Conn, fx: Effects, recs: Sequence[Record]) -> None:
+        """Insert a batch of tasks and their dependency edges."""
+        ids = [r["id"] for r in recs]
+        in_batch = set(ids)
+        dep_ids = sorted(
+            {d for r in recs for d in _json.loads(r["dependencies"]) if d not in in_batch}
+        )
+        stored = [r[0] for r in await conn.fetch(sql.EXISTING_TASK_IDS, ids)]
+        status: dict[str, str] = {}
+        if dep_ids:
+            status = {r[0]: r[1] for r in await conn.fetch(sql.DEPENDENCY_STATUS, dep_ids)}
+        planned = plan_task_batch(recs, stored, status, self.now())
+        rows = [p.record for p in planned]
+        cols = columns(rows, codec.COLUMNS["tasks"])
+        cols[5] = [jsonb_text(v) for v in cols[5]]  # payload
+        cols[6] = [opt_jsonb(v) for v in cols[6]]  # result
+        cols[10] = [jsonb_text(v) for v in cols[10]]  # dependencies
+        await conn.execute(sql.INSERT_TASKS, *cols, [p.unfinished for p in planned])
+        edges = [(d, p.record["id"]) for p in planned for d in p.dependencies]
+        if edges:
+            await conn.execute(sql.INSERT_EDGES, [e[0] for e in edges], [e[1] for e in edges])
+        if any(p.unfinished == 0 and p.record["status"] == PENDING for p in planned):
+            fx.tasks = True
+
+    async def update_task(self, conn: Conn, fx: Effects, rec: Record) -> None:
+        """Replace a task's fields (a status change goes through the transition)."""
+        row = await conn.fetchrow(sql.LOCK_TASK, rec["id"])
+        if row is None:
+            raise NotFoundError("task", rec["id"])
+        old = task(row)
+        changes = rules.update_changes(old, rec)
+        await self.transition(conn, old, changes, self.now(), fx)
+
+    async def delete_task(self, conn: Conn, fx: Effects, task_id: str) -> None:
+        """Delete a task no other task depends on."""
+        if await conn.fetchval(sql.HAS_DEPENDENTS, task_id):
+            raise ConflictError("task", task_id, "has dependent tasks and cannot be deleted")
+        await conn.execute(sql.DELETE_TASK, task_id)
+
+    async def claim_task_at_once(
+        self, conn: Conn, task_id: str, agent_id: str, lease_us: int, now: int
+    ) -> bool | None:
+        """Claim a named ready task in one statement; ``None``: a lease has run out."""
+        row = await conn.fetchrow(
+            sql.CLAIM_ONE_FAST, *_claim_args(agent_id, lease_us, now, task_id)
+        )
+        return None if row[0] else bool(row[1])
+
+    async def claim_task(
+        self, conn: Conn, fx: Effects, task_id: str, agent_id: str, lease_us: int, now: int
+    ) -> bool:
+        """Claim a named ready task, expired leases requeued first."""
+        await self.expire_leases(conn, now, fx)
+        claim = _claim_args(agent_id, lease_us, now, task_id)
+        return await conn.fetchval(sql.CLAIM_ONE, *claim) is not None
+
+    async def claim_next_at_once(
+        self, conn: Conn, agent_id: str, types: list[str] | None, lease_us: int, now: int
+    ) -> tuple[bool, Record | None]:
+        """Claim the best ready task in one statement: (a lease has run out, the task)."""
+        row = await conn.fetchrow(sql.CLAIM_NEXT_FAST, *_claim_args(agent_id, lease_us, now, types))
+        if row[0]:
+            return True, None
+        return False, None if row[1] is None else task(tuple(row)[1:])
+
+    async def claim_next(
+        self,
+        conn: Conn,
+        fx: Effects,
+        agent_id: str,
+        types: list[str] | None,
+        lease_us: int,
+        now: int,
+    ) -> Record | None:
+        """Claim the best ready task, expired leases requeued first."""
+        await self.expire_leases(conn, now, fx)
+        got = await conn.fetchrow(sql.CLAIM_NEXT, *_claim_args(agent_id, lease_us, now, types))
+        return None if got is None else task(got)
+
+    async def start_task(
+        self, conn: Conn, fx: Effects, task_id: str, agent_id: str, now: int
+    ) -> Record:
+        rec = await self.held(conn, task_id, agent_id, now, fx)
+        return await self.transition(conn, rec, rules.start_changes(now), now, fx)
+
+    async def complete_at_once(
+        self,
+        conn: Conn,
+        task_id: str,
+        agent_id: str,
+        encoded: str | None,
+        now: int,
+        channel: str,
+    ) -> tuple[Record | None, bool]:
+        """Complete a held task in one statement: (the task, whether a dependent is ready).
+
+        The task is ``None`` when it could not be done so (a lease has run out somewhere, or
+        the task is not held as asked): the full :meth:`complete_task` says what went wrong.
+        """
+        c = rules.complete_changes(encoded, now)
+        row = await conn.fetchrow(
+            sql.COMPLETE_FAST,
+            now,
+            task_id,
+            agent_id,
+            c["status"],
+            opt_jsonb(c["result"]),
+            c["completed_at"],
+            c["lease_expires_at"],
+            c["updated_at"],
+            channel,
+        )
+        if row[0] or row[2] is None:
+            return None, False
+        return task(tuple(row)[2:]), bool(row[1])
+
+    async def complete_task(
+        self, conn: Conn, fx: Effects, task_id: str, agent_id: str, encoded: str | None, now: int
+    ) -> Record:
+        rec = await self.held(conn, task_id, agent_id, now, fx)
+        changes = rules.complete_changes(encoded, now)
+        return await self.transition(conn, rec, changes, now, fx)
+
+    async def fail_task(
+        self, conn: Conn, fx: Effects, task_id: str, agent_id: str, error: str, now: int
+    ) -> Record:
+        rec = await self.held(conn, task_id, agent_id, now, fx)
+        return await self.fail_attempt(conn, rec, error, now, fx)
+
+    async def cancel_task(
+        self, conn: Conn, fx: Effects, task_id: str, reason: str | None, now: int
+    ) -> list[str]:
+        """Cancel a task and, transitively, its unfinished dependents; their ids."""
+        await self.expire_leases(conn, now, fx)
+        row = await conn.fetchrow(sql.LOCK_TASK, task_id)
+        if row is None:
+            raise Keep(NotFoundError("task", task_id))
+        rec = task(row)
+        if rec["status"] == CANCELLED:
+            return []
+        new = {**rec, **rules.cancel_changes(reason, now)}
+        check_new_status(rec, new)
+        await conn.execute(sql.UPDATE_TASK, *_task_update_args(new))
+        cancelled = [new, *await self.cascade(conn, new, now)]
+        cancelled.sort(key=lambda r: r["stored_order"])
+        return [r["id"] for r in cancelled]
+
+    async def heartbeat_task(
+        self, conn: Conn, fx: Effects, task_id: str, agent_id: str, lease_us: int, now: int
+    ) -> Record:
+        rec = await self.held(conn, task_id, agent_id, now, fx)
+        changes = {"lease_expires_at": now + lease_us, "updated_at": now}
+        return await self.transition(conn, rec, changes, now, fx)
+
+    # --- maintenance -----------------------------------------------------------------------
+
+    async def prune(
+        self, conn: Conn, fx: Effects, ev_t: int | None, me_t: int | None, ms_t: int | None
+    ) -> PruneResult:
+        """Delete events and metrics older than their times, and read messages."""
+        result = PruneResult()
+        if ev_t is not None:
+            result.events = int(await conn.fetchval(sql.PRUNE_EVENTS, ev_t))
+        if me_t is not None:
+            result.metrics = int(await conn.fetchval(sql.PRUNE_METRICS, me_t))
+        if ms_t is not None:
+            result.messages = int(await conn.fetchval(sql.PRUNE_MESSAGES, ms_t))
+        return result
