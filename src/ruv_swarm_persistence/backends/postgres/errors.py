@@ -1,8 +1,8 @@
 """The one boundary where asyncpg's exceptions become the library's errors.
 
 Every database call of the PostgreSQL backend passes its failures through :func:`translate`;
-the driver's exception is kept as ``__cause__``. :func:`connection_lost` and
-:func:`rolled_back` say which failures leave a write's outcome known (and so may be retried).
+the driver's exception is kept as ``__cause__``. :func:`connection_lost`, :func:`timed_out`
+and :func:`rolled_back` classify failures for the retry policies of :mod:`.runner`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ...errors import (
     TransactionError,
 )
 
-__all__ = ["connection_lost", "not_sent", "rolled_back", "translate"]
+__all__ = ["connection_lost", "not_sent", "rolled_back", "timed_out", "translate"]
 
 #: Failures that mean the connection (or the server) went away.
 _LOST = (
@@ -50,10 +50,24 @@ _TABLE_KIND = {
 
 
 def connection_lost(exc: BaseException) -> bool:
-    """True when ``exc`` says the connection or server went away."""
+    """True when ``exc`` says the connection or server went away.
+
+    A timeout is not (though ``TimeoutError`` is an ``OSError``): see :func:`timed_out`.
+    """
+    if isinstance(exc, TimeoutError):
+        return False
     if isinstance(exc, pg.PostgresError) and not isinstance(exc, _LOST):
         return False
     return isinstance(exc, _LOST)
+
+
+def timed_out(exc: BaseException) -> bool:
+    """True when the server did not answer within ``command_timeout``.
+
+    The connection is still there and asyncpg asks the server to cancel the statement, but
+    the server may have done the work (or committed) before the cancel arrived.
+    """
+    return isinstance(exc, TimeoutError)
 
 
 def not_sent(exc: BaseException) -> bool:

@@ -19,6 +19,11 @@ database? Each attempt records how far it got (:class:`Phase`), and the work's
     once sent it is never retried, and a lost connection is reported as "may or may not
     have been applied".
 
+A timeout (no answer within ``command_timeout``) is never retried and never taken for a lost
+connection: the server may still be at work. It is reported as a timeout, and where the
+outcome is unknown (during ``COMMIT``, or once a self-committing statement was sent) it says
+the write may or may not have been applied.
+
 Everything else is translated once (:func:`.errors.translate`) with the driver's exception as
 ``__cause__``. A connection a failure left unusable is terminated, so the pool replaces it.
 """
@@ -89,7 +94,7 @@ class Policy:
     rollback_retries: int = 0
     #: Seconds to pause before retry ``n`` (times ``n``).
     pause_s: float = 0.0
-    #: Phases after which a lost connection leaves the outcome unknown.
+    #: Phases after which a lost connection or a timeout leaves the outcome unknown.
     in_doubt: frozenset[Phase] = frozenset()
 
     def verdict(self, exc: Exception, attempt: Attempt) -> StorageError | None:
@@ -109,6 +114,11 @@ class Policy:
 
 def in_doubt(exc: BaseException, phase: Phase, what: str) -> DatabaseError | None:
     """The error for a failure that leaves ``what`` perhaps applied; ``None`` if it cannot."""
+    if errors.timed_out(exc):
+        return DatabaseError(
+            f"PostgreSQL did not answer within command_timeout {_WHERE[phase]}: {what} may "
+            "or may not have been applied"
+        )
     if errors.connection_lost(exc):
         return DatabaseError(
             f"lost the PostgreSQL connection {_WHERE[phase]}: {what} may or may not have "
@@ -262,7 +272,11 @@ class Runner:
 
 
 def drop_if_broken(conn: Conn, exc: BaseException) -> None:
-    """Close a connection a failure left unusable, so the pool replaces it."""
+    """Close a connection a failure left unusable, so the pool replaces it.
+
+    A connection whose statement timed out is kept: asyncpg cancels the statement on the
+    server and the pool waits for that before handing the connection out again.
+    """
     if errors.connection_lost(exc):
         with contextlib.suppress(Exception):
             conn.terminate()
