@@ -544,42 +544,41 @@ class PostgresOps:
             raise ConflictError("task", task_id, "has dependent tasks and cannot be deleted")
         await conn.execute(sql.DELETE_TASK, task_id)
 
+    # A claim reads the clock itself, when it runs: after the caller waited at the gate,
+    # and again on every retry, so readiness and the lease are those of that moment.
+
     async def claim_task_at_once(
-        self, conn: Conn, task_id: str, agent_id: str, lease_us: int, now: int
+        self, conn: Conn, task_id: str, agent_id: str, lease_us: int
     ) -> bool | None:
         """Claim a named ready task in one statement; ``None``: a lease has run out."""
-        row = await conn.fetchrow(
-            sql.CLAIM_ONE_FAST, *_claim_args(agent_id, lease_us, now, task_id)
-        )
+        claim = _claim_args(agent_id, lease_us, self.now(), task_id)
+        row = await conn.fetchrow(sql.CLAIM_ONE_FAST, *claim)
         return None if row[0] else bool(row[1])
 
     async def claim_task(
-        self, conn: Conn, fx: Effects, task_id: str, agent_id: str, lease_us: int, now: int
+        self, conn: Conn, fx: Effects, task_id: str, agent_id: str, lease_us: int
     ) -> bool:
         """Claim a named ready task, expired leases requeued first."""
+        now = self.now()
         await self.expire_leases(conn, now, fx)
         claim = _claim_args(agent_id, lease_us, now, task_id)
         return await conn.fetchval(sql.CLAIM_ONE, *claim) is not None
 
     async def claim_next_at_once(
-        self, conn: Conn, agent_id: str, types: list[str] | None, lease_us: int, now: int
+        self, conn: Conn, agent_id: str, types: list[str] | None, lease_us: int
     ) -> tuple[bool, Record | None]:
         """Claim the best ready task in one statement: (a lease has run out, the task)."""
-        row = await conn.fetchrow(sql.CLAIM_NEXT_FAST, *_claim_args(agent_id, lease_us, now, types))
+        claim = _claim_args(agent_id, lease_us, self.now(), types)
+        row = await conn.fetchrow(sql.CLAIM_NEXT_FAST, *claim)
         if row[0]:
             return True, None
         return False, None if row[1] is None else task(tuple(row)[1:])
 
     async def claim_next(
-        self,
-        conn: Conn,
-        fx: Effects,
-        agent_id: str,
-        types: list[str] | None,
-        lease_us: int,
-        now: int,
+        self, conn: Conn, fx: Effects, agent_id: str, types: list[str] | None, lease_us: int
     ) -> Record | None:
         """Claim the best ready task, expired leases requeued first."""
+        now = self.now()
         await self.expire_leases(conn, now, fx)
         got = await conn.fetchrow(sql.CLAIM_NEXT, *_claim_args(agent_id, lease_us, now, types))
         return None if got is None else task(got)

@@ -463,15 +463,14 @@ class PostgresStorage(GatedStorage[PostgresTransaction]):
         codec.check_id(task_id, "task_id", self._limits)
         codec.check_id(agent_id, "agent_id", self._limits)
         lease_us = self._lease(lease)
-        now = self._now()
         if not await self._in_transaction():
             claimed = await self._runner.self_committing(
-                lambda conn: self._ops.claim_task_at_once(conn, task_id, agent_id, lease_us, now)
+                lambda conn: self._ops.claim_task_at_once(conn, task_id, agent_id, lease_us)
             )
             if claimed is not None:
                 return claimed
         return await self._write(
-            lambda conn, fx: self._ops.claim_task(conn, fx, task_id, agent_id, lease_us, now)
+            lambda conn, fx: self._ops.claim_task(conn, fx, task_id, agent_id, lease_us)
         )
 
     async def claim_next_task(
@@ -483,15 +482,14 @@ class PostgresStorage(GatedStorage[PostgresTransaction]):
         codec.check_id(agent_id, "agent_id", self._limits)
         types = codec.types_arg(task_types)
         lease_us = self._lease(lease)
-        now = self._now()
         if not await self._in_transaction():
             expired, got = await self._runner.self_committing(
-                lambda conn: self._ops.claim_next_at_once(conn, agent_id, types, lease_us, now)
+                lambda conn: self._ops.claim_next_at_once(conn, agent_id, types, lease_us)
             )
             if not expired:
                 return None if got is None else task_model(got)
         rec = await self._write(
-            lambda conn, fx: self._ops.claim_next(conn, fx, agent_id, types, lease_us, now)
+            lambda conn, fx: self._ops.claim_next(conn, fx, agent_id, types, lease_us)
         )
         return None if rec is None else task_model(rec)
 

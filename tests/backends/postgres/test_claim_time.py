@@ -1,0 +1,106 @@
+"""A claim reads the clock when it runs: after waiting at the gate, and again on each retry.
+
+A task's readiness (``run_after <= now``) and the lease a claim grants are computed from that
+time, not from the time the call was made: a claim that waited while another task's
+transaction held the storage, or that was retried, sees the clock as it is then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from ruv_swarm_persistence.backends.postgres import PostgresStorage
+from ruv_swarm_persistence.models import TaskModel
+from ruv_swarm_persistence.testing import FakeClock
+
+from ._support import WAIT, Opener, wait_until
+
+START = datetime(2030, 1, 1, tzinfo=UTC)
+LEASE = 30
+
+
+async def claim_by_id(storage: PostgresStorage) -> datetime | None:
+    """``claim_task`` of the task ``t``: when its lease ends, or ``None`` if not claimed."""
+    if not await storage.claim_task("t", "w", lease=LEASE):
+        return None
+    got = await storage.get_task("t")
+    assert got is not None
+    return got.lease_expires_at
+
+
+async def claim_next(storage: PostgresStorage) -> datetime | None:
+    """``claim_next_task``: when the lease of the task ``t`` ends, or ``None``."""
+    got = await storage.claim_next_task("w", lease=LEASE)
+    if got is None:
+        return None
+    assert got.id == "t"
+    return got.lease_expires_at
+
+
+Claim = Callable[[PostgresStorage], Awaitable[datetime | None]]
+CLAIMS = [pytest.param(claim_by_id, id="claim_task"), pytest.param(claim_next, id="next")]
+
+
+async def ready_at_five(open_storage: Opener, expired_elsewhere: bool) -> tuple[Any, Any]:
+    """A storage on a fake clock and a task ``t`` that becomes ready 5 s from now.
+
+    With ``expired_elsewhere``, another task is held under a 1 s lease, which has run out by
+    the time the claim runs: then the one-statement claim gives way to the full one.
+    """
+    clock = FakeClock(START)
+    storage = await open_storage(clock=clock)
+    if expired_elsewhere:
+        await storage.store_task(TaskModel.new("job", {}, id="held"))
+        assert await storage.claim_task("held", "other", lease=1)
+    task = TaskModel.new("job", {}, id="t", run_after=START + timedelta(seconds=5))
+    await storage.store_task(task)
+    return clock, storage
+
+
+@pytest.mark.parametrize("claim", CLAIMS)
+@pytest.mark.parametrize("expired_elsewhere", [False, True], ids=["fast", "full"])
+async def test_a_claim_that_waited_at_the_gate_takes_the_time_it_runs(
+    open_storage: Opener, claim: Claim, expired_elsewhere: bool
+) -> None:
+    clock, storage = await ready_at_five(open_storage, expired_elsewhere)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with storage.transaction():
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await wait_until(lambda: storage._tx is not None)
+    claiming = asyncio.create_task(claim(storage))
+    await wait_until(lambda: bool(storage._tx_waiters))  # the claim waits at the gate
+    later = clock.advance(10)
+    release.set()
+    await asyncio.wait_for(holder, WAIT)
+    assert await asyncio.wait_for(claiming, WAIT) == later + timedelta(seconds=LEASE)
+
+
+@pytest.mark.parametrize("claim", CLAIMS)
+@pytest.mark.parametrize("expired_elsewhere", [False, True], ids=["fast", "full"])
+async def test_a_retried_claim_takes_the_time_of_its_retry(
+    open_storage: Opener, claim: Claim, expired_elsewhere: bool
+) -> None:
+    clock, storage = await ready_at_five(open_storage, expired_elsewhere)
+    runner: Any = storage._runner
+    acquire = runner.acquire
+    later = START + timedelta(seconds=10)
+
+    def first_fails() -> Any:
+        # The first connection cannot be had (nothing was sent, so the claim is retried),
+        # and time passes meanwhile.
+        runner.acquire = acquire
+        clock.advance(later - clock())
+        raise ConnectionRefusedError("the server is restarting")
+
+    runner.acquire = first_fails
+    assert await asyncio.wait_for(claim(storage), WAIT) == later + timedelta(seconds=LEASE)
+    assert clock() == later
