@@ -565,8 +565,8 @@ class PostgresStorage(GatedStorage[PostgresTransaction]):
         Woken across processes when a task is stored, a dependency completes or a task is
         requeued; a task waiting out a retry backoff is noticed when its time comes.
         """
+        deadline = Deadline(timeout)  # arguments are checked left to right
         types = codec.types_arg(task_types)
-        deadline = Deadline(timeout)
         while True:
             gen = self.listener.generation("t")
             now = self._now()
@@ -656,7 +656,11 @@ class PostgresStorage(GatedStorage[PostgresTransaction]):
         self, after_sequence: int = 0, event_types: Sequence[str] | None = None
     ) -> AsyncIterator[EventModel]:
         last = codec.limit_arg(after_sequence, "after_sequence")
-        types = None if event_types is None else frozenset(codec.types_arg(event_types) or ())
+        types = (
+            None
+            if event_types is None
+            else frozenset(codec.types_arg(event_types, "event_types") or ())
+        )
         while not self._closed:
             gen = self.listener.generation("e")
             batch = await self.read_events(last, 500)

@@ -13,19 +13,29 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ...errors import DatabaseError, StorageError
 from ...storage import ACTIVE_TRANSACTION
-from .._gate import GatedTransaction
+from .._gate import GatedStorage, GatedTransaction
 from . import errors
 from .ops import Effects, Op, perform
-from .runner import Conn, Phase, alive, in_doubt
-
-if TYPE_CHECKING:
-    from .storage import PostgresStorage
+from .runner import Conn, Phase, Runner, alive, in_doubt
 
 __all__ = ["PostgresTransaction"]
+
+
+class _Owner(Protocol):
+    """What a transaction needs of its storage (declared here: the storage imports us)."""
+
+    _runner: Runner
+    channel: str
+    _orphaned: int
+    _background: set[asyncio.Task[None]]
+
+    def _release_tx(self, tx: Any = None) -> None: ...
+    def _after_commit(self, fx: Effects) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +43,11 @@ T = TypeVar("T")
 
 
 class PostgresTransaction(GatedTransaction):
-    """A transaction of :class:`PostgresStorage`: one connection, held until it ends."""
+    """A transaction of ``PostgresStorage``: one connection, held until it ends."""
 
-    def __init__(self, storage: PostgresStorage, timeout_s: float) -> None:
+    def __init__(self, storage: GatedStorage[Any], timeout_s: float) -> None:
         super().__init__(storage, state="starting")
-        self._pg = storage
+        self._pg: _Owner = storage  # type: ignore[assignment]  # a PostgresStorage
         self._timeout_s = timeout_s
         self._conn: Conn = None
         self._tr: Any = None
