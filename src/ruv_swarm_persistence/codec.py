@@ -425,85 +425,108 @@ def _t(us: int | None) -> datetime | None:
     return None if us is None else from_us(us)
 
 
+def _undecodable(table: str, r: Record, exc: Exception) -> SerializationError:
+    """A row that cannot be decoded: an error naming the table and the id, never skipped."""
+    if isinstance(exc, SerializationError):
+        return exc
+    row_id = r.get("id") if isinstance(r, dict) else None
+    return SerializationError(table, str(row_id), f"{type(exc).__name__}: {exc}")
+
+
 def decode_agent(r: Record) -> AgentModel:
-    """Build an agent from its record."""
-    return AgentModel(
-        id=r["id"],
-        name=r["name"],
-        agent_type=r["agent_type"],
-        status=AgentStatus(r["status"]),
-        capabilities=_json.loads(r["capabilities"]),
-        metadata=_json.loads(r["metadata"]),
-        heartbeat=from_us(r["heartbeat"]),
-        created_at=from_us(r["created_at"]),
-        updated_at=from_us(r["updated_at"]),
-    )
+    """Build an agent from its record; one that cannot be decoded is a SerializationError."""
+    try:
+        return AgentModel(
+            id=r["id"],
+            name=r["name"],
+            agent_type=r["agent_type"],
+            status=AgentStatus(r["status"]),
+            capabilities=_json.loads(r["capabilities"]),
+            metadata=_json.loads(r["metadata"]),
+            heartbeat=from_us(r["heartbeat"]),
+            created_at=from_us(r["created_at"]),
+            updated_at=from_us(r["updated_at"]),
+        )
+    except Exception as exc:
+        raise _undecodable("agents", r, exc) from exc
 
 
 def decode_task(r: Record) -> TaskModel:
-    """Build a task from its record."""
-    res = r["result"]
-    return TaskModel(
-        id=r["id"],
-        task_type=r["task_type"],
-        priority=TaskPriority(r["priority"]),
-        status=TaskStatus(r["status"]),
-        assigned_to=r["assigned_to"],
-        payload=_json.loads(r["payload"]),
-        result=None if res is None else _json.loads(res),
-        error=r["error"],
-        retry_count=r["retry_count"],
-        max_retries=r["max_retries"],
-        dependencies=_json.loads(r["dependencies"]),
-        created_at=from_us(r["created_at"]),
-        updated_at=from_us(r["updated_at"]),
-        started_at=_t(r["started_at"]),
-        completed_at=_t(r["completed_at"]),
-        lease_expires_at=_t(r["lease_expires_at"]),
-        run_after=_t(r["run_after"]),
-    )
+    """Build a task from its record; one that cannot be decoded is a SerializationError."""
+    try:
+        res = r["result"]
+        return TaskModel(
+            id=r["id"],
+            task_type=r["task_type"],
+            priority=TaskPriority(r["priority"]),
+            status=TaskStatus(r["status"]),
+            assigned_to=r["assigned_to"],
+            payload=_json.loads(r["payload"]),
+            result=None if res is None else _json.loads(res),
+            error=r["error"],
+            retry_count=r["retry_count"],
+            max_retries=r["max_retries"],
+            dependencies=_json.loads(r["dependencies"]),
+            created_at=from_us(r["created_at"]),
+            updated_at=from_us(r["updated_at"]),
+            started_at=_t(r["started_at"]),
+            completed_at=_t(r["completed_at"]),
+            lease_expires_at=_t(r["lease_expires_at"]),
+            run_after=_t(r["run_after"]),
+        )
+    except Exception as exc:
+        raise _undecodable("tasks", r, exc) from exc
 
 
 def decode_event(r: Record) -> EventModel:
-    """Build an event from its record."""
-    return EventModel(
-        id=r["id"],
-        event_type=r["event_type"],
-        agent_id=r["agent_id"],
-        task_id=r["task_id"],
-        payload=_json.loads(r["payload"]),
-        metadata=_json.loads(r["metadata"]),
-        timestamp=from_us(r["timestamp"]),
-        sequence=r["sequence"],
-    )
+    """Build an event from its record; one that cannot be decoded is a SerializationError."""
+    try:
+        return EventModel(
+            id=r["id"],
+            event_type=r["event_type"],
+            agent_id=r["agent_id"],
+            task_id=r["task_id"],
+            payload=_json.loads(r["payload"]),
+            metadata=_json.loads(r["metadata"]),
+            timestamp=from_us(r["timestamp"]),
+            sequence=r["sequence"],
+        )
+    except Exception as exc:
+        raise _undecodable("events", r, exc) from exc
 
 
 def decode_message(r: Record) -> MessageModel:
-    """Build a message from its record."""
-    return MessageModel(
-        id=r["id"],
-        from_agent=r["from_agent"],
-        to_agent=r["to_agent"],
-        message_type=r["message_type"],
-        content=_json.loads(r["content"]),
-        priority=MessagePriority(r["priority"]),
-        read=bool(r["read"]),
-        created_at=from_us(r["created_at"]),
-        read_at=_t(r["read_at"]),
-    )
+    """Build a message from its record; one that cannot be decoded is a SerializationError."""
+    try:
+        return MessageModel(
+            id=r["id"],
+            from_agent=r["from_agent"],
+            to_agent=r["to_agent"],
+            message_type=r["message_type"],
+            content=_json.loads(r["content"]),
+            priority=MessagePriority(r["priority"]),
+            read=bool(r["read"]),
+            created_at=from_us(r["created_at"]),
+            read_at=_t(r["read_at"]),
+        )
+    except Exception as exc:
+        raise _undecodable("messages", r, exc) from exc
 
 
 def decode_metric(r: Record) -> MetricModel:
-    """Build a metric from its record."""
-    return MetricModel(
-        id=r["id"],
-        metric_type=r["metric_type"],
-        agent_id=r["agent_id"],
-        value=float(r["value"]),
-        unit=r["unit"],
-        tags=_json.loads(r["tags"]),
-        timestamp=from_us(r["timestamp"]),
-    )
+    """Build a metric from its record; one that cannot be decoded is a SerializationError."""
+    try:
+        return MetricModel(
+            id=r["id"],
+            metric_type=r["metric_type"],
+            agent_id=r["agent_id"],
+            value=float(r["value"]),
+            unit=r["unit"],
+            tags=_json.loads(r["tags"]),
+            timestamp=from_us(r["timestamp"]),
+        )
+    except Exception as exc:
+        raise _undecodable("metrics", r, exc) from exc
 
 
 ENCODERS: Final[dict[str, Callable[[Any, Limits], Record]]] = {

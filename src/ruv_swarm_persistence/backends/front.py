@@ -13,6 +13,7 @@ own: opening and closing, and how a transaction begins and ends (``begin_transac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -29,6 +30,9 @@ from ._wake import EVENTS, TASKS, Deadline, Wakeups, mail
 from .engine import Engine
 
 __all__ = ["Front"]
+
+#: Events validated between two turns of the event loop in a large ``store_events``.
+VALIDATE_CHUNK = 1000
 
 T = TypeVar("T")
 TxT = TypeVar("TxT", bound=GatedTransaction)
@@ -235,7 +239,19 @@ class Front(GatedStorage[TxT]):
         return seq
 
     async def store_events(self, events: Sequence[EventModel]) -> list[int]:
-        rows = codec.encode_batch(events, codec.event_values, "events", self._limits)
+        if (
+            isinstance(events, Sequence)
+            and not isinstance(events, (str, bytes))
+            and len(events) > VALIDATE_CHUNK
+        ):
+            # A large batch is validated a chunk at a time, letting the loop run between.
+            rows = []
+            for start in range(0, len(events), VALIDATE_CHUNK):
+                chunk = events[start : start + VALIDATE_CHUNK]
+                rows += [codec.event_values(e, self._limits) for e in chunk]
+                await asyncio.sleep(0)
+        else:
+            rows = codec.encode_batch(events, codec.event_values, "events", self._limits)
         tx = await self._gate() if self._blocked else None
         if not rows:
             return []

@@ -202,14 +202,6 @@ async def test_a_lock_held_past_the_busy_timeout_is_a_database_error(
     await storage.close()
 
 
-# The front decodes records; until its decoders turn a failure into the SerializationError
-# that ``codec.decode`` raises, a corrupt row surfaces as the decoder's own exception.
-_FRONT_DECODES_RAW = pytest.mark.xfail(
-    strict=True, reason="the front's decoders do not raise SerializationError yet"
-)
-
-
-@_FRONT_DECODES_RAW
 @pytest.mark.parametrize(
     ("column", "value"),
     [
@@ -232,7 +224,6 @@ async def test_an_undecodable_row_is_a_serialization_error_naming_table_and_id(
         await sqlite.list_agents()
 
 
-@_FRONT_DECODES_RAW
 async def test_an_undecodable_task_returned_by_a_write(
     sqlite: SqliteStorage, raw: Callable[..., apsw.Connection]
 ) -> None:
