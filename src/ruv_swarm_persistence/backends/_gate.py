@@ -13,6 +13,7 @@ their own — how a transaction starts and ends — and call in here for the res
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -22,7 +23,7 @@ from ..storage import ACTIVE_TRANSACTION, DelegatingTransaction, Storage, Transa
 # Deadline lives with the waiting it bounds; imported from here by older modules.
 from ._wake import Deadline
 
-__all__ = ["Deadline", "GatedStorage", "GatedTransaction"]
+__all__ = ["Deadline", "GatedStorage", "GatedTransaction", "TxState"]
 
 TxT = TypeVar("TxT", bound="GatedTransaction")
 
@@ -57,7 +58,7 @@ class GatedStorage(Storage, Generic[TxT]):
         if (
             isinstance(current, GatedTransaction)
             and current._owner is self
-            and current._state == "timed_out"
+            and current._state == TxState.TIMED_OUT
         ):
             # Without this, calls after the timeout would silently run outside it.
             current.check_active()
@@ -126,35 +127,54 @@ class GatedStorage(Storage, Generic[TxT]):
         return bool(waiters)
 
 
+class TxState(enum.StrEnum):
+    """Where a transaction is in its life (the text is what error messages show)."""
+
+    #: Made, not yet holding a connection or the writer.
+    STARTING = "starting"
+    #: Open: calls run in it.
+    ACTIVE = "active"
+    #: COMMIT sent, its outcome not yet known.
+    COMMITTING = "committing"
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled back"
+    #: The database refused it; it must be rolled back.
+    FAILED = "failed"
+    #: Rolled back by its timeout; its owner has not been told yet (its calls must fail).
+    TIMED_OUT = "timed_out"
+    #: Rolled back by its timeout, and its owner told.
+    TIMEOUT_REPORTED = "timed out (reported)"
+
+
 class GatedTransaction(DelegatingTransaction):
     """The transaction side of :class:`GatedStorage`: its state and timeout reporting.
 
-    ``_state`` is ``"active"`` while open; ``"timed_out"`` after the timeout rolled it back
-    and until its owner is told (the storage counts it in ``_orphaned`` meanwhile); any other
-    text says how it ended (or that it has not started yet).
+    ``_state`` (a :class:`TxState`) is ``ACTIVE`` while open; ``TIMED_OUT`` after the timeout
+    rolled it back and until its owner is told (the storage counts it in ``_orphaned``
+    meanwhile); any other state says how it ended (or that it has not started yet).
     """
 
-    def __init__(self, storage: GatedStorage[Any], state: str = "active") -> None:
+    def __init__(self, storage: GatedStorage[Any], state: TxState = TxState.ACTIVE) -> None:
         super().__init__(storage)
         self._owner = storage
-        self._state = state
+        self._state: TxState = state
 
     @property
     def is_active(self) -> bool:
-        return self._state == "active"
+        return self._state == TxState.ACTIVE
 
     def check_active(self) -> None:
         """Raise :class:`TransactionError` unless the transaction is open."""
-        if self._state == "timed_out":
+        if self._state == TxState.TIMED_OUT:
             raise TransactionError("transaction was rolled back after its timeout")
-        if self._state != "active":
+        if self._state != TxState.ACTIVE:
             raise TransactionError(f"transaction already {self._state}")
 
     def _acknowledge_timeout(self) -> None:
         """If the timeout rolled this back, tell the owner (raise) and unblock the storage."""
-        if self._state == "timed_out":
+        if self._state == TxState.TIMED_OUT:
             owner = self._owner
-            self._state = "timed out (reported)"
+            self._state = TxState.TIMEOUT_REPORTED
             owner._orphaned -= 1
             owner._blocked = owner._gate_closed() or owner._tx is not None or owner._orphaned > 0
             if ACTIVE_TRANSACTION.get() is self:

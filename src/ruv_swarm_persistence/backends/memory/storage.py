@@ -14,7 +14,7 @@ from ...codec import Limits
 from ...errors import ValidationError
 from ...storage import ACTIVE_TRANSACTION, Duration, Transaction
 from ...urls import ParsedUrl
-from .._gate import GatedTransaction
+from .._gate import GatedTransaction, TxState
 from .._wake import Wakeups
 from ..front import Front
 from .engine import MemoryEngine
@@ -104,17 +104,17 @@ class MemoryTransaction(GatedTransaction):
         self._timer = asyncio.get_running_loop().call_later(timeout_s, self._timed_out)
 
     def _timed_out(self) -> None:
-        if self._state == "active":
+        if self._state == TxState.ACTIVE:
             log.warning("transaction open past its timeout; rolled back")
-            self._state = "timed_out"
+            self._state = TxState.TIMED_OUT
             self._memory._orphaned += 1
             self._memory._finish(self, commit=False)
 
     def abort(self, why: str) -> None:
         """Roll back at once (used when the storage closes)."""
-        if self._state == "active":
+        if self._state == TxState.ACTIVE:
             self._timer.cancel()
-            self._state = "rolled back"
+            self._state = TxState.ROLLED_BACK
             self._memory._finish(self, commit=False)
             log.warning("transaction rolled back: %s", why)
 
@@ -122,14 +122,14 @@ class MemoryTransaction(GatedTransaction):
         self._acknowledge_timeout()
         self.check_active()
         self._timer.cancel()
-        self._state = "committed"
+        self._state = TxState.COMMITTED
         self._memory._finish(self, commit=True)
 
     async def rollback(self) -> None:
         self._acknowledge_timeout()
         self.check_active()
         self._timer.cancel()
-        self._state = "rolled back"
+        self._state = TxState.ROLLED_BACK
         self._memory._finish(self, commit=False)
 
 

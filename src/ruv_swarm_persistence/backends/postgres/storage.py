@@ -71,7 +71,7 @@ from ...storage import (
     TimeArg,
     Transaction,
 )
-from .._gate import Deadline, GatedStorage
+from .._gate import Deadline, GatedStorage, TxState
 from . import ops, sql
 from .appender import EventAppender
 from .listener import Listener
@@ -313,7 +313,7 @@ class PostgresStorage(GatedStorage[PostgresTransaction]):
             if (
                 isinstance(current, PostgresTransaction)
                 and current._pg is self
-                and current._state == "active"
+                and current._state == TxState.ACTIVE
             ):
                 return current
             self._check_timed_out(current)
@@ -794,7 +794,7 @@ class PostgresStorage(GatedStorage[PostgresTransaction]):
         try:
             await tx._start()
         except BaseException:
-            tx._state = "failed"
+            tx._state = TxState.FAILED
             self._release_tx(tx)
             raise
         ACTIVE_TRANSACTION.set(tx)

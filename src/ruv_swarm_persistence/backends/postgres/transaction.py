@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from ...errors import DatabaseError, StorageError
 from ...storage import ACTIVE_TRANSACTION
-from .._gate import GatedStorage, GatedTransaction
+from .._gate import GatedStorage, GatedTransaction, TxState
 from . import errors
 from .ops import Effects, Op, perform
 from .runner import Conn, Phase, Runner, alive, in_doubt
@@ -46,7 +46,7 @@ class PostgresTransaction(GatedTransaction):
     """A transaction of ``PostgresStorage``: one connection, held until it ends."""
 
     def __init__(self, storage: GatedStorage[Any], timeout_s: float) -> None:
-        super().__init__(storage, state="starting")
+        super().__init__(storage, state=TxState.STARTING)
         self._pg: _Owner = storage  # type: ignore[assignment]  # a PostgresStorage
         self._timeout_s = timeout_s
         self._conn: Conn = None
@@ -57,7 +57,7 @@ class PostgresTransaction(GatedTransaction):
 
     async def _start(self) -> None:
         self._conn, self._tr = await self._pg._runner.begin()
-        self._state = "active"
+        self._state = TxState.ACTIVE
         self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._timed_out)
 
     async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
@@ -101,9 +101,9 @@ class PostgresTransaction(GatedTransaction):
         self._fx.mail.add(agent_id)
 
     def _timed_out(self) -> None:
-        if self._state == "active":
+        if self._state == TxState.ACTIVE:
             log.warning("transaction open past its timeout; rolled back")
-            self._state = "timed_out"
+            self._state = TxState.TIMED_OUT
             self._pg._orphaned += 1
             self._pg._release_tx(self)
             task = asyncio.get_running_loop().create_task(self._discard())
@@ -127,10 +127,10 @@ class PostgresTransaction(GatedTransaction):
 
     async def _abort(self, why: str) -> None:
         """Roll back at once (the storage is closing)."""
-        if self._state == "active":
+        if self._state == TxState.ACTIVE:
             if self._timer is not None:
                 self._timer.cancel()
-            self._state = "rolled back"
+            self._state = TxState.ROLLED_BACK
             await self._discard()
             self._pg._release_tx(self)
             log.warning("transaction rolled back: %s", why)
@@ -143,13 +143,13 @@ class PostgresTransaction(GatedTransaction):
             self.check_active()
             if self._timer is not None:
                 self._timer.cancel()
-            self._state = "committing"
+            self._state = TxState.COMMITTING
             conn, self._conn = self._conn, None
             sent = alive(conn)
             try:
                 await self._tr.commit()
             except Exception as exc:
-                self._state = "failed"
+                self._state = TxState.FAILED
                 with contextlib.suppress(Exception):
                     await self._tr.rollback()
                 await self._pg._runner.release(conn)
@@ -161,7 +161,7 @@ class PostgresTransaction(GatedTransaction):
                     ) from exc
                 doubt = in_doubt(exc, Phase.COMMITTING, "the transaction")
                 raise (doubt or errors.translate(exc)) from exc
-            self._state = "committed"
+            self._state = TxState.COMMITTED
             await self._pg._runner.release(conn)
         self._finish()
         self._pg._after_commit(self._fx)
@@ -171,7 +171,7 @@ class PostgresTransaction(GatedTransaction):
         self.check_active()
         if self._timer is not None:
             self._timer.cancel()
-        self._state = "rolled back"
+        self._state = TxState.ROLLED_BACK
         await self._discard()
         self._finish()
 

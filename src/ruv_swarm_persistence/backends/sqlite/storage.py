@@ -44,7 +44,7 @@ from ...migrations import (
     check_applied,
 )
 from ...storage import ACTIVE_TRANSACTION, Duration, Transaction
-from .._gate import GatedTransaction
+from .._gate import GatedTransaction, TxState
 from .._wake import Wakeups
 from ..front import Front
 from . import sql
@@ -440,7 +440,7 @@ class SqliteStorage(Front["SqliteTransaction"]):
         try:
             await self._w.hold()
         except BaseException:
-            tx._state = "rolled back"
+            tx._state = TxState.ROLLED_BACK
             self._release_tx()
             raise
         tx._begin(WriteContext(self._w.conn), timeout_us / 1e6)
@@ -499,17 +499,17 @@ class SqliteTransaction(GatedTransaction):
     """A transaction of :class:`SqliteStorage`: holds the writer, rolled back on timeout."""
 
     def __init__(self, storage: SqliteStorage) -> None:
-        super().__init__(storage, state="starting")
+        super().__init__(storage, state=TxState.STARTING)
         self._sqlite = storage
         self.ctx: WriteContext | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def _begin(self, ctx: WriteContext, timeout_s: float) -> None:
         self.ctx = ctx
-        self._state = "active"
+        self._state = TxState.ACTIVE
         self._timer = asyncio.get_running_loop().call_later(timeout_s, self._timed_out)
 
-    def _end(self, state: str, *, commit: bool) -> None:
+    def _end(self, state: TxState, *, commit: bool) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._state = state
@@ -518,7 +518,7 @@ class SqliteTransaction(GatedTransaction):
             if writer is not None:
                 writer.release(commit=commit)
         except StorageError as exc:
-            self._state = "rolled back"
+            self._state = TxState.ROLLED_BACK
             self._sqlite._finish(self, commit=False)
             raise TransactionError(f"commit failed: {exc}") from exc
         self._sqlite._finish(self, commit=commit)
@@ -529,11 +529,11 @@ class SqliteTransaction(GatedTransaction):
         An I/O error or a full disk can make SQLite abandon the transaction; the statements
         that follow would otherwise run one by one outside any transaction.
         """
-        if conn.in_transaction or self._state != "active":
+        if conn.in_transaction or self._state != TxState.ACTIVE:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._state = "rolled back"
+        self._state = TxState.ROLLED_BACK
         writer = self._sqlite._writer
         if writer is not None:
             writer.release(commit=False)
@@ -543,26 +543,26 @@ class SqliteTransaction(GatedTransaction):
         ) from cause
 
     def _timed_out(self) -> None:
-        if self._state == "active":
+        if self._state == TxState.ACTIVE:
             log.warning("transaction open past its timeout; rolled back")
             self._sqlite._orphaned += 1
-            self._end("timed_out", commit=False)
+            self._end(TxState.TIMED_OUT, commit=False)
 
     def abort(self, why: str) -> None:
         """Roll back at once (used when the storage closes)."""
-        if self._state == "active":
-            self._end("rolled back", commit=False)
+        if self._state == TxState.ACTIVE:
+            self._end(TxState.ROLLED_BACK, commit=False)
             log.warning("transaction rolled back: %s", why)
 
     async def commit(self) -> None:
         self._acknowledge_timeout()
         self.check_active()
-        self._end("committed", commit=True)
+        self._end(TxState.COMMITTED, commit=True)
 
     async def rollback(self) -> None:
         self._acknowledge_timeout()
         self.check_active()
-        self._end("rolled back", commit=False)
+        self._end(TxState.ROLLED_BACK, commit=False)
 
 
 class SqliteStorageBuilder:
