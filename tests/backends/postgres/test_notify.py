@@ -153,3 +153,40 @@ async def test_close_releases_waiters(open_storage: Opener) -> None:
     await storage.close()
     assert await asyncio.wait_for(mail, WAIT) == []
     assert await asyncio.wait_for(tasks, WAIT) is False
+
+
+async def test_waiters_poll_while_the_listener_cannot_connect(open_storage: Opener) -> None:
+    reader = await open_storage()
+    writer = await open_storage()
+
+    async def refuse() -> object:
+        raise ConnectionRefusedError("the server is restarting")
+
+    reader.listener._connect = refuse  # type: ignore[assignment]
+    reader.listener.poll_interval = 0.05
+    waiter = asyncio.ensure_future(reader.wait_for_messages("bob", timeout=WAIT * 3))
+    await _blocked(waiter)
+    assert not reader.listener.connected
+    await writer.store_message(MessageModel.new("alice", "bob", "note", {"hi": True}))
+    got = await asyncio.wait_for(waiter, WAIT)
+    assert [m.content for m in got] == [{"hi": True}]
+
+
+async def test_a_local_commit_wakes_local_waiters_without_the_listener(
+    open_storage: Opener,
+) -> None:
+    storage = await open_storage()
+    storage.listener.poll_interval = 3600.0
+
+    async def refuse() -> object:
+        raise ConnectionRefusedError("the server is restarting")
+
+    storage.listener._connect = refuse  # type: ignore[assignment]
+    waiter = asyncio.ensure_future(storage.wait_for_messages("bob", timeout=WAIT * 3))
+    await _blocked(waiter)
+    tx = await storage.begin_transaction()
+    await storage.store_message(MessageModel.new("alice", "bob", "note", {"n": 1}))
+    await _blocked(waiter)  # not before the commit
+    await tx.commit()
+    got = await asyncio.wait_for(waiter, WAIT)
+    assert [m.content for m in got] == [{"n": 1}]

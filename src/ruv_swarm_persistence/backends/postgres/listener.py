@@ -1,14 +1,15 @@
-"""``LISTEN`` on a dedicated connection, waking this process's waiters by key.
+"""``LISTEN`` on a dedicated connection, waking the storage's waiters by key.
 
 Writers send ``pg_notify(channel, key)`` in the transaction of the write, so the notification
-arrives only once the write is visible. Keys are ``e`` (events appended), ``t`` (a task may
-have become ready) and ``m:<agent id>`` (mail for that agent). A waiter remembers the key's
-generation, re-reads the database, and waits only if the generation has not moved since.
+arrives only once the write is visible. Keys are those of :mod:`.._wake`: ``e`` (events
+appended), ``t`` (a task may have become ready) and ``m:<agent id>`` (mail for that agent);
+each notification wakes that key of the front's :class:`~.._wake.Wakeups`, whose waiters then
+read again.
 
-The connection is opened when the first waiter appears. When it drops, every waiter is woken
-(anything may have been missed in the gap) and, until it is back, waiters fall back to polling;
-once reconnected, everyone is woken again, so a subscriber resumes from its last sequence and
-loses nothing.
+The connection is opened when the first waiter appears (:meth:`Listener.start`). When it
+drops, every waiter is woken (anything may have been missed in the gap) and, until it is back,
+every waiter is woken again each ``poll_interval`` so that it polls; once reconnected,
+everyone is woken again, so a subscriber resumes from its last sequence and loses nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import asyncpg
 
+from .._wake import Wakeups
 from . import sql
 
 __all__ = ["Listener"]
@@ -29,12 +31,13 @@ log = logging.getLogger(__name__)
 
 
 class Listener:
-    """The process-local side of one notification channel."""
+    """The process-local side of one notification channel: it wakes ``wakeups``."""
 
     def __init__(
         self,
         connect: Callable[[], Awaitable[asyncpg.Connection[Any]]],
         channel: str,
+        wakeups: Wakeups,
         *,
         poll_interval: float = 1.0,
         health_interval: float = 15.0,
@@ -43,11 +46,10 @@ class Listener:
         self.channel = channel
         self.poll_interval = poll_interval
         self.health_interval = health_interval
-        self._gen: dict[str, int] = {}
-        self._epoch = 0
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._wakeups = wakeups
         self._conn: asyncpg.Connection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
         self._closed = False
         self._stop = asyncio.Event()
         self.connected = False
@@ -60,54 +62,30 @@ class Listener:
         conn = self._conn
         return None if conn is None or conn.is_closed() else conn.get_server_pid()
 
-    def generation(self, key: str) -> int:
-        """A number that changes whenever ``key`` may have changed."""
-        return self._gen.get(key, 0) + self._epoch
-
     def wake(self, key: str) -> None:
-        """Wake the waiters of ``key`` (a notification, or a local commit)."""
-        self._gen[key] = self._gen.get(key, 0) + 1
-        for fut in self._waiters.pop(key, ()):
-            if not fut.done():
-                fut.set_result(None)
+        """Wake the waiters of ``key`` (a notification)."""
+        self._wakeups.wake(key)
 
     def wake_all(self) -> None:
         """Wake every waiter: notifications may have been missed."""
-        self._epoch += 1
-        waiters, self._waiters = self._waiters, {}
-        for futs in waiters.values():
-            for fut in futs:
-                if not fut.done():
-                    fut.set_result(None)
+        self._wakeups.wake_all()
 
     def start(self) -> None:
-        """Open the listening connection in the background (idempotent)."""
-        if self._task is None and not self._closed:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def wait(self, key: str, since: int, timeout: float | None) -> None:
-        """Return when ``key`` moved past generation ``since``, or after ``timeout`` seconds.
-
-        While the connection is down the wait is cut to ``poll_interval``, so callers that
-        re-read after every return keep making progress.
-        """
+        """Listen in the background, and poll while not listening (idempotent)."""
         if self._closed:
             return
-        self.start()
-        if self.generation(key) != since:
-            return
-        if not self.connected:
-            timeout = self.poll_interval if timeout is None else min(timeout, self.poll_interval)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(key, set()).add(fut)
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            futs = self._waiters.get(key)
-            if futs is not None:
-                futs.discard(fut)
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._task = loop.create_task(self._run())
+        if self._poller is None or self._poller.done():
+            self._poller = loop.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        """While anyone waits and the connection is down, wake everyone each interval."""
+        while not self._closed and self._wakeups.waiting():
+            await self._pause(self.poll_interval)
+            if not self._closed and not self.connected:
+                self.wake_all()
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: object) -> None:
         self.wake(str(payload))
@@ -192,6 +170,11 @@ class Listener:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await poller
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.terminate()

@@ -3,7 +3,8 @@
 The functions here run inside whatever transaction the caller opened: a write of its own
 (:meth:`.runner.Runner.write`), a savepoint of a held transaction
 (:meth:`.transaction.PostgresTransaction._run_write`), or none for the statements that commit
-by themselves. They do not retry, gate or decode; the storage does.
+by themselves. They do not retry, gate or decode: the engine (:mod:`.engine`) runs them
+under a retry policy, the front gates and decodes.
 
 Every status change of a task goes through :meth:`PostgresOps.transition`, built on
 :mod:`ruv_swarm_persistence.rules`, so dependency counts and leases never drift. Writes
@@ -13,7 +14,7 @@ while a lease has expired; the caller then runs the full operation here, which e
 leases first.
 
 A write records what waiters care about in an :class:`Effects`; :func:`perform` sends its
-notifications in the same transaction, and the storage wakes this process's waiters after the
+notifications in the same transaction, and the engine wakes this process's waiters after the
 commit. :class:`Keep` lets a write commit what it did and still refuse the caller.
 """
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, TypeVar, cast
@@ -31,7 +32,7 @@ import asyncpg
 
 from ... import _json, codec, rules
 from ..._time import from_us
-from ...codec import EventValues, Limits, Record
+from ...codec import EventValues, Record
 from ...errors import (
     ConflictError,
     LeaseLostError,
@@ -40,7 +41,7 @@ from ...errors import (
     StorageError,
 )
 from ...migrations import AppliedMigration, Migration
-from ...models import AgentModel, MessageModel, TaskModel
+from ...models import MessageModel, TaskModel
 from ...storage import PruneResult
 from ..sql_common import check_new_status, plan_cascade, plan_task_batch, row_record
 from . import sql
@@ -66,7 +67,6 @@ __all__ = [
     "opt_jsonb",
     "perform",
     "revert_migration",
-    "stream_events",
     "task",
     "task_model",
 ]
@@ -346,38 +346,6 @@ async def _append_copy(conn: Conn, rows: Sequence[EventValues], channel: str) ->
     return list(range(first, last + 1))
 
 
-async def stream_events(
-    conn: Conn, events: Sequence[Any], limits: Limits, channel: str
-) -> list[int]:
-    """A large batch on its own: validated while COPY streams it, in one transaction.
-
-    The rows reach the server while the next ones are checked; any refusal aborts the
-    COPY and rolls everything back, so a bad batch still writes nothing. A refused id
-    (``ConflictError``) is reported only after every event passed validation, the same
-    order of errors as :func:`codec.encode_batch` followed by the id checks.
-    """
-    n = len(events)
-    async with conn.transaction():
-        last = int(await conn.fetchval(sql.TAKE_SEQUENCES, n))
-        first = last - n + 1
-
-        async def rows() -> AsyncIterator[tuple[Any, ...]]:
-            seen: set[str] = set()
-            duplicate: str | None = None
-            for i, ev in enumerate(events):
-                row = codec.event_values(ev, limits)
-                if row[0] in seen and duplicate is None:
-                    duplicate = row[0]
-                seen.add(row[0])
-                yield copy_row(first + i, row)
-            if duplicate is not None:
-                raise ConflictError("event", duplicate)
-
-        await conn.copy_records_to_table("events", records=rows(), columns=sql.EVENT_COPY_COLUMNS)
-        await conn.execute(sql.NOTIFY, channel, ["e"])
-    return list(range(first, last + 1))
-
-
 # --- the operations of tasks and agents --------------------------------------------------------
 
 
@@ -492,13 +460,13 @@ class PostgresOps:
 
     async def reap_stale_agents(
         self, conn: Conn, fx: Effects, cutoff: int, now: int
-    ) -> list[AgentModel]:
+    ) -> list[Record]:
         """Mark agents silent since ``cutoff`` as ``error``; requeue the tasks they held."""
         reaped = []
         for row in await conn.fetch(sql.LOCK_STALE_AGENTS, cutoff):
             rec = {**row_record(sql.AGENT_COLS, row), "status": "error", "updated_at": now}
             await conn.execute(sql.MARK_AGENT_ERROR, rec["id"], now)
-            reaped.append(codec.decode("agents", rec))
+            reaped.append(rec)
             for t in await conn.fetch(sql.HELD_BY_AGENT_LOCKED, rec["id"]):
                 await self.fail_attempt(conn, task(t), rules.released_error(rec["id"]), now, fx)
         return reaped
