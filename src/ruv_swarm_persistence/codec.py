@@ -354,7 +354,12 @@ def _checked_event_values(e: EventModel, limits: Limits) -> EventValues:
 
 def encode_event(e: EventModel, limits: Limits = DEFAULT_LIMITS) -> Record:
     """Validate an event and return its record (``sequence`` left for the backend)."""
-    id_, event_type, agent_id, task_id, payload, metadata, timestamp = event_values(e, limits)
+    return event_record(event_values(e, limits))
+
+
+def event_record(values: EventValues) -> Record:
+    """The record of an event's validated values (``sequence`` left for the backend)."""
+    id_, event_type, agent_id, task_id, payload, metadata, timestamp = values
     return {
         "id": id_,
         "event_type": event_type,
@@ -620,6 +625,18 @@ def cutoff_arg(value: Any, field: str, now: int) -> int:
     if isinstance(value, datetime):
         return check_time(value, field)
     return now - duration_arg(value, field, allow_zero=True)
+
+
+_FLAG_TEXT: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def flag_arg(value: Any, field: str) -> bool:
+    """A boolean option: a bool, or URL text (``true``/``false``, ``1``/``0``, ``yes``/``no``)."""
+    if isinstance(value, str) and value.lower() in _FLAG_TEXT:
+        return _FLAG_TEXT[value.lower()]
+    if not isinstance(value, bool):
+        raise ValidationError(f"{value!r} is not true or false", field=field)
+    return value
 
 
 def limit_arg(value: Any, field: str = "limit") -> int:

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from ... import _json, rules
 from ...aggregate import MetricRow, aggregate, crate_aggregate
-from ...codec import EventValues, Record, check_unique_ids
+from ...codec import EventValues, Record, check_unique_ids, event_record
 from ...errors import (
     ConflictError,
     DatabaseError,
@@ -188,20 +188,6 @@ class _Tables:
             ):
                 out.append(rec)
         return out
-
-
-def _event_record(row: EventValues) -> Record:
-    id_, event_type, agent_id, task_id, payload, metadata, timestamp = row
-    return {
-        "id": id_,
-        "event_type": event_type,
-        "agent_id": agent_id,
-        "task_id": task_id,
-        "payload": payload,
-        "metadata": metadata,
-        "timestamp": timestamp,
-        "sequence": None,
-    }
 
 
 def _claim_order(r: Record) -> tuple[int, int, str]:
@@ -591,13 +577,13 @@ class MemoryEngine:
     async def append_event(self, tx: Any, row: EventValues) -> int:
         if row[0] in self.tables.event_ids:
             raise ConflictError("event", row[0])
-        seq = self._append_event(_event_record(row))
+        seq = self._append_event(event_record(row))
         self._changed(EVENTS)
         return seq
 
     async def append_events(self, tx: Any, rows: list[EventValues]) -> list[int]:
         check_unique_ids([row[0] for row in rows], "event", self.tables.event_ids)
-        seqs = [self._append_event(_event_record(row)) for row in rows]
+        seqs = [self._append_event(event_record(row)) for row in rows]
         self._changed(EVENTS)
         return seqs
 

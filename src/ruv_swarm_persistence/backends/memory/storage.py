@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from ... import codec, rules
 from ..._time import now_us, to_us
@@ -22,8 +22,6 @@ from .engine import MemoryEngine
 __all__ = ["MemoryStorage", "MemoryTransaction", "open_url"]
 
 log = logging.getLogger(__name__)
-
-_FLAGS: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 class MemoryStorage(Front["MemoryTransaction"]):
@@ -48,7 +46,7 @@ class MemoryStorage(Front["MemoryTransaction"]):
         read_only: bool = False,
     ) -> None:
         for flag, value in (("migrate", migrate), ("read_only", read_only)):
-            if not isinstance(value, bool):
+            if not isinstance(value, bool):  # keywords take bools; URL text is parsed below
                 raise ValidationError(f"{value!r} is not true or false", field=flag)
         self._now = now_us if clock is None else (lambda: to_us(clock()))
         self._lease_us = codec.duration_arg(lease, "lease")
@@ -142,10 +140,8 @@ async def open_url(parsed: ParsedUrl, options: dict[str, Any]) -> MemoryStorage:
         )
     kwargs: dict[str, Any] = {}
     for key, value in options.items():
-        if key in ("migrate", "read_only") and isinstance(value, str):
-            if value.lower() not in _FLAGS:
-                raise ValidationError(f"{value!r} is not true or false", field=key)
-            kwargs[key] = _FLAGS[value.lower()]
+        if key in ("migrate", "read_only"):
+            kwargs[key] = codec.flag_arg(value, key)
         elif key in ("lease", "transaction_timeout") and isinstance(value, str):
             try:
                 kwargs[key] = float(value)

@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ...codec import flag_arg
 from ...errors import ValidationError
 from . import sql
 
@@ -71,7 +72,7 @@ def channel_for(schema: str) -> str:
 def check_flags(*, migrate: Any, read_only: Any) -> None:
     """``migrate`` and ``read_only`` are booleans."""
     for flag, value in (("migrate", migrate), ("read_only", read_only)):
-        if not isinstance(value, bool):
+        if not isinstance(value, bool):  # keywords take bools; URL text is parsed below
             raise ValidationError(f"{value!r} is not true or false", field=flag)
 
 
@@ -161,7 +162,6 @@ _NUMERIC: Final = {
     "lease": float,
     "transaction_timeout": float,
 }
-_BOOLEAN: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _OWN: Final = {*_NUMERIC, "schema", "clock", "retry_policy", "limits", "migrate", "read_only"}
 #: libpq connection parameters handed to the server connection untouched.
 _LIBPQ: Final = frozenset(
@@ -196,10 +196,8 @@ def url_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]
             passthrough[key] = str(value)
         elif key not in _OWN:
             unknown.append(key)
-        elif key in ("migrate", "read_only") and isinstance(value, str):
-            if value.lower() not in _BOOLEAN:
-                raise ValidationError(f"{value!r} is not true or false", field=key)
-            kwargs[key] = _BOOLEAN[value.lower()]
+        elif key in ("migrate", "read_only"):
+            kwargs[key] = flag_arg(value, key)
         elif key in _NUMERIC and isinstance(value, str):
             if value.lower() == "none" and key == "command_timeout":
                 kwargs[key] = None

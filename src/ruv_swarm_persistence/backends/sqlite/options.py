@@ -66,9 +66,9 @@ class Options:
         self.synchronous = _SYNCHRONOUS[sync.lower()]
         self.busy_timeout_ms = _int(o.get("busy_timeout", 5000), "busy_timeout", minimum=0)
         self.max_batch = _int(o.get("max_batch", 512), "max_batch", minimum=1)
-        self.read_only = _flag(o.get("read_only", False), "read_only")
+        self.read_only = codec.flag_arg(o.get("read_only", False), "read_only")
         # A read-only storage never migrates: migrating writes.
-        self.migrate = _flag(o.get("migrate", True), "migrate") and not self.read_only
+        self.migrate = codec.flag_arg(o.get("migrate", True), "migrate") and not self.read_only
         self.lease_us = codec.duration_arg(_number(o.get("lease", 30), "lease"), "lease")
         self.transaction_timeout_us = codec.duration_arg(
             _number(o.get("transaction_timeout", 30), "transaction_timeout"),
@@ -97,18 +97,6 @@ def _number(value: Any, field: str) -> Any:
             return float(value)
         except ValueError:
             raise ValidationError(f"{value!r} is not a number", field=field) from None
-    return value
-
-
-_FLAGS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def _flag(value: Any, field: str) -> bool:
-    """A boolean option; URL text ``true``/``false`` (also ``1``/``0``, ``yes``/``no``)."""
-    if isinstance(value, str) and value.lower() in _FLAGS:
-        return _FLAGS[value.lower()]
-    if not isinstance(value, bool):
-        raise ValidationError(f"{value!r} is not true or false", field=field)
     return value
 
 
