@@ -6,29 +6,33 @@ it. A transaction rolled back by its timeout stays "orphaned" until its owner is
 the owner's later calls fail instead of quietly running outside any transaction.
 
 :class:`GatedStorage` holds that state and the waiting; :class:`GatedTransaction` holds the
-transaction's side of it (its state and the reporting of a timeout). Backends keep what is
-their own — how a transaction starts and ends — and call in here for the rest.
+transaction's side of it (its state and the reporting of a timeout). Both are the one
+:class:`~.front.Front`: a transaction is the storage's API over the same engine, whose gate
+returns the transaction itself. Backends keep what is their own — how a transaction starts
+and ends — and call in here for the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from ..errors import StorageError, TransactionError
-from ..storage import ACTIVE_TRANSACTION, DelegatingTransaction, Storage, Transaction
+from ..models import EventModel
+from ..storage import ACTIVE_TRANSACTION, Transaction
 
 # Deadline lives with the waiting it bounds; imported from here by older modules.
 from ._wake import Deadline
+from .front import Front
 
 __all__ = ["Deadline", "GatedStorage", "GatedTransaction", "TxState"]
 
 TxT = TypeVar("TxT", bound="GatedTransaction")
 
 
-class GatedStorage(Storage, Generic[TxT]):
+class GatedStorage(Front, Generic[TxT]):
     """A storage that lets one transaction (of type ``TxT``) hold it at a time.
 
     A subclass calls :meth:`_init_gate` in its constructor, sets ``_closed``, takes the
@@ -146,18 +150,42 @@ class TxState(enum.StrEnum):
     TIMEOUT_REPORTED = "timed out (reported)"
 
 
-class GatedTransaction(DelegatingTransaction):
+class GatedTransaction(Front, Transaction):
     """The transaction side of :class:`GatedStorage`: its state and timeout reporting.
 
-    ``_state`` (a :class:`TxState`) is ``ACTIVE`` while open; ``TIMED_OUT`` after the timeout
-    rolled it back and until its owner is told (the storage counts it in ``_orphaned``
-    meanwhile); any other state says how it ended (or that it has not started yet).
+    Its API is the storage's front over the same engine; every call runs inside it. ``_state``
+    (a :class:`TxState`) is ``ACTIVE`` while open; ``TIMED_OUT`` after the timeout rolled it
+    back and until its owner is told (the storage counts it in ``_orphaned`` meanwhile); any
+    other state says how it ended (or that it has not started yet).
     """
 
     def __init__(self, storage: GatedStorage[Any], state: TxState = TxState.ACTIVE) -> None:
-        super().__init__(storage)
+        #: The storage this transaction belongs to.
+        self.storage = storage
         self._owner = storage
         self._state: TxState = state
+        self._engine = storage._engine
+        self._wake = storage._wake
+        self._limits = storage._limits
+        self._lease_us = storage._lease_us
+        self._now = storage._now
+        self._blocked = True  # every call asks the gate, which checks the state
+
+    async def _gate(self) -> GatedTransaction:
+        # A finished transaction must not quietly run its calls outside any transaction.
+        self.check_active()
+        if self._owner._gate_closed():
+            raise StorageError("storage is closed")
+        return self
+
+    def _gate_closed(self) -> bool:
+        return self._owner._gate_closed()
+
+    async def subscribe(
+        self, after_sequence: int = 0, event_types: Sequence[str] | None = None
+    ) -> AsyncGenerator[EventModel, None]:
+        raise TransactionError("subscribe() on the storage, not inside a transaction")
+        yield  # pragma: no cover - makes this an async generator
 
     @property
     def is_active(self) -> bool:

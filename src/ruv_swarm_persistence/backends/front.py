@@ -7,8 +7,11 @@ back. Bad arguments therefore raise the same error, naming the same field, on ev
 by construction. The waits (``subscribe``, ``wait_for_messages``, ``wait_for_tasks``) are
 written here too, on the shared :class:`~._wake.Wakeups`.
 
-A backend subclasses :class:`Front`, sets the attributes listed on it, and keeps what is its
-own: opening and closing, and how a transaction begins and ends (``begin_transaction``).
+A backend's storage is a :class:`~._gate.GatedStorage` (a :class:`Front` whose gate makes
+other tasks wait for an open transaction) and keeps what is its own: opening and closing, and
+how a transaction begins and ends. Its transaction is a :class:`~._gate.GatedTransaction`, the
+same front over the same engine whose gate is the transaction itself, so a call through the
+transaction and a call on the storage from the task that began it take one path.
 """
 
 from __future__ import annotations
@@ -24,8 +27,7 @@ from ..codec import Limits
 from ..errors import ValidationError
 from ..models import AgentModel, AgentStatus, EventModel, MessageModel, MetricModel, TaskModel
 from ..query import QueryBuilder
-from ..storage import Duration, MetricAggregate, PruneResult, TimeArg
-from ._gate import GatedStorage, GatedTransaction
+from ..storage import Duration, MetricAggregate, PruneResult, Storage, TimeArg
 from ._wake import EVENTS, TASKS, Deadline, Wakeups, mail
 from .engine import Engine
 
@@ -35,7 +37,6 @@ __all__ = ["Front"]
 VALIDATE_CHUNK = 1000
 
 T = TypeVar("T")
-TxT = TypeVar("TxT", bound=GatedTransaction)
 
 _decode_agent = codec.decode_agent
 _decode_task = codec.decode_task
@@ -44,12 +45,13 @@ _decode_message = codec.decode_message
 _decode_metric = codec.decode_metric
 
 
-class Front(GatedStorage[TxT]):
-    """The concrete ``Storage`` API over an engine; a backend provides the rest.
+class Front(Storage):
+    """The concrete ``Storage`` API over an engine; the gate is the subclass's.
 
     A subclass sets, before use: ``_engine`` (its :class:`~.engine.Engine`), ``_wake``
     (the :class:`~._wake.Wakeups` its engine wakes), ``_limits``, ``_lease_us`` (the default
-    lease), ``_now`` (its clock, in µs) and ``_closed``, and calls ``_init_gate``.
+    lease), ``_now`` (its clock, in µs) and ``_blocked``, and provides :meth:`_gate` and
+    :meth:`_gate_closed`.
     """
 
     _engine: Engine
@@ -57,6 +59,16 @@ class Front(GatedStorage[TxT]):
     _limits: Limits
     _lease_us: int
     _now: Callable[[], int]
+    #: Whether a call must go through :meth:`_gate` (else it runs outside any transaction).
+    _blocked: bool
+
+    async def _gate(self) -> Any:
+        """Wait until the call may run; the transaction it runs in (``None``: none)."""
+        raise NotImplementedError
+
+    def _gate_closed(self) -> bool:
+        """Whether calls are refused (closed storage): waits return instead of waiting."""
+        raise NotImplementedError
 
     def _lease(self, lease: Duration | None) -> int:
         return self._lease_us if lease is None else codec.duration_arg(lease, "lease")
@@ -222,11 +234,11 @@ class Front(GatedStorage[TxT]):
             due_us = await engine.next_ready(tx, types)
             if due_us == 0:
                 return True
-            if self._closed or deadline.expired():
+            if self._gate_closed() or deadline.expired():
                 return False
             engine.watch()
             await wake.wait(TASKS, gen, deadline.wait_before(due_us))
-            if self._closed:
+            if self._gate_closed():
                 return False
 
     # --- events ----------------------------------------------------------------------------
@@ -294,7 +306,7 @@ class Front(GatedStorage[TxT]):
         )
         engine, wake = self._engine, self._wake
         page = engine.subscribe_page
-        while not self._closed:
+        while not self._gate_closed():
             engine.note_changes()
             gen = wake.generation(EVENTS)
             batch = await self.read_events(last, page)
@@ -302,7 +314,7 @@ class Front(GatedStorage[TxT]):
                 last = ev.sequence or last
                 if types is None or ev.event_type in types:
                     yield ev
-            if len(batch) == page or self._closed:
+            if len(batch) == page or self._gate_closed():
                 continue
             engine.watch()
             await wake.wait(EVENTS, gen)
@@ -355,13 +367,13 @@ class Front(GatedStorage[TxT]):
             engine.note_changes()
             gen = wake.generation(key)
             unread = await self.get_unread_messages(agent_id)
-            if unread or self._closed:
+            if unread or self._gate_closed():
                 return unread
             if deadline.expired():
                 return []
             engine.watch()
             await wake.wait(key, gen, deadline.remaining())
-            if self._closed:
+            if self._gate_closed():
                 # Woken by close(): return like a timeout instead of failing the next read.
                 return []
 

@@ -14,9 +14,8 @@ from ...codec import Limits
 from ...errors import ValidationError
 from ...storage import ACTIVE_TRANSACTION, Duration, Transaction
 from ...urls import ParsedUrl
-from .._gate import GatedTransaction, TxState
+from .._gate import GatedStorage, GatedTransaction, TxState
 from .._wake import Wakeups
-from ..front import Front
 from .engine import MemoryEngine
 
 __all__ = ["MemoryStorage", "MemoryTransaction", "open_url"]
@@ -24,7 +23,7 @@ __all__ = ["MemoryStorage", "MemoryTransaction", "open_url"]
 log = logging.getLogger(__name__)
 
 
-class MemoryStorage(Front["MemoryTransaction"]):
+class MemoryStorage(GatedStorage["MemoryTransaction"]):
     """Everything in one process's memory; the reference implementation of the semantics.
 
     Options: ``clock`` (a callable returning an aware ``datetime``; the default is the system

@@ -154,16 +154,25 @@ UPDATE tasks SET task_type = $2, priority = $3, status = $4, assigned_to = $5, p
     updated_at = $12, started_at = $13, completed_at = $14, lease_expires_at = $15,
     run_after = $16
 WHERE id = $1"""
-#: A dependency completed: its dependents have one unfinished dependency less (locked in id
-#: order, so two completions sharing dependents cannot deadlock).
-DEPENDENCY_COMPLETED = """
-WITH locked AS (
-    SELECT id FROM tasks
-    WHERE id IN (SELECT task_id FROM task_dependencies WHERE depends_on = $1)
-    ORDER BY id FOR UPDATE
-)
-UPDATE tasks AS t SET unfinished_deps = t.unfinished_deps - 1 FROM locked WHERE t.id = locked.id
-RETURNING t.status = 'pending' AND t.unfinished_deps = 0"""
+#: The one place the count of unfinished dependencies goes down: the dependents of the tasks
+#: in ``done`` (a CTE of completed ids) have one unfinished dependency less, locked in id
+#: order so two completions sharing dependents cannot deadlock; ``ready`` says which became
+#: ready. Used by the transition and by the one-statement completion.
+_RELEASED = """
+released AS (
+    UPDATE tasks AS t SET unfinished_deps = t.unfinished_deps - 1
+    FROM (
+        SELECT id FROM tasks
+        WHERE id IN (SELECT d.task_id FROM task_dependencies d JOIN done ON d.depends_on = done.id)
+        ORDER BY id FOR UPDATE
+    ) AS locked
+    WHERE t.id = locked.id
+    RETURNING t.status = 'pending' AND t.unfinished_deps = 0 AS ready
+)"""
+#: A dependency ($1) completed: its dependents count down (see ``_RELEASED``).
+DEPENDENCY_COMPLETED = f"""
+WITH done AS (SELECT $1::text AS id),{_RELEASED}
+SELECT ready FROM released"""
 HAS_DEPENDENTS = "SELECT EXISTS (SELECT 1 FROM task_dependencies WHERE depends_on = $1)"
 DELETE_TASK = "DELETE FROM tasks WHERE id = $1"
 #: Unfinished tasks reachable from $1 through dependencies, not yet locked by us; locked.
@@ -234,17 +243,7 @@ done AS (
         AND (lease_expires_at IS NULL OR lease_expires_at > $1)
         AND NOT (SELECT found FROM expired)
     RETURNING {_T}
-),
-released AS (
-    UPDATE tasks AS t SET unfinished_deps = t.unfinished_deps - 1
-    FROM (
-        SELECT id FROM tasks
-        WHERE id IN (SELECT d.task_id FROM task_dependencies d JOIN done ON d.depends_on = done.id)
-        ORDER BY id FOR UPDATE
-    ) AS locked
-    WHERE t.id = locked.id
-    RETURNING t.status = 'pending' AND t.unfinished_deps = 0 AS ready
-),
+),{_RELEASED},
 woken AS (SELECT pg_notify($9, 't') FROM released WHERE ready LIMIT 1)
 SELECT expired.found, (SELECT count(*) FROM woken) AS woken, done.*
 FROM expired LEFT JOIN done ON TRUE"""

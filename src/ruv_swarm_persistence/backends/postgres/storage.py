@@ -62,9 +62,8 @@ from ...migrations import (
     check_applied,
 )
 from ...storage import ACTIVE_TRANSACTION, Duration, Transaction
-from .._gate import TxState
+from .._gate import GatedStorage, TxState
 from .._wake import Wakeups
-from ..front import Front
 from . import ops
 from .engine import PostgresEngine
 from .listener import Listener
@@ -100,7 +99,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class PostgresStorage(Front["PostgresTransaction"]):
+class PostgresStorage(GatedStorage["PostgresTransaction"]):
     """A swarm stored in PostgreSQL; many processes on many machines may share it.
 
     Open with ``await PostgresStorage.open(dsn, **options)`` or

@@ -44,9 +44,8 @@ from ...migrations import (
     check_applied,
 )
 from ...storage import ACTIVE_TRANSACTION, Duration, Transaction
-from .._gate import GatedTransaction, TxState
+from .._gate import GatedStorage, GatedTransaction, TxState
 from .._wake import Wakeups
-from ..front import Front
 from . import sql
 from .engine import SqliteEngine
 from .errors import translate
@@ -124,7 +123,7 @@ class _Opening:
             await self._storage.close()
 
 
-class SqliteStorage(Front["SqliteTransaction"]):
+class SqliteStorage(GatedStorage["SqliteTransaction"]):
     """A swarm's storage in one SQLite file, shareable by several processes.
 
     Open with ``await SqliteStorage.open("swarm.db", **options)`` (or ``async with
