@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -135,9 +136,12 @@ def test_ctrl_c_exits_130_without_a_traceback(demo: Demo, tmp_path: Path) -> Non
 
 
 def test_shell_completion_script() -> None:
+    # Run from bash, as a user would: the shell is detected from the parent process (bash
+    # must not exec the command, hence the "exit"), so a test runner with no shell above it
+    # would otherwise get no script at all.
     env = cli_env() | {"SHELL": "/bin/bash"}
     done = subprocess.run(
-        [*COMMAND, "--show-completion", "bash"],
+        ["bash", "-c", shlex.join([*COMMAND, "--show-completion"]) + "; exit $?"],
         capture_output=True,
         text=True,
         env=env,
