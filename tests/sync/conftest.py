@@ -36,7 +36,15 @@ SYNC_BACKENDS = ["memory", "sqlite"]
 #: On SQLite, the suite's behavioural modules run through the facade; the validation and
 #: round-trip modules (thousands of cases that never reach a backend-specific path of the
 #: facade) run through it on memory only, and directly on SQLite in tests/conformance.
-SQLITE_MODULES = {"agents", "tasks", "transactions", "events", "messages", "metrics"}
+SQLITE_MODULES = {
+    "agents",
+    "tasks",
+    "task_lifecycle",
+    "transactions",
+    "events",
+    "messages",
+    "metrics",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
