@@ -1,7 +1,10 @@
 """Metric aggregation, computed once for every backend.
 
 Sums use ``math.fsum`` (exact, so independent of row order) and percentiles interpolate
-linearly between the closest ranks (PostgreSQL's ``percentile_cont``).
+linearly between the closest ranks (PostgreSQL's ``percentile_cont``). Values near the float
+limit stay well-behaved: a sum past it is ``±inf`` (as IEEE addition and SQLite's ``SUM`` give),
+while the mean and the percentiles, which lie between the smallest and the largest value, are
+computed so that they never overflow.
 """
 
 from __future__ import annotations
@@ -42,7 +45,26 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
     hi = min(lo + 1, n - 1)
     frac = pos - lo
     a, b = sorted_values[lo], sorted_values[hi]
-    return a + (b - a) * frac if frac else a
+    if not frac:
+        return a
+    span = b - a
+    if math.isinf(span):
+        # a and b near opposite float limits: this form stays between them.
+        return a * (1 - frac) + b * frac
+    return a + span * frac
+
+
+def sum_and_mean(values: Sequence[float]) -> tuple[float, float]:
+    """The exact sum (``±inf`` past the float range) and the mean (never overflowing)."""
+    n = len(values)
+    try:
+        total = math.fsum(values)
+    except OverflowError:
+        # Exact sum beyond the float range: its sign is that of the sum of the halves.
+        total = math.copysign(math.inf, math.fsum(v / 2 for v in values))
+    if math.isinf(total) or math.isinf(total / n):
+        return total, math.fsum(v / n for v in values)
+    return total, total / n
 
 
 def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
@@ -114,7 +136,7 @@ def aggregate(
     for key in sorted(groups, key=order):
         parts, unit, b = key
         values = sorted(groups[key])
-        total = math.fsum(values)
+        total, mean = sum_and_mean(values)
         out.append(
             MetricAggregate(
                 metric_type=metric_type,
@@ -123,7 +145,7 @@ def aggregate(
                 bucket_start=None if b is None else from_us(b),
                 count=len(values),
                 sum=total,
-                mean=total / len(values),
+                mean=mean,
                 min=values[0],
                 max=values[-1],
                 p50=percentile(values, 0.50),
@@ -143,12 +165,16 @@ def crate_metric(
     low: float,
     high: float,
     latest_us: int,
+    mean: float | None = None,
 ) -> MetricModel:
-    """One row of the crate's aggregate: ``value`` is the mean, ``tags`` the other figures."""
+    """One row of the crate's aggregate: ``value`` is the mean, ``tags`` the other figures.
+
+    ``mean`` defaults to ``total / count``; give it when the total may have overflowed.
+    """
     return MetricModel(
         id=f"{metric_type}:{agent_id if agent_id is not None else '*'}:{unit}",
         metric_type=metric_type,
-        value=total / count,
+        value=total / count if mean is None else mean,
         unit=unit,
         agent_id=agent_id,
         tags={
@@ -186,6 +212,7 @@ def crate_aggregate(metric_type: str, rows: Iterable[MetricRow]) -> list[MetricM
             agg.min,
             agg.max,
             latest[(agg.group["agent_id"], agg.unit)],
+            agg.mean,
         )
         for agg in aggregate(metric_type, materialised, ("agent_id",), None)
     ]

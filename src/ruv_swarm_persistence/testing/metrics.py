@@ -221,6 +221,31 @@ async def test_aggregate_metrics_percentiles_interpolate(storage: Storage, n: in
     _expect(agg, values)
 
 
+@pytest.mark.parametrize(
+    ("values", "total"),
+    [
+        ([1.7e308, 1.7e308], math.inf),
+        ([-1.7e308, -1.7e308, 1.0], -math.inf),
+        ([-1.7e308, 1.7e308], 0.0),
+        ([-1.7e308, 1.7e308, 1.7e308], 1.7e308),
+    ],
+    ids=["over", "under", "opposite", "opposite-and-over"],
+)
+async def test_aggregate_metrics_near_the_float_limit(
+    storage: Storage, values: list[float], total: float
+) -> None:
+    # The exact sum may leave the float range (then it is ±inf, as IEEE addition gives), but
+    # the mean and percentiles lie between min and max and must be finite, on every backend.
+    await storage.store_metrics([metric(f"m{i}", v) for i, v in enumerate(values)])
+    (agg,) = await storage.aggregate_metrics("latency", at(0), at(0), group_by=())
+    assert agg.count == len(values)
+    assert agg.sum == total
+    assert agg.mean == pytest.approx(math.fsum(v / len(values) for v in values), rel=1e-12)
+    assert (agg.min, agg.max) == (min(values), max(values))
+    for name in ("mean", "p50", "p95", "p99"):
+        assert agg.min <= getattr(agg, name) <= agg.max, name
+
+
 async def test_aggregate_metrics_never_mixes_units(storage: Storage) -> None:
     await storage.store_metrics(
         [metric("ms1", 100.0), metric("ms2", 300.0), metric("s1", 0.2, unit="s")]
