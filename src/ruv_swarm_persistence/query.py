@@ -7,6 +7,7 @@ backend that runs the query; the memory backend evaluates the same builder direc
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,21 @@ KINDS: Final[dict[str, dict[str, str]]] = {
     },
 }  # fmt: skip
 
+#: PostgreSQL's type for a bound value of each kind: the widest of its columns, so a value
+#: outside a narrower column's range (a SMALLINT priority of 40,000) compares as on the other
+#: backends instead of failing to bind.
+_PG_TYPES: Final[dict[str, str]] = {
+    _TEXT: "text",
+    _INT: "bigint",
+    _TIME: "bigint",
+    _BOOL: "bigint",
+    _FLOAT: "float8",
+}
+
+#: The longest LIKE pattern, in UTF-8 bytes (SQLite's own limit, kept on every backend).
+MAX_LIKE_BYTES: Final = 50_000
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 TABLES: Final[dict[type, str]] = {
     AgentModel: "agents",
     TaskModel: "tasks",
@@ -87,11 +103,16 @@ def _coerce(kind: str, value: Any, field: str) -> Any:
     if kind == _INT:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValidationError(f"expects an integer, got {type(value).__name__}", field=field)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValidationError("is outside the 64-bit integer range", field=field)
         return int(value)
     if kind == _FLOAT:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValidationError(f"expects a number, got {type(value).__name__}", field=field)
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValidationError("is outside the float range", field=field) from None
     if kind == _BOOL:
         if not isinstance(value, bool):
             raise ValidationError(f"expects a bool, got {type(value).__name__}", field=field)
@@ -110,7 +131,7 @@ class QueryBuilder(Generic[T]):
     __slots__ = ("_limit", "_offset", "conditions", "model", "ordering", "table")
 
     def __init__(self, model: type[T], table: str | None = None) -> None:
-        if model not in TABLES:
+        if not isinstance(model, type) or model not in TABLES:
             raise ValidationError(f"{model!r} is not a storable model", field="model")
         self.model: type[T] = model
         self.table: str = TABLES[model]
@@ -156,6 +177,11 @@ class QueryBuilder(Generic[T]):
                 raise ValidationError("LIKE needs a text field", field=field)
             if not isinstance(value, str):
                 raise ValidationError("LIKE needs a string pattern", field=field)
+            codec.check_text(value, field, empty_ok=True)
+            if len(value.encode("utf-8", "surrogatepass")) > MAX_LIKE_BYTES:
+                raise ValidationError(
+                    f"LIKE pattern is longer than {MAX_LIKE_BYTES:,} bytes", field=field
+                )
         if op == "IN":
             if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
                 raise ValidationError("IN needs a list of values", field=field)
@@ -248,6 +274,13 @@ class QueryBuilder(Generic[T]):
             params.append(value)
             return "?" if dialect == "sqlite" else f"${len(params)}"
 
+        kinds = KINDS[self.table]
+
+        def typed(field: str, value: Any) -> str:
+            if dialect == "sqlite" or kinds[field] == _TEXT:
+                return ph(value)
+            return f"{ph(value)}::{_PG_TYPES[kinds[field]]}"
+
         cols = ", ".join(codec.COLUMNS[self.table])
         sql = f"SELECT {cols} FROM {self.table}"
         clauses = []
@@ -255,17 +288,23 @@ class QueryBuilder(Generic[T]):
             if c.value is None:
                 clauses.append(f"{c.field} IS {'NOT ' if c.op == '!=' else ''}NULL")
             elif c.op == "IN":
+                # One parameter however long the list: both databases cap the number of
+                # parameters of a statement (SQLite at 32,766, PostgreSQL at 32,767).
                 if not c.value:
                     clauses.append("1 = 0")
+                elif dialect == "sqlite":
+                    values = json.dumps(list(c.value))
+                    clauses.append(f"{c.field} IN (SELECT value FROM json_each({ph(values)}))")
                 else:
-                    clauses.append(f"{c.field} IN ({', '.join(ph(v) for v in c.value)})")
+                    array = f"{ph(list(c.value))}::{_PG_TYPES[kinds[c.field]]}[]"
+                    clauses.append(f"{c.field} = ANY ({array})")
             elif c.op == "!=":
-                clauses.append(f"({c.field} IS NULL OR {c.field} != {ph(c.value)})")
+                clauses.append(f"({c.field} IS NULL OR {c.field} != {typed(c.field, c.value)})")
             elif c.op == "LIKE" and dialect == "postgres":
                 # PostgreSQL's LIKE treats a backslash as an escape; SQLite's and ours do not.
                 clauses.append(f"{c.field} LIKE {ph(c.value)} ESCAPE ''")
             else:
-                clauses.append(f"{c.field} {c.op} {ph(c.value)}")
+                clauses.append(f"{c.field} {c.op} {typed(c.field, c.value)}")
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         order = [f"{f} {'DESC NULLS LAST' if d else 'ASC NULLS FIRST'}" for f, d in self.ordering]
@@ -307,7 +346,7 @@ class QueryBuilder(Generic[T]):
 
 
 def like_regex(pattern: str) -> re.Pattern[str]:
-    """The regular expression equivalent of a case-sensitive LIKE pattern."""
+    """The regular expression equivalent of a case-sensitive LIKE pattern without ``%``."""
     out = []
     for ch in pattern:
         if ch == "%":
@@ -319,6 +358,41 @@ def like_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.DOTALL)
 
 
+def like_matcher(pattern: str) -> Callable[[str], bool]:
+    """A case-sensitive LIKE test that never backtracks.
+
+    A regular expression with several ``.*`` backtracks: ``%a%a%a%b`` against 800 ``a`` takes
+    seconds. Instead the pattern is cut at ``%`` into pieces (with ``_`` wildcards) that must
+    appear in order: the first at the start, the last at the end, and each middle piece at
+    its leftmost place after the one before, which is where a match can always be found if
+    there is one. The cost is bounded by the text's length times the pattern's.
+    """
+    pieces = pattern.split("%")
+    if len(pieces) == 1:
+        exact = like_regex(pattern)
+        return lambda text: exact.fullmatch(text) is not None
+    first, *middle, last = (like_regex(p) for p in pieces)
+    first_len, last_len = len(pieces[0]), len(pieces[-1])
+
+    def test(text: str) -> bool:
+        if len(text) < first_len + last_len or first.match(text) is None:
+            return False
+        end = len(text) - last_len
+        if last.fullmatch(text, end) is None:
+            return False
+        pos = first_len
+        for piece, rx in zip(pieces[1:-1], middle, strict=True):
+            if not piece:
+                continue
+            found = rx.search(text, pos, end)
+            if found is None:
+                return False
+            pos = found.end()
+        return True
+
+    return test
+
+
 def _record_test(c: Condition) -> Callable[[codec.Record], bool]:
     f, v = c.field, c.value
     if v is None:
@@ -328,8 +402,8 @@ def _record_test(c: Condition) -> Callable[[codec.Record], bool]:
     if c.op == "!=":
         return lambda r: r[f] is None or r[f] != v
     if c.op == "LIKE":
-        rx = like_regex(v)
-        return lambda r: r[f] is not None and rx.fullmatch(r[f]) is not None
+        like = like_matcher(v)
+        return lambda r: r[f] is not None and like(r[f])
     if c.op == "IN":
         values = frozenset(v)
         return lambda r: r[f] in values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from ruv_swarm_persistence.models import (
     MetricModel,
     TaskModel,
 )
-from ruv_swarm_persistence.query import QueryBuilder, like_regex
+from ruv_swarm_persistence.query import QueryBuilder, like_matcher, like_regex
 
 A = QueryBuilder(AgentModel)
 AGENT_COLUMNS = ", ".join(codec.COLUMNS["agents"])
@@ -58,10 +59,20 @@ def test_every_model_selects_its_columns(model: type, table: str) -> None:
         ),
         (A.where_like("name", "a%_"), "name LIKE ?", "name LIKE $1 ESCAPE ''", ["a%_"]),
         (A.where_gt("name", "m"), "name > ?", "name > $1", ["m"]),
-        (A.where_gte("created_at", 1), "created_at >= ?", "created_at >= $1", [1_000_000]),
-        (A.where_lt("heartbeat", 0.5), "heartbeat < ?", "heartbeat < $1", [500_000]),
+        (
+            A.where_gte("created_at", 1),
+            "created_at >= ?",
+            "created_at >= $1::bigint",
+            [1_000_000],
+        ),
+        (A.where_lt("heartbeat", 0.5), "heartbeat < ?", "heartbeat < $1::bigint", [500_000]),
         (A.where_lte("id", "z"), "id <= ?", "id <= $1", ["z"]),
-        (A.where_in("id", ["a", "b"]), "id IN (?, ?)", "id IN ($1, $2)", ["a", "b"]),
+        (
+            A.where_in("id", ["a", "b"]),
+            "id IN (SELECT value FROM json_each(?))",
+            "id = ANY ($1::text[])",
+            [["a", "b"]],
+        ),
         (A.where_in("id", []), "1 = 0", "1 = 0", []),
         (
             QueryBuilder(EventModel).where_eq("agent_id", None),
@@ -75,14 +86,24 @@ def test_every_model_selects_its_columns(model: type, table: str) -> None:
             "agent_id IS NOT NULL",
             [],
         ),
-        (QueryBuilder(MessageModel).where_eq("read", True), "read = ?", "read = $1", [1]),
+        (
+            QueryBuilder(MessageModel).where_eq("read", True),
+            "read = ?",
+            "read = $1::bigint",
+            [1],
+        ),
         (
             QueryBuilder(TaskModel).where_in("priority", [3, 2]),
-            "priority IN (?, ?)",
-            "priority IN ($1, $2)",
-            [3, 2],
+            "priority IN (SELECT value FROM json_each(?))",
+            "priority = ANY ($1::bigint[])",
+            [[3, 2]],
         ),
-        (QueryBuilder(MetricModel).where_gt("value", 2), "value > ?", "value > $1", [2.0]),
+        (
+            QueryBuilder(MetricModel).where_gt("value", 2),
+            "value > ?",
+            "value > $1::float8",
+            [2.0],
+        ),
     ],
 )
 def test_conditions_bind_every_value(
@@ -91,6 +112,9 @@ def test_conditions_bind_every_value(
     for dialect, where in (("sqlite", sqlite), ("postgres", postgres)):
         sql, got = builder.build(dialect)  # type: ignore[arg-type]
         assert f" WHERE {where} ORDER BY " in sql
+        if dialect == "sqlite":
+            # An IN list is one JSON array on SQLite.
+            got = [json.loads(p) if " IN (SELECT" in where else p for p in got]
         assert got == params
         assert [type(p) for p in got] == [type(p) for p in params]
 
@@ -99,15 +123,16 @@ def test_postgres_placeholders_number_across_the_whole_query() -> None:
     b = A.where_eq("status", "idle").where_in("id", ["a", "b"]).where_gt("name", "m")
     sql, params = b.order_by("name").limit(5).offset(10).build("postgres")
     assert sql.endswith(
-        "WHERE status = $1 AND id IN ($2, $3) AND name > $4"
-        " ORDER BY name ASC NULLS FIRST, id ASC LIMIT $5 OFFSET $6"
+        "WHERE status = $1 AND id = ANY ($2::text[]) AND name > $3"
+        " ORDER BY name ASC NULLS FIRST, id ASC LIMIT $4 OFFSET $5"
     )
-    assert params == ["idle", "a", "b", "m", 5, 10]
+    assert params == ["idle", ["a", "b"], "m", 5, 10]
     sql, params = b.limit(5).offset(10).build("sqlite")
     assert sql.endswith(
-        "WHERE status = ? AND id IN (?, ?) AND name > ? ORDER BY id ASC LIMIT ? OFFSET ?"
+        "WHERE status = ? AND id IN (SELECT value FROM json_each(?)) AND name > ?"
+        " ORDER BY id ASC LIMIT ? OFFSET ?"
     )
-    assert params == ["idle", "a", "b", "m", 5, 10]
+    assert params == ["idle", '["a", "b"]', "m", 5, 10]
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
@@ -122,7 +147,9 @@ def test_hostile_values_never_reach_the_sql_text(dialect: Any) -> None:
     assert "DROP" not in sql
     assert "'" not in sql.replace("ESCAPE ''", "")
     assert "--" not in sql
-    assert params.count(HOSTILE) == 4
+    assert params.count(HOSTILE) == 3
+    in_list = params[2] if dialect == "postgres" else json.loads(params[2])
+    assert in_list == [HOSTILE, "ok"]
 
 
 def test_ordering_and_null_placement() -> None:
@@ -199,6 +226,20 @@ def test_json_fields_cannot_be_queried(field: str) -> None:
 )
 def test_like_regex(pattern: str, text: str, matches: bool) -> None:
     assert (like_regex(pattern).fullmatch(text) is not None) is matches
+
+
+@given(pattern=st.text(alphabet="ab_%", max_size=8), text=st.text(alphabet="abc", max_size=10))
+def test_like_matcher_agrees_with_the_regular_expression(pattern: str, text: str) -> None:
+    assert like_matcher(pattern)(text) is (like_regex(pattern).fullmatch(text) is not None)
+
+
+def test_like_matcher_does_not_backtrack() -> None:
+    # A backtracking regular expression takes seconds on this (cubic in the text's length);
+    # the matcher scans it once per piece.
+    text = "a" * 20_000
+    assert like_matcher("%a%a%a%b")(text) is False
+    assert like_matcher("%a%a%a%")(text) is True
+    assert like_matcher("%a%_%a")(text) is True
 
 
 # --- apply() equals the SQL it builds (checked against the standard library's SQLite) -------

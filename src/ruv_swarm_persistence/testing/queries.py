@@ -253,7 +253,14 @@ def test_json_fields_cannot_be_filtered(field: str) -> None:
         lambda: Q(AgentModel).offset(-1),
         lambda: Q(AgentModel).offset(cast(Any, 1.5)),
         lambda: Q(dict),
+        lambda: Q(cast(Any, [])),
+        lambda: Q(cast(Any, "agents")),
         lambda: Q(AgentModel, "tasks"),
+        lambda: Q(TaskModel).where_eq("priority", 2**63),
+        lambda: Q(TaskModel).where_in("retry_count", [1, -(2**63) - 1]),
+        lambda: Q(MetricModel).where_eq("value", 10**400),
+        lambda: Q(AgentModel).where_like("name", "%" * 50_001),
+        lambda: Q(AgentModel).where_like("name", "é" * 25_001),
     ],
 )
 def test_bad_values_are_rejected(make: Callable[[], object]) -> None:
@@ -335,6 +342,33 @@ async def test_event_and_metric_repositories_are_append_only(storage: Storage) -
 async def test_repository_refuses_a_builder_of_another_model(storage: Storage) -> None:
     with pytest.raises(ValidationError):
         await storage.agents.query(Q(TaskModel))  # type: ignore[arg-type]
+
+
+async def test_integers_beyond_a_column_type_compare_like_integers(storage: Storage) -> None:
+    """PostgreSQL's narrower columns (SMALLINT, INTEGER) take any 64-bit value to compare."""
+    await storage.store_task(TaskModel.new("t", {}, TaskPriority.High, id="t1"))
+    tasks = Q(TaskModel)
+    assert await _ids(storage, tasks.where_eq("priority", 40_000)) == []
+    assert await _ids(storage, tasks.where_lt("priority", 40_000)) == ["t1"]
+    assert await _ids(storage, tasks.where_gt("retry_count", -(2**40))) == ["t1"]
+    assert await _ids(storage, tasks.where_in("max_retries", [2**40, 3])) == ["t1"]
+    assert await _ids(storage, tasks.where_ne("priority", -(2**63))) == ["t1"]
+
+
+async def test_in_takes_lists_longer_than_any_parameter_limit(storage: Storage) -> None:
+    await _agents(storage)
+    many = [f"x{i}" for i in range(40_000)]
+    assert await _ids(storage, A.where_in("id", [*many, "a2", "a5"])) == ["a2", "a5"]
+    assert await _ids(storage, A.where_in("created_at", list(range(40_000)))) == []
+
+
+async def test_like_with_many_wildcards_answers(storage: Storage) -> None:
+    """A pattern that makes a backtracking matcher take seconds per row is answered."""
+    await storage.store_agent(agent("w1", name="a" * 250))
+    await storage.store_agent(agent("w2", name="a" * 249 + "b"))
+    assert await _ids(storage, A.where_like("name", "%a%a%a%b")) == ["w2"]
+    assert await _ids(storage, A.where_like("name", "%a_a%a%")) == ["w1", "w2"]
+    assert await _ids(storage, A.where_like("name", "a%b%")) == ["w2"]
 
 
 async def test_like_has_no_escape_character(storage: Storage) -> None:
