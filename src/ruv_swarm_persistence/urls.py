@@ -58,6 +58,9 @@ def parse_url(url: str | os.PathLike[str] | None = None) -> ParsedUrl:
     text = os.fspath(url)
     if not isinstance(text, str) or not text:
         raise ValidationError("must be a non-empty path or URL", field="url")
+    if "\x00" in text:
+        # No file system or database name can hold one; the OS would raise ValueError.
+        raise ValidationError("must not contain a NUL character", field="url")
     if "://" not in text:
         if text == ":memory:":
             return ParsedUrl("memory", "", {})
@@ -77,6 +80,8 @@ def parse_url(url: str | os.PathLike[str] | None = None) -> ParsedUrl:
             path = path[1:]
         if not path:
             raise ValidationError("a sqlite URL needs a file path: sqlite:///swarm.db", field="url")
+        if "\x00" in path:
+            raise ValidationError("must not contain a NUL character", field="url")
         return ParsedUrl("sqlite", path, options)
     dsn = text.split("?", 1)[0]
     return ParsedUrl("postgresql", dsn, options)

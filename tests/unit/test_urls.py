@@ -76,13 +76,30 @@ def test_default_is_swarm_db_in_the_current_directory(
 
 
 @pytest.mark.parametrize(
-    "url", ["", "mysql://u@h/db", "redis://localhost", "ftp://x/y.db", "sqlite://", "http://x"]
+    "url",
+    [
+        "",
+        "mysql://u@h/db",
+        "redis://localhost",
+        "ftp://x/y.db",
+        "sqlite://",
+        "http://x",
+        "a\x00b.db",
+        "sqlite:///a%00b.db",
+        "postgresql://u@h/d\x00b",
+    ],
 )
 def test_bad_urls_are_validation_errors(url: str) -> None:
     with pytest.raises(ValidationError) as info:
         parse_url(url)
     assert info.value.field == "url"
     assert isinstance(info.value, StorageError)
+
+
+async def test_init_storage_refuses_a_nul_in_a_path() -> None:
+    with pytest.raises(ValidationError) as info:
+        await init_storage("a\x00b.db")
+    assert info.value.field == "url"
 
 
 def test_unknown_scheme_lists_what_is_accepted() -> None:
