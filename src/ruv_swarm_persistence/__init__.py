@@ -40,6 +40,7 @@ from .rules import RetryPolicy
 from .storage import MetricAggregate, PruneResult, Storage, Transaction
 from .urls import import_backend as _import_backend
 from .urls import init_storage
+from .worker import TaskContext, Worker
 
 if TYPE_CHECKING:
     from .backends.memory import MemoryStorage
@@ -73,12 +74,14 @@ __all__ = [
     "SqliteStorage",
     "Storage",
     "StorageError",
+    "TaskContext",
     "TaskModel",
     "TaskPriority",
     "TaskStatus",
     "Transaction",
     "TransactionError",
     "ValidationError",
+    "Worker",
     "__version__",
     "init_storage",
 ]
