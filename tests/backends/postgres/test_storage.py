@@ -47,7 +47,8 @@ async def test_init_storage_reads_pool_options_from_the_url(pg_url: str, schema:
     try:
         assert isinstance(storage, PostgresStorage)
         assert storage.schema == schema
-        assert storage.pool_options == PoolOptions(1, 3, 7.5, 60.0, 2.0)
+        # The idle-in-transaction limit follows the transaction timeout (3 s + 10 s).
+        assert storage.pool_options == PoolOptions(1, 3, 7.5, 60.0, 2.0, None, 13.0)
         await storage.store_agent(agent("a"))
         assert await storage.get_agent("a") == agent("a")
     finally:

@@ -27,6 +27,7 @@ __all__ = [
     "check_standard",
     "connect_options",
     "pool_options",
+    "setting_ms",
     "url_options",
 ]
 
@@ -40,6 +41,19 @@ class PoolOptions:
     command_timeout: float | None = None
     max_inactive_connection_lifetime: float = 300.0
     acquire_timeout: float = 30.0
+    #: The server's ``lock_timeout`` (seconds; ``None``: wait for locks as long as it takes).
+    lock_timeout: float | None = None
+    #: The server's ``idle_in_transaction_session_timeout`` (seconds; 0: off). ``None`` until
+    #: :func:`pool_options` derives it from the transaction timeout.
+    idle_in_transaction_timeout: float | None = None
+
+
+#: How much longer than its own timeout a transaction may sit idle before the server ends
+#: its session: the storage rolls it back at its timeout, so only a client that stopped
+#: running (frozen, suspended, stuck) reaches this, and its locks are then freed.
+IDLE_MARGIN_S: Final = 10.0
+#: The longest time a server setting in milliseconds can hold (a 32-bit count of them).
+MAX_SETTING_S: Final = 2_147_483
 
 
 #: Options every backend takes, handed to the storage's constructor as they are.
@@ -83,8 +97,15 @@ def pool_options(
     command_timeout: Any,
     max_inactive_connection_lifetime: Any,
     acquire_timeout: Any,
+    lock_timeout: Any = None,
+    idle_in_transaction_timeout: Any = None,
+    transaction_timeout_s: float = 30.0,
 ) -> PoolOptions:
-    """The pool's settings, checked in this order; numbers may be given as text."""
+    """The pool's settings, checked in this order; numbers may be given as text.
+
+    ``idle_in_transaction_timeout`` defaults to ``transaction_timeout_s`` plus
+    :data:`IDLE_MARGIN_S`.
+    """
     options = PoolOptions(
         min_size=_int_option(min_size, "min_size", minimum=0),
         max_size=_int_option(max_size, "max_size", minimum=1),
@@ -95,9 +116,23 @@ def pool_options(
             max_inactive_connection_lifetime, "max_inactive_connection_lifetime", zero=True
         ),
         acquire_timeout=_float_option(acquire_timeout, "acquire_timeout"),
+        lock_timeout=(
+            None if lock_timeout is None else _float_option(lock_timeout, "lock_timeout")
+        ),
+        idle_in_transaction_timeout=(
+            transaction_timeout_s + IDLE_MARGIN_S
+            if idle_in_transaction_timeout is None
+            else _float_option(
+                idle_in_transaction_timeout, "idle_in_transaction_timeout", zero=True
+            )
+        ),
     )
     if options.min_size > options.max_size:
         raise ValidationError("must not exceed max_size", field="min_size")
+    for name in ("lock_timeout", "idle_in_transaction_timeout"):
+        value = getattr(options, name)
+        if value is not None and value > MAX_SETTING_S:
+            raise ValidationError(f"must be at most {MAX_SETTING_S:,} seconds", field=name)
     return options
 
 
@@ -123,7 +158,18 @@ def connect_options(schema: str, pool: PoolOptions, *, read_only: bool) -> dict[
     }
     if read_only:
         settings["default_transaction_read_only"] = "on"
+    if pool.lock_timeout is not None:
+        settings["lock_timeout"] = setting_ms(pool.lock_timeout)
+    if pool.idle_in_transaction_timeout is not None:
+        settings["idle_in_transaction_session_timeout"] = setting_ms(
+            pool.idle_in_transaction_timeout
+        )
     return {"server_settings": settings, "command_timeout": pool.command_timeout}
+
+
+def setting_ms(seconds: float) -> str:
+    """Seconds as a server setting in whole milliseconds (at least 1 unless 0, which is off)."""
+    return f"{max(1, round(seconds * 1000)) if seconds else 0}ms"
 
 
 def _int_option(value: Any, name: str, *, minimum: int) -> int:
@@ -159,6 +205,8 @@ _NUMERIC: Final = {
     "command_timeout": float,
     "max_inactive_connection_lifetime": float,
     "acquire_timeout": float,
+    "lock_timeout": float,
+    "idle_in_transaction_timeout": float,
     "lease": float,
     "transaction_timeout": float,
 }
@@ -199,7 +247,7 @@ def url_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]
         elif key in ("migrate", "read_only"):
             kwargs[key] = flag_arg(value, key)
         elif key in _NUMERIC and isinstance(value, str):
-            if value.lower() == "none" and key == "command_timeout":
+            if value.lower() == "none" and key in ("command_timeout", "lock_timeout"):
                 kwargs[key] = None
                 continue
             try:

@@ -69,6 +69,7 @@ from .engine import PostgresEngine
 from .listener import Listener
 from .ops import COPY_ROWS, MIGRATION_LOCK_KEY, Effects, PostgresOps, jsonb_text
 from .options import (
+    IDLE_MARGIN_S,
     PoolOptions,
     application_name,
     channel_for,
@@ -78,6 +79,7 @@ from .options import (
     check_standard,
     connect_options,
     pool_options,
+    setting_ms,
 )
 from .runner import Conn, Runner
 from .transaction import PostgresTransaction
@@ -106,13 +108,17 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
     ``await init_storage("postgresql://user@host/db?schema=swarm1")``. Options: ``schema``
     (created if missing; several swarms can share a database), the pool's ``min_size``,
     ``max_size``, ``command_timeout``, ``max_inactive_connection_lifetime`` and
-    ``acquire_timeout`` (seconds to wait for a free connection before :class:`PoolError`),
-    and the standard ``clock``, ``lease``, ``retry_policy``, ``limits`` and
-    ``transaction_timeout``; ``migrate=False`` opens without applying migrations, and
-    ``read_only=True`` opens an existing swarm schema only to read it (nothing is created or
-    migrated, every transaction is read-only, a schema that is not a swarm's is refused with
-    a ``DatabaseError``, and a write raises ``DatabaseError``). Times are
-    stored as integer microseconds, so they round-trip exactly; JSON fields are ``jsonb``
+    ``acquire_timeout`` (seconds to wait for a free connection before :class:`PoolError`);
+    the server-side limits ``lock_timeout`` (seconds a statement waits for a lock before
+    failing; off by default) and ``idle_in_transaction_timeout`` (seconds a session may sit
+    idle inside a transaction before the server ends it and frees its locks: a process
+    frozen mid-transaction cannot block the others for ever; by default the transaction
+    timeout plus 10 s, 0 turns it off); and the standard ``clock``, ``lease``,
+    ``retry_policy``, ``limits`` and ``transaction_timeout``. ``migrate=False`` opens without
+    applying migrations, and ``read_only=True`` opens an existing swarm schema only to read it
+    (nothing is created or migrated, every transaction is read-only, a schema that is not a
+    swarm's is refused with a ``DatabaseError``, and a write raises ``DatabaseError``). Times
+    are stored as integer microseconds, so they round-trip exactly; JSON fields are ``jsonb``
     (values come back equal, object keys in jsonb's order).
 
     While a transaction is open, calls from other tasks of this storage object wait for it
@@ -176,6 +182,8 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         command_timeout: float | None = None,
         max_inactive_connection_lifetime: float = 300.0,
         acquire_timeout: float = 30.0,
+        lock_timeout: float | None = None,
+        idle_in_transaction_timeout: float | None = None,
         migrate: bool = True,
         read_only: bool = False,
         **options: Any,
@@ -189,6 +197,12 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
             command_timeout=command_timeout,
             max_inactive_connection_lifetime=max_inactive_connection_lifetime,
             acquire_timeout=acquire_timeout,
+            lock_timeout=lock_timeout,
+            idle_in_transaction_timeout=idle_in_transaction_timeout,
+            transaction_timeout_s=codec.duration_arg(
+                options.get("transaction_timeout", 30), "transaction_timeout"
+            )
+            / 1e6,
         )
         check_standard(options)
         dsn = check_dsn(dsn)
@@ -321,8 +335,11 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
             self._tx_timeout_us if timeout is None else codec.duration_arg(timeout, "timeout")
         )
         tx = await self._hold(lambda: PostgresTransaction(self, timeout_us / 1e6))
+        idle = self.pool_options.idle_in_transaction_timeout
+        longer = bool(idle) and timeout_us > self._tx_timeout_us
         try:
-            await tx._start()
+            # A transaction given more time than the default may idle for longer too.
+            await tx._start(setting_ms(timeout_us / 1e6 + IDLE_MARGIN_S) if longer else None)
         except BaseException:
             tx._state = TxState.FAILED
             self._release_tx(tx)

@@ -39,6 +39,9 @@ class _Owner(Protocol):
 
 log = logging.getLogger(__name__)
 
+#: ``SET LOCAL idle_in_transaction_session_timeout`` with a bound value.
+_SET_IDLE_TIMEOUT = "SELECT set_config('idle_in_transaction_session_timeout', $1, true)"
+
 T = TypeVar("T")
 
 
@@ -55,8 +58,15 @@ class PostgresTransaction(GatedTransaction):
         self._fx = Effects()
         self._timer: asyncio.TimerHandle | None = None
 
-    async def _start(self) -> None:
+    async def _start(self, idle_timeout: str | None = None) -> None:
+        """Begin; ``idle_timeout`` overrides the session's idle-in-transaction limit."""
         self._conn, self._tr = await self._pg._runner.begin()
+        if idle_timeout is not None:
+            try:
+                await self._conn.execute(_SET_IDLE_TIMEOUT, idle_timeout)
+            except BaseException:
+                await self._discard()
+                raise
         self._state = TxState.ACTIVE
         self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._timed_out)
 
