@@ -237,16 +237,16 @@ class QueryBuilder(Generic[T]):
 
     def limit(self, n: int) -> QueryBuilder[T]:
         """Return at most ``n`` rows."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValidationError("must be a non-negative integer", field="limit")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= _INT64_MAX:
+            raise ValidationError("must be a non-negative 64-bit integer", field="limit")
         other = self._copy()
         other._limit = n
         return other
 
     def offset(self, n: int) -> QueryBuilder[T]:
         """Skip the first ``n`` rows."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValidationError("must be a non-negative integer", field="offset")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= _INT64_MAX:
+            raise ValidationError("must be a non-negative 64-bit integer", field="offset")
         other = self._copy()
         other._offset = n
         return other

@@ -89,6 +89,21 @@ def db(demo: Demo, tmp_path: Path) -> Path:
         pytest.param(["metrics", "cpu_usage", "--by", "colour"], ["--by"], id="by"),
         pytest.param(["prune"], ["nothing to prune"], id="prune-nothing"),
         pytest.param(["prune", "--events", "yesterday"], ["--events"], id="prune-time"),
+        pytest.param(["events", "--since", "800000d"], ["--since", "year 1"], id="since-far"),
+        pytest.param(
+            ["events", "--until", "0001-01-01T00:00+05:00"], ["--until", "9999"], id="until-year-0"
+        ),
+        pytest.param(
+            ["events", "--since", "9999-12-31T23:00-05:00"], ["--since", "9999"], id="since-10000"
+        ),
+        pytest.param(
+            ["metrics", "cpu_usage", "--bucket", "99999999999999d"],
+            ["--bucket", "longer"],
+            id="bucket-huge",
+        ),
+        pytest.param(
+            ["prune", "--events", "99999999999999d"], ["--events", "longer"], id="prune-huge"
+        ),
     ],
 )
 def test_bad_values_are_usage_errors(db: Path, args: list[str], fragments: list[str]) -> None:
@@ -99,7 +114,13 @@ def test_bad_values_are_usage_errors(db: Path, args: list[str], fragments: list[
 
 
 def test_bad_usage_is_status_2(db: Path) -> None:
-    for args in (["tasks", "--no-such-option"], ["no-such-command"], ["tasks", "--limit", "x"]):
+    for args in (
+        ["tasks", "--no-such-option"],
+        ["no-such-command"],
+        ["tasks", "--limit", "x"],
+        ["events", "--limit", str(2**70)],
+        ["agents", "--offset", str(2**63)],
+    ):
         ran = swarmdb(*args, "--db", str(db))
         assert ran.returncode == 2, ran.describe()
         assert "Traceback" not in ran.stderr

@@ -148,11 +148,15 @@ UtcOption = Annotated[
         help="Show times in UTC, and read times without an offset as UTC (default: local time).",
     ),
 ]
+#: The most rows a listing can page over (a 64-bit count, what every database takes).
+MAX_ROWS = 2**63 - 1
+
 OffsetOption = Annotated[
     int,
     typer.Option(
         "--offset",
         min=0,
+        max=MAX_ROWS,
         metavar="N",
         help="Skip this many rows first (pages with --limit).",
         show_default=False,
@@ -160,7 +164,14 @@ OffsetOption = Annotated[
 ]
 LimitOption = Annotated[
     int,
-    typer.Option("--limit", "-n", min=0, metavar="N", help="Show at most this many rows (0: all)."),
+    typer.Option(
+        "--limit",
+        "-n",
+        min=0,
+        max=MAX_ROWS,
+        metavar="N",
+        help="Show at most this many rows (0: all).",
+    ),
 ]
 
 
@@ -303,8 +314,8 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
-def parse_duration(text: str, option: str) -> timedelta:
-    """``30s``, ``10m``, ``2h``, ``1d``, ``1h30m``, ``250ms`` as a timedelta."""
+def _seconds(text: str) -> float | None:
+    """The seconds a duration like ``1h30m`` spells, or ``None`` if it is not one."""
     cleaned = text.strip().lower()
     pos, seconds = 0, 0.0
     for m in _PART.finditer(cleaned):
@@ -312,11 +323,20 @@ def parse_duration(text: str, option: str) -> timedelta:
             break
         seconds += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
-    if not cleaned or pos != len(cleaned):
+    return seconds if cleaned and pos == len(cleaned) else None
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    """``30s``, ``10m``, ``2h``, ``1d``, ``1h30m``, ``250ms`` as a timedelta."""
+    seconds = _seconds(text)
+    if seconds is None:
         raise UsageError(f"{option}: {text!r} is not a duration (like 30s, 10m, 2h, 1d)")
     if seconds <= 0:
         raise UsageError(f"{option}: the duration must be positive, not {text!r}")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise UsageError(f"{option}: {text!r} is longer than any time can reach") from None
 
 
 def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
@@ -325,10 +345,12 @@ def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
     An ISO time may carry an offset (``Z``, ``+02:00``); without one it is local time, as
     ``date`` and ``journalctl`` read it (UTC with ``--utc``).
     """
-    try:
-        return (now or datetime.now(UTC)) - parse_duration(text, option)
-    except UsageError:
-        pass
+    if _seconds(text) is not None:
+        ago = parse_duration(text, option)
+        try:
+            return (now or datetime.now(UTC)) - ago
+        except OverflowError:
+            raise UsageError(f"{option}: {text!r} ago is before the year 1") from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -336,7 +358,11 @@ def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
             f"{option}: {text!r} is neither a duration (30s, 10m, 2h, 1d) "
             "nor an ISO time (2026-12-03T10:00, 2026-12-03T10:00+02:00, 2026-12-03T08:00Z)"
         ) from None
-    return clock.aware(when)
+    try:
+        return clock.aware(when)
+    except (OverflowError, ValueError):
+        # In UTC the time would fall before the year 1 or after 9999.
+        raise UsageError(f"{option}: {text!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def parse_where(text: str | None, builder: QueryBuilder[T]) -> QueryBuilder[T]:

@@ -252,6 +252,8 @@ def test_json_fields_cannot_be_filtered(field: str) -> None:
         lambda: Q(AgentModel).limit(True),
         lambda: Q(AgentModel).offset(-1),
         lambda: Q(AgentModel).offset(cast(Any, 1.5)),
+        lambda: Q(AgentModel).limit(2**63),
+        lambda: Q(AgentModel).offset(2**70),
         lambda: Q(dict),
         lambda: Q(cast(Any, [])),
         lambda: Q(cast(Any, "agents")),
