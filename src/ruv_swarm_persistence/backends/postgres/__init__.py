@@ -3,8 +3,9 @@
 ``init_storage("postgresql://user@host:5432/db?schema=swarm1&max_size=20")`` opens it; URL
 parameters are the options of :meth:`PostgresStorage.open` (``schema``, ``min_size``,
 ``max_size``, ``command_timeout``, ``max_inactive_connection_lifetime``, ``acquire_timeout``,
-``lock_timeout``, ``idle_in_transaction_timeout``, ``lease``, ``transaction_timeout``), plus libpq's connection parameters such as ``sslmode``
-and ``connect_timeout``, which are passed to the server connection.
+``lock_timeout``, ``idle_in_transaction_timeout``, ``lease``, ``transaction_timeout``), plus
+libpq's connection parameters such as ``sslmode`` and ``connect_timeout``, which are passed
+to the server connection.
 """
 
 from __future__ import annotations
