@@ -109,6 +109,16 @@ MAX_BACKOFF_S: Final = 5.0
 #: An error text longer than this is cut (the storage refuses strings past its limit).
 MAX_ERROR_CHARS: Final = 4000
 
+#: How each outcome reads in the log (``again`` and ``retry`` say whether a failure is final).
+_LOG_PHRASES: Final = {
+    "completed": "completed (attempt {attempt}, {ms:.1f} ms)",
+    "failed": "{again} (attempt {attempt}{retry}): {error}",
+    "lease_lost": "lost its lease (attempt {attempt}): another worker has it, nothing written",
+    "cancelled": "was cancelled while running (attempt {attempt}): handler stopped",
+    "released": "released unfinished (attempt {attempt}): pending again for any worker",
+    "unrecorded": "",
+}
+
 #: Storage errors that may pass: the claim loop pauses and tries again.
 _TRANSIENT: Final = (DatabaseError, PoolError)
 
@@ -442,7 +452,8 @@ class Worker:
                     await asyncio.gather(beat, return_exceptions=True)
                 await self._unregister()
                 await self._event("worker.stopped", self._stats_payload())
-                log.info("worker %s stopped: %s", self._agent_id, self._stats_payload())
+                counts = ", ".join(f"{k} {v}" for k, v in self._stats_payload().items() if v)
+                log.info("worker %s stopped: %s", self._agent_id, counts or "nothing done")
 
     # --- claiming -------------------------------------------------------------------------
 
@@ -700,12 +711,17 @@ class Worker:
         # it); warnings are kept for the worker's own trouble (a write that did not happen).
         if log.isEnabledFor(logging.INFO):
             log.info(
-                "worker %s: task %s (%s) %s%s",
+                "worker %s: task %s (%s) %s",
                 self._agent_id,
                 stored.id,
                 stored.task_type,
-                outcome.value.replace("_", " "),
-                f": {error}" if error else "",
+                _LOG_PHRASES[outcome].format(
+                    attempt=job.task.retry_count + 1,
+                    ms=self._duration(job) * 1000,
+                    error=error,
+                    again="failed for good" if stored.status == TaskStatus.Failed else "failed",
+                    retry="" if stored.status == TaskStatus.Failed else ", will be retried",
+                ),
             )
         await self._event(f"task.{outcome.value}", payload, stored.id)
         await self._report(
