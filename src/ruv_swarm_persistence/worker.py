@@ -313,7 +313,8 @@ class Worker:
       claim anyway (see the module docstring).
     * ``events`` (True): record ``worker.*`` and ``task.*`` events (see the module docstring).
     * ``on_outcome``: called (or awaited, if it returns an awaitable) with a
-      :class:`TaskReport` after each attempt; what it raises is logged and ignored.
+      :class:`TaskReport` after each attempt, as soon as its outcome is written (before its
+      event), in the task's slot; what it raises is logged and ignored.
 
     :meth:`run` does the work; :meth:`stop` ends it. A worker runs once.
     """
@@ -723,10 +724,12 @@ class Worker:
                     retry="" if stored.status == TaskStatus.Failed else ", will be retried",
                 ),
             )
-        await self._event(f"task.{outcome.value}", payload, stored.id)
+        # The callback first, with no await since the write: what it counts is counted before
+        # anyone (a retry of this very task) can run.
         await self._report(
             TaskReport(outcome, stored, self._agent_id, result, error, self._duration(job))
         )
+        await self._event(f"task.{outcome.value}", payload, stored.id)
 
     async def _report(self, report: TaskReport) -> None:
         if self._on_outcome is None:
