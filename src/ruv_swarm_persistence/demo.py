@@ -1,13 +1,18 @@
 """A simulated swarm that exercises the whole Storage API: what ``swarmdb demo`` runs.
 
 Agents with capabilities register and heartbeat; a DAG of tasks with priorities and
-dependencies is stored at once; each agent runs worker coroutines that claim ready tasks under
-a lease, work, and complete or fail them (failures retry with backoff; a few tasks fail for
-good and their dependents are cancelled). One agent crashes mid-run while holding work: its
-tasks come back after the lease expires and others finish them, and the supervisor reaps it.
-Agents message each other and read their mail (read receipts); events and metrics are recorded
-throughout. The summary is computed from the database afterwards, not from counters kept on
-the side, so it can be checked against the database.
+dependencies is stored at once; each agent works the queue with a
+:class:`~ruv_swarm_persistence.worker.Worker` (two tasks at once) whose handler simulates the
+work: the worker claims ready tasks under a lease, renews it, and completes or fails them
+(failures retry with backoff; a few tasks fail for good and their dependents are cancelled).
+One agent crashes mid-run while holding work: its worker stops dead, writing nothing more, as a
+killed process would; its task comes back after the lease expires and others finish it, and the
+supervisor reaps the agent. The other workers stop cleanly at the end (their agents are then
+``shutdown``). Agents message each other and read their mail (read receipts); events and
+metrics are recorded throughout: the workers record ``worker.started``/``worker.stopped`` and one
+event per finished attempt (``task.completed``, ``task.failed``, ``task.lease_lost``), the
+handler records ``task.claimed`` as it begins. The summary is computed from the database
+afterwards, not from counters kept on the side, so it can be checked against the database.
 
 The seed fixes the swarm and what it ends with. Every random choice is drawn from a generator
 keyed by the seed and the entity it is about (the plan, a task, an agent), never by the agent
@@ -18,10 +23,10 @@ status, the failed attempts and the retries after them, and the messages sent, r
 acknowledge all mail but low-priority notes, and read what is left once the work is done).
 
 Scheduling decides the rest: which agent runs which task (the per-agent counts), when the
-crash happens, events and metrics (one event per claim, metrics per heartbeat), durations and
-throughput, and the recovered leases: normally one, the task the crashed agent held, but a
-machine under load may see a slow worker lose a lease too (the demo records it; a task that
-runs out of attempts that way ends failed).
+crash happens, events and metrics (events per claim and outcome, metrics per heartbeat),
+durations and throughput, and the recovered leases: normally one, the task the crashed agent
+held, but a machine under load may see a slow worker lose a lease too (the demo records it; a
+task that runs out of attempts that way ends failed).
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from ._time import utc_now
-from .errors import LeaseLostError
 from .models import (
     AgentModel,
     AgentStatus,
@@ -52,6 +56,7 @@ from .models import (
 from .query import QueryBuilder
 from .rules import RetryPolicy
 from .storage import Storage
+from .worker import Outcome, TaskContext, TaskReport, Worker
 
 __all__ = [
     "AgentReport",
@@ -87,6 +92,10 @@ _UNFINISHED: Final = [TaskStatus.Pending, TaskStatus.Assigned, TaskStatus.Runnin
 _DOOMED: Final = 1_000
 
 
+class SimulatedFailure(Exception):
+    """A planned failure of a demo task (the worker records ``SimulatedFailure: …``)."""
+
+
 def demo_retry_policy() -> RetryPolicy:
     """Short backoff (50 ms, doubling, at most 400 ms) so retries show within seconds."""
     return RetryPolicy(base_us=50_000, factor=2.0, max_us=400_000)
@@ -99,8 +108,8 @@ class DemoConfig:
     agents: int = 8
     tasks: int = 2_000
     seed: int = 7
-    #: Concurrent claims per agent; the agent that will crash runs one, so that it crashes
-    #: holding exactly one task.
+    #: Tasks each agent's worker runs at once; the agent that will crash runs one, so that it
+    #: crashes holding exactly one task.
     workers_per_agent: int = 2
     #: Seconds a claim holds a task; the crashed agent's work comes back after this.
     lease: float = 1.0
@@ -316,6 +325,8 @@ class _Swarm:
         # Nobody writes to the agent that will crash: whether it read a message before
         # crashing would depend on timing.
         self.recipients = [a.id for a in plan.agents if a.id != plan.victim]
+        #: Each agent's worker, by agent id (made in run()).
+        self.workers: dict[str, Worker] = {}
 
     def rng(self, *key: object) -> random.Random:
         """A generator for one decision about one entity, the same in every run of the seed."""
@@ -406,102 +417,85 @@ class _Swarm:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.done.wait(), self.config.heartbeat)
 
-    async def worker(self, agent: AgentModel) -> None:
-        me = self.progress.agents[agent.id]
-        victim = agent.id == self.plan.victim
-        await self.read_mail(agent.id)  # the briefing, before any work
-        while not self.done.is_set():
-            if victim and self.crashed.is_set():
-                me.state, me.current = "crashed", None
-                return
-            task = await self.s.claim_next_task(
-                agent.id, agent.capabilities, lease=self.config.lease
-            )
-            if task is None:
-                me.state = "idle"
-                await self.s.wait_for_tasks(0.05, agent.capabilities)
-                continue
-            me.state, me.current = "working", task.id
-            await self.event("task.claimed", {"attempt": task.retry_count + 1}, agent.id, task.id)
-            try:
-                await self.work(agent, task, victim)
-            except LeaseLostError as exc:
-                # Too slow (a machine under load): someone else will redo it.
-                self.progress.lost_leases += 1
-                await self.event("task.lease_lost", {"error": str(exc)}, agent.id, task.id)
-            if victim and self.crashed.is_set():
-                me.state, me.current = "crashed", None
-                return
-            me.state, me.current = "idle", None
-            if self.rng(task.id, task.retry_count, "mail").random() < 0.3:
-                await self.read_mail(agent.id)
-
-    async def work(self, agent: AgentModel, task: TaskModel, victim: bool) -> None:
-        me = self.progress.agents[agent.id]
+    async def handle(self, task: TaskModel, ctx: TaskContext) -> Any:
+        """The simulated work of every task type: sleep, then fail as planned or succeed."""
+        agent_id = ctx.agent_id
+        me = self.progress.agents[agent_id]
+        me.state, me.current = "working", task.id
+        await self.event("task.claimed", {"attempt": ctx.attempt}, agent_id, task.id)
         began = time.monotonic()
-        await self.s.start_task(task.id, agent.id)
         work_ms = int(task.payload["work_ms"])
         planned = int(task.payload["fail_attempts"])
         crash_point = self.config.crash_at * self.progress.total
         if (
-            victim
+            agent_id == self.plan.victim
             and planned == 0
             and not self.crashed.is_set()
             and self.progress.finished >= crash_point
         ):
             # The crash: stop mid-task, holding the lease, never to heartbeat again. The
-            # victim runs one worker and crashes on a task planned to succeed, so the crash
-            # abandons exactly one task and takes no planned failure with it.
+            # victim runs one task at a time and crashes on one planned to succeed, so the
+            # crash abandons exactly one task and takes no planned failure with it.
             self.crashed.set()
-            self.progress.crashed_agent = agent.id
-            return
+            self.progress.crashed_agent = agent_id
+            me.state, me.current = "crashed", None
+            self.workers[agent_id]._crash()
+            await asyncio.Event().wait()  # cancelled at once: the worker is dead
         if work_ms > 100:
+            # The worker renews the lease by itself (every third of it); a long task renews
+            # it now as well, halfway.
             await asyncio.sleep(work_ms / 2000)
-            await self.s.heartbeat_task(task.id, agent.id, lease=self.config.lease)
+            await ctx.renew()
             await asyncio.sleep(work_ms / 2000)
         else:
             await asyncio.sleep(work_ms / 1000)
-        elapsed_ms = (time.monotonic() - began) * 1000
         if self.failures[task.id] < planned:
-            after = await self.s.fail_task(
-                task.id, agent.id, f"simulated failure on attempt {task.retry_count + 1}"
+            raise SimulatedFailure(f"simulated failure on attempt {ctx.attempt}")
+        return {"by": agent_id, "ms": round((time.monotonic() - began) * 1000, 2)}
+
+    async def outcome(self, report: TaskReport) -> None:
+        """What the swarm does after each attempt its workers finish."""
+        agent_id, task = report.agent_id, report.task
+        me = self.progress.agents[agent_id]
+        if report.outcome is Outcome.Completed:
+            me.completed += 1
+            self.progress.completed += 1
+            await self.s.store_metric(
+                MetricModel.new(
+                    "task_duration_ms",
+                    round(report.duration * 1000, 3),
+                    "ms",
+                    agent_id=agent_id,
+                    tags={"task_type": task.task_type},
+                )
             )
+            # Whether the task's finisher writes, what and how urgently is the task's to
+            # decide (it completes once); the recipient is drawn last, as it depends on who
+            # finished.
+            rng = self.rng(task.id, "chatter")
+            if rng.random() < self.config.chatter:
+                kind = rng.choice(_MESSAGE_KINDS)
+                priority = rng.choices(list(MessagePriority), (20, 60, 15, 5))[0]
+                peers = [a for a in self.recipients if a != agent_id] or [agent_id]
+                await self.send(agent_id, rng.choice(peers), kind, priority)
+        elif report.outcome is Outcome.Failed:
+            # Counted at once (the worker calls this before anything else can run), so a
+            # retry of the task sees its planned failures done so far.
             self.failures[task.id] += 1
             me.failed_attempts += 1
             self.progress.failed_attempts += 1
-            await self.event(
-                "task.failed",
-                {"attempt": task.retry_count + 1, "final": after.status == TaskStatus.Failed},
-                agent.id,
-                task.id,
-            )
-            if after.status == TaskStatus.Failed:
+            if task.status == TaskStatus.Failed:
                 # Its dependents were cancelled with it: both counts change in one step.
                 cancelled = await self.cancelled()
                 self.progress.failed += 1
                 self.progress.cancelled = max(self.progress.cancelled, cancelled)
-            return
-        await self.s.complete_task(task.id, agent.id, {"by": agent.id, "ms": round(elapsed_ms, 2)})
-        me.completed += 1
-        self.progress.completed += 1
-        await self.event("task.completed", {"attempt": task.retry_count + 1}, agent.id, task.id)
-        await self.s.store_metric(
-            MetricModel.new(
-                "task_duration_ms",
-                round(elapsed_ms, 3),
-                "ms",
-                agent_id=agent.id,
-                tags={"task_type": task.task_type},
-            )
-        )
-        # Whether the task's finisher writes, what and how urgently is the task's to decide
-        # (it completes once); the recipient is drawn last, as it depends on who finished.
-        rng = self.rng(task.id, "chatter")
-        if rng.random() < self.config.chatter:
-            kind = rng.choice(_MESSAGE_KINDS)
-            priority = rng.choices(list(MessagePriority), (20, 60, 15, 5))[0]
-            peers = [a for a in self.recipients if a != agent.id] or [agent.id]
-            await self.send(agent.id, rng.choice(peers), kind, priority)
+        elif report.outcome is Outcome.LeaseLost:
+            # Too slow (a machine under load): someone else will redo it.
+            self.progress.lost_leases += 1
+        if me.current == task.id:
+            me.state, me.current = "idle", None
+        if self.rng(task.id, task.retry_count, "mail").random() < 0.3:
+            await self.read_mail(agent_id)
 
     async def cancelled(self) -> int:
         """Tasks cancelled so far, counted in the database."""
@@ -537,16 +531,34 @@ class _Swarm:
 
     async def run(self) -> None:
         await self.setup()
-        tasks = [asyncio.create_task(self.heartbeats(a)) for a in self.plan.agents]
-        tasks += [
-            asyncio.create_task(self.worker(a))
+        for a in self.plan.agents:
+            await self.read_mail(a.id)  # the briefing, before any work
+        config = self.config
+        self.workers = {
+            a.id: Worker(
+                self.s,
+                a,
+                dict.fromkeys(a.capabilities, self.handle),
+                concurrency=1 if a.id == self.plan.victim else config.workers_per_agent,
+                lease=config.lease,
+                grace=config.lease,
+                # The swarm heartbeats its agents itself, with cpu and memory metrics.
+                heartbeat=None,
+                # An idle worker also claims every half lease, so the crashed agent's task
+                # is taken soon after its lease runs out (nothing announces that).
+                idle_check=config.lease / 2,
+                on_outcome=self.outcome,
+            )
             for a in self.plan.agents
-            for _ in range(1 if a.id == self.plan.victim else self.config.workers_per_agent)
-        ]
+        }
+        tasks = [asyncio.create_task(self.heartbeats(a)) for a in self.plan.agents]
+        tasks += [asyncio.create_task(w.run()) for w in self.workers.values()]
         try:
             await self.supervise()
         finally:
             self.done.set()
+            for w in self.workers.values():
+                w.stop()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
@@ -559,13 +571,9 @@ class _Swarm:
                 self.progress.agents[a.id].state = "done"
             self.progress.agents[a.id].current = None
         self.progress.elapsed = time.monotonic() - self.started
-        # Whoever stopped heartbeating (the crashed agent) is reaped now; the rest go idle.
+        # Whoever stopped heartbeating (the crashed agent) is reaped now, if it was not yet;
+        # the others' workers marked them shutdown as they stopped.
         await self.reap(max(3 * self.config.heartbeat, 0.5))
-        for a in self.plan.agents:
-            current = await self.s.get_agent(a.id)
-            if current is not None and current.status == AgentStatus.Active:
-                current.set_status(AgentStatus.Idle)
-                await self.s.update_agent(current)
         await self.event(
             "swarm.finished",
             {"elapsed_s": round(self.progress.elapsed, 3), "crashed": self.progress.crashed_agent},

@@ -318,12 +318,12 @@ def demo(
 ) -> None:
     """Run a simulated swarm on the database (a new ./swarm.db by default) and summarise it.
 
-    8 agents heartbeat and work a DAG of 2,000 tasks with priorities and dependencies,
-    claiming under leases; some tasks fail and retry with backoff, one agent crashes and its
-    work is recovered after the lease, agents message each other; events and metrics are
-    recorded throughout. A database that already holds data is refused; --fresh replaces
-    one that the demo itself made (its first event is 'demo.started') and never deletes a
-    file that is not a swarm database.
+    8 agents heartbeat and work a DAG of 2,000 tasks with priorities and dependencies, each
+    with a Worker (as 'swarmdb worker' runs) claiming under leases; some tasks fail and retry
+    with backoff, one agent crashes and its work is recovered after the lease, agents message
+    each other; events and metrics are recorded throughout. A database that already holds
+    data is refused; --fresh replaces one that the demo itself made (its first event is
+    'demo.started') and never deletes a file that is not a swarm database.
     """
     url = db_url(ctx, db)
     explicit = bool(db or ctx.find_root().params.get("db") or os.environ.get("SWARM_DB_URL"))
