@@ -194,7 +194,7 @@ class TaskContext:
         storage: Storage,
         dependency_results: dict[str, Any],
         *,
-        lease: timedelta,
+        lease: timedelta = timedelta(seconds=30),
         job: _Job | None = None,
     ) -> None:
         self.task = task
@@ -484,7 +484,9 @@ class Worker:
                 continue
             failures = 0
             if task is not None:
-                self._begin(task, loop)
+                job = self._begin(task, loop)
+                if self._stopping.is_set():  # told to stop while claiming: give it back
+                    job.stop("stop")
 
     async def _until_stopped(self, aw: Awaitable[Any], stopped: asyncio.Future[Any]) -> None:
         """Await ``aw`` unless the worker is told to stop first (then ``aw`` is cancelled)."""
@@ -498,12 +500,13 @@ class Worker:
         if not fut.cancelled():
             fut.result()  # what it raised, raised here
 
-    def _begin(self, task: TaskModel, loop: asyncio.AbstractEventLoop) -> None:
+    def _begin(self, task: TaskModel, loop: asyncio.AbstractEventLoop) -> _Job:
         job = _Job(task, loop)
         self._jobs.add(job)
         self._stats.claimed += 1
         self._stats.running += 1
         job.runner = asyncio.create_task(self._run_job(job), name=f"worker task {task.id}")
+        return job
 
     # --- one task -------------------------------------------------------------------------
 
@@ -520,6 +523,9 @@ class Worker:
     async def _attempt(self, job: _Job) -> None:
         s, me = self._storage, self._agent_id
         task = job.task
+        if job.interrupt.done():  # claimed as the worker was told to stop: not started at all
+            await self._release(job)
+            return
         try:
             job.task = task = await s.start_task(task.id, me)
             deps = await s.get_dependency_results(task.id) if task.dependencies else {}
@@ -797,7 +803,7 @@ class Worker:
             if not claim.cancelled() and claim.exception() is None:
                 task = claim.result()
                 if task is not None:  # taken by a claim whose caller was cancelled
-                    self._begin(task, loop)
+                    self._begin(task, loop).stop("stop")
         if self._jobs and not self._hurry.is_set():
             log.info(
                 "worker %s stopping: waiting up to %gs for %d running task(s)",
