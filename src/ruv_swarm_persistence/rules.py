@@ -33,6 +33,7 @@ __all__ = [
     "failure_changes",
     "is_ready",
     "lease_expired",
+    "release_changes",
     "start_changes",
     "topological",
     "update_changes",
@@ -50,7 +51,8 @@ TERMINAL: Final = frozenset({COMPLETED, FAILED, CANCELLED})
 #: Statuses in which a worker holds the task under a lease.
 ACTIVE: Final = frozenset({ASSIGNED, RUNNING})
 
-#: Legal status changes. Staying in the same status is always allowed.
+#: Legal status changes. Staying in the same status is always allowed. A held task goes back
+#: to pending on a retry, an expired lease, or when its worker gives it back (release).
 TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     PENDING: frozenset({ASSIGNED, RUNNING, FAILED, CANCELLED}),
     ASSIGNED: frozenset({RUNNING, COMPLETED, FAILED, CANCELLED, PENDING}),
@@ -134,6 +136,22 @@ def claim_changes(agent_id: str, now: int, lease_us: int) -> dict[str, Any]:
         "status": ASSIGNED,
         "assigned_to": agent_id,
         "lease_expires_at": now + lease_us,
+        "updated_at": now,
+    }
+
+
+def release_changes(now: int) -> dict[str, Any]:
+    """What giving back a held task writes: pending and claimable at once, held by no one.
+
+    Not a failed attempt: ``retry_count`` and ``error`` stay as they are, and no backoff
+    applies (``run_after`` is cleared). The attempt's ``started_at`` goes with the lease.
+    """
+    return {
+        "status": PENDING,
+        "assigned_to": None,
+        "lease_expires_at": None,
+        "started_at": None,
+        "run_after": None,
         "updated_at": now,
     }
 

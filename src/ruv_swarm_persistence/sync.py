@@ -393,6 +393,33 @@ class _SyncAPI:
         """
         return self._run(lambda s: s.wait_for_tasks(timeout, task_types))
 
+    def release_task(self, task_id: str, agent_id: str) -> TaskModel:
+        """Give back a task ``agent_id`` holds (assigned or running): pending again at once.
+
+        For a worker that stops before finishing: the task loses its worker, lease and
+        ``started_at`` and is ready for any worker, without counting a failed attempt
+        (``retry_count`` and ``error`` are kept, no backoff). Wakes ``wait_for_tasks``.
+        :class:`LeaseLostError` if ``agent_id`` does not hold it, as for ``complete_task``.
+        """
+        return self._run(lambda s: s.release_task(task_id, agent_id))
+
+    def wait_for_task(self, task_id: str, timeout: Duration | None = None) -> TaskModel | None:
+        """The task, as soon as it is completed, failed or cancelled; ``None`` after ``timeout``.
+
+        A failed attempt that will be retried is not final. ``timeout=None`` waits as long as
+        it takes, ``0`` only looks. Woken by the commit that finishes the task, in this process
+        or another; :class:`NotFoundError` if the task does not exist or is deleted meanwhile.
+        """
+        return self._run(lambda s: s.wait_for_task(task_id, timeout))
+
+    def get_dependency_results(self, task_id: str) -> dict[str, Any]:
+        """The results of the task's completed dependencies, by dependency id.
+
+        In the order the task lists its dependencies; those not completed are left out.
+        :class:`NotFoundError` if the task does not exist.
+        """
+        return self._run(lambda s: s.get_dependency_results(task_id))
+
     def store_event(self, event: EventModel) -> int:
         """Append an event; returns its sequence (also set on ``event``)."""
         return self._run(lambda s: s.store_event(event))

@@ -1,13 +1,14 @@
 """Waiting for something to change, done once for every backend.
 
-A waiter (``subscribe``, ``wait_for_messages``, ``wait_for_tasks``) takes the generation of
-its key, reads the database, and waits only if the generation has not moved since: a change
-committed between its read and its wait is never slept through. Keys: :data:`EVENTS` (events
-appended), :data:`TASKS` (a task may have become ready) and :func:`mail` of an agent (mail for
-that agent) — the keys PostgreSQL's notifications carry. A backend calls :meth:`Wakeups.wake`
-after a commit, :meth:`Wakeups.wake_all` when it may have missed changes (another process's
-commit, a lost notification connection, closing), and reads :meth:`Wakeups.waiting` to know
-whether anyone would care.
+A waiter (``subscribe``, ``wait_for_messages``, ``wait_for_tasks``, ``wait_for_task``) takes
+the generation of its key, reads the database, and waits only if the generation has not moved
+since: a change committed between its read and its wait is never slept through. Keys:
+:data:`EVENTS` (events appended), :data:`TASKS` (a task may have become ready),
+:data:`FINISHED` (a task reached a final state, or was deleted) and :func:`mail` of an agent
+(mail for that agent) — the keys PostgreSQL's notifications carry. A backend calls
+:meth:`Wakeups.wake` after a commit, :meth:`Wakeups.wake_all` when it may have missed changes
+(another process's commit, a lost notification connection, closing), and reads
+:meth:`Wakeups.waiting` to know whether anyone would care.
 
 :class:`Deadline` turns a caller's ``timeout`` into the seconds left for each wait.
 """
@@ -20,12 +21,15 @@ from typing import Final
 from .. import codec
 from ..storage import Duration
 
-__all__ = ["EVENTS", "TASKS", "Deadline", "Wakeups", "mail"]
+__all__ = ["EVENTS", "FINISHED", "TASKS", "Deadline", "Wakeups", "mail"]
 
 #: Events were appended.
 EVENTS: Final = "e"
 #: A task may have become ready to claim.
 TASKS: Final = "t"
+#: A task became completed, failed or cancelled (or was deleted). One key for every task:
+#: a key per task would leave a generation behind for each task ever finished.
+FINISHED: Final = "f"
 
 
 def mail(agent_id: str) -> str:

@@ -117,6 +117,15 @@ class Engine(Protocol):
     async def heartbeat_task(self, tx: Any, task_id: str, agent_id: str, lease_us: int) -> Record:
         """Extend the lease of a held task."""
 
+    async def release_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
+        """Held task → pending, claimable at once (``rules.release_changes``)."""
+
+    async def dependency_results(
+        self, tx: Any, task_id: str
+    ) -> list[tuple[str, str | None]] | None:
+        """``(id, JSON result)`` of the task's completed dependencies, in its dependency
+        order; ``None`` if the task does not exist (SQL engines: one statement)."""
+
     async def next_ready(self, tx: Any, types: list[str] | None) -> int | None:
         """0 if a task (of the types) is ready now, else µs until the next backoff ends."""
 

@@ -4,8 +4,8 @@ Each method checks its arguments through :mod:`~ruv_swarm_persistence.codec`, le
 in signature order and before any waiting or I/O; takes the transaction gate; calls the
 backend's :class:`~.engine.Engine` with validated values; and decodes the records that come
 back. Bad arguments therefore raise the same error, naming the same field, on every backend
-by construction. The waits (``subscribe``, ``wait_for_messages``, ``wait_for_tasks``) are
-written here too, on the shared :class:`~._wake.Wakeups`.
+by construction. The waits (``subscribe``, ``wait_for_messages``, ``wait_for_tasks``,
+``wait_for_task``) are written here too, on the shared :class:`~._wake.Wakeups`.
 
 A backend's storage is a :class:`~._gate.GatedStorage` (a :class:`Front` whose gate makes
 other tasks wait for an open transaction) and keeps what is its own: opening and closing, and
@@ -21,14 +21,14 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from .. import codec
+from .. import _json, codec, rules
 from ..aggregate import grouping_args, window_args
 from ..codec import Limits
-from ..errors import ValidationError
+from ..errors import NotFoundError, SerializationError, ValidationError
 from ..models import AgentModel, AgentStatus, EventModel, MessageModel, MetricModel, TaskModel
 from ..query import QueryBuilder
 from ..storage import Duration, MetricAggregate, PruneResult, Storage, TimeArg
-from ._wake import EVENTS, TASKS, Deadline, Wakeups, mail
+from ._wake import EVENTS, FINISHED, TASKS, Deadline, Wakeups, mail
 from .engine import Engine
 
 __all__ = ["Front"]
@@ -43,6 +43,17 @@ _decode_task = codec.decode_task
 _decode_event = codec.decode_event
 _decode_message = codec.decode_message
 _decode_metric = codec.decode_metric
+_TERMINAL = rules.TERMINAL
+
+
+def _decode_result(task_id: str, text: str | None) -> Any:
+    """A task's stored result as ``TaskModel.result`` holds it (undecodable: an error)."""
+    if text is None:
+        return None
+    try:
+        return _json.loads(text)
+    except Exception as exc:
+        raise SerializationError("tasks", task_id, f"{type(exc).__name__}: {exc}") from exc
 
 
 class Front(Storage):
@@ -220,6 +231,42 @@ class Front(Storage):
         lease_us = self._lease(lease)
         tx = await self._gate() if self._blocked else None
         return _decode_task(await self._engine.heartbeat_task(tx, task_id, agent_id, lease_us))
+
+    async def release_task(self, task_id: str, agent_id: str) -> TaskModel:
+        self._held_args(task_id, agent_id)
+        tx = await self._gate() if self._blocked else None
+        return _decode_task(await self._engine.release_task(tx, task_id, agent_id))
+
+    async def get_dependency_results(self, task_id: str) -> dict[str, Any]:
+        codec.check_id(task_id, "task_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        pairs = await self._engine.dependency_results(tx, task_id)
+        if pairs is None:
+            raise NotFoundError("task", task_id)
+        return {dep_id: _decode_result(dep_id, text) for dep_id, text in pairs}
+
+    async def wait_for_task(
+        self, task_id: str, timeout: Duration | None = None
+    ) -> TaskModel | None:
+        codec.check_id(task_id, "task_id", self._limits)
+        deadline = Deadline(timeout)
+        engine, wake = self._engine, self._wake
+        while True:
+            engine.note_changes()
+            gen = wake.generation(FINISHED)
+            tx = await self._gate() if self._blocked else None
+            rec = await engine.get_task(tx, task_id)
+            if rec is None:
+                raise NotFoundError("task", task_id)
+            if rec["status"] in _TERMINAL:
+                return _decode_task(rec)
+            if self._gate_closed() or deadline.expired():
+                return None
+            engine.watch()
+            await wake.wait(FINISHED, gen, deadline.remaining())
+            if self._gate_closed():
+                # Woken by close(): return like a timeout instead of failing the next read.
+                return None
 
     async def wait_for_tasks(
         self, timeout: Duration | None = None, task_types: Sequence[str] | None = None

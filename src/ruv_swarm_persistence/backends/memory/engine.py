@@ -31,7 +31,7 @@ from ...errors import (
 from ...models import MetricModel
 from ...query import QueryBuilder
 from ...storage import MetricAggregate, PruneResult
-from .._wake import EVENTS, TASKS, Wakeups, mail
+from .._wake import EVENTS, FINISHED, TASKS, Wakeups, mail
 
 __all__ = ["MemoryEngine"]
 
@@ -345,6 +345,9 @@ class MemoryEngine:
         self._changed(TASKS)
         if new_status == old_status:
             return new
+        if new_status in rules.TERMINAL:
+            # Covers the cascade below too: a dependent is cancelled only under a final task.
+            self._changed(FINISHED)
         if new_status == COMPLETED:
             for dep_id in t.dependents.get(old["id"], ()):
                 left = t.unfinished[dep_id] - 1
@@ -459,6 +462,8 @@ class MemoryEngine:
         t.drop(t.dependents, task_id)
         t.drop(t.unfinished, task_id)
         t.drop(t.tasks, task_id)
+        # Whoever waits for it to finish learns that it never will.
+        self._changed(FINISHED)
 
     async def pending_tasks(self, tx: Any) -> list[Record]:
         return sorted(
@@ -536,6 +541,26 @@ class MemoryEngine:
         now = self._now()
         rec = self._held(task_id, agent_id, now)
         return self._transition(rec, {"lease_expires_at": now + lease_us, "updated_at": now}, now)
+
+    async def release_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
+        now = self._now()
+        rec = self._held(task_id, agent_id, now)
+        return self._transition(rec, rules.release_changes(now), now)
+
+    async def dependency_results(
+        self, tx: Any, task_id: str
+    ) -> list[tuple[str, str | None]] | None:
+        tasks = self.tables.tasks
+        rec = tasks.get(task_id)
+        if rec is None:
+            return None
+        out = []
+        for dep_id in _json.loads(rec["dependencies"]):
+            # A task with dependents cannot be deleted: every dependency is there.
+            dep = tasks[dep_id]
+            if dep["status"] == COMPLETED:
+                out.append((dep_id, dep["result"]))
+        return out
 
     async def next_ready(self, tx: Any, types: list[str] | None) -> int | None:
         t, now = self.tables, self._now()

@@ -28,7 +28,7 @@ from ...errors import NotFoundError
 from ...models import MetricModel
 from ...query import QueryBuilder
 from ...storage import MetricAggregate, PruneResult
-from .._wake import EVENTS, TASKS, Wakeups, mail
+from .._wake import EVENTS, FINISHED, TASKS, Wakeups, mail
 from ..sql_common import row_record
 from . import ops, sql
 from .appender import EventAppender
@@ -230,6 +230,7 @@ class PostgresEngine:
             if done is not None:
                 if woke:
                     self._wake.wake(TASKS)
+                self._wake.wake(FINISHED)
                 return done
             # A lease ran out somewhere, or the task is not held as asked: the full path
             # requeues expired leases and says what went wrong.
@@ -256,6 +257,20 @@ class PostgresEngine:
             tx,
             lambda conn, fx: self.ops.heartbeat_task(conn, fx, task_id, agent_id, lease_us, now),
         )
+
+    async def release_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
+        now = self._now()
+        return await self._write(
+            tx, lambda conn, fx: self.ops.release_task(conn, fx, task_id, agent_id, now)
+        )
+
+    async def dependency_results(
+        self, tx: Any, task_id: str
+    ) -> list[tuple[str, str | None]] | None:
+        rows = await self._fetch(tx, sql.DEPENDENCY_RESULTS, task_id)
+        if not rows:
+            return None
+        return [(r[0], r[1]) for r in rows if r[0] is not None]
 
     async def next_ready(self, tx: Any, types: list[str] | None) -> int | None:
         now = self._now()

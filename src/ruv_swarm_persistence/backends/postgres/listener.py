@@ -2,7 +2,8 @@
 
 Writers send ``pg_notify(channel, key)`` in the transaction of the write, so the notification
 arrives only once the write is visible. Keys are those of :mod:`.._wake`: ``e`` (events
-appended), ``t`` (a task may have become ready) and ``m:<agent id>`` (mail for that agent);
+appended), ``t`` (a task may have become ready), ``f`` (a task became final or was deleted)
+and ``m:<agent id>`` (mail for that agent);
 each notification wakes that key of the front's :class:`~.._wake.Wakeups`, whose waiters then
 read again.
 

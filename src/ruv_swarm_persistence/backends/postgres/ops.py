@@ -196,8 +196,11 @@ class Effects:
     """What a write changed that waiters care about: notified at commit."""
 
     events: bool = False
+    #: A task may have become ready ("t").
     tasks: bool = False
     mail: set[str] = field(default_factory=set)
+    #: A task became completed, failed or cancelled, or was deleted ("f").
+    finished: bool = False
 
     def notes(self) -> list[str]:
         out = [f"m:{a}" for a in sorted(self.mail)]
@@ -205,12 +208,15 @@ class Effects:
             out.append("e")
         if self.tasks:
             out.append("t")
+        if self.finished:
+            out.append("f")
         return out
 
     def merge(self, other: Effects) -> None:
         self.events |= other.events
         self.tasks |= other.tasks
         self.mail |= other.mail
+        self.finished |= other.finished
 
 
 #: A write: given the connection and the effects to record, its result.
@@ -376,6 +382,9 @@ class PostgresOps:
             return new
         if new_status == PENDING and new["unfinished_deps"] == 0:
             fx.tasks = True
+        if new_status in rules.TERMINAL:
+            # The cascade below happens only under a final task: this covers it too.
+            fx.finished = True
         if new_status == COMPLETED:
             if any(r[0] for r in await conn.fetch(sql.DEPENDENCY_COMPLETED, old["id"])):
                 fx.tasks = True
@@ -510,7 +519,8 @@ class PostgresOps:
         """Delete a task no other task depends on."""
         if await conn.fetchval(sql.HAS_DEPENDENTS, task_id):
             raise ConflictError("task", task_id, "has dependent tasks and cannot be deleted")
-        await conn.execute(sql.DELETE_TASK, task_id)
+        if await conn.fetchval(sql.DELETE_TASK, task_id):
+            fx.finished = True  # a waiter for it learns that it never will finish
 
     # A claim reads the clock itself, when it runs: after the caller waited at the gate,
     # and again on every retry, so readiness and the lease are those of that moment.
@@ -570,6 +580,7 @@ class PostgresOps:
 
         The task is ``None`` when it could not be done so (a lease has run out somewhere, or
         the task is not held as asked): the full :meth:`complete_task` says what went wrong.
+        The statement notifies by itself: "f" when done, "t" when a dependent became ready.
         """
         c = rules.complete_changes(encoded, now)
         row = await conn.fetchrow(
@@ -584,9 +595,9 @@ class PostgresOps:
             c["updated_at"],
             channel,
         )
-        if row[0] or row[2] is None:
+        if row[0] or row[3] is None:
             return None, False
-        return task(tuple(row)[2:]), bool(row[1])
+        return task(tuple(row)[3:]), bool(row[1])
 
     async def complete_task(
         self, conn: Conn, fx: Effects, task_id: str, agent_id: str, encoded: str | None, now: int
@@ -615,6 +626,7 @@ class PostgresOps:
         new = {**rec, **rules.cancel_changes(reason, now)}
         check_new_status(rec, new)
         await conn.execute(sql.UPDATE_TASK, *_task_update_args(new))
+        fx.finished = True
         cancelled = [new, *await self.cascade(conn, new, now)]
         cancelled.sort(key=lambda r: r["stored_order"])
         return [r["id"] for r in cancelled]
@@ -625,6 +637,13 @@ class PostgresOps:
         rec = await self.held(conn, task_id, agent_id, now, fx)
         changes = {"lease_expires_at": now + lease_us, "updated_at": now}
         return await self.transition(conn, rec, changes, now, fx)
+
+    async def release_task(
+        self, conn: Conn, fx: Effects, task_id: str, agent_id: str, now: int
+    ) -> Record:
+        """Give back a held task: pending and claimable at once, not a failed attempt."""
+        rec = await self.held(conn, task_id, agent_id, now, fx)
+        return await self.transition(conn, rec, rules.release_changes(now), now, fx)
 
     # --- maintenance -----------------------------------------------------------------------
 

@@ -174,7 +174,7 @@ DEPENDENCY_COMPLETED = f"""
 WITH done AS (SELECT $1::text AS id),{_RELEASED}
 SELECT ready FROM released"""
 HAS_DEPENDENTS = "SELECT EXISTS (SELECT 1 FROM task_dependencies WHERE depends_on = $1)"
-DELETE_TASK = "DELETE FROM tasks WHERE id = $1"
+DELETE_TASK = "DELETE FROM tasks WHERE id = $1 RETURNING 1"
 #: Unfinished tasks reachable from $1 through dependencies, not yet locked by us; locked.
 CASCADE_CANDIDATES = f"""
 WITH RECURSIVE reach(id) AS (
@@ -200,6 +200,16 @@ SELECT EXISTS (SELECT 1 FROM tasks WHERE {_READY} AND {_OF_TYPES}),
     (SELECT min(run_after) FROM tasks
      WHERE status = 'pending' AND unfinished_deps = 0 AND run_after > $1 AND {_OF_TYPES})"""
 TASKS_BY_AGENT = f"SELECT {_T} FROM tasks WHERE assigned_to = $1 ORDER BY {_CLAIM_ORDER}"
+#: The results of task $1's completed dependencies, in the order it lists them: one row per
+#: dependency (``id`` NULL when not completed), or one NULL row for a task without any; no
+#: row at all when the task does not exist.
+DEPENDENCY_RESULTS = """
+SELECT d.id, d.result FROM tasks AS t
+LEFT JOIN LATERAL jsonb_array_elements_text(t.dependencies) WITH ORDINALITY AS j(id, ord)
+    ON TRUE
+LEFT JOIN tasks AS d ON d.id = j.id AND d.status = 'completed'
+WHERE t.id = $1
+ORDER BY j.ord"""
 
 #: Claim the best ready task in one statement: $1 now, $2..$4 what the claim writes, $5 types.
 _PICK = f"""
@@ -231,7 +241,8 @@ SELECT expired.found, EXISTS (SELECT 1 FROM claimed) FROM expired"""
 
 #: Complete a held task in one statement, when nothing stands in the way: $1 now, $2 task,
 #: $3 agent, $4..$8 what completing writes, $9 the channel. Dependents count one unfinished
-#: dependency less (locked in id order); a "t" notification goes out if one became ready.
+#: dependency less (locked in id order); a "t" notification goes out if one became ready,
+#: and an "f" one (a task finished) whenever the task was completed.
 #: The first column says a lease has run out somewhere: then nothing was done, and the
 #: caller completes in a transaction that expires leases first (as when the row is missing).
 COMPLETE_FAST = f"""
@@ -244,8 +255,10 @@ done AS (
         AND NOT (SELECT found FROM expired)
     RETURNING {_T}
 ),{_RELEASED},
-woken AS (SELECT pg_notify($9, 't') FROM released WHERE ready LIMIT 1)
-SELECT expired.found, (SELECT count(*) FROM woken) AS woken, done.*
+woken AS (SELECT pg_notify($9, 't') FROM released WHERE ready LIMIT 1),
+finished AS (SELECT pg_notify($9, 'f') FROM done)
+SELECT expired.found, (SELECT count(*) FROM woken) AS woken,
+    (SELECT count(*) FROM finished) AS finished, done.*
 FROM expired LEFT JOIN done ON TRUE"""
 #: Take $1 event sequences (the counter row stays locked until commit); returns the last.
 TAKE_SEQUENCES = (

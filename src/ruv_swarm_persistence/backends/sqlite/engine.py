@@ -30,7 +30,7 @@ from ...errors import StorageError
 from ...models import MetricModel
 from ...query import QueryBuilder
 from ...storage import MetricAggregate, PruneResult
-from .._wake import EVENTS, TASKS, Wakeups, mail
+from .._wake import EVENTS, FINISHED, TASKS, Wakeups, mail
 from . import sql
 from .ops import METRIC_VALUES, SqliteOps, scalar
 from .readers import NOT_RUN, NotRun, ReaderPool
@@ -221,6 +221,8 @@ class SqliteEngine:
             self._wake.wake(mail(agent_id))
         if ctx.tasks:
             self._wake.wake(TASKS)
+        if ctx.finished:
+            self._wake.wake(FINISHED)
 
     def note_changes(self) -> None:
         """Wake everyone if the file changed since last looked at; remember how it is now.
@@ -361,6 +363,26 @@ class SqliteEngine:
             tx, lambda ctx: self.ops.heartbeat_task(ctx, task_id, agent_id, lease_us)
         )
         return rec
+
+    async def release_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
+        rec: Record = await self._write(
+            tx, lambda ctx: self.ops.release_task(ctx, task_id, agent_id)
+        )
+        return rec
+
+    async def dependency_results(
+        self, tx: Any, task_id: str
+    ) -> list[tuple[str, str | None]] | None:
+        args = (task_id,)
+
+        def read(conn: apsw.Connection) -> list[tuple[str, str | None]] | None:
+            rows: list[tuple[Any, ...]] = conn.execute(sql.DEPENDENCY_RESULTS, args).fetchall()
+            if not rows:
+                return None
+            return [(row[0], row[1]) for row in rows if row[0] is not None]
+
+        # One indexed statement over a task's few dependencies: no thread hop.
+        return await self.read(tx, read, inline=True)
 
     async def next_ready(self, tx: Any, types: list[str] | None) -> int | None:
         type_args: tuple[str, ...] = () if types is None else (json.dumps(types),)

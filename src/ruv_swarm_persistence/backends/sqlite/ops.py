@@ -6,7 +6,8 @@ leases are requeued in a step of their own before the operation that noticed the
 requeue stays even when the operation then refuses the caller (as on the memory backend).
 
 Every status change of a task goes through :meth:`SqliteOps.transition`, which applies the
-rules of :mod:`ruv_swarm_persistence.rules` and keeps the dependency counts in step. The
+rules of :mod:`ruv_swarm_persistence.rules`, keeps the dependency counts in step and flags a
+task that became final (``ctx.finished``) for the waiters of ``wait_for_task``. The
 claim is the one hot path folded into a single statement; its ``WHERE`` clause is the
 readiness rule and its ``SET`` clause is :func:`rules.claim_changes`.
 """
@@ -204,7 +205,7 @@ class SqliteOps:
             for row in conn.execute(sql.TASKS_NAMING_AGENT, (agent_id,)).fetchall():
                 rec = task_state(row)
                 if rec["status"] in rules.ACTIVE:
-                    rec = self.fail_attempt(conn, rec, rules.released_error(agent_id), now)
+                    rec = self.fail_attempt(ctx, rec, rules.released_error(agent_id), now)
                     ctx.tasks = True
                 if rec["assigned_to"] is not None:
                     conn.execute(sql.CLEAR_ASSIGNEE, (rec["id"],))
@@ -221,7 +222,7 @@ class SqliteOps:
                 for trow in conn.execute(sql.TASKS_NAMING_AGENT, (agent_id,)).fetchall():
                     rec = task_state(trow)
                     if rec["status"] in rules.ACTIVE:
-                        self.fail_attempt(conn, rec, rules.released_error(agent_id), now)
+                        self.fail_attempt(ctx, rec, rules.released_error(agent_id), now)
                         ctx.tasks = True
         return reaped
 
@@ -229,7 +230,7 @@ class SqliteOps:
 
     def transition(
         self,
-        conn: apsw.Connection,
+        ctx: WriteContext,
         old: Record,
         changes: dict[str, Any],
         now: int,
@@ -240,6 +241,7 @@ class SqliteOps:
         ``old`` is the stored state (with ``unfinished_deps``); the changes are written and
         the new state returned. ``cancelled`` collects the ids this change cancelled.
         """
+        conn = ctx.conn
         new = {**old, **changes}
         check_new_status(old, new)
         columns = tuple(changes)
@@ -247,6 +249,9 @@ class SqliteOps:
         old_status, new_status = old["status"], new["status"]
         if new_status == old_status:
             return new
+        if new_status in rules.TERMINAL:
+            # The cascade below happens only under a final task: this covers it too.
+            ctx.finished = True
         # On COMPLETED the schema's trigger has counted the dependents down already.
         if new_status in (FAILED, CANCELLED):
             if new_status == CANCELLED and cancelled is not None:
@@ -281,12 +286,12 @@ class SqliteOps:
             if cancelled is not None:
                 cancelled.append(new["id"])
 
-    def fail_attempt(self, conn: apsw.Connection, rec: Record, error: str, now: int) -> Record:
+    def fail_attempt(self, ctx: WriteContext, rec: Record, error: str, now: int) -> Record:
         """A failed attempt: retry after backoff, or fail for good (and cancel dependents)."""
         changes = rules.failure_changes(
             rec["retry_count"], rec["max_retries"], error, now, self.policy
         )
-        return self.transition(conn, rec, changes, now)
+        return self.transition(ctx, rec, changes, now)
 
     def expire_leases(self, ctx: WriteContext, now: int) -> None:
         """Requeue (or fail) every held task whose lease has run out."""
@@ -301,7 +306,7 @@ class SqliteOps:
             for row in rows:
                 rec = task_state(row)
                 log.info("lease of task %s held by %s expired", rec["id"], rec["assigned_to"])
-                self.fail_attempt(conn, rec, rules.lease_error(rec["assigned_to"]), now)
+                self.fail_attempt(ctx, rec, rules.lease_error(rec["assigned_to"]), now)
 
     @staticmethod
     def _state(conn: apsw.Connection, task_id: str) -> Record | None:
@@ -350,7 +355,7 @@ class SqliteOps:
             raise NotFoundError("task", rec["id"])
         changes = rules.update_changes(old, rec)
         with savepoint(conn):
-            self.transition(conn, old, changes, self.now())
+            self.transition(ctx, old, changes, self.now())
         ctx.tasks = True
 
     def delete_task(self, ctx: WriteContext, task_id: str) -> None:
@@ -359,6 +364,8 @@ class SqliteOps:
         if conn.execute(sql.HAS_DEPENDENTS, (task_id,)).fetchone() is not None:
             raise ConflictError("task", task_id, "has dependent tasks and cannot be deleted")
         conn.execute(sql.DELETE_TASK, (task_id,))
+        if conn.changes():
+            ctx.finished = True  # a waiter for it learns that it never will finish
 
     def claim_task(self, ctx: WriteContext, task_id: str, agent_id: str, lease_us: int) -> bool:
         """Claim this task if it is ready."""
@@ -389,19 +396,17 @@ class SqliteOps:
 
     def start_task(self, ctx: WriteContext, task_id: str, agent_id: str) -> Record:
         """Mark a held task running."""
-        conn = ctx.conn
         now = self.now()
         rec = self._held(ctx, task_id, agent_id, now)
-        return self.transition(conn, rec, rules.start_changes(now), now)
+        return self.transition(ctx, rec, rules.start_changes(now), now)
 
     def complete_task(
         self, ctx: WriteContext, task_id: str, agent_id: str, result: str | None
     ) -> Record:
         """Complete a held task (one statement; the trigger counts its dependents down)."""
-        conn = ctx.conn
         now = self.now()
         rec = self._held(ctx, task_id, agent_id, now)
-        new = self.transition(conn, rec, rules.complete_changes(result, now), now)
+        new = self.transition(ctx, rec, rules.complete_changes(result, now), now)
         ctx.tasks = True
         return new
 
@@ -411,7 +416,7 @@ class SqliteOps:
         now = self.now()
         rec = self._held(ctx, task_id, agent_id, now)
         with savepoint(conn):
-            new = self.fail_attempt(conn, rec, error, now)
+            new = self.fail_attempt(ctx, rec, error, now)
         ctx.tasks = True
         return new
 
@@ -419,11 +424,18 @@ class SqliteOps:
         self, ctx: WriteContext, task_id: str, agent_id: str, lease_us: int
     ) -> Record:
         """Extend the lease of a held task."""
-        conn = ctx.conn
         now = self.now()
         rec = self._held(ctx, task_id, agent_id, now)
         changes = {"lease_expires_at": now + lease_us, "updated_at": now}
-        return self.transition(conn, rec, changes, now)
+        return self.transition(ctx, rec, changes, now)
+
+    def release_task(self, ctx: WriteContext, task_id: str, agent_id: str) -> Record:
+        """Give back a held task: pending and claimable at once, not a failed attempt."""
+        now = self.now()
+        rec = self._held(ctx, task_id, agent_id, now)
+        new = self.transition(ctx, rec, rules.release_changes(now), now)
+        ctx.tasks = True
+        return new
 
     def cancel_task(self, ctx: WriteContext, task_id: str, reason: str | None) -> list[str]:
         """Cancel a task and its unfinished dependents; their ids in the order stored."""
@@ -437,7 +449,7 @@ class SqliteOps:
             return []
         cancelled: list[str] = []
         with savepoint(conn):
-            self.transition(conn, rec, rules.cancel_changes(reason, now), now, cancelled)
+            self.transition(ctx, rec, rules.cancel_changes(reason, now), now, cancelled)
         if len(cancelled) < 2:
             return cancelled
         return [r[0] for r in conn.execute(sql.TASK_ROWIDS, (_ids_json(cancelled),))]

@@ -127,6 +127,15 @@ NEXT_RUN_AFTER: Final = (
 )
 NEXT_RUN_AFTER_OF_TYPES: Final = NEXT_RUN_AFTER + _OF_TYPES
 TASKS_BY_AGENT: Final = _select("tasks") + " WHERE assigned_to = ?" + _TASK_ORDER
+#: The results of a task's completed dependencies, in the order it lists them: one row per
+#: dependency (``id`` NULL when not completed), or one NULL row for a task without any;
+#: no row at all when the task does not exist.
+DEPENDENCY_RESULTS: Final = (
+    "SELECT d.id, d.result FROM tasks AS t"
+    " LEFT JOIN json_each(t.dependencies) AS j"
+    " LEFT JOIN tasks AS d ON d.id = j.value AND d.status = 'completed'"
+    " WHERE t.id = ? ORDER BY j.key"
+)
 #: Tasks an agent holds or held, in the order they were stored (the memory backend's order).
 TASKS_NAMING_AGENT: Final = _select("tasks", TASK_COLUMNS) + " WHERE assigned_to = ? ORDER BY rowid"
 CLEAR_ASSIGNEE: Final = "UPDATE tasks SET assigned_to = NULL WHERE id = ?"

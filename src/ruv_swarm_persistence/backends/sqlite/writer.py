@@ -56,7 +56,7 @@ _ALONE: Final = 3
 class WriteContext:
     """What a write operation sees: the connection, and what to announce after COMMIT."""
 
-    __slots__ = ("conn", "events", "mail", "tasks")
+    __slots__ = ("conn", "events", "finished", "mail", "tasks")
 
     def __init__(self, conn: apsw.Connection) -> None:
         self.conn = conn
@@ -64,6 +64,8 @@ class WriteContext:
         self.mail: set[str] = set()
         # Set when a write may have made a task ready (stored, unblocked or requeued).
         self.tasks = False
+        # Set when a task became completed, failed or cancelled, or was deleted.
+        self.finished = False
 
 
 #: A result or the exception to raise, per operation.
@@ -393,7 +395,7 @@ class GroupCommitWriter:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
-        if ctx.events or ctx.mail or ctx.tasks:
+        if ctx.events or ctx.mail or ctx.tasks or ctx.finished:
             self._on_commit(ctx)
 
     def _fail(self, batch: Sequence[_Item], err: BaseException) -> None:
