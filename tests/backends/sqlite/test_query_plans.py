@@ -52,6 +52,7 @@ QUERIES: list[tuple[str, str, tuple[Any, ...], tuple[str, ...]]] = [
     ("get_ready_tasks", sql.READY_TASKS, (NOW,), ("tasks_ready",)),
     ("get_ready_tasks_limit", sql.READY_TASKS_LIMIT, (NOW, 10), ("tasks_ready",)),
     ("get_tasks_by_agent", sql.TASKS_BY_AGENT, ("a1",), ()),
+    ("dependency_results", sql.DEPENDENCY_RESULTS, ("t1",), ()),
     ("tasks_naming_agent", sql.TASKS_NAMING_AGENT, ("a1",), ()),
     ("clear_assignee", sql.CLEAR_ASSIGNEE, ("t1",), ()),
     ("any_expired", sql.ANY_EXPIRED, (NOW,), ()),

@@ -131,10 +131,10 @@ TASKS_BY_AGENT: Final = _select("tasks") + " WHERE assigned_to = ?" + _TASK_ORDE
 #: dependency (``id`` NULL when not completed), or one NULL row for a task without any;
 #: no row at all when the task does not exist.
 DEPENDENCY_RESULTS: Final = (
-    "SELECT d.id, d.result FROM tasks AS t"
-    " LEFT JOIN json_each(t.dependencies) AS j"
-    " LEFT JOIN tasks AS d ON d.id = j.value AND d.status = 'completed'"
-    " WHERE t.id = ? ORDER BY j.key"
+    "SELECT dep.id, dep.result FROM tasks"
+    " LEFT JOIN json_each(tasks.dependencies)"
+    " LEFT JOIN tasks AS dep ON dep.id = json_each.value AND dep.status = 'completed'"
+    " WHERE tasks.id = ? ORDER BY json_each.key"
 )
 #: Tasks an agent holds or held, in the order they were stored (the memory backend's order).
 TASKS_NAMING_AGENT: Final = _select("tasks", TASK_COLUMNS) + " WHERE assigned_to = ? ORDER BY rowid"
