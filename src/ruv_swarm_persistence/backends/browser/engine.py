@@ -1,0 +1,443 @@
+"""The browser engine: the memory engine, written through to IndexedDB at every commit.
+
+:class:`BrowserEngine` is :class:`~..memory.engine.MemoryEngine` with tables that note what
+each write changed (:class:`_TrackedTables`): per store, the records put and the ids deleted,
+the events appended and dropped, the last event sequence. After a call that changed something
+outside a transaction — or at a transaction's commit — the engine writes those changes to
+IndexedDB in one IndexedDB transaction and returns once its ``complete`` event has fired.
+Calls that change things while a write is in flight wait together for the next one, so
+concurrent writers share IndexedDB transactions (group commit), as SQLite's writer does.
+Waiters are woken only after the IndexedDB transaction completed.
+
+Layout in IndexedDB (schema version :data:`SCHEMA_VERSION`), every value JSON text:
+
+- ``agents``, ``tasks``, ``messages``, ``metrics``: one record per key, the record's id;
+- ``events``: segments, each a JSON list of the events one write appended (at most
+  :data:`SEGMENT` of them), keyed by the sequence of the first; ``prune`` rewrites or deletes
+  the segments it touches. A put per event would cost ten times as much as a put per segment;
+- ``meta``: ``event_seq``, the last sequence handed out (pruning every event must not let
+  sequences start again).
+
+The derived state (dependency counts, dependents, the event indexes, the task queue) is not
+stored: :meth:`BrowserEngine.load` rebuilds it at open.
+
+A write that IndexedDB refuses (its quota reached, the database closed or deleted by another
+page) fails its callers with a :class:`~ruv_swarm_persistence.errors.DatabaseError`, and every
+later call fails the same way: memory may then hold changes that IndexedDB does not, so the
+storage must be reopened, which loads what IndexedDB holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import inspect
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from ... import rules
+from ...codec import Record
+from ...errors import DatabaseError, SerializationError
+from .._wake import Wakeups
+from ..engine import Engine
+from ..memory.engine import MemoryEngine, _Tables
+from .idb import Connection, IdbError
+
+__all__ = ["SCHEMA_VERSION", "SEGMENT", "STORES", "BrowserEngine"]
+
+log = logging.getLogger(__name__)
+
+#: The IndexedDB version of the layout above; a database of a higher one is refused.
+SCHEMA_VERSION: Final = 1
+#: Object stores of :data:`SCHEMA_VERSION`.
+STORES: Final = ("agents", "tasks", "events", "messages", "metrics", "meta")
+#: Most events in one segment (one IndexedDB value).
+SEGMENT: Final = 1000
+
+_RECORD_STORES: Final = ("agents", "tasks", "messages", "metrics")
+_COMPLETED = rules.COMPLETED
+
+
+def _dump(value: Any) -> str:
+    # ASCII output: a lone surrogate cannot reach JavaScript's strings half-converted.
+    return json.dumps(value, separators=(",", ":"))
+
+
+class _Changes:
+    """What writes changed since the last IndexedDB transaction took the changes."""
+
+    __slots__ = ("dropped_events", "event_seq", "events", "records", "wakes")
+
+    def __init__(self) -> None:
+        #: ``(store, id)`` → the record now, or ``None`` when deleted.
+        self.records: dict[tuple[str, str], Record | None] = {}
+        #: Events appended, in sequence order.
+        self.events: list[Record] = []
+        #: Sequences of events dropped (``prune``).
+        self.dropped_events: set[int] = set()
+        self.event_seq: int | None = None
+        #: Wake-up keys to move once IndexedDB has the changes.
+        self.wakes: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.records
+            or self.events
+            or self.dropped_events
+            or self.event_seq is not None
+            or self.wakes
+        )
+
+    def absorb(self, later: _Changes) -> None:
+        """Add the changes made after these (a committed transaction's)."""
+        self.records.update(later.records)
+        self.events += later.events
+        self.dropped_events |= later.dropped_events
+        if later.event_seq is not None:
+            self.event_seq = later.event_seq
+        self.wakes |= later.wakes
+
+
+class _TrackedTables(_Tables):
+    """The memory tables, noting what each write changes.
+
+    Changes made inside a transaction go to ``tx_changes`` (kept at its commit, dropped at
+    its rollback, whose undo log restores the tables without passing through here); the
+    others to ``changes``, and move ``stamp``.
+    """
+
+    def __init__(self, *, read_only: bool = False) -> None:
+        super().__init__(read_only=read_only)
+        self.changes = _Changes()
+        self.tx_changes = _Changes()
+        self.stamp = 0
+
+    def _target(self) -> _Changes:
+        if self.undo is not None:
+            return self.tx_changes
+        self.stamp += 1
+        return self.changes
+
+    def _store(self, table: object) -> str | None:
+        # Identity, not equality: two empty tables are equal.
+        if table is self.tasks:
+            return "tasks"
+        if table is self.event_ids:
+            return "events"
+        if table is self.agents:
+            return "agents"
+        if table is self.messages:
+            return "messages"
+        if table is self.metrics:
+            return "metrics"
+        return None  # derived state (dependency counts, indexes): rebuilt at load
+
+    def put(self, table: dict[str, Any], key: str, value: Any) -> None:
+        super().put(table, key, value)
+        store = self._store(table)
+        if store == "events":
+            self._target().events.append(value)
+        elif store is not None:
+            self._target().records[(store, key)] = value
+
+    def drop(self, table: dict[str, Any], key: str) -> None:
+        old = table.get(key)
+        super().drop(table, key)
+        store = self._store(table) if old is not None else None
+        if store == "events":
+            self._target().dropped_events.add(old["sequence"])  # type: ignore[index]
+        elif store is not None:
+            self._target().records[(store, key)] = None
+
+    def set_attr(self, name: str, value: Any) -> None:
+        old = getattr(self, name)
+        super().set_attr(name, value)
+        if name == "event_seq":
+            self._target().event_seq = value
+        elif name == "event_ids":
+            self._target().dropped_events.update(
+                rec["sequence"] for key, rec in old.items() if key not in value
+            )
+        elif name in _RECORD_STORES:
+            # A table replaced whole: note its difference from the one it replaced.
+            records = self._target().records
+            for key in old.keys() - value.keys():
+                records[(name, key)] = None
+            for key, rec in value.items():
+                if old.get(key) is not rec:
+                    records[(name, key)] = rec
+
+    def take(self) -> _Changes:
+        """The changes made outside transactions so far; later ones start afresh."""
+        changes, self.changes = self.changes, _Changes()
+        return changes
+
+
+class _WakeAfterWrite(Wakeups):
+    """The memory engine's wake-ups, held back until IndexedDB has the change."""
+
+    __slots__ = ("_tables",)
+
+    def __init__(self, tables: Callable[[], _TrackedTables]) -> None:
+        super().__init__()
+        self._tables = tables
+
+    def wake(self, key: str) -> None:
+        # The memory engine wakes outside transactions, or at a commit once the undo log is
+        # gone: either way the key belongs with the changes the next write takes.
+        self._tables().changes.wakes.add(key)
+
+
+class BrowserEngine(MemoryEngine):
+    """The memory engine over an IndexedDB :class:`~.idb.Connection` (see the module)."""
+
+    tables: _TrackedTables
+
+    def __init__(
+        self,
+        now: Callable[[], int],
+        policy: rules.RetryPolicy,
+        wake: Wakeups,
+        connection: Connection,
+        *,
+        durability: str = "relaxed",
+        read_only: bool = False,
+    ) -> None:
+        super().__init__(now, policy, _WakeAfterWrite(lambda: self.tables), read_only=read_only)
+        self.tables = _TrackedTables(read_only=read_only)
+        #: The front's wake-ups: moved once a change is in IndexedDB.
+        self._front_wake = wake
+        self._connection = connection
+        self._durability = durability
+        # Event segments as IndexedDB holds them: first sequence → events, and the sorted
+        # first sequences (a dropped event's segment is found by bisection).
+        self._segments: dict[int, list[Record]] = {}
+        self._starts: list[int] = []
+        # Group commit: the batch the next IndexedDB transaction resolves, and its writer.
+        self._next: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._failure: DatabaseError | None = None
+        #: IndexedDB transactions written, and the writes they carried (for the curious).
+        self.commits = 0
+
+    # --- loading --------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Fill the tables from IndexedDB and rebuild the derived state."""
+        try:
+            stored = dict(zip(STORES, await self._connection.load(STORES), strict=True))
+        except IdbError as exc:
+            raise DatabaseError(f"could not read the IndexedDB database: {exc}") from exc
+        t = self.tables
+        for store in ("agents", "messages", "metrics"):
+            table: dict[str, Record] = getattr(t, store)
+            for key, text in zip(*stored[store], strict=True):
+                table[key] = _load(store, key, text)
+        tasks = sorted(
+            (_load("tasks", key, text) for key, text in zip(*stored["tasks"], strict=True)),
+            key=lambda r: (r["created_at"], r["id"]),
+        )
+        t.tasks = {rec["id"]: rec for rec in tasks}
+        for rec in tasks:
+            try:
+                deps: list[str] = json.loads(rec["dependencies"])
+                t.unfinished[rec["id"]] = sum(t.tasks[d]["status"] != _COMPLETED for d in deps)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise SerializationError("tasks", rec["id"], f"dependencies: {exc!r}") from exc
+            for d in deps:
+                t.dependents.setdefault(d, []).append(rec["id"])
+        for key, text in sorted(zip(*stored["events"], strict=True)):
+            segment = _load("events", key, text)
+            if not isinstance(segment, list) or not segment:
+                raise SerializationError("events", str(key), "a segment is a list of events")
+            self._segments[int(key)] = segment
+            self._starts.append(int(key))
+            for rec in segment:
+                t.events.append(rec)
+                t.event_ids[rec["id"]] = rec
+                if rec["agent_id"] is not None:
+                    t.events_by_agent.setdefault(rec["agent_id"], []).append(rec)
+                t.events_by_type.setdefault(rec["event_type"], []).append(rec)
+        meta = dict(zip(*stored["meta"], strict=True))
+        last = t.events[-1]["sequence"] if t.events else 0
+        t.event_seq = max(last, int(_load("meta", "event_seq", meta.get("event_seq", "0"))))
+        t.rebuild_queue()
+
+    # --- transactions ---------------------------------------------------------------------
+
+    def finish(self, commit: bool) -> None:
+        """End the transaction in memory; its changes wait for :meth:`flush` if committed."""
+        t = self.tables
+        changes, t.tx_changes = t.tx_changes, _Changes()
+        super().finish(commit)
+        if commit and changes:
+            t.stamp += 1
+            t.changes.absorb(changes)
+
+    # --- writing --------------------------------------------------------------------------
+
+    def check_usable(self) -> None:
+        """Raise the failure of an earlier IndexedDB write, if one failed."""
+        if self._failure is not None:
+            raise DatabaseError(str(self._failure)) from self._failure.__cause__
+
+    async def flush(self) -> None:
+        """Return once every change made so far is in IndexedDB (group commit)."""
+        if not self.tables.changes and self._next is None:
+            return
+        fut = self._next
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            fut = self._next = loop.create_future()
+            if self._writer is None:
+                # Started as a task: writers of this turn of the loop join its first batch.
+                self._writer = loop.create_task(self._write())
+        # Shielded: a caller that is cancelled must not cancel the batch of the others.
+        await asyncio.shield(fut)
+
+    async def drain(self) -> None:
+        """Wait for the writer to finish (closing)."""
+        while self._writer is not None:
+            try:
+                await asyncio.shield(self._writer)
+            except Exception:  # the callers of the failed write were told
+                return
+
+    async def _write(self) -> None:
+        try:
+            while (fut := self._next) is not None:
+                self._next = None
+                changes = self.tables.take()
+                try:
+                    self.check_usable()
+                    stores, ops = self._ops(changes)
+                    if ops:
+                        await self._connection.commit(stores, ops, self._durability)
+                        self.commits += 1
+                except BaseException as exc:
+                    error = self._fail(exc)
+                    fut.set_exception(error)
+                    if self._next is not None:
+                        self._next.set_exception(error)
+                        self._next = None
+                    if not isinstance(exc, Exception):
+                        raise
+                    return
+                for key in changes.wakes:
+                    self._front_wake.wake(key)
+                fut.set_result(None)
+        finally:
+            self._writer = None
+
+    def _fail(self, exc: BaseException) -> DatabaseError:
+        """The storage's failure: the first write IndexedDB did not take."""
+        if self._failure is None:
+            detail = str(exc) if isinstance(exc, IdbError) else f"{type(exc).__name__}: {exc}"
+            failure = DatabaseError(
+                f"IndexedDB did not take a write ({detail}); the storage is closed: "
+                "reopen it to go on from what IndexedDB holds"
+            )
+            failure.__cause__ = exc
+            self._failure = failure
+            log.error("%s", failure)
+            # Waiters read again, and meet the failure.
+            self._front_wake.wake_all()
+        return self._failure
+
+    def _ops(self, ch: _Changes) -> tuple[list[str], list[Any]]:
+        """The stores and the flat ``store, key, value`` list that write ``ch``."""
+        ops: list[Any] = []
+        stores: set[str] = set()
+        for (store, key), rec in ch.records.items():
+            ops += (store, key, None if rec is None else _dump(rec))
+            stores.add(store)
+        new = ch.events
+        dropped = ch.dropped_events
+        if dropped:
+            new = [r for r in new if r["sequence"] not in dropped]
+            rewrites = self._rewrite_segments(dropped)
+            if rewrites:
+                ops += rewrites
+                stores.add("events")
+        if new:
+            stores.add("events")
+        for i in range(0, len(new), SEGMENT):
+            segment = new[i : i + SEGMENT]
+            start = segment[0]["sequence"]
+            self._segments[start] = segment
+            self._starts.append(start)  # sequences only grow: the list stays sorted
+            ops += ("events", start, _dump(segment))
+        if ch.event_seq is not None:
+            ops += ("meta", "event_seq", str(ch.event_seq))
+            stores.add("meta")
+        return sorted(stores), ops
+
+    def _rewrite_segments(self, dropped: set[int]) -> list[Any]:
+        """Ops that take the ``dropped`` events out of the segments holding them."""
+        starts = self._starts
+        touched = sorted({starts[i - 1] for s in dropped if (i := bisect.bisect_right(starts, s))})
+        ops: list[Any] = []
+        for start in touched:
+            old = self._segments[start]
+            keep = [r for r in old if r["sequence"] not in dropped]
+            if len(keep) == len(old):
+                continue  # the dropped events were past it, not yet written
+            if keep:
+                self._segments[start] = keep
+                ops += ("events", start, _dump(keep))
+            else:
+                del self._segments[start]
+                del starts[bisect.bisect_left(starts, start)]
+                ops += ("events", start, None)
+        return ops
+
+    def close(self) -> None:
+        """Close the IndexedDB connection (after :meth:`drain`)."""
+        self._connection.close()
+
+
+def _load(store: str, key: Any, text: Any) -> Any:
+    """One stored value; one that is not JSON is a ``SerializationError``."""
+    try:
+        if not isinstance(text, str):
+            raise TypeError(f"expected JSON text, found {type(text).__name__}")
+        return json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise SerializationError(store, str(key), f"{type(exc).__name__}: {exc}") from exc
+
+
+# --- every engine call: refused after a failed write, written through after a change ---------
+
+
+def _written_through(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    inner = getattr(MemoryEngine, name)
+
+    async def call(self: BrowserEngine, tx: Any, *args: Any) -> Any:
+        self.check_usable()
+        tables = self.tables
+        stamp = tables.stamp
+        try:
+            return await inner(self, tx, *args)
+        finally:
+            # Inside a transaction the commit writes; a call that changed nothing (a read)
+            # does not wait for other callers' writes.
+            if tx is None and tables.stamp != stamp:
+                await self.flush()
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = inner.__doc__
+    return call
+
+
+#: The engine operations, as the front calls them: every coroutine of the Engine protocol.
+ENGINE_CALLS: Final = tuple(
+    name
+    for name, member in vars(Engine).items()
+    if inspect.iscoroutinefunction(member) and hasattr(MemoryEngine, name)
+)
+
+for _name in ENGINE_CALLS:
+    setattr(BrowserEngine, _name, _written_through(_name))
+del _name
