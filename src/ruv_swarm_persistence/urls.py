@@ -1,14 +1,16 @@
 """``init_storage(url)``: open the backend a path or URL names.
 
-``None`` means ``$SWARM_DB_URL``, else ``./swarm.db``. Accepted: a file path,
-``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``memory://`` and
-``postgresql://user@host:port/db``. Query parameters become backend options.
+``None`` means ``$SWARM_DB_URL``, else ``./swarm.db`` (in a browser, under Pyodide:
+``indexeddb://swarm``). Accepted: a file path, ``sqlite:///relative.db``,
+``sqlite:////absolute.db``, ``memory://``, ``postgresql://user@host:port/db`` and
+``indexeddb://NAME`` (a browser's IndexedDB). Query parameters become backend options.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
@@ -20,24 +22,29 @@ from .storage import Storage
 
 __all__ = [
     "BackendUnavailableError",
+    "DEFAULT_BROWSER_URL",
     "DEFAULT_PATH",
     "ParsedUrl",
     "StorageOpening",
     "import_backend",
+    "in_browser",
     "init_storage",
     "install_hint",
     "parse_url",
 ]
 
 DEFAULT_PATH = "swarm.db"
+#: What ``init_storage()`` opens in a browser (Pyodide), where there is no file system to keep.
+DEFAULT_BROWSER_URL = "indexeddb://swarm"
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedUrl:
     """A storage URL split into backend, location and options."""
 
-    scheme: str  # "sqlite", "memory" or "postgresql"
-    location: str  # file path, "" for memory, the DSN without options for PostgreSQL
+    scheme: str  # "sqlite", "memory", "postgresql" or "indexeddb"
+    # file path, "" for memory, the DSN without options for PostgreSQL, the IndexedDB name
+    location: str
     options: dict[str, str]
 
 
@@ -48,13 +55,21 @@ _SCHEMES = {
     "mem": "memory",
     "postgresql": "postgresql",
     "postgres": "postgresql",
+    "indexeddb": "indexeddb",
 }
+
+
+def in_browser() -> bool:
+    """Whether this Python runs in a browser (Pyodide: no threads, processes or sockets)."""
+    return sys.platform == "emscripten"
 
 
 def parse_url(url: str | os.PathLike[str] | None = None) -> ParsedUrl:
     """Split a storage URL or path; an unknown scheme is a :class:`ValidationError`."""
     if url is None:
-        url = os.environ.get("SWARM_DB_URL") or DEFAULT_PATH
+        url = os.environ.get("SWARM_DB_URL") or (
+            DEFAULT_BROWSER_URL if in_browser() else DEFAULT_PATH
+        )
     text = os.fspath(url)
     if not isinstance(text, str) or not text:
         raise ValidationError("must be a non-empty path or URL", field="url")
@@ -68,7 +83,9 @@ def parse_url(url: str | os.PathLike[str] | None = None) -> ParsedUrl:
     parts = urlsplit(text)
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None:
-        known = "a file path, sqlite:///file.db, memory://, postgresql://user@host/db"
+        known = (
+            "a file path, sqlite:///file.db, memory://, postgresql://user@host/db, indexeddb://name"
+        )
         raise ValidationError(f"unknown scheme {parts.scheme!r} (use {known})", field="url")
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     if scheme == "memory":
@@ -83,6 +100,16 @@ def parse_url(url: str | os.PathLike[str] | None = None) -> ParsedUrl:
         if "\x00" in path:
             raise ValidationError("must not contain a NUL character", field="url")
         return ParsedUrl("sqlite", path, options)
+    if scheme == "indexeddb":
+        # indexeddb://swarm → "swarm" (indexeddb:///swarm too); case is kept, as IndexedDB does.
+        name = unquote(parts.netloc + parts.path)
+        if name.startswith("/") and not parts.netloc:
+            name = name[1:]
+        if not name:
+            raise ValidationError(
+                "an indexeddb URL needs a database name: indexeddb://swarm", field="url"
+            )
+        return ParsedUrl("indexeddb", name, options)
     dsn = text.split("?", 1)[0]
     return ParsedUrl("postgresql", dsn, options)
 
@@ -95,7 +122,12 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "memory": ("ruv_swarm_persistence.backends.memory", ""),
     "sqlite": ("ruv_swarm_persistence.backends.sqlite", "apsw"),
     "postgresql": ("ruv_swarm_persistence.backends.postgres", "asyncpg"),
+    "indexeddb": ("ruv_swarm_persistence.backends.browser", ""),
 }
+
+#: Schemes whose backend runs in a browser (Pyodide); the others need a file system, threads
+#: or sockets, and their drivers have no build for it.
+BROWSER_SCHEMES = frozenset({"memory", "indexeddb"})
 
 #: What brings each driver back. apsw is a dependency of the package itself (there is no
 #: extra for it), so only a broken install lacks it; asyncpg comes with the ``postgres`` extra.
@@ -125,9 +157,16 @@ def import_backend(scheme: str, what: str) -> ModuleType:
     """Import the backend module of ``scheme``; ``what`` (the caller's name) leads any error.
 
     A missing driver or backend module is a :class:`BackendUnavailableError` that says what
-    to install; any other import failure (a broken driver) propagates as it is.
+    to install, and so, in a browser, is a backend that cannot run there; any other import
+    failure (a broken driver) propagates as it is.
     """
     module_name, driver = BACKENDS[scheme]
+    if in_browser() and scheme not in BROWSER_SCHEMES:
+        raise BackendUnavailableError(
+            f"{what} does not run in a browser (Pyodide): use indexeddb://NAME, kept in "
+            "IndexedDB, or memory:// instead",
+            name=module_name,
+        )
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
