@@ -1,0 +1,3 @@
+"""Conformance: the messages suite on the browser engine over an emulated IndexedDB."""
+
+from ruv_swarm_persistence.testing.messages import *  # noqa: F403
