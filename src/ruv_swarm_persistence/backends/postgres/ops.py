@@ -20,6 +20,8 @@ commit. :class:`Keep` lets a write commit what it did and still refuse the calle
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import zlib
@@ -341,13 +343,47 @@ async def append_events(conn: Conn, rows: Sequence[EventValues], channel: str) -
     return list(range(first, first + len(rows)))
 
 
+async def unless_lost(conn: Conn, work: Awaitable[T]) -> T:
+    """Await ``work`` on ``conn``, or fail as a lost connection as soon as ``conn`` is lost.
+
+    asyncpg's COPY waits for the socket to accept more data; when the connection is lost
+    while that wait is on (the server ended the session mid-COPY), nothing ends the wait, and
+    the call would hang for ever (``command_timeout`` does not cover it).
+    """
+    loop = asyncio.get_running_loop()
+    lost: asyncio.Future[None] = loop.create_future()
+
+    def on_lost(_conn: Any) -> None:
+        if not lost.done():
+            lost.set_result(None)
+
+    running = asyncio.ensure_future(work)
+    conn.add_termination_listener(on_lost)
+    try:
+        await asyncio.wait((running, lost), return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            running.cancel()
+            with contextlib.suppress(BaseException):
+                await running
+            raise asyncpg.ConnectionDoesNotExistError("connection lost during COPY")
+        return running.result()
+    except asyncio.CancelledError:
+        running.cancel()
+        raise
+    finally:
+        conn.remove_termination_listener(on_lost)
+
+
 async def _append_copy(conn: Conn, rows: Sequence[EventValues], channel: str) -> list[int]:
     n = len(rows)
     async with conn.transaction():
         last = int(await conn.fetchval(sql.TAKE_SEQUENCES, n))
         first = last - n + 1
         records = [copy_row(first + i, row) for i, row in enumerate(rows)]
-        await conn.copy_records_to_table("events", records=records, columns=sql.EVENT_COPY_COLUMNS)
+        await unless_lost(
+            conn,
+            conn.copy_records_to_table("events", records=records, columns=sql.EVENT_COPY_COLUMNS),
+        )
         await conn.execute(sql.NOTIFY, channel, ["e"])
     return list(range(first, last + 1))
 
