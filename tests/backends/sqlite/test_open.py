@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from ruv_swarm_persistence import (
     AgentModel,
+    EventModel,
     PoolError,
     RetryPolicy,
     StorageError,
@@ -278,3 +280,25 @@ async def test_idle_connections_above_the_minimum_are_closed(tmp_path: Path) -> 
     assert pool.size == 1
     assert pool.idle == 1
     await storage.close()
+
+
+async def test_a_new_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "private.db"
+    async with SqliteStorage.open(path) as storage:
+        await storage.store_event(EventModel.new("written"))
+        made = [path, tmp_path / "private.db-wal", tmp_path / "private.db-shm"]
+        assert all(p.exists() for p in made)
+        for p in made:
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, p.name
+        await storage.backup(tmp_path / "copy.db")
+    assert stat.S_IMODE((tmp_path / "copy.db").stat().st_mode) == 0o600
+
+
+async def test_an_existing_database_keeps_its_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    async with SqliteStorage.open(path):
+        pass
+    path.chmod(0o640)
+    async with SqliteStorage.open(path) as storage:
+        await storage.store_event(EventModel.new("written"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640

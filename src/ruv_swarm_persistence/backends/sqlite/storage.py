@@ -193,6 +193,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         if opts.read_only:
             conn = _open_existing(self.path, cache)
         else:
+            create_private(self.path)
             conn = apsw.Connection(
                 self.path,
                 flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE,
@@ -482,6 +483,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             raise ValidationError("cannot back up a database onto itself", field="dest")
 
         def copy(conn: apsw.Connection) -> None:
+            create_private(target)
             out = apsw.Connection(target)
             try:
                 with out.backup("main", conn, "main") as b:
@@ -615,6 +617,20 @@ class SqliteStorageBuilder:
     async def build(self, path: str | os.PathLike[str]) -> SqliteStorage:
         """Open the storage at ``path`` with these settings."""
         return await SqliteStorage.open(path, **self._options)
+
+
+def create_private(path: str) -> None:
+    """Create ``path`` empty and readable by its owner only, unless it exists.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the database file's permissions, so a swarm's
+    data (payloads, results, messages) never becomes readable by other users of the machine
+    through the default umask. An empty file is an empty database to SQLite.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return  # it exists (kept as it is), or SQLite will report why it cannot be made
+    os.close(fd)
 
 
 def _seconds(value: timedelta | float, field: str) -> float:
