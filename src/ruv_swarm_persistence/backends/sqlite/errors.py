@@ -7,6 +7,8 @@ driver's exception is kept as ``__cause__``.
 
 from __future__ import annotations
 
+import sys
+
 import apsw
 
 from ...errors import ConflictError, DatabaseError, StorageError
@@ -38,6 +40,15 @@ def translate(
         err = DatabaseError(f"the storage was opened read-only: {text}")
     elif isinstance(exc, (apsw.BusyError, apsw.LockedError)):
         err = DatabaseError(f"the database stayed locked past the busy timeout: {text}")
+    elif isinstance(exc, apsw.IOError) and "sqlite3" in sys.modules:
+        # POSIX file locks belong to the process: when another SQLite library here (the
+        # standard sqlite3 module) closes its connection to the file, ours are gone too.
+        err = DatabaseError(
+            f"IOError: {text}. If this process opened the database with another SQLite "
+            "library (the sqlite3 module) and closed it, that released this storage's file "
+            "locks: close the storage and open it again, and look at a live database from "
+            "another process or through the storage's API"
+        )
     else:
         err = DatabaseError(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
     err.__cause__ = exc
