@@ -246,6 +246,14 @@ async def test_aggregate_metrics_near_the_float_limit(
         assert agg.min <= getattr(agg, name) <= agg.max, name
 
 
+async def test_get_aggregated_metrics_near_the_float_limit(storage: Storage) -> None:
+    await storage.store_metrics([metric("big1", 1.7e308), metric("big2", 1.7e308)])
+    (row,) = await storage.get_aggregated_metrics("latency", at(0), at(0))
+    assert row.value == 1.7e308  # the mean, though the sum is beyond the float range
+    assert row.tags["sum"] == "inf"
+    assert row.tags["count"] == "2"
+
+
 async def test_aggregate_metrics_never_mixes_units(storage: Storage) -> None:
     await storage.store_metrics(
         [metric("ms1", 100.0), metric("ms2", 300.0), metric("s1", 0.2, unit="s")]
