@@ -1635,45 +1635,57 @@ async def count_pg(opts: Options, env: PgEnv) -> list[OpCount]:
     finally:
         await conn.close()
 
-    peer = env.peer
-    if peer is not None:
-        await peer.clear()
-        with libpq_traced(trace):
+    if env.peer is not None:
+        out += await count_procrastinate(opts, env.url, trace)
+    return out
+
+
+async def count_procrastinate(opts: Options, url: str, trace: StatementLog) -> list[OpCount]:
+    """procrastinate's statements per deferred job and per job a worker runs.
+
+    A fresh app, traced from its first connection, so the statements psycopg prepares are
+    seen being prepared (and named in the counts).
+    """
+    k = opts.scale(50, 10)
+    with libpq_traced(trace):
+        peer = Peer(url, WORKERS + 2)
+        await peer.open(apply_schema=False)
+        try:
+            await peer.clear()
             for i in range(3):  # warm up the pool and psycopg's prepared statements
                 await peer.noop.defer_async(i=i)
-            out.append(
-                await trace.measure(
-                    "postgresql",
-                    "procrastinate",
-                    "defer_async",
-                    k,
-                    lambda i: peer.noop.defer_async(i=i),
-                    round_trips=True,
-                )
+            deferred = await trace.measure(
+                "postgresql",
+                "procrastinate",
+                "defer_async",
+                k,
+                lambda i: peer.noop.defer_async(i=i),
+                round_trips=True,
             )
             jobs = k + 3
 
-            async def drain(i: int) -> None:
-                if i == 0:  # one worker run takes every job; the count is per job
-                    await asyncio.wait_for(peer.drain(1), limit_s(opts))
+            async def drain(i: int) -> None:  # one worker run takes every job
+                await asyncio.wait_for(peer.drain(1), limit_s(opts))
 
-            got = await trace.measure(
-                "postgresql", "procrastinate", "worker (per job)", 1, drain, round_trips=True
+            ran = await trace.measure(
+                "postgresql", "procrastinate", "worker", 1, drain, round_trips=True
             )
-        scale = 1 / jobs
-        out.append(
-            OpCount(
-                got.backend,
-                got.side,
-                f"worker, concurrency 1 (per job, over {jobs} jobs)",
-                jobs,
-                got.statements * scale,
-                got.commits * scale,
-                None if got.round_trips is None else got.round_trips * scale,
-                [(s, c * scale) for s, c in got.shapes],
-            )
-        )
-    return out
+        finally:
+            await peer.close()
+    per_job = 1 / jobs
+    return [
+        deferred,
+        OpCount(
+            ran.backend,
+            ran.side,
+            f"worker, concurrency 1 (per job, over {jobs} jobs)",
+            jobs,
+            ran.statements * per_job,
+            ran.commits * per_job,
+            None if ran.round_trips is None else ran.round_trips * per_job,
+            [(s, c * per_job) for s, c in ran.shapes],
+        ),
+    ]
 
 
 def count_notes(counts: Sequence[OpCount]) -> dict[str, str]:
