@@ -10,7 +10,7 @@ fail as a full disk would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,11 +120,16 @@ class FakeIndexedDB:
     async def delete(self, name: str) -> None:
         self.databases.pop(name, None)
 
-    async def lock(self, name: str) -> Callable[[], None] | None:
+    async def lock(self, name: str) -> Callable[[], Awaitable[None]] | None:
         if name in self.locks:
             return None
         self.locks.add(name)
-        return lambda: self.locks.discard(name)
+
+        async def release() -> None:
+            await asyncio.sleep(0)
+            self.locks.discard(name)
+
+        return release
 
     async def persisted(self) -> bool | None:
         return self.persistent

@@ -139,32 +139,37 @@
     });
   },
 
-  // Hold the Web Lock `name` until the returned function is called; null if another page or
-  // worker holds it; a no-op function where the browser has no Web Locks.
+  // Hold the Web Lock `name` until the returned function is called (it returns a promise
+  // settled once the lock is free again); undefined if another page or worker holds it; a
+  // function that does nothing where the browser has no Web Locks.
   lock(name) {
-    if (!(globalThis.navigator && navigator.locks)) return Promise.resolve(() => {});
+    if (!(globalThis.navigator && navigator.locks)) return Promise.resolve(async () => {});
     return new Promise((resolve, reject) => {
-      navigator.locks
-        .request(name, { ifAvailable: true }, (lock) => {
-          if (!lock) {
-            resolve(null);
-            return undefined;
-          }
-          return new Promise((release) => resolve(() => release()));
-        })
-        .catch(reject);
+      const held = navigator.locks.request(name, { ifAvailable: true }, (lock) => {
+        if (!lock) {
+          resolve(undefined);
+          return undefined;
+        }
+        return new Promise((release) =>
+          resolve(() => {
+            release();
+            return held;
+          }));
+      });
+      held.catch(reject);
     });
   },
 
-  // Whether the origin's storage is persistent already (no prompt); null if unknown.
+  // Whether the origin's storage is persistent already (no prompt); undefined if unknown.
+  // (Python meets undefined as None; null would arrive as Pyodide's JsNull.)
   async persisted() {
     const sm = globalThis.navigator && navigator.storage;
-    return sm && sm.persisted ? await sm.persisted() : null;
+    return sm && sm.persisted ? await sm.persisted() : undefined;
   },
 
-  // Ask for persistent storage (may prompt the user in some browsers); null if unsupported.
+  // Ask for persistent storage (may prompt the user in some browsers); undefined if unknown.
   async persist() {
     const sm = globalThis.navigator && navigator.storage;
-    return sm && sm.persist ? await sm.persist() : null;
+    return sm && sm.persist ? await sm.persist() : undefined;
   },
 })

@@ -14,7 +14,7 @@ inside :class:`PyodideBridge` and typed as ``Any``.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, Protocol
 
@@ -70,9 +70,9 @@ class Bridge(Protocol):
     async def delete(self, name: str) -> None:
         """Delete the database ``name`` (nothing if it does not exist)."""
 
-    async def lock(self, name: str) -> Callable[[], None] | None:
-        """Take the exclusive lock ``name`` for this page: its release, or ``None`` if
-        another page or worker holds it."""
+    async def lock(self, name: str) -> Callable[[], Awaitable[None]] | None:
+        """Take the exclusive lock ``name`` for this page: what releases it (returning once
+        it is free), or ``None`` if another page or worker holds it."""
         ...
 
     async def persisted(self) -> bool | None:
@@ -145,13 +145,13 @@ class PyodideBridge:
     async def delete(self, name: str) -> None:
         await self.call(self.js.deleteDatabase(name))
 
-    async def lock(self, name: str) -> Callable[[], None] | None:
+    async def lock(self, name: str) -> Callable[[], Awaitable[None]] | None:
         release = await self.call(self.js.lock(name))
         if release is None:
             return None
 
-        def unlock() -> None:
-            release()
+        async def unlock() -> None:
+            await self.call(release())
 
         return unlock
 

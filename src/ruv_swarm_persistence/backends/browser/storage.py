@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Final
 
@@ -102,7 +102,7 @@ class IndexedDBStorage(GatedStorage["IndexedDBTransaction"]):
         self._wake = Wakeups()
         self._closed = False
         self._opened = False
-        self._unlock: Callable[[], None] | None = None
+        self._unlock: Callable[[], Awaitable[None]] | None = None
         self._persist: asyncio.Task[bool | None] | None = None
         #: Whether the browser keeps this origin's storage persistent (``None``: not known).
         self.persisted: bool | None = None
@@ -154,7 +154,7 @@ class IndexedDBStorage(GatedStorage["IndexedDBTransaction"]):
                 connection.close()
                 raise
         except BaseException:
-            self._release_lock()
+            await self._release_lock()
             raise
         self._engine = self._browser = engine
         self._opened = True
@@ -211,10 +211,14 @@ class IndexedDBStorage(GatedStorage["IndexedDBTransaction"]):
         """IndexedDB transactions written so far (group commit makes it less than the writes)."""
         return self._browser.commits if self._opened else 0
 
-    def _release_lock(self) -> None:
+    async def _release_lock(self) -> None:
         unlock, self._unlock = self._unlock, None
         if unlock is not None:
-            unlock()
+            try:
+                # Returns once the lock is free: reopening the database right away works.
+                await unlock()
+            except IdbError as exc:
+                log.warning("releasing the lock of IndexedDB database %r: %s", self.name, exc)
 
     async def close(self) -> None:
         """Write what is pending, close the database and release it for other pages."""
@@ -231,7 +235,7 @@ class IndexedDBStorage(GatedStorage["IndexedDBTransaction"]):
         finally:
             self._wake.wake_all()
             self._release_tx()
-            self._release_lock()
+            await self._release_lock()
             if self._persist is not None and not self._persist.done():
                 self._persist.cancel()
 
