@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test lint typecheck bench clean browser-deps browser-demo
 
 setup: $(STAMP)
 
@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/swarmdb demo --fresh --db swarm.db
 
-## The whole test suite: lint, types, then every test (PostgreSQL found or started by the tests).
-test: setup
+## The whole test suite: lint, types, then every test (PostgreSQL found or started by the tests,
+## the browser tests in Debian's chromium under Pyodide).
+test: setup browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -37,5 +38,24 @@ bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 
+## What the browser tests and demo need: Debian's chromium (installed only if missing; never a
+## browser downloaded by Playwright) and Pyodide's files from the npm registry, checksum pinned,
+## cached in .browser-cache/. Without root or sudo the browser tests skip, except with CI=true.
+browser-deps: setup
+	@if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then \
+	    sudo=""; if [ "$$(id -u)" -ne 0 ]; then sudo="sudo"; fi; \
+	    echo "installing Debian's chromium"; \
+	    { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	      $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || [ "$$CI" != true ]; \
+	fi
+	$(BIN)/python -m tests.browser.harness fetch || [ "$$CI" != true ]
+
+PYODIDE_VERSION := $(shell sed -n 's/^PYODIDE_VERSION = "\(.*\)"/\1/p' tests/browser/harness.py)
+
+## The browser demo (examples/browser/): a swarm in IndexedDB, served on http://127.0.0.1:8000/.
+browser-demo: browser-deps
+	$(BIN)/python examples/browser/serve.py --pyodide .browser-cache/pyodide-$(PYODIDE_VERSION)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .browser-cache
