@@ -57,6 +57,7 @@ from .models import (
 from .query import QueryBuilder
 from .repository import Repository
 from .storage import Duration, MetricAggregate, PruneResult, Storage, TimeArg, Transaction
+from .urls import in_browser
 
 __all__ = [
     "SyncRepository",
@@ -553,6 +554,11 @@ class SyncStorage(_SyncAPI):
     __slots__ = ("__weakref__", "_finalizer", "_label", "_runner", "_state", "_storage")
 
     def __init__(self, opener: Callable[[], Awaitable[Storage]], *, label: str = "storage") -> None:
+        if in_browser():
+            raise StorageError(
+                "the blocking API runs the storage on a thread, which a browser (Pyodide) does "
+                "not have: use the async API there (storage = await init_storage())"
+            )
         self._label = label
         self._state = _ThreadState()
         self._runner = _LoopThread(f"swarm-sync {label}")
