@@ -37,6 +37,13 @@ def _reader_gone() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``swarmdb`` entry point."""
+    from ..urls import in_browser
+
+    if in_browser():
+        _fail(
+            "swarmdb is a command-line program and does not run in a browser (Pyodide): "
+            "use the library's async API there"
+        )
     try:
         _main(argv)
     except KeyboardInterrupt:
