@@ -199,6 +199,30 @@ async def delete_swarm(name: str) -> str:
     return json.dumps(all(not v for v in rows.values()))
 
 
+async def pyodide_guards() -> str:
+    """What the parts that cannot run in a browser say, and what ``init_storage()`` opens."""
+    from ruv_swarm_persistence import init_storage, sync
+    from ruv_swarm_persistence.cli import main
+
+    said: dict[str, Any] = {}
+    async with init_storage() as s:
+        said["default"] = [type(s).__name__, getattr(s, "name", None)]
+    for url in ("swarm.db", "postgresql://u@h/db"):
+        try:
+            await init_storage(url)
+        except ImportError as exc:
+            said[url] = str(exc)
+    try:
+        sync.open_storage("memory://")
+    except Exception as exc:
+        said["sync"] = str(exc)
+    try:
+        main(["status"])
+    except SystemExit as exc:
+        said["swarmdb"] = exc.code
+    return json.dumps(said)
+
+
 # --- a write load cut short ---------------------------------------------------------------------
 
 #: What each unit of the load writes: one agent, two tasks (one depending on the other), three

@@ -88,8 +88,18 @@ def test_committed_writes_survive_a_reload_and_a_browser_restart(
         harness.boot(page, browser_site.url)
         assert harness.call(page, "await swarm_snapshot('kept')") == written
         assert harness.call(page, "await delete_swarm('kept')") is True
+        guards = harness.call(page, "await pyodide_guards()")
     finally:
         context.close()
+    # What cannot run in a browser says so, in the browser, with what to use instead.
+    assert guards["default"] == ["IndexedDBStorage", "swarm"]
+    assert guards["swarm.db"] == (
+        "the sqlite backend does not run in a browser (Pyodide): use indexeddb://NAME, kept in "
+        "IndexedDB, or memory:// instead"
+    )
+    assert "the postgresql backend does not run in a browser" in guards["postgresql://u@h/db"]
+    assert "use the async API there" in guards["sync"]
+    assert guards["swarmdb"] == 1
 
 
 def test_a_page_crashed_mid_write_leaves_whole_transactions(

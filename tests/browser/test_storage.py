@@ -390,3 +390,21 @@ def test_under_pyodide_the_default_is_indexeddb_and_servers_are_refused(
             "kept in IndexedDB, or memory:// instead"
         )
     assert urls.import_backend("memory", "memory").__name__.endswith("memory")
+
+
+def test_under_pyodide_the_blocking_api_and_the_cli_say_what_to_use(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ruv_swarm_persistence import sync
+    from ruv_swarm_persistence.cli import main
+
+    monkeypatch.setattr(urls.sys, "platform", "emscripten")
+    with pytest.raises(StorageError, match=r"needs? a thread|runs the storage on a thread"):
+        sync.open_storage("memory://")
+    with pytest.raises(SystemExit) as exit_:
+        main(["status"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: swarmdb is a command-line program and does not run in a browser (Pyodide): "
+        "use the library's async API there\n"
+    )
