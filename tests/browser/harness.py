@@ -8,7 +8,8 @@
 - Wheels: this project, built from the work tree as a pure-Python wheel for each test session,
   and pytest with its dependencies (the suite's modules import it) from PyPI, at the versions
   installed here, cached beside Pyodide.
-- A standard-library HTTP server on 127.0.0.1 serves them with the test page. An origin is its
+- A standard-library HTTP server on 127.0.0.1 serves them with the test page, and the browser
+  example (``examples/browser/``) under ``/example/``. An origin is its
   host and port: a session keeps one port, so a reloaded page and a restarted browser find the
   same IndexedDB.
 
@@ -40,6 +41,7 @@ from typing import Any, ClassVar
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 CACHE = ROOT / ".browser-cache"
+EXAMPLE = ROOT / "examples" / "browser"
 
 PYODIDE_VERSION = "314.0.8"
 #: The npm registry's ``dist.integrity`` of the tarball: a download that differs is refused.
@@ -213,6 +215,12 @@ def site(root: Path, pyodide: Path, library: Path, suite: list[Path], page: Path
     (root / "wheels" / "index.json").write_text(json.dumps(index))
     shutil.copy2(page, root / "index.html")
     shutil.copy2(HERE / "in_page.py", root / "in_page.py")
+    # The browser example as a user lays it out: its files, Pyodide's and the wheel beside.
+    example = root / "example"
+    shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("*.md", "serve.py"))
+    (example / "pyodide").symlink_to(pyodide, target_is_directory=True)
+    (example / "wheels").mkdir()
+    (example / "wheels" / library.name).symlink_to(library)
     return root
 
 

@@ -102,6 +102,30 @@ def test_committed_writes_survive_a_reload_and_a_browser_restart(
     assert guards["swarmdb"] == 1
 
 
+def test_the_browser_example_runs_its_swarm(
+    browser_site: BrowserSite, playwright: Any, tmp_path: Path
+) -> None:
+    context = harness.launch(playwright, tmp_path / "profile", browser_site.chromium)
+    try:
+        page = context.new_page()
+        page.goto(browser_site.url + "/example/")
+        page.wait_for_function(
+            "['done', 'failed'].includes(document.body.dataset.state)",
+            timeout=harness.BOOT_TIMEOUT_MS,
+        )
+        status = page.inner_text("#status")
+        tasks = page.inner_text("#tasks")
+        agents = page.inner_text("#agents")
+        events = page.inner_text("#events")
+    finally:
+        context.close()
+    assert status.startswith("round 1 done: {")
+    assert '"documents": 4' in status
+    assert tasks.count("completed") == 9
+    assert agents.count("browser-worker-") == 3
+    assert "round.finished" in events
+
+
 def test_a_page_crashed_mid_write_leaves_whole_transactions(
     browser_site: BrowserSite, playwright: Any, tmp_path: Path
 ) -> None:
