@@ -40,7 +40,7 @@ bench: setup
 
 ## What the browser tests and demo need: Debian's chromium (installed only if missing; never a
 ## browser downloaded by Playwright) and Pyodide's files from the npm registry, checksum pinned,
-## cached in .browser-cache/. Without root or sudo the browser tests skip, except with CI=true.
+## cached in .browser_cache/. Without root or sudo the browser tests skip, except with CI=true.
 browser-deps: setup
 	@if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then \
 	    sudo=""; if [ "$$(id -u)" -ne 0 ]; then sudo="sudo"; fi; \
@@ -55,7 +55,7 @@ PYODIDE_VERSION := $(shell sed -n 's/^PYODIDE_VERSION = "\(.*\)"/\1/p' tests/bro
 
 ## The browser demo (examples/browser/): a swarm in IndexedDB, served on http://127.0.0.1:8000/.
 browser-demo: browser-deps
-	$(BIN)/python examples/browser/serve.py --pyodide .browser-cache/pyodide-$(PYODIDE_VERSION)
+	$(BIN)/python examples/browser/serve.py --pyodide .browser_cache/pyodide-$(PYODIDE_VERSION)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .browser-cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .browser_cache

@@ -3,7 +3,7 @@
 - Chromium: Debian's ``chromium`` package (``/usr/bin/chromium``, or ``$SWARM_TEST_CHROMIUM``),
   driven by Playwright for Python. Playwright never downloads a browser here.
 - Pyodide: the npm registry's tarball of :data:`PYODIDE_VERSION`, checked against
-  :data:`PYODIDE_INTEGRITY` and unpacked into ``.browser-cache/`` (git-ignored). It carries
+  :data:`PYODIDE_INTEGRITY` and unpacked into ``.browser_cache/`` (git-ignored). It carries
   CPython and its standard library only; packages come as wheels.
 - Wheels: this project, built from the work tree as a pure-Python wheel for each test session,
   and pytest with its dependencies (the suite's modules import it) from PyPI, at the versions
@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-CACHE = ROOT / ".browser-cache"
+CACHE = ROOT / ".browser_cache"
 EXAMPLE = ROOT / "examples" / "browser"
 
 PYODIDE_VERSION = "314.0.8"
