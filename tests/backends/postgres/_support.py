@@ -11,7 +11,15 @@ import asyncpg
 from ruv_swarm_persistence.backends.postgres import PostgresStorage
 from ruv_swarm_persistence.backends.postgres.storage import application_name
 
-__all__ = ["WAIT", "Opener", "kill_backends", "url_with", "wait_until"]
+__all__ = [
+    "WAIT",
+    "Opener",
+    "kill_backends",
+    "log_queries",
+    "settled",
+    "url_with",
+    "wait_until",
+]
 
 #: Upper bound for something that should happen at once (a hang fails instead of blocking).
 WAIT = 10.0
@@ -48,3 +56,32 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> No
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+def log_queries(storage: PostgresStorage) -> list[str]:
+    """Record every statement the storage's pool connections run from now on."""
+    runner = storage._runner
+    queries: list[str] = []
+    acquire, release = runner.acquire, runner.release
+
+    def logger(record: Any) -> None:
+        queries.append(record.query)
+
+    async def logged_acquire() -> Any:
+        conn = await acquire()
+        conn.add_query_logger(logger)
+        return conn
+
+    async def logged_release(conn: Any) -> None:
+        conn.remove_query_logger(logger)
+        await release(conn)
+
+    runner.acquire = logged_acquire  # type: ignore[method-assign]
+    runner.release = logged_release  # type: ignore[method-assign]
+    return queries
+
+
+async def settled() -> None:
+    # Query loggers are called soon after the query, not during it.
+    for _ in range(5):
+        await asyncio.sleep(0)

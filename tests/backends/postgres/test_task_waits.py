@@ -22,7 +22,7 @@ from ruv_swarm_persistence.errors import NotFoundError
 from ruv_swarm_persistence.models import AgentModel, TaskModel, TaskStatus
 from ruv_swarm_persistence.testing import FakeClock
 
-from ._support import WAIT, Opener, url_with, wait_until
+from ._support import WAIT, Opener, log_queries, settled, url_with, wait_until
 
 LONG = WAIT * 60
 
@@ -164,44 +164,15 @@ async def test_task_waiter_wakes_on_another_process(
 # --- statements per call ----------------------------------------------------------------------
 
 
-def _log_queries(storage: PostgresStorage) -> list[str]:
-    """Record every statement the storage's pool connections run from now on."""
-    runner = storage._runner
-    queries: list[str] = []
-    acquire, release = runner.acquire, runner.release
-
-    def logger(record: Any) -> None:
-        queries.append(record.query)
-
-    async def logged_acquire() -> Any:
-        conn = await acquire()
-        conn.add_query_logger(logger)
-        return conn
-
-    async def logged_release(conn: Any) -> None:
-        conn.remove_query_logger(logger)
-        await release(conn)
-
-    runner.acquire = logged_acquire  # type: ignore[method-assign]
-    runner.release = logged_release  # type: ignore[method-assign]
-    return queries
-
-
-async def _settled() -> None:
-    # Query loggers are called soon after the query, not during it.
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
 async def test_complete_task_is_still_one_statement(open_storage: Opener) -> None:
     storage = await open_storage()
     await storage.store_tasks(
         [TaskModel.new("job", {}, id="t1"), TaskModel.new("job", {}, id="t2", dependencies=["t1"])]
     )
     assert await storage.claim_task("t1", "w1")
-    queries = _log_queries(storage)
+    queries = log_queries(storage)
     done = await storage.complete_task("t1", "w1", {"ok": True})
-    await _settled()
+    await settled()
     assert done.status == TaskStatus.Completed
     assert len(queries) == 1, queries
     assert "pg_notify($9, 'f')" in queries[0]
@@ -215,8 +186,8 @@ async def test_dependency_results_are_read_in_one_statement(open_storage: Opener
     for d in deps[:10]:
         assert await storage.claim_task(d.id, "w")
         await storage.complete_task(d.id, "w", {"id": d.id})
-    queries = _log_queries(storage)
+    queries = log_queries(storage)
     got = await storage.get_dependency_results("t")
-    await _settled()
+    await settled()
     assert got == {d.id: {"id": d.id} for d in deps[:10]}
     assert len(queries) == 1, queries

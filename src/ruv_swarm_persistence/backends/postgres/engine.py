@@ -24,7 +24,7 @@ import asyncpg
 
 from ...aggregate import MetricRow, aggregate, crate_aggregate
 from ...codec import COLUMNS, EventValues, Record, check_unique_ids
-from ...errors import NotFoundError
+from ...errors import ConflictError, NotFoundError
 from ...models import MetricModel
 from ...query import QueryBuilder
 from ...storage import MetricAggregate, PruneResult
@@ -165,6 +165,18 @@ class PostgresEngine:
     # --- tasks -----------------------------------------------------------------------------
 
     async def insert_tasks(self, tx: Any, recs: list[Record]) -> None:
+        if tx is None and len(recs) == 1 and recs[0]["dependencies"] == "[]":
+            # The common case, a lone task with nothing to check against: one round trip
+            # instead of a transaction that reads first.
+            rec = recs[0]
+            stored, woke = await self._runner.self_committing(
+                lambda conn: self.ops.store_lone_task(conn, rec, self.channel)
+            )
+            if not stored:
+                raise ConflictError("task", rec["id"])
+            if woke:
+                self._wake.wake(TASKS)
+            return
         if recs:
             await self._write(tx, lambda conn, fx: self.ops.store_tasks(conn, fx, recs))
 

@@ -542,6 +542,20 @@ class PostgresOps:
         if any(p.unfinished == 0 and p.record["status"] == PENDING for p in planned):
             fx.tasks = True
 
+    async def store_lone_task(self, conn: Conn, rec: Record, channel: str) -> tuple[bool, bool]:
+        """Store one task without dependencies in one statement: (stored, woke waiters).
+
+        Not stored means its id is taken. The checks of the batch path that need no reads
+        (the stored status must suit a task without dependencies) run first.
+        """
+        plan_task_batch([rec], (), {}, self.now())
+        args = [rec[c] for c in codec.COLUMNS["tasks"]]
+        args[5] = jsonb_text(args[5])  # payload
+        args[6] = opt_jsonb(args[6])  # result
+        args[10] = jsonb_text(args[10])  # dependencies
+        row = await conn.fetchrow(sql.INSERT_LONE_TASK, *args, channel)
+        return bool(row[0]), bool(row[1])
+
     async def update_task(self, conn: Conn, fx: Effects, rec: Record) -> None:
         """Replace a task's fields (a status change goes through the transition)."""
         row = await conn.fetchrow(sql.LOCK_TASK, rec["id"])

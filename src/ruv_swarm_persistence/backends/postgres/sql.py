@@ -142,6 +142,22 @@ FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[], $6::text
         retry_count, max_retries, dependencies, created_at, updated_at, started_at, completed_at,
         lease_expires_at, run_after, unfinished_deps, ord)
 ORDER BY u.ord"""
+#: One task without dependencies in one statement that commits by itself: $1..$17 its
+#: columns (``codec.COLUMNS["tasks"]``), $18 the channel. Nothing is stored when the id is
+#: taken (the first column counts the rows stored); a pending task sends a "t"
+#: notification, as the batch path does.
+INSERT_LONE_TASK = """
+WITH stored AS (
+    INSERT INTO tasks (id, task_type, priority, status, assigned_to, payload, result, error,
+        retry_count, max_retries, dependencies, created_at, updated_at, started_at,
+        completed_at, lease_expires_at, run_after, unfinished_deps)
+    VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb, $12, $13, $14,
+        $15, $16, $17, 0)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING status
+),
+woken AS (SELECT pg_notify($18, 't') FROM stored WHERE status = 'pending')
+SELECT (SELECT count(*) FROM stored), (SELECT count(*) FROM woken)"""
 INSERT_EDGES = """
 INSERT INTO task_dependencies (depends_on, task_id)
 SELECT u.depends_on, u.task_id FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
