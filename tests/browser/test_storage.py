@@ -408,3 +408,16 @@ def test_under_pyodide_the_blocking_api_and_the_cli_say_what_to_use(
         "error: swarmdb is a command-line program and does not run in a browser (Pyodide): "
         "use the library's async API there\n"
     )
+
+
+async def test_a_cancelled_writer_leaves_the_others_their_answer(idb: FakeIndexedDB) -> None:
+    s = await open_storage(idb)
+    writes = [asyncio.ensure_future(s.store_event(EventModel.new("e", {}))) for _ in range(3)]
+    await asyncio.sleep(0)  # all three wait for the same IndexedDB transaction
+    writes[0].cancel()
+    done = await asyncio.gather(*writes, return_exceptions=True)
+    assert isinstance(done[0], asyncio.CancelledError)
+    assert done[1:] == [2, 3]
+    # The cancelled call's event was applied before it was cancelled: it is stored too.
+    assert len(events_in(idb)) == 3
+    await s.close()

@@ -215,8 +215,8 @@ class BrowserEngine(MemoryEngine):
         # first sequences (a dropped event's segment is found by bisection).
         self._segments: dict[int, list[Record]] = {}
         self._starts: list[int] = []
-        # Group commit: the batch the next IndexedDB transaction resolves, and its writer.
-        self._next: asyncio.Future[None] | None = None
+        # Group commit: the callers the next IndexedDB transaction answers, and its writer.
+        self._next: list[asyncio.Future[None]] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._failure: DatabaseError | None = None
         #: IndexedDB transactions written, and the writes they carried (for the curious).
@@ -287,15 +287,18 @@ class BrowserEngine(MemoryEngine):
         """Return once every change made so far is in IndexedDB (group commit)."""
         if not self.tables.changes and self._next is None:
             return
-        fut = self._next
-        if fut is None:
-            loop = asyncio.get_running_loop()
-            fut = self._next = loop.create_future()
+        loop = asyncio.get_running_loop()
+        # A future per caller: one cancelled caller cannot cancel the others' answer, and
+        # answering costs one turn of the loop per caller (Pyodide's turns are dear).
+        waiter = loop.create_future()
+        if self._next is None:
+            self._next = [waiter]
             if self._writer is None:
                 # Started as a task: writers of this turn of the loop join its first batch.
                 self._writer = loop.create_task(self._write())
-        # Shielded: a caller that is cancelled must not cancel the batch of the others.
-        await asyncio.shield(fut)
+        else:
+            self._next.append(waiter)
+        await waiter
 
     async def drain(self) -> None:
         """Wait for the writer to finish (closing)."""
@@ -307,7 +310,7 @@ class BrowserEngine(MemoryEngine):
 
     async def _write(self) -> None:
         try:
-            while (fut := self._next) is not None:
+            while (batch := self._next) is not None:
                 self._next = None
                 changes = self.tables.take()
                 try:
@@ -318,16 +321,20 @@ class BrowserEngine(MemoryEngine):
                         self.commits += 1
                 except BaseException as exc:
                     error = self._fail(exc)
-                    fut.set_exception(error)
-                    if self._next is not None:
-                        self._next.set_exception(error)
-                        self._next = None
+                    # The callers queued behind this write lose theirs too: memory has
+                    # their changes, IndexedDB never will.
+                    for waiter in [*batch, *(self._next or ())]:
+                        if not waiter.done():
+                            waiter.set_exception(error)
+                    self._next = None
                     if not isinstance(exc, Exception):
                         raise
                     return
                 for key in changes.wakes:
                     self._front_wake.wake(key)
-                fut.set_result(None)
+                for waiter in batch:
+                    if not waiter.done():  # a caller cancelled meanwhile
+                        waiter.set_result(None)
         finally:
             self._writer = None
 
