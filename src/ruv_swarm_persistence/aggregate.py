@@ -24,6 +24,9 @@ from .storage import MetricAggregate
 __all__ = ["MetricRow", "aggregate", "check_group_by", "crate_aggregate", "percentile"]
 
 TAG_PREFIX: Final = "tag:"
+#: 2**-600: a float sum of any realistic number of scaled values stays far below the limit.
+_SCALE_DOWN: Final = 2.0**-600
+_SCALE_UP: Final = 2.0**600
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +63,10 @@ def sum_and_mean(values: Sequence[float]) -> tuple[float, float]:
     try:
         total = math.fsum(values)
     except OverflowError:
-        # Exact sum beyond the float range: its sign is that of the sum of the halves.
-        total = math.copysign(math.inf, math.fsum(v / 2 for v in values))
+        # A partial sum left the float range (the total may not). Scaled by a power of two
+        # no partial sum can overflow, and scaling back is exact: the total, or ±inf if it
+        # is beyond the range. Values too small to matter next to such sums vanish.
+        total = math.fsum(v * _SCALE_DOWN for v in values) * _SCALE_UP
     if math.isinf(total) or math.isinf(total / n):
         return total, math.fsum(v / n for v in values)
     return total, total / n

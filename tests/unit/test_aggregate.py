@@ -16,6 +16,10 @@ FINITE = st.floats(allow_nan=False, allow_infinity=False)
 def test_sum_past_the_float_range_is_infinite_but_the_mean_is_not() -> None:
     assert sum_and_mean([1.7e308, 1.7e308]) == (math.inf, 1.7e308)
     assert sum_and_mean([-1.7e308, -1.7e308]) == (-math.inf, -1.7e308)
+    big = 1.1984620899082105e308
+    assert sum_and_mean([big] * 3) == (math.inf, big)
+    # Partial sums leave the float range, the total does not.
+    assert sum_and_mean([big] * 1000 + [-big] * 999) == (big, big / 1999)
 
 
 def test_ordinary_values_keep_the_exact_sum() -> None:

@@ -15,6 +15,10 @@ from ..storage import Storage, Transaction
 from . import FakeClock
 from ._support import agent, at, event, message, metric, snapshot, within
 
+#: The timeout of transactions that are meant to run out: long enough that the calls made
+#: before it ends finish first even on a loaded machine, short enough to wait for.
+SHORT = 0.4
+
 T = TypeVar("T")
 
 
@@ -222,7 +226,7 @@ async def test_other_transactions_wait_their_turn(storage: Storage) -> None:
 
 
 async def test_timeout_rolls_back_and_later_use_raises(storage: Storage) -> None:
-    tx = await storage.begin_transaction(timeout=0.05)
+    tx = await storage.begin_transaction(timeout=SHORT)
     await tx.store_agent(agent("late"))
     await storage.store_event(event("late-ev"))
     await _await_inactive(tx)
@@ -241,7 +245,7 @@ async def test_timeout_rolls_back_and_later_use_raises(storage: Storage) -> None
 
 
 async def test_a_timeout_releases_tasks_waiting_for_the_transaction(storage: Storage) -> None:
-    tx = await storage.begin_transaction(timeout=0.05)
+    tx = await storage.begin_transaction(timeout=SHORT)
     await tx.store_agent(agent("abandoned"))
     waiting = _outside(storage.store_agent(agent("patient")))
     for _ in range(20):
@@ -257,7 +261,7 @@ async def test_a_timeout_releases_tasks_waiting_for_the_transaction(storage: Sto
 
 async def test_timeout_in_a_block_raises_on_exit(storage: Storage) -> None:
     async def outlive_the_timeout() -> None:
-        async with storage.transaction(timeout=0.05) as tx:
+        async with storage.transaction(timeout=SHORT) as tx:
             await tx.store_agent(agent("slow"))
             await _await_inactive(tx)
 
@@ -269,7 +273,7 @@ async def test_timeout_in_a_block_raises_on_exit(storage: Storage) -> None:
 async def test_default_timeout_comes_from_the_storage_option(
     storage_factory: Any, clock: FakeClock
 ) -> None:
-    short: Storage = await storage_factory(clock=clock, transaction_timeout=0.05)
+    short: Storage = await storage_factory(clock=clock, transaction_timeout=SHORT)
     tx = await short.begin_transaction()
     await tx.store_agent(agent("x"))
     await _await_inactive(tx)
