@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextvars
 import inspect
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Final
 
 from ... import rules
@@ -190,6 +191,104 @@ class _WakeAfterWrite(Wakeups):
         self._tables().changes.wakes.add(key)
 
 
+class _Waiter:
+    """One caller's wait for an IndexedDB transaction: a minimal future, answered in batches.
+
+    asyncio wakes each task awaiting a future with a ``call_soon`` of its own. Under Pyodide
+    each of those is a browser task of its own, which costs more than an event write: 64
+    writers answered one by one would spend longer being woken than IndexedDB spent on their
+    transaction. A task can await any object that follows the future protocol (asyncio's
+    ``_asyncio_future_blocking``, ``add_done_callback``, ``result``, ``cancel``…); the writer
+    answers every waiter of a transaction in one ``call_soon`` (:func:`_answer`), where the
+    waiting tasks resume one after the other. Cancelling one waiter answers it alone, at once.
+    """
+
+    # asyncio.isfuture() and Task look for this; True while a task awaits the waiter.
+    _asyncio_future_blocking = False
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._done = False
+        self._cancelled = False
+        self._error: BaseException | None = None
+        self._callbacks: list[tuple[Callable[[Any], object], contextvars.Context | None]] = []
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def add_done_callback(
+        self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None
+    ) -> None:
+        if self._done:
+            self._loop.call_soon(fn, self, context=context)
+        else:
+            self._callbacks.append((fn, context))
+
+    def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
+        kept = [(f, c) for f, c in self._callbacks if f != fn]
+        removed = len(self._callbacks) - len(kept)
+        self._callbacks = kept
+        return removed
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self._done:
+            return False
+        self._done = self._cancelled = True
+        self._loop.call_soon(self._run_callbacks)
+        return True
+
+    def exception(self) -> BaseException | None:
+        if self._cancelled:
+            raise asyncio.CancelledError
+        return self._error
+
+    def result(self) -> None:
+        if self._cancelled:
+            raise asyncio.CancelledError
+        if self._error is not None:
+            raise self._error
+
+    def answer(self, error: BaseException | None) -> None:
+        """Settle the wait (inside :func:`_answer`, where callbacks may run at once)."""
+        if not self._done:
+            self._done = True
+            self._error = error
+            self._run_callbacks()
+
+    def _run_callbacks(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for fn, context in callbacks:
+            try:
+                if context is None:
+                    fn(self)
+                else:
+                    context.run(fn, self)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # as the loop reports a failing callback
+                self._loop.call_exception_handler(
+                    {"message": "callback of a write's waiter failed", "exception": exc}
+                )
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if not self._done:
+            self._asyncio_future_blocking = True
+            yield self
+        self.result()
+
+
+def _answer(waiters: list[_Waiter], error: BaseException | None) -> None:
+    """Answer every waiter of one IndexedDB transaction, in one turn of the loop."""
+    for waiter in waiters:
+        waiter.answer(error)
+
+
 class BrowserEngine(MemoryEngine):
     """The memory engine over an IndexedDB :class:`~.idb.Connection` (see the module)."""
 
@@ -216,7 +315,7 @@ class BrowserEngine(MemoryEngine):
         self._segments: dict[int, list[Record]] = {}
         self._starts: list[int] = []
         # Group commit: the callers the next IndexedDB transaction answers, and its writer.
-        self._next: list[asyncio.Future[None]] | None = None
+        self._next: list[_Waiter] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._failure: DatabaseError | None = None
         #: IndexedDB transactions written, and the writes they carried (for the curious).
@@ -288,9 +387,8 @@ class BrowserEngine(MemoryEngine):
         if not self.tables.changes and self._next is None:
             return
         loop = asyncio.get_running_loop()
-        # A future per caller: one cancelled caller cannot cancel the others' answer, and
-        # answering costs one turn of the loop per caller (Pyodide's turns are dear).
-        waiter = loop.create_future()
+        # A waiter per caller: one cancelled caller cannot cancel the others' answer.
+        waiter = _Waiter(loop)
         if self._next is None:
             self._next = [waiter]
             if self._writer is None:
@@ -323,18 +421,16 @@ class BrowserEngine(MemoryEngine):
                     error = self._fail(exc)
                     # The callers queued behind this write lose theirs too: memory has
                     # their changes, IndexedDB never will.
-                    for waiter in [*batch, *(self._next or ())]:
-                        if not waiter.done():
-                            waiter.set_exception(error)
+                    asyncio.get_running_loop().call_soon(
+                        _answer, [*batch, *(self._next or ())], error
+                    )
                     self._next = None
                     if not isinstance(exc, Exception):
                         raise
                     return
                 for key in changes.wakes:
                     self._front_wake.wake(key)
-                for waiter in batch:
-                    if not waiter.done():  # a caller cancelled meanwhile
-                        waiter.set_result(None)
+                asyncio.get_running_loop().call_soon(_answer, batch, None)
         finally:
             self._writer = None
 
