@@ -1,7 +1,8 @@
 """The browser benchmark's side in the page: run under Pyodide by ``bench.browser_bench``.
 
 Each measurement has a raw IndexedDB counterpart run in the same page, from Python, on the
-same records (the JSON text of the library's event records), in a database of its own:
+same events, in a database of its own: hand-written code that turns each event's fields into
+JSON (no checks) and stores it, timed from the models as the library is:
 
 - ``events.64``: 64 producers each awaiting ``store_event`` one event at a time (group commit
   gathers them into shared IndexedDB transactions), beside one IndexedDB transaction per
@@ -9,6 +10,8 @@ same records (the JSON text of the library's event records), in a database of it
 - ``events.batch``: one ``store_events`` of 10,000 events, beside one transaction putting
   batches of 500 records per value, and one putting a value per record; and the engine's
   part alone (the events validated beforehand), to tell the backend's cost from the front's;
+  and both beside the memory backend in the same page, which writes nowhere: the ceiling the
+  library's own work (validation above all) sets;
 - ``reads``: reading every event back (``read_events``), opening the storage (which loads
   the database), and point reads (``get_agent``), beside ``getAll`` plus ``json.loads`` and
   one awaited ``get`` per key.
@@ -28,6 +31,7 @@ from typing import Any
 
 from ruv_swarm_persistence import AgentModel, EventModel, codec
 from ruv_swarm_persistence.backends.browser import IndexedDBStorage, delete_database
+from ruv_swarm_persistence.backends.memory import MemoryStorage
 
 _names = itertools.count()
 
@@ -60,6 +64,20 @@ def _events(n: int) -> list[EventModel]:
     return [EventModel.new("bench", {"i": i, "agent": "worker-7"}) for i in range(n)]
 
 
+def _plain(e: EventModel, seq: int) -> dict[str, Any]:
+    """What hand-written code stores of an event: its fields, the time in microseconds."""
+    return {
+        "id": e.id,
+        "event_type": e.event_type,
+        "agent_id": e.agent_id,
+        "task_id": e.task_id,
+        "payload": e.payload,
+        "metadata": e.metadata,
+        "timestamp": round(e.timestamp.timestamp() * 1e6),
+        "sequence": seq,
+    }
+
+
 def _texts(events: list[EventModel]) -> list[str]:
     """Each event as the JSON text of its record, as the library stores it."""
     out = []
@@ -87,8 +105,8 @@ async def _storage() -> IndexedDBStorage:
 # --- writes ------------------------------------------------------------------------------------
 
 
-async def lib_producers(producers: int, each: int) -> tuple[int, float]:
-    s = await _storage()
+async def lib_producers(producers: int, each: int, *, memory: bool = False) -> tuple[int, float]:
+    s: Any = MemoryStorage() if memory else await _storage()
     batches = [_events(each) for _ in range(producers)]
 
     async def producer(events: list[EventModel]) -> None:
@@ -103,22 +121,23 @@ async def lib_producers(producers: int, each: int) -> tuple[int, float]:
 
 async def raw_tx_per_record(producers: int, each: int) -> tuple[int, float]:
     db = await _raw_db()
-    texts = _texts(_events(producers * each))
+    events = _events(producers * each)
 
     async def producer(p: int) -> None:
         for k in range(p * each, (p + 1) * each):
+            text = json.dumps(_plain(events[k], k), separators=(",", ":"))
             tx = db.transaction("events", "readwrite")
-            tx.objectStore("events").put(texts[k], k)
+            tx.objectStore("events").put(text, k)
             await DONE(tx)
 
     try:
-        return await _timed(len(texts), lambda: asyncio.gather(*map(producer, range(producers))))
+        return await _timed(len(events), lambda: asyncio.gather(*map(producer, range(producers))))
     finally:
         db.close()
 
 
-async def lib_batch(n: int) -> tuple[int, float]:
-    s = await _storage()
+async def lib_batch(n: int, *, memory: bool = False) -> tuple[int, float]:
+    s: Any = MemoryStorage() if memory else await _storage()
     events = _events(n)
     try:
         return await _timed(n, lambda: s.store_events(events))
@@ -138,14 +157,20 @@ async def engine_batch(n: int) -> tuple[int, float]:
 
 async def raw_batched(n: int, per_value: int) -> tuple[int, float]:
     db = await _raw_db()
-    texts = _texts(_events(n))
+    events = _events(n)
 
     async def write() -> None:
+        values = [
+            json.dumps(
+                [_plain(e, start + i) for i, e in enumerate(events[start : start + per_value])],
+                separators=(",", ":"),
+            )
+            for start in range(0, n, per_value)
+        ]
         tx = db.transaction("events", "readwrite")
         store = tx.objectStore("events")
-        for start in range(0, n, per_value):
-            chunk = texts[start : start + per_value]
-            store.put(chunk[0] if per_value == 1 else "[" + ",".join(chunk) + "]", start)
+        for k, value in enumerate(values):
+            store.put(value, k * per_value)
         await DONE(tx)
 
     try:
@@ -237,6 +262,8 @@ async def run(quick: bool = False, repeat: int = 3) -> str:
         add("events.64", "raw: 64 producers, 1 transaction per record each", one_tx,
             await raw_tx_per_record(producers, each))  # fmt: skip
         add("events.64", "store_event, 64 producers", one_tx, await lib_producers(producers, each))
+        add("events.64", "MemoryStorage, 64 producers (no IndexedDB: the ceiling)", one_tx,
+            await lib_producers(producers, each, memory=True))  # fmt: skip
         add("events.batch", batched, None, await raw_batched(n, 500))
         add(
             "events.batch", "raw: 1 put per record, 1 transaction", batched, await raw_batched(n, 1)
@@ -244,6 +271,8 @@ async def run(quick: bool = False, repeat: int = 3) -> str:
         add("events.batch", f"store_events({n})", batched, await lib_batch(n))
         add("events.batch", "its engine alone (events validated beforehand)", batched,
             await engine_batch(n))  # fmt: skip
+        add("events.batch", f"MemoryStorage.store_events({n}) (no IndexedDB)", batched,
+            await lib_batch(n, memory=True))  # fmt: skip
         raw = await raw_reads(n, points)
         add("reads", get_all, None, raw["read_all"])
         add("reads", get_one, None, raw["get"])
