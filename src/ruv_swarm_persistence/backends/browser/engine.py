@@ -153,11 +153,13 @@ class _TrackedTables(_Tables):
             self._target().records[(store, key)] = None
 
     def set_attr(self, name: str, value: Any) -> None:
+        if name == "event_seq":  # once per event appended: the short way
+            super().set_attr(name, value)
+            self._target().event_seq = value
+            return
         old = getattr(self, name)
         super().set_attr(name, value)
-        if name == "event_seq":
-            self._target().event_seq = value
-        elif name == "event_ids":
+        if name == "event_ids":
             self._target().dropped_events.update(
                 rec["sequence"] for key, rec in old.items() if key not in value
             )
