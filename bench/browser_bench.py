@@ -47,7 +47,7 @@ def _measure(opts: Options) -> tuple[list[float], list[list[Any]]]:
                 page = context.new_page()
                 boots = [harness.boot(page, url)]
                 page.reload()
-                boots.append(harness.boot(page, url))
+                boots.append(harness.wait_booted(page))
                 source = (HERE / "browser_page.py").read_text()
                 code = f"{source}\nawait run(quick={opts.quick}, repeat={opts.repeat})"
                 timings = harness.call(page, code, timeout_ms=1_800_000)

@@ -246,6 +246,11 @@ def boot(page: Any, url: str, *, suite: bool = False) -> float:
     ``suite`` loads pytest too, which the conformance suite's modules import.
     """
     page.goto(url + ("/?suite" if suite else "/"))
+    return wait_booted(page)
+
+
+def wait_booted(page: Any) -> float:
+    """Wait (bounded) for the page that is loading to boot (after ``page.reload()`` too)."""
     ms: float = page.evaluate("(ms) => window.bounded(window.booted, ms, 'boot')", BOOT_TIMEOUT_MS)
     return ms
 

@@ -115,7 +115,7 @@ def test_committed_writes_survive_a_reload_a_crash_mid_write_and_a_browser_resta
         assert len(written["agents"]) == 2
         assert len(written["events"]) == 51
         page.reload()
-        harness.boot(page, browser_site.url)
+        harness.wait_booted(page)
         assert harness.call(page, "await swarm_snapshot('kept')") == written
 
         # A write load (transactions and batches, each logged once acknowledged), and the
