@@ -207,6 +207,8 @@ async def pyodide_guards() -> str:
     said: dict[str, Any] = {}
     async with init_storage() as s:
         said["default"] = [type(s).__name__, getattr(s, "name", None)]
+        # The browser's answer to navigator.storage.persist(), asked at open.
+        said["persisted"] = await s.request_persistence()
     for url in ("swarm.db", "postgresql://u@h/db"):
         try:
             await init_storage(url)
@@ -221,6 +223,28 @@ async def pyodide_guards() -> str:
     except SystemExit as exc:
         said["swarmdb"] = exc.code
     return json.dumps(said)
+
+
+async def newer_schema(name: str) -> str:
+    """Open a database a newer version of the library made: what the refusal says."""
+    from pyodide.code import run_js
+
+    from ruv_swarm_persistence import MigrationError
+    from ruv_swarm_persistence.backends.browser import SCHEMA_VERSION
+
+    make = run_js(
+        """(name, version) => new Promise((resolve, reject) => {
+             const r = indexedDB.open(name, version);
+             r.onsuccess = () => { r.result.close(); resolve(); };
+             r.onerror = () => reject(r.error);
+           })"""
+    )
+    await make(name, SCHEMA_VERSION + 1)
+    try:
+        await IndexedDBStorage.open(name)
+    except MigrationError as exc:
+        return json.dumps(str(exc))
+    return json.dumps("opened")
 
 
 # --- a write load cut short ---------------------------------------------------------------------

@@ -152,10 +152,16 @@ def test_committed_writes_survive_a_reload_a_crash_mid_write_and_a_browser_resta
         assert harness.call(page, "await check_load('load')") == after_crash
         assert harness.call(page, "await delete_swarm('kept')") is True
         guards = harness.call(page, "await pyodide_guards()")
+        newer = harness.call(page, "await newer_schema('from-the-future')")
     finally:
         context.close()
+    assert newer == (
+        "IndexedDB database 'from-the-future' has schema version 2, written by a newer version "
+        "of ruv-swarm-persistence than this one (schema version 1): open it with that version"
+    )
     # What cannot run in a browser says so, in the browser, with what to use instead.
     assert guards["default"] == ["IndexedDBStorage", "swarm"]
+    assert isinstance(guards["persisted"], bool)
     assert guards["swarm.db"] == (
         "the sqlite backend does not run in a browser (Pyodide): use indexeddb://NAME, kept in "
         "IndexedDB, or memory:// instead"
