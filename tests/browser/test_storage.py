@@ -421,3 +421,9 @@ async def test_a_cancelled_writer_leaves_the_others_their_answer(idb: FakeIndexe
     # The cancelled call's event was applied before it was cancelled: it is stored too.
     assert len(events_in(idb)) == 3
     await s.close()
+
+
+async def test_a_storage_made_but_not_opened_says_how_to_open_it(idb: FakeIndexedDB) -> None:
+    s = IndexedDBStorage("swarm", bridge=idb)
+    with pytest.raises(StorageError, match=r"await IndexedDBStorage.open\(name\)"):
+        await s.list_agents()

@@ -124,6 +124,11 @@ class IndexedDBStorage(GatedStorage["IndexedDBTransaction"]):
     def _gate_closed(self) -> bool:
         return self._closed or not self._opened
 
+    async def _gate(self) -> IndexedDBTransaction | None:
+        if not self._opened and not self._closed:
+            raise StorageError("the storage is not open: use await IndexedDBStorage.open(name)")
+        return await super()._gate()
+
     async def _open(self) -> None:
         bridge, name = self._bridge, self.name
         try:
