@@ -43,11 +43,18 @@
           if (!db.objectStoreNames.contains(store)) db.createObjectStore(store);
         }
       };
+      let blocked = false;
       request.onblocked = () => {
+        blocked = true;
         reject(this.error("Blocked", "another page holds the database open at an older version"));
       };
       request.onsuccess = () => {
         const db = request.result;
+        if (blocked) {
+          // The caller was told already; the upgrade went through late: let go of it.
+          db.close();
+          return;
+        }
         // Another page wants to upgrade: let it, and fail our later writes clearly.
         db.onversionchange = () => {
           db.close();
