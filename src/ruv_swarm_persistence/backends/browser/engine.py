@@ -14,7 +14,7 @@ Layout in IndexedDB (schema version :data:`SCHEMA_VERSION`), every value JSON te
 - ``agents``, ``tasks``, ``messages``, ``metrics``: one record per key, the record's id;
 - ``events``: segments, each a JSON list of the events one write appended (at most
   :data:`SEGMENT` of them), keyed by the sequence of the first; ``prune`` rewrites or deletes
-  the segments it touches. A put per event would cost ten times as much as a put per segment;
+  the segments it touches (a put per event costs many times a put per segment: bench/README.md);
 - ``meta``: ``event_seq``, the last sequence handed out (pruning every event must not let
   sequences start again).
 
