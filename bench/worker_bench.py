@@ -19,15 +19,15 @@ Rows (``--only`` keys):
   the one before it, so both sides wait for tasks (``wait_for_tasks``) and read the results of
   dependencies: the hand-written loop calls ``get_dependency_results`` when the task has
   dependencies, as the worker does before it runs a handler.
-* ``chaos.sqlite``, ``chaos.pg``: the chaos drain of ``tests/workers/chaos.py``: 4 processes
-  of ``swarmdb worker`` at concurrency 8, lease 1.5 s, drain a graph of dependent tasks (four in
-  five depend on earlier ones, in chains and fan-ins; 10,000 on SQLite, 2,000 on PostgreSQL,
-  so that a run sees several kills). The baseline runs them undisturbed; the other row kills
-  the longest-running worker with SIGKILL every 3 s and starts a replacement at once. What a
-  kill costs depends on what it hits, so the rows' note lists every run, not only the best,
-  and how many kills each saw. The rate is tasks over the span from the first task started to the last one
-  completed (process start-up left out); the CPU ratio counts the worker processes' CPU time,
-  killed ones included. Run from the repository's root (it imports ``tests.workers``).
+* ``chaos.sqlite``, ``chaos.pg``: the chaos drain of ``tests/workers/chaos.py``: 4 processes of
+  ``swarmdb worker`` at concurrency 8, lease 1.5 s, drain a graph of dependent tasks (four in five
+  depend on earlier ones, in chains and fan-ins; 10,000 on SQLite, 2,000 on PostgreSQL, so that a
+  run sees several kills). The baseline runs them undisturbed; the other row kills the
+  longest-running worker with SIGKILL every 3 s and starts a replacement at once. What a kill costs
+  depends on what it hits, so the rows' note lists every run, not only the best, and how many kills
+  each saw. The rate is tasks over the span from the first task started to the last one completed
+  (process start-up left out); the CPU ratio counts the worker processes' CPU time, killed ones
+  included. Run from the repository's root (it imports ``tests.workers``).
 
 Each side runs on a fresh database (SQLite: a new file in a temporary folder, WAL,
 ``synchronous=NORMAL``; PostgreSQL: a new schema in a database the run creates,

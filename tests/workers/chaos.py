@@ -7,12 +7,12 @@ About four tasks in five have dependencies, and no path is longer than a pipelin
 
 :func:`drain` starts ``workers`` processes of ``swarmdb worker`` (handler
 ``tests.workers.handlers:chaos``, short lease), each under an agent id of its own, and, when
-``kill_every`` is set, kills the longest-running one that has registered (so a kill hits a
-worker at work) with SIGKILL every ``kill_every`` seconds and at each of ``kill_marks`` points
-of progress, starting a replacement under a new agent id at once. When every task is completed it stops the survivors with SIGTERM (a graceful stop)
-and returns what happened: who ran under which pid, who was killed, how long it took. It
-fails (:class:`ChaosFailure`) with the progress, the unfinished tasks and the workers' logs
-when a task fails for good, a worker exits on its own, or the deadline passes.
+``kill_every`` is set, kills the longest-running one that has registered (so a kill hits a worker at
+work) with SIGKILL every ``kill_every`` seconds and at each of ``kill_marks`` points of progress,
+starting a replacement under a new agent id at once. When every task is completed it stops the
+survivors with SIGTERM (a graceful stop) and returns what happened: who ran under which pid, who was
+killed, how long it took. It fails (:class:`ChaosFailure`) with the progress, the unfinished tasks
+and the workers' logs when a task fails for good, a worker exits on its own, or the deadline passes.
 
 Used by ``tests/workers/test_chaos.py`` and by ``bench.worker_bench`` (throughput with and
 without the kills).
