@@ -376,8 +376,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
         self._slot = asyncio.Event()
-        # A claim interrupted by run()'s cancellation: what it took is released on the way out.
-        self._claim: asyncio.Future[TaskModel | None] | None = None
+        # Claims in flight; when the worker stops, what they took is released on the way out.
+        self._claims: set[asyncio.Future[TaskModel | None]] = set()
         # Set by _crash(): the worker writes nothing more, as after a killed process.
         self._dead = False
 
@@ -459,34 +459,63 @@ class Worker:
     # --- claiming -------------------------------------------------------------------------
 
     async def _claim_loop(self, stopped: asyncio.Future[Any]) -> None:
+        # Claims run side by side while they keep finding work: the number in flight doubles
+        # after a claim that found a task (up to the free slots) and falls back to one after a
+        # claim that found none, so a busy queue is drained by concurrent claims (committed
+        # together on SQLite, on several connections on PostgreSQL) and an idle worker wakes
+        # up to a single claim, not ``concurrency`` of them.
         s, me, types, lease = self._storage, self._agent_id, self._types, self._lease
         loop = asyncio.get_running_loop()
+        claims = self._claims
         failures = 0
+        want = 1
         while not self._stopping.is_set():
-            if len(self._jobs) >= self._concurrency:
+            room = self._concurrency - len(self._jobs) - len(claims)
+            while room > 0 and len(claims) < want:
+                # A claim is never cancelled (it may have taken a task): if the worker stops
+                # or run() is cancelled meanwhile, _drain() waits for it and releases its task.
+                claims.add(asyncio.ensure_future(s.claim_next_task(me, types, lease)))
+                room -= 1
+            if not claims:
                 self._slot.clear()
                 await self._until_stopped(self._slot.wait(), stopped)
                 continue
-            try:
-                # A claim is never abandoned half-way (it may have taken a task): shielded,
-                # and if run() is cancelled meanwhile, _drain() releases what it took.
-                claim = self._claim = asyncio.ensure_future(s.claim_next_task(me, types, lease))
-                task = await asyncio.shield(claim)
-                self._claim = None
+            await asyncio.wait({*claims, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            found = empty = False
+            trouble: BaseException | None = None
+            for claim in [c for c in claims if c.done()]:
+                claims.discard(claim)
+                exc = claim.exception()
+                if isinstance(exc, _TRANSIENT):
+                    trouble = exc
+                    continue
+                if exc is not None:
+                    raise exc
+                task = claim.result()
                 if task is None:
-                    await self._until_stopped(s.wait_for_tasks(self._idle_check, types), stopped)
-            except _TRANSIENT as exc:
-                self._claim = None
-                failures += 1
-                pause = min(0.1 * 2 ** min(failures, 16), MAX_BACKOFF_S)
-                log.warning("worker %s: storage error, trying again in %.1fs: %s", me, pause, exc)
-                await self._until_stopped(asyncio.sleep(pause), stopped)
-                continue
-            failures = 0
-            if task is not None:
+                    empty = True
+                    continue
+                found = True
                 job = self._begin(task, loop)
                 if self._stopping.is_set():  # told to stop while claiming: give it back
                     job.stop("stop")
+            if trouble is not None:
+                failures += 1
+                want = 1
+                pause = min(0.1 * 2 ** min(failures, 16), MAX_BACKOFF_S)
+                log.warning(
+                    "worker %s: storage error, trying again in %.1fs: %s", me, pause, trouble
+                )
+                await self._until_stopped(asyncio.sleep(pause), stopped)
+                continue
+            if found or empty:
+                failures = 0
+            if found:
+                want = min(self._concurrency, want * 2)
+            elif empty:
+                want = 1
+                if not claims:
+                    await self._until_stopped(s.wait_for_tasks(self._idle_check, types), stopped)
 
     async def _until_stopped(self, aw: Awaitable[Any], stopped: asyncio.Future[Any]) -> None:
         """Await ``aw`` unless the worker is told to stop first (then ``aw`` is cancelled)."""
@@ -797,13 +826,14 @@ class Worker:
     async def _drain(self) -> None:
         """Give running handlers the grace, then interrupt them (their tasks are released)."""
         loop = asyncio.get_running_loop()
-        claim, self._claim = self._claim, None
-        if claim is not None:
-            await asyncio.wait({claim})
-            if not claim.cancelled() and claim.exception() is None:
-                task = claim.result()
-                if task is not None:  # taken by a claim whose caller was cancelled
-                    self._begin(task, loop).stop("stop")
+        claims, self._claims = self._claims, set()
+        if claims:
+            await asyncio.wait(claims)
+            for claim in claims:
+                if not claim.cancelled() and claim.exception() is None:
+                    task = claim.result()
+                    if task is not None:  # taken by a claim still in flight as it stopped
+                        self._begin(task, loop).stop("stop")
         if self._jobs and not self._hurry.is_set():
             log.info(
                 "worker %s stopping: waiting up to %gs for %d running task(s)",
