@@ -3,6 +3,9 @@
 NaN and infinities, non-string keys, tuples, cycles, objects that are not JSON types and
 integers outside the 64-bit range are a :class:`ValidationError` naming the field. ``orjson``
 is used when installed; the standard library gives the same accept/reject decisions otherwise.
+
+One rewrite is made, on purpose: a negative zero is stored as ``0.0`` (equal to it). PostgreSQL's
+``jsonb`` has no negative zero, so keeping it on the other backends would make them disagree.
 """
 
 from __future__ import annotations
@@ -132,13 +135,29 @@ def _flat(value: Any) -> bool:
     return True
 
 
+def _positive_zeros(value: Any) -> Any:
+    """``value`` with every ``-0.0`` replaced by ``0.0`` (containers copied, others kept)."""
+    if type(value) is float:
+        return value + 0.0  # -0.0 + 0.0 is 0.0; any other float is unchanged
+    if type(value) is list or isinstance(value, list):
+        return [_positive_zeros(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _positive_zeros(v) for k, v in value.items()}
+    return value
+
+
 def dumps(value: Any, field: str, max_bytes: int) -> str:
-    """Encode ``value`` as compact JSON text, refusing anything that would not round-trip."""
+    """Encode ``value`` as compact JSON text, refusing anything that would not round-trip.
+
+    A negative zero is written as ``0.0``, as every backend can store it.
+    """
     if _orjson is not None:
         try:
             raw = _orjson.dumps(value)
         except (TypeError, _orjson.JSONEncodeError):
             raise _explain(value, field) from None
+        if b"-0.0" in raw:  # also matches -0.05 or a string: then nothing changes
+            raw = _orjson.dumps(_positive_zeros(value))
         if not _flat(value):
             # orjson writes NaN as null and serialises tuples, datetimes, UUIDs and enums;
             # a round trip that changes the value exposes every such rewrite.
@@ -157,6 +176,10 @@ def dumps(value: Any, field: str, max_bytes: int) -> str:
         return text
     _check(value, field, 0, set())
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if "-0.0" in text:
+        text = json.dumps(
+            _positive_zeros(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
     size = len(text.encode())
     if size > max_bytes:
         raise ValidationError(

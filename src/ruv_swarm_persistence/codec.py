@@ -130,6 +130,8 @@ MIN_US: Final = to_us(datetime.min.replace(tzinfo=UTC))
 MAX_US: Final = to_us(datetime.max.replace(tzinfo=UTC))
 #: The longest duration: one that keeps any time of the range within it and within 64 bits.
 MAX_DURATION_US: Final = MAX_US - MIN_US
+#: The longest wait: longer ones (up to 1e308 seconds) wait as long, which is for ever.
+MAX_WAIT_US: Final = 2**100
 #: Limits, offsets and sequence numbers are 64-bit integers in every database.
 MAX_INT64: Final = 2**63 - 1
 
@@ -170,11 +172,19 @@ def time_arg(value: Any, field: str) -> int:
             f"must be a datetime or epoch seconds, got {type(value).__name__}",
             field=field,
         )
-    if not math.isfinite(value):
-        raise ValidationError("must be finite", field=field)
     if isinstance(value, int):
         return _in_range(value * 1_000_000, field)
-    return _in_range(round(value * 1_000_000), field)
+    if not math.isfinite(value):
+        raise ValidationError("must be finite", field=field)
+    return _in_range(_float_us(value), field)
+
+
+def _float_us(seconds: float) -> int:
+    """Finite seconds as integer microseconds (exact beyond the float range, too)."""
+    if isinstance(seconds, int):
+        return seconds * 1_000_000  # math on a float would overflow past 1e308
+    scaled = seconds * 1_000_000
+    return round(scaled) if math.isfinite(scaled) else int(seconds) * 1_000_000
 
 
 def _json_field(value: Any, field: str, limits: Limits) -> str:
@@ -274,7 +284,11 @@ def encode_task(t: TaskModel, limits: Limits = DEFAULT_LIMITS) -> Record:
     _check_type(t, TaskModel, "task")
     task_id = check_id(t.id, "task.id", limits)
     deps = t.dependencies
-    if isinstance(deps, list) and len(set(deps)) != len(deps):
+    if (
+        isinstance(deps, list)
+        and all(type(d) is str for d in deps)  # other items are refused below, by field order
+        and len(set(deps)) != len(deps)
+    ):
         raise ValidationError("lists a dependency more than once", field="task.dependencies")
     return {
         "id": task_id,
@@ -412,6 +426,7 @@ def encode_metric(m: MetricModel, limits: Limits = DEFAULT_LIMITS) -> Record:
         raise ValidationError("is too large for a float", field="metric.value") from None
     if not math.isfinite(value):
         raise ValidationError(f"{value!r} is not a finite number", field="metric.value")
+    value += 0.0  # -0.0 becomes 0.0: SQLite's REAL columns keep no negative zero
     return {
         "id": id_,
         "metric_type": metric_type,
@@ -604,15 +619,17 @@ def duration_arg(value: Any, field: str, *, allow_zero: bool = False, bounded: b
         raise ValidationError(
             f"must be a timedelta or seconds, got {type(value).__name__}", field=field
         )
-    elif not math.isfinite(value):
+    elif not isinstance(value, int) and not math.isfinite(value):
         raise ValidationError("must be finite", field=field)
     else:
-        us = round(value * 1_000_000)
+        us = _float_us(value)
     if us < 0 or (us == 0 and not allow_zero):
         raise ValidationError("must be positive", field=field)
-    if bounded and us > MAX_DURATION_US:
-        raise ValidationError("must be shorter than the range of times (about 10,000 years)",
-                              field=field)  # fmt: skip
+    if us > MAX_DURATION_US:
+        if bounded:
+            raise ValidationError("must be shorter than the range of times (about 10,000 years)",
+                                  field=field)  # fmt: skip
+        return MAX_WAIT_US if us > MAX_WAIT_US else us
     return us
 
 
