@@ -57,10 +57,12 @@ class Wakeups:
 
     def wake(self, key: str) -> None:
         """``key`` changed: move its generation and wake its waiters."""
-        self._gen[key] = self._gen.get(key, 0) + 1
-        for fut in self._waiters.pop(key, ()):
-            if not fut.done():
-                fut.set_result(None)
+        gen = self._gen
+        gen[key] = gen.get(key, 0) + 1
+        if key in self._waiters:
+            for fut in self._waiters.pop(key):
+                if not fut.done():
+                    fut.set_result(None)
 
     def wake_all(self) -> None:
         """Anything may have changed: move every generation and wake every waiter."""
