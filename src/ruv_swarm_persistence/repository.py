@@ -26,6 +26,7 @@ class Store(Protocol):
     async def get_agent(self, agent_id: str) -> AgentModel | None: ...
     async def get_task(self, task_id: str) -> TaskModel | None: ...
     async def get_message(self, message_id: str) -> Any: ...
+    async def get_event(self, event_id: str) -> EventModel | None: ...
 
 
 class Repository(Generic[T]):
@@ -55,6 +56,8 @@ class Repository(Generic[T]):
             return cast("T | None", await s.get_task(id))
         if m is MessageModel:
             return cast("T | None", await s.get_message(id))
+        if m is EventModel:
+            return cast("T | None", await s.get_event(id))
         rows = await s.query(self.builder().where_eq("id", id).limit(1))
         return rows[0] if rows else None
 

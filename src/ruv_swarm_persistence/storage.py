@@ -275,6 +275,10 @@ class Storage(abc.ABC):
         """Append events atomically, in order; returns their sequences."""
 
     @abc.abstractmethod
+    async def get_event(self, event_id: str) -> EventModel | None:
+        """The event with this id, or ``None``."""
+
+    @abc.abstractmethod
     async def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
         """An agent's events, newest first."""
 

@@ -429,6 +429,10 @@ class _SyncAPI:
         """Append events atomically, in order; returns their sequences."""
         return self._run(lambda s: s.store_events(events))
 
+    def get_event(self, event_id: str) -> EventModel | None:
+        """The event with this id, or ``None``."""
+        return self._run(lambda s: s.get_event(event_id))
+
     def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
         """An agent's events, newest first."""
         return self._run(lambda s: s.get_events_by_agent(agent_id, limit))

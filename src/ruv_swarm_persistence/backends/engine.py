@@ -149,6 +149,9 @@ class Engine(Protocol):
     async def read_events(self, tx: Any, after: int, limit: int) -> list[Record]:
         """Events after a sequence number, in sequence order."""
 
+    async def get_event(self, tx: Any, event_id: str) -> Record | None:
+        """The event with this id, or ``None``."""
+
     # --- messages --------------------------------------------------------------------------
 
     async def insert_message(self, tx: Any, rec: Record) -> None:

@@ -319,6 +319,12 @@ class Front(Storage):
             event.sequence = seq
         return seqs
 
+    async def get_event(self, event_id: str) -> EventModel | None:
+        codec.check_id(event_id, "event_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        rec = await self._engine.get_event(tx, event_id)
+        return None if rec is None else _decode_event(rec)
+
     async def get_events_by_agent(self, agent_id: str, limit: int = 100) -> list[EventModel]:
         codec.check_id(agent_id, "agent_id", self._limits)
         n = codec.limit_arg(limit)

@@ -608,6 +608,7 @@ METHODS: list[Method] = [
     # events
     M("store_event", event=model("event", _new_event)),
     M("store_events", events=batch("event", _new_event)),
+    M("get_event", event_id=ident("e1")),
     M("get_events_by_agent", agent_id=ident("a1"), limit=count(100)),
     M("get_events_by_type", event_type=text("test.event"), limit=count(100)),
     M("get_events_since", since=time(0)),

@@ -54,6 +54,21 @@ async def test_event_round_trips_every_field(storage: Storage) -> None:
     assert (await _all_events(storage))[1] == bare
 
 
+async def test_get_event_is_a_point_read_by_id(storage: Storage) -> None:
+    a, b = event("ga"), event("gb", payload={"k": [1, 2.5]})
+    await storage.store_events([a, b])
+    assert await storage.get_event("gb") == b
+    assert await storage.get_event("ga") == a
+    assert await storage.get_event("missing") is None
+    assert await storage.events.find_by_id("gb") == b
+    tx = await storage.begin_transaction()
+    c = event("gc")
+    await tx.store_event(c)
+    assert await tx.get_event("gc") == c
+    await tx.rollback()
+    assert await storage.get_event("gc") is None
+
+
 async def test_crate_constructor_chain_persists(storage: Storage) -> None:
     e = EventModel.new("agent.spawned", {"name": "worker"}).with_agent("a1").with_task("t1")
     await storage.store_event(e)

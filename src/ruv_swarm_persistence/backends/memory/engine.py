@@ -624,6 +624,9 @@ class MemoryEngine:
         self._changed(EVENTS)
         return seqs
 
+    async def get_event(self, tx: Any, event_id: str) -> Record | None:
+        return self.tables.event_ids.get(event_id)
+
     async def events_by_agent(self, tx: Any, agent_id: str, limit: int) -> list[Record]:
         return heapq.nlargest(limit, self.tables.events_by_agent.get(agent_id, ()), key=_newest)
 

@@ -343,6 +343,10 @@ class PostgresEngine:
         else:
             tx._note_mail(rec["to_agent"])
 
+    async def get_event(self, tx: Any, event_id: str) -> Record | None:
+        row = await self._fetchrow(tx, sql.GET_EVENT, event_id)
+        return None if row is None else row_record(_EVENTS, row)
+
     async def get_message(self, tx: Any, message_id: str) -> Record | None:
         row = await self._fetchrow(tx, sql.GET_MESSAGE, message_id)
         return None if row is None else row_record(_MESSAGES, row)

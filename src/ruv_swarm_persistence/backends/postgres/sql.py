@@ -319,6 +319,7 @@ EVENTS_BY_TYPE = (
 )
 EVENTS_SINCE = f"SELECT {_E} FROM events WHERE timestamp >= $1 ORDER BY timestamp, sequence"
 READ_EVENTS = f"SELECT {_E} FROM events WHERE sequence > $1 ORDER BY sequence LIMIT $2"
+GET_EVENT = f"SELECT {_E} FROM events WHERE id = $1"
 
 # --- messages ------------------------------------------------------------------------------
 

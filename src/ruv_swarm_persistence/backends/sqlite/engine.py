@@ -421,6 +421,11 @@ class SqliteEngine:
         read = _reader(sql.EVENTS_BY_TYPE, (event_type, limit), _EVENTS)
         return await self.read(tx, read, inline=limit <= INLINE_ROWS)
 
+    async def get_event(self, tx: Any, event_id: str) -> Record | None:
+        read = _point(sql.GET_EVENT, event_id, _EVENTS)
+        got = self._try_now(tx, read)
+        return await self.read(tx, read, inline=False) if got is NOT_RUN else got
+
     async def events_since(self, tx: Any, since: int) -> list[Record]:
         return await self.read(tx, _reader(sql.EVENTS_SINCE, (since,), _EVENTS), inline=False)
 

@@ -227,6 +227,7 @@ EVENTS_BY_TYPE: Final = (
 )
 EVENTS_SINCE: Final = _select("events") + " WHERE timestamp >= ? ORDER BY timestamp, sequence"
 READ_EVENTS: Final = _select("events") + " WHERE sequence > ? ORDER BY sequence LIMIT ?"
+GET_EVENT: Final = _select("events") + " WHERE id = ?"
 MAX_SEQUENCE: Final = "SELECT coalesce(max(sequence), 0) FROM events"
 PRUNE_EVENTS: Final = "DELETE FROM events WHERE timestamp < ?"
 
