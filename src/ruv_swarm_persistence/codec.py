@@ -677,6 +677,13 @@ def types_arg(types: Sequence[str] | None, field: str = "task_types") -> list[st
     return [check_text(t, field) for t in types]
 
 
+def ids_arg(ids: Any, field: str, limits: Limits = DEFAULT_LIMITS) -> list[str]:
+    """A list of ids (a bare string is refused, as in :func:`types_arg`); repeats dropped."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+        raise ValidationError("must be a list of ids, not a single string", field=field)
+    return list(dict.fromkeys(check_id(i, field, limits) for i in ids))
+
+
 def encode_batch(
     items: Any, encode: Callable[[Any, Limits], _T], field: str, limits: Limits
 ) -> list[_T]:

@@ -15,17 +15,19 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from . import _json
-from .errors import ValidationError
+from .errors import ConflictError, ValidationError
 from .models import TaskStatus
 
 __all__ = [
     "ACTIVE",
     "DEFAULT_LEASE_US",
+    "RETRY",
     "TERMINAL",
     "TRANSITIONS",
     "RetryPolicy",
     "cancel_changes",
     "cascade_error",
+    "check_retry",
     "check_stored_status",
     "check_transition",
     "claim_changes",
@@ -34,6 +36,7 @@ __all__ = [
     "is_ready",
     "lease_expired",
     "release_changes",
+    "retry_changes",
     "start_changes",
     "topological",
     "update_changes",
@@ -61,6 +64,10 @@ TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     FAILED: frozenset(),
     CANCELLED: frozenset(),
 }
+
+#: The one way out of a final status, taken only by ``retry_task``: a dead letter (a task
+#: failed for good) goes back to the queue. ``update_task`` cannot take it.
+RETRY: Final = (FAILED, PENDING)
 
 DEFAULT_LEASE_US: Final = 30_000_000
 
@@ -99,8 +106,13 @@ class RetryPolicy:
         return int(min(delay, self.max_us))
 
 
-def check_transition(task_id: str, old: str, new: str) -> None:
-    """Raise :class:`ValidationError` unless ``old → new`` is a legal status change."""
+def check_transition(task_id: str, old: str, new: str, *, retry: bool = False) -> None:
+    """Raise :class:`ValidationError` unless ``old → new`` is a legal status change.
+
+    ``retry`` allows :data:`RETRY` too (the transition routines pass it for ``retry_task``).
+    """
+    if retry and (old, new) == RETRY:
+        return
     if old != new and new not in TRANSITIONS[old]:
         raise ValidationError(
             f"task {task_id!r} cannot go from {old} to {new}", field="task.status"
@@ -208,6 +220,40 @@ def failure_changes(
         "error": error,
         "lease_expires_at": None,
         "completed_at": now,
+        "updated_at": now,
+    }
+
+
+def check_retry(task_id: str, status: str, dead_dependency: tuple[str, str] | None) -> None:
+    """Raise :class:`ConflictError` unless a task may be requeued by ``retry_task``.
+
+    Only a task failed for good may be; and not one with a dependency failed or cancelled
+    (``dead_dependency``: its id and status), which would then wait for ever.
+    """
+    if status != FAILED:
+        raise ConflictError("task", task_id, f"is {status}, not failed: only failed tasks retry")
+    if dead_dependency is not None:
+        dep_id, dep_status = dead_dependency
+        raise ConflictError("task", task_id, f"depends on task {dep_id!r}, which is {dep_status}")
+
+
+def retry_changes(now: int) -> dict[str, Any]:
+    """What requeueing a dead letter writes: pending, claimable at once, a fresh budget.
+
+    ``retry_count`` starts again at 0, so the task gets its ``max_retries`` retries anew
+    (the attempts that put it in the dead letters were spent on an earlier run). ``error``
+    keeps the last failure until the next attempt overwrites it; the attempt's result,
+    times, worker and lease are cleared. Dependents cancelled by its failure stay cancelled.
+    """
+    return {
+        "status": PENDING,
+        "retry_count": 0,
+        "assigned_to": None,
+        "result": None,
+        "lease_expires_at": None,
+        "started_at": None,
+        "completed_at": None,
+        "run_after": None,
         "updated_at": now,
     }
 

@@ -257,6 +257,38 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def get_failed_tasks(
+        self, task_type: str | None = None, limit: int = 100
+    ) -> list[TaskModel]:
+        """The dead letters: tasks failed for good (of a type), most recent failure first.
+
+        A task lands here when its last attempt failed with no retry left (``fail_task`` or
+        an expired lease); :meth:`retry_task` puts it back in the queue.
+        """
+
+    @abc.abstractmethod
+    async def retry_task(self, task_id: str) -> TaskModel:
+        """Requeue a task failed for good: pending and claimable at once; the new task.
+
+        ``retry_count`` starts again at 0, so it gets its ``max_retries`` retries anew;
+        ``error`` keeps the last failure until the next attempt. Dependents its failure
+        cancelled stay cancelled. Wakes ``wait_for_tasks``. :class:`NotFoundError` for an
+        unknown id; :class:`ConflictError` for a task that is not failed, or that depends on
+        a failed or cancelled task (it could never run).
+        """
+
+    @abc.abstractmethod
+    async def retry_tasks(self, task_ids: Sequence[str]) -> list[TaskModel]:
+        """:meth:`retry_task` for several tasks, all or none; the new tasks, in that order."""
+
+    @abc.abstractmethod
+    async def retry_failed_tasks(self, task_type: str | None = None) -> int:
+        """Requeue every dead letter (of a type) that can run again; how many.
+
+        Tasks :meth:`retry_task` would refuse (a dependency failed or cancelled) are left.
+        """
+
+    @abc.abstractmethod
     async def get_dependency_results(self, task_id: str) -> dict[str, Any]:
         """The results of the task's completed dependencies, by dependency id.
 

@@ -120,6 +120,20 @@ class Engine(Protocol):
     async def release_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
         """Held task → pending, claimable at once (``rules.release_changes``)."""
 
+    async def failed_tasks(self, tx: Any, task_type: str | None, limit: int) -> list[Record]:
+        """Tasks failed for good (of a type), the most recent failure first."""
+
+    async def retry_tasks(
+        self, tx: Any, task_ids: list[str] | None, task_type: str | None
+    ) -> list[Record]:
+        """Requeue dead letters through the transition routine (``rules.retry_changes``).
+
+        Given ids: each one, atomically (an unknown id is a ``NotFoundError``, one that
+        ``rules.check_retry`` refuses a ``ConflictError``, and then nothing changes). Given
+        ``None``: every failed task (of the type) that ``check_retry`` accepts, oldest failure
+        first. The new records, in that order.
+        """
+
     async def dependency_results(
         self, tx: Any, task_id: str
     ) -> list[tuple[str, str | None]] | None:

@@ -237,6 +237,34 @@ class Front(Storage):
         tx = await self._gate() if self._blocked else None
         return _decode_task(await self._engine.release_task(tx, task_id, agent_id))
 
+    async def get_failed_tasks(
+        self, task_type: str | None = None, limit: int = 100
+    ) -> list[TaskModel]:
+        if task_type is not None:
+            codec.check_text(task_type, "task_type", self._limits)
+        n = codec.limit_arg(limit)
+        tx = await self._gate() if self._blocked else None
+        return [_decode_task(r) for r in await self._engine.failed_tasks(tx, task_type, n)]
+
+    async def retry_task(self, task_id: str) -> TaskModel:
+        codec.check_id(task_id, "task_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        (rec,) = await self._engine.retry_tasks(tx, [task_id], None)
+        return _decode_task(rec)
+
+    async def retry_tasks(self, task_ids: Sequence[str]) -> list[TaskModel]:
+        ids = codec.ids_arg(task_ids, "task_ids", self._limits)
+        tx = await self._gate() if self._blocked else None
+        if not ids:
+            return []
+        return [_decode_task(r) for r in await self._engine.retry_tasks(tx, ids, None)]
+
+    async def retry_failed_tasks(self, task_type: str | None = None) -> int:
+        if task_type is not None:
+            codec.check_text(task_type, "task_type", self._limits)
+        tx = await self._gate() if self._blocked else None
+        return len(await self._engine.retry_tasks(tx, None, task_type))
+
     async def get_dependency_results(self, task_id: str) -> dict[str, Any]:
         codec.check_id(task_id, "task_id", self._limits)
         tx = await self._gate() if self._blocked else None

@@ -94,10 +94,10 @@ def plan_task_batch(
     return planned
 
 
-def check_new_status(old: Record, new: Record) -> None:
+def check_new_status(old: Record, new: Record, *, retry: bool = False) -> None:
     """The rules a status change must follow (``old`` carries ``unfinished_deps``)."""
     old_status, new_status = old["status"], new["status"]
-    rules.check_transition(old["id"], old_status, new_status)
+    rules.check_transition(old["id"], old_status, new_status, retry=retry)
     if new_status == old_status:
         return
     if new_status in (rules.ASSIGNED, rules.RUNNING, rules.COMPLETED) and old["unfinished_deps"]:

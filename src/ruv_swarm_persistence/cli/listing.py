@@ -297,6 +297,14 @@ def tasks(
     ready: Annotated[
         bool, typer.Option("--ready", help="Only tasks ready to claim now, in claim order.")
     ] = False,
+    failed: Annotated[
+        bool,
+        typer.Option(
+            "--failed",
+            help="Dead letters: tasks failed for good, most recent failure first "
+            "('swarmdb retry' requeues them).",
+        ),
+    ] = False,
     where: WhereOption = None,
     limit: LimitOption = 50,
     offset: OffsetOption = 0,
@@ -305,10 +313,12 @@ def tasks(
     as_csv: CsvOption = False,
     as_tsv: TsvOption = False,
 ) -> None:
-    """Tasks, highest priority first: filter by status, type, agent, readiness."""
+    """Tasks, highest priority first: filter by status, type, agent, readiness, failure."""
     url = db_url(ctx, db)
     fmt = one_format(json, as_csv, as_tsv)
     _check_status(status, [x.value for x in TaskStatus])
+    if failed and (status or ready or agent or where):
+        raise UsageError("--failed lists dead letters: only --type, --limit and --offset apply")
     builder = QueryBuilder(TaskModel).order_by("priority", desc=True).order_by("created_at")
     if status:
         builder = builder.where_in("status", status)
@@ -320,6 +330,9 @@ def tasks(
 
     async def go() -> list[TaskModel]:
         async with opened(url) as storage:
+            if failed:
+                most = limit + offset if limit else 2**62
+                return _page(await storage.get_failed_tasks(task_type, most), 0, offset)
             if ready:
                 wanted = {t.id for t in await storage.query(builder)}
                 found = [t for t in await storage.get_ready_tasks() if t.id in wanted]
@@ -329,6 +342,9 @@ def tasks(
     found = run(go())
     if fmt != "table":
         print_items(found, fmt)
+        return
+    if failed:
+        _print_dead_letters(found, limit, offset)
         return
     t = table(
         f"{len(found):,} tasks{_first(limit, offset, len(found))}",
@@ -355,6 +371,30 @@ def tasks(
             count(len(task.dependencies)),
             cell(f"{age(task.updated_at, now)} ago"),
             Text(compact(task.error or "", 40), style="red"),
+        )
+    out.print(t)
+
+
+def _print_dead_letters(found: list[TaskModel], limit: int, offset: int) -> None:
+    t = table(
+        f"{len(found):,} failed tasks{_first(limit, offset, len(found))}",
+        "id",
+        "type",
+        "priority",
+        "tries",
+        "failed",
+        "error",
+        numeric={"tries", "failed"},
+    )
+    now = datetime.now(UTC)
+    for task in found:
+        t.add_row(
+            cell(task.id),
+            cell(task.task_type),
+            cell(TaskPriority(task.priority).name),
+            cell(f"{task.retry_count + 1}"),
+            cell(f"{age(task.completed_at, now)} ago" if task.completed_at else ""),
+            Text(compact(task.error or "", 60), style="red"),
         )
     out.print(t)
 

@@ -213,6 +213,18 @@ BAD_TYPES: dict[str, Bad] = {
     "nul-item": _new(lambda: ["a\x00b"]),
 }
 
+#: A list of ids (``ids_arg``).
+BAD_ID_LISTS: dict[str, Bad] = {
+    "bare-str": _v("t1"),
+    "int": _v(5),
+    "none": _v(None),
+    "set": _new(lambda: {"t1"}),
+    "int-item": _new(lambda: [1]),
+    "none-item": _new(lambda: [None]),
+    "empty-item": _new(lambda: [""]),
+    "too-long-item": _new(lambda: ["x" * 257]),
+}
+
 BAD_GROUP_BY: dict[str, Bad] = {
     "unknown": _new(lambda: ["unit"]),
     "bare-unknown": _v("unit"),
@@ -298,6 +310,11 @@ def status() -> Param:
 def types() -> Param:
     """An optional type filter (``types_arg``)."""
     return Param(lambda: None, BAD_TYPES)
+
+
+def id_list(*good: str) -> Param:
+    """A list of ids (``ids_arg``)."""
+    return Param(lambda: list(good), BAD_ID_LISTS)
 
 
 def group_by() -> Param:
@@ -605,6 +622,10 @@ METHODS: list[Method] = [
     M("release_task", task_id=ident("t1"), agent_id=ident("a1")),
     M("wait_for_task", task_id=ident("t1"), timeout=duration(0, zero_ok=True, stored=False)),
     M("get_dependency_results", task_id=ident("t1")),
+    M("get_failed_tasks", task_type=text(None, optional=True), limit=count(100)),
+    M("retry_task", task_id=ident("t1")),
+    M("retry_tasks", task_ids=id_list("t1")),
+    M("retry_failed_tasks", task_type=text(None, optional=True)),
     # events
     M("store_event", event=model("event", _new_event)),
     M("store_events", events=batch("event", _new_event)),

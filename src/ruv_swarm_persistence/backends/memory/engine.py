@@ -194,6 +194,11 @@ def _claim_order(r: Record) -> tuple[int, int, str]:
     return (-r["priority"], r["created_at"], r["id"])
 
 
+def _failure_order(r: Record) -> tuple[int, str]:
+    """Oldest failure first (``failed_tasks`` reverses it: most recent first)."""
+    return (r["completed_at"] or 0, r["id"])
+
+
 def _newest(r: Record) -> tuple[int, int]:
     return (r["timestamp"], r["sequence"])
 
@@ -325,12 +330,14 @@ class MemoryEngine:
 
     # --- the transition routine -----------------------------------------------------------
 
-    def _transition(self, old: Record, changes: dict[str, Any], now: int) -> Record:
+    def _transition(
+        self, old: Record, changes: dict[str, Any], now: int, *, retry: bool = False
+    ) -> Record:
         """Every status change goes through here: legality, dependents, cascades."""
         t = self.tables
         new = {**old, **changes}
         old_status, new_status = old["status"], new["status"]
-        rules.check_transition(old["id"], old_status, new_status)
+        rules.check_transition(old["id"], old_status, new_status, retry=retry)
         if new_status != old_status:
             if new_status in (ASSIGNED, RUNNING, COMPLETED) and t.unfinished.get(old["id"], 0):
                 raise ValidationError(
@@ -546,6 +553,48 @@ class MemoryEngine:
         now = self._now()
         rec = self._held(task_id, agent_id, now)
         return self._transition(rec, rules.release_changes(now), now)
+
+    async def failed_tasks(self, tx: Any, task_type: str | None, limit: int) -> list[Record]:
+        return heapq.nlargest(
+            limit,
+            (
+                r
+                for r in self.tables.tasks.values()
+                if r["status"] == FAILED and (task_type is None or r["task_type"] == task_type)
+            ),
+            key=_failure_order,
+        )
+
+    def _dead_dependency(self, rec: Record) -> tuple[str, str] | None:
+        tasks = self.tables.tasks
+        for dep_id in _json.loads(rec["dependencies"]):
+            dep = tasks.get(dep_id)  # a pruned dependency had completed
+            if dep is not None and dep["status"] in (FAILED, CANCELLED):
+                return dep_id, dep["status"]
+        return None
+
+    async def retry_tasks(
+        self, tx: Any, task_ids: list[str] | None, task_type: str | None
+    ) -> list[Record]:
+        t, now = self.tables, self._now()
+        if task_ids is None:
+            chosen = [
+                r
+                for r in sorted(t.tasks.values(), key=_failure_order)
+                if r["status"] == FAILED
+                and (task_type is None or r["task_type"] == task_type)
+                and self._dead_dependency(r) is None
+            ]
+        else:
+            chosen = []
+            for task_id in dict.fromkeys(task_ids):
+                rec = t.tasks.get(task_id)
+                if rec is None:
+                    raise NotFoundError("task", task_id)
+                rules.check_retry(task_id, rec["status"], self._dead_dependency(rec))
+                chosen.append(rec)
+        changes = rules.retry_changes(now)
+        return [self._transition(rec, changes, now, retry=True) for rec in chosen]
 
     async def dependency_results(
         self, tx: Any, task_id: str

@@ -277,6 +277,17 @@ class PostgresEngine:
             tx, lambda conn, fx: self.ops.release_task(conn, fx, task_id, agent_id, now)
         )
 
+    async def failed_tasks(self, tx: Any, task_type: str | None, limit: int) -> list[Record]:
+        return [task(r) for r in await self._fetch(tx, sql.FAILED_TASKS, task_type, limit)]
+
+    async def retry_tasks(
+        self, tx: Any, task_ids: list[str] | None, task_type: str | None
+    ) -> list[Record]:
+        now = self._now()
+        return await self._write(
+            tx, lambda conn, fx: self.ops.retry_tasks(conn, fx, task_ids, task_type, now)
+        )
+
     async def dependency_results(
         self, tx: Any, task_id: str
     ) -> list[tuple[str, str | None]] | None:

@@ -407,11 +407,21 @@ class PostgresOps:
     # --- the transition routine ------------------------------------------------------------
 
     async def transition(
-        self, conn: Conn, old: Record, changes: dict[str, Any], now: int, fx: Effects
+        self,
+        conn: Conn,
+        old: Record,
+        changes: dict[str, Any],
+        now: int,
+        fx: Effects,
+        *,
+        retry: bool = False,
     ) -> Record:
-        """Every status change goes through here: legality, dependents, cascades."""
+        """Every status change goes through here: legality, dependents, cascades.
+
+        ``retry`` allows requeueing a dead letter (``rules.RETRY``).
+        """
         new = {**old, **changes}
-        check_new_status(old, new)
+        check_new_status(old, new, retry=retry)
         await conn.execute(sql.UPDATE_TASK, *_task_update_args(new))
         old_status, new_status = old["status"], new["status"]
         if new_status == old_status:
@@ -694,6 +704,36 @@ class PostgresOps:
         """Give back a held task: pending and claimable at once, not a failed attempt."""
         rec = await self.held(conn, task_id, agent_id, now, fx)
         return await self.transition(conn, rec, rules.release_changes(now), now, fx)
+
+    async def retry_tasks(
+        self, conn: Conn, fx: Effects, task_ids: list[str] | None, task_type: str | None, now: int
+    ) -> list[Record]:
+        """Requeue dead letters: these (all or none), or every one (of a type) that can run."""
+
+        async def dead_dependency(task_id: str) -> tuple[str, str] | None:
+            row = await conn.fetchrow(sql.DEAD_DEPENDENCY, task_id)
+            return None if row is None else (row[0], row[1])
+
+        chosen: list[Record] = []
+        if task_ids is None:
+            for row in await conn.fetch(sql.LOCK_FAILED_TASKS, task_type):
+                rec = task(row)
+                if await dead_dependency(rec["id"]) is None:
+                    chosen.append(rec)
+        else:
+            # Locked in id order, whatever order they were asked in: no deadlock between two.
+            locked = {}
+            for task_id in sorted(task_ids):
+                row = await conn.fetchrow(sql.LOCK_TASK, task_id)
+                if row is None:
+                    raise NotFoundError("task", task_id)
+                locked[task_id] = task(row)
+            for task_id in task_ids:
+                rec = locked[task_id]
+                rules.check_retry(task_id, rec["status"], await dead_dependency(task_id))
+                chosen.append(rec)
+        changes = rules.retry_changes(now)
+        return [await self.transition(conn, r, changes, now, fx, retry=True) for r in chosen]
 
     # --- maintenance -----------------------------------------------------------------------
 

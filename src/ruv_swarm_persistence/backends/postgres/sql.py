@@ -110,6 +110,20 @@ MARK_AGENT_ERROR = "UPDATE agents SET status = 'error', updated_at = $2 WHERE id
 
 GET_TASK = f"SELECT {_T} FROM tasks WHERE id = $1"
 LOCK_TASK = GET_TASK + " FOR UPDATE"
+#: Dead letters, the most recent failure first (no ``completed_at``: the oldest).
+FAILED_TASKS = f"""
+SELECT {_T} FROM tasks WHERE status = 'failed' AND ($1::text IS NULL OR task_type = $1)
+ORDER BY COALESCE(completed_at, 0) DESC, id DESC LIMIT $2"""
+#: Dead letters to requeue in bulk, oldest failure first, locked.
+LOCK_FAILED_TASKS = f"""
+SELECT {_T} FROM tasks WHERE status = 'failed' AND ($1::text IS NULL OR task_type = $1)
+ORDER BY COALESCE(completed_at, 0), id FOR UPDATE"""
+#: A dependency of the task that will never complete (the first in its list), if any.
+DEAD_DEPENDENCY = """
+SELECT t.id, t.status FROM tasks AS s
+CROSS JOIN LATERAL jsonb_array_elements_text(s.dependencies) WITH ORDINALITY AS j(id, ord)
+JOIN tasks AS t ON t.id = j.id AND t.status IN ('failed', 'cancelled')
+WHERE s.id = $1 ORDER BY j.ord LIMIT 1"""
 #: A held task, locked, and whether any lease anywhere has run out (then expire those first).
 LOCK_HELD_TASK = (
     f"SELECT {_T}, {_ANY_EXPIRED.replace('$1', '$2')} FROM tasks WHERE id = $1 FOR UPDATE"

@@ -371,6 +371,18 @@ class SqliteEngine:
         )
         return rec
 
+    async def failed_tasks(self, tx: Any, task_type: str | None, limit: int) -> list[Record]:
+        read = _reader(sql.FAILED_TASKS, (task_type, limit), _TASKS)
+        return await self.read(tx, read, inline=False)
+
+    async def retry_tasks(
+        self, tx: Any, task_ids: list[str] | None, task_type: str | None
+    ) -> list[Record]:
+        recs: list[Record] = await self._write(
+            tx, lambda ctx: self.ops.retry_tasks(ctx, task_ids, task_type)
+        )
+        return recs
+
     async def dependency_results(
         self, tx: Any, task_id: str
     ) -> list[tuple[str, str | None]] | None:

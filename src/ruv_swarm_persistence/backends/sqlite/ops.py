@@ -235,15 +235,18 @@ class SqliteOps:
         changes: dict[str, Any],
         now: int,
         cancelled: list[str] | None = None,
+        *,
+        retry: bool = False,
     ) -> Record:
         """Every status change goes through here: legality, dependents, cascades.
 
         ``old`` is the stored state (with ``unfinished_deps``); the changes are written and
-        the new state returned. ``cancelled`` collects the ids this change cancelled.
+        the new state returned. ``cancelled`` collects the ids this change cancelled;
+        ``retry`` allows requeueing a dead letter (``rules.RETRY``).
         """
         conn = ctx.conn
         new = {**old, **changes}
-        check_new_status(old, new)
+        check_new_status(old, new, retry=retry)
         columns = tuple(changes)
         conn.execute(sql.task_update(columns), (*(new[c] for c in columns), old["id"]))
         old_status, new_status = old["status"], new["status"]
@@ -472,6 +475,38 @@ class SqliteOps:
         if len(cancelled) < 2:
             return cancelled
         return [r[0] for r in conn.execute(sql.TASK_ROWIDS, (_ids_json(cancelled),))]
+
+    def retry_tasks(
+        self, ctx: WriteContext, task_ids: list[str] | None, task_type: str | None
+    ) -> list[Record]:
+        """Requeue dead letters: these (all or none), or every one (of a type) that can run."""
+        conn = ctx.conn
+        now = self.now()
+
+        def dead_dependency(task_id: str) -> tuple[str, str] | None:
+            row = conn.execute(sql.DEAD_DEPENDENCY, (task_id,)).fetchone()
+            return None if row is None else (row[0], row[1])
+
+        if task_ids is None:
+            chosen = [
+                rec
+                for rec in map(task_state, conn.execute(sql.FAILED_TASK_STATES, (task_type,)))
+                if dead_dependency(rec["id"]) is None
+            ]
+        else:
+            chosen = []
+            for task_id in task_ids:
+                rec = self._state(conn, task_id)
+                if rec is None:
+                    raise NotFoundError("task", task_id)
+                rules.check_retry(task_id, rec["status"], dead_dependency(task_id))
+                chosen.append(rec)
+        changes = rules.retry_changes(now)
+        with savepoint(conn):
+            out = [self.transition(ctx, rec, changes, now, retry=True) for rec in chosen]
+        if out:
+            ctx.tasks = True
+        return [{c: rec[c] for c in sql.PUBLIC_TASK_COLUMNS} for rec in out]
 
     # --- messages -------------------------------------------------------------------------
 

@@ -158,6 +158,26 @@ DEPENDENT_EDGES: Final = (
 TASK_STATES: Final = (
     _select("tasks", TASK_COLUMNS) + " WHERE id IN (SELECT value FROM json_each(?))"
 )
+#: Dead letters: the most recent failure first (a task failed by ``update_task`` may have
+#: no ``completed_at``: it counts as the oldest).
+FAILED_TASKS: Final = (
+    _select("tasks")
+    + " WHERE status = 'failed' AND (?1 IS NULL OR task_type = ?1)"
+    + " ORDER BY coalesce(completed_at, 0) DESC, id DESC LIMIT ?2"
+)
+#: Dead letters to requeue in bulk, oldest failure first.
+FAILED_TASK_STATES: Final = (
+    _select("tasks", TASK_COLUMNS)
+    + " WHERE status = 'failed' AND (?1 IS NULL OR task_type = ?1)"
+    + " ORDER BY coalesce(completed_at, 0), id"
+)
+#: A dependency of the task that will never complete (the first in its list), if any.
+DEAD_DEPENDENCY: Final = (
+    "SELECT tasks.id, tasks.status FROM task_dependencies"
+    " JOIN tasks ON tasks.id = task_dependencies.depends_on"
+    " WHERE task_dependencies.task_id = ? AND tasks.status IN ('failed', 'cancelled')"
+    " ORDER BY task_dependencies.rowid LIMIT 1"
+)
 TASK_ROWIDS: Final = (
     "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?)) ORDER BY rowid"
 )

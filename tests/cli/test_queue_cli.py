@@ -1,0 +1,81 @@
+"""``swarmdb tasks --failed`` and ``swarmdb retry`` on a copy of a demo database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import Demo, assert_one_line_error, snapshot, swarmdb
+
+
+@pytest.fixture
+def db(demo: Demo, tmp_path: Path) -> list[str]:
+    """``--db`` of a fresh copy of the demo (these commands write)."""
+    return ["--db", str(demo.copy(tmp_path / "swarm.db"))]
+
+
+def test_tasks_failed_lists_dead_letters_most_recent_first(demo: Demo, db: list[str]) -> None:
+    dead = swarmdb("tasks", "--failed", "--limit", "0", "--json", *db).json()
+    assert len(dead) == demo.summary["tasks_by_status"]["failed"] > 0
+    assert all(t["status"] == "failed" for t in dead)
+    stamps = [t["completed_at"] for t in dead]
+    assert stamps == sorted(stamps, reverse=True)
+    page = swarmdb("tasks", "--failed", "--limit", "1", "--offset", "1", "--json", *db).json()
+    assert [t["id"] for t in page] == [t["id"] for t in dead[1:2]]
+    one_type = dead[0]["task_type"]
+    typed = swarmdb("tasks", "--failed", "--type", one_type, "--limit", "0", "--json", *db).json()
+    assert [t["id"] for t in typed] == [t["id"] for t in dead if t["task_type"] == one_type]
+    human = swarmdb("tasks", "--failed", *db)
+    assert human.returncode == 0, human.describe()
+    assert "failed tasks" in human.stdout
+    assert dead[0]["id"] in human.stdout
+
+
+def test_tasks_failed_excludes_other_filters(db: list[str]) -> None:
+    for extra in (["--status", "pending"], ["--ready"], ["--agent", "a"]):
+        ran = swarmdb("tasks", "--failed", *extra, *db)
+        assert_one_line_error(ran, "--failed", status=2)
+
+
+def test_retry_ids_requeues_them(demo: Demo, db: list[str]) -> None:
+    dead = swarmdb("tasks", "--failed", "--limit", "0", "--json", *db).json()
+    first = dead[0]["id"]
+    done = swarmdb("retry", first, "--json", *db).json()
+    assert done == {"retried": 1, "tasks": [first]}
+    (task,) = [
+        t for t in swarmdb("tasks", "--limit", "0", "--json", *db).json() if t["id"] == first
+    ]
+    assert task["status"] == "pending"
+    assert task["retry_count"] == 0
+    left = swarmdb("tasks", "--failed", "--limit", "0", "--json", *db).json()
+    assert [t["id"] for t in left] == [t["id"] for t in dead[1:]]
+
+
+def test_retry_all_of_a_type_and_then_all(db: list[str]) -> None:
+    dead = swarmdb("tasks", "--failed", "--limit", "0", "--json", *db).json()
+    one_type = dead[0]["task_type"]
+    of_type = [t for t in dead if t["task_type"] == one_type]
+    ran = swarmdb("retry", "--all", "--type", one_type, *db)
+    assert ran.returncode == 0, ran.describe()
+    assert f"requeued {len(of_type):,} failed task" in ran.stdout
+    rest = swarmdb("retry", "--all", "--json", *db).json()
+    assert rest["retried"] + len(of_type) <= len(dead)
+    left = swarmdb("tasks", "--failed", "--limit", "0", "--json", *db).json()
+    assert len(left) == len(dead) - len(of_type) - rest["retried"]
+
+
+def test_retry_refuses_bad_usage_and_changes_nothing(demo: Demo, db: list[str]) -> None:
+    path = Path(db[1])
+    before = snapshot(path)
+    dead = swarmdb("tasks", "--failed", "--limit", "1", "--json", *db).json()
+    assert_one_line_error(swarmdb("retry", *db), "--all", status=2)
+    assert_one_line_error(swarmdb("retry", dead[0]["id"], "--all", *db), "--all", status=2)
+    assert_one_line_error(swarmdb("retry", dead[0]["id"], "--type", "x", *db), "--type", status=2)
+    assert_one_line_error(swarmdb("retry", dead[0]["id"], "no-such-task", *db), "not found")
+    done = [
+        t["id"]
+        for t in swarmdb("tasks", "--status", "completed", "--limit", "1", "--json", *db).json()
+    ]
+    assert_one_line_error(swarmdb("retry", dead[0]["id"], *done, *db), "not failed")
+    assert snapshot(path) == before
