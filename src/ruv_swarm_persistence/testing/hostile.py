@@ -238,6 +238,7 @@ DURATIONS = good_or_hostile(None, 0.5, 30, timedelta(minutes=5))
 TIMES = good_or_hostile(None, 0, at(0), at(60), 1.5e9)
 WAIT_TIMEOUTS = good_or_hostile(0, 0.01)
 TYPE_LISTS = good_or_hostile(None, ["work"], ("work", "other"), [])
+ID_LISTS = good_or_hostile([], ["t1"], ("t2", "t1"), ["ghost"])
 
 
 # --- models with hostile fields ---------------------------------------------------------------
@@ -368,6 +369,10 @@ ARGUMENTS: Final[dict[str, st.SearchStrategy[tuple[Any, ...]]]] = dict(
         _m("release_task", task_id=IDS, agent_id=IDS),
         _m("wait_for_task", task_id=IDS, timeout=WAIT_TIMEOUTS),
         _m("get_dependency_results", task_id=IDS),
+        _m("get_failed_tasks", task_type=good_or_hostile(None, "work"), limit=COUNTS),
+        _m("retry_task", task_id=IDS),
+        _m("retry_tasks", task_ids=ID_LISTS),
+        _m("retry_failed_tasks", task_type=good_or_hostile(None, "work")),
         _m("store_event", event=model_or_junk(EventModel)),
         _m("store_events", events=batches(EventModel)),
         _m("get_events_by_agent", agent_id=IDS, limit=COUNTS),
