@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck bench clean browser-deps browser-demo
+.PHONY: setup demo test lint typecheck bench fuzz clean browser-deps browser-demo
 
 setup: $(STAMP)
 
@@ -37,6 +37,17 @@ typecheck: setup
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
+
+## Long randomized runs: differential programs (every backend against memory, FUZZ_SECONDS
+## on each backend, default 600) and FUZZ_HOSTILE_EXAMPLES rounds of hostile arguments to every
+## method. A failure prints the program and the blob that replays it (@reproduce_failure).
+FUZZ_SECONDS ?= 600
+FUZZ_HOSTILE_EXAMPLES ?= 300
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) HOSTILE_EXAMPLES=$(FUZZ_HOSTILE_EXAMPLES) $(BIN)/python -m pytest \
+	    tests/conformance/test_differential.py tests/conformance/test_hostile.py \
+	    tests/browser/emulated/test_differential.py tests/browser/emulated/test_hostile.py \
+	    -p no:randomly -p no:cacheprovider -s -q
 
 ## What the browser tests and demo need: Debian's chromium (installed only if missing; never a
 ## browser downloaded by Playwright) and Pyodide's files from the npm registry, checksum pinned,

@@ -48,7 +48,7 @@ from ..errors import (
 from ..models import AgentModel, EventModel, MessageModel, MetricModel, TaskModel
 from ..query import QueryBuilder
 from ..storage import Storage
-from ._support import WAIT, agent, at, event, message, metric, snapshot
+from ._support import agent, at, event, message, metric, snapshot
 
 #: The errors a call may raise for what it was given: anything else fails the test.
 INPUT_ERRORS: Final = (
@@ -63,6 +63,8 @@ NOT_FUZZED: Final = frozenset({"close"})
 #: Methods that may wait as long as they were told: an unanswered call after this is fine.
 WAITS: Final = frozenset({"wait_for_tasks", "wait_for_task", "wait_for_messages", "subscribe"})
 WAIT_BOUND: Final = 0.05
+#: A call that takes longer than this is a hang (a checkpoint on a busy server may take a while).
+CALL_LIMIT: Final = 60.0
 
 EXAMPLES: Final = int(os.environ.get("HOSTILE_EXAMPLES", "6"))
 
@@ -450,13 +452,13 @@ async def call(storage: Storage, name: str, arguments: tuple[Any, ...]) -> Any:
         except TimeoutError:
             return "still waiting"
     if name == "begin_transaction":
-        tx = await asyncio.wait_for(fn(*made), WAIT)
+        tx = await asyncio.wait_for(fn(*made), CALL_LIMIT)
         await tx.rollback()
         return tx
     if name == "transaction":
         async with fn(*made) as tx:
             return tx
-    return await asyncio.wait_for(fn(*made), WAIT)
+    return await asyncio.wait_for(fn(*made), CALL_LIMIT)
 
 
 def _stored(name: str, arguments: tuple[Any, ...]) -> list[Any]:
