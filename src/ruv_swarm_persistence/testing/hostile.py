@@ -377,6 +377,7 @@ ARGUMENTS: Final[dict[str, st.SearchStrategy[tuple[Any, ...]]]] = dict(
         _m("retry_failed_tasks", task_type=good_or_hostile(None, "work")),
         _m("store_event", event=model_or_junk(EventModel)),
         _m("store_events", events=batches(EventModel)),
+        _m("get_event", event_id=IDS),
         _m("get_events_by_agent", agent_id=IDS, limit=COUNTS),
         _m("get_events_by_type", event_type=TEXTS, limit=COUNTS),
         _m("get_events_since", since=TIMES),
