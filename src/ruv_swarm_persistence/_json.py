@@ -6,12 +6,19 @@ is used when installed; the standard library gives the same accept/reject decisi
 
 One rewrite is made, on purpose: a negative zero is stored as ``0.0`` (equal to it). PostgreSQL's
 ``jsonb`` has no negative zero, so keeping it on the other backends would make them disagree.
+
+Without orjson (Pyodide, say) every value is walked in Python before ``json`` encodes it,
+except the most common payload, a flat object of scalars (:func:`_flat_scalars`), which one
+cheap pass over its items admits; its strings are checked by the UTF-8 encoding that measures
+the text. A property test holds both paths to the same decisions and text.
 """
 
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
+from collections.abc import Callable
 from typing import Any, Final
 
 from .errors import ValidationError
@@ -28,6 +35,30 @@ HAVE_ORJSON = _orjson is not None
 MAX_DEPTH = 254
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
+
+
+def _make_encoder() -> Callable[[Any], str]:
+    """Compact JSON text, non-ASCII kept, NaN refused: ``json.dumps`` with those options.
+
+    ``json.dumps`` builds a new encoder at every call given options; this one is built once.
+    Where the C accelerator exists it is called directly, without the cycle check (the
+    callers have ruled cycles out), which is what ``JSONEncoder.encode`` would end up doing.
+    """
+    options = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False}
+    encoder = json.JSONEncoder(**options)  # type: ignore[arg-type]
+    make = getattr(json.encoder, "c_make_encoder", None)
+    quote = getattr(json.encoder, "c_encode_basestring", None)
+    if make is None or quote is None:  # pragma: no cover - CPython and Pyodide have _json
+        return encoder.encode
+    chunks = make(None, encoder.default, quote, None, ":", ",", False, False, False)
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_encode: Final = _make_encoder()
 
 
 def _check_str(value: str, field: str) -> None:
@@ -85,6 +116,27 @@ def _check(value: Any, field: str, depth: int, seen: set[int]) -> None:
         seen.discard(id(value))
         return
     raise ValidationError(f"{type(value).__name__} is not a JSON type", field=field)
+
+
+def _flat_scalars(value: Any) -> bool:
+    """True when ``value`` is a dict of ``str`` keys to exact ``str``, ``bool``, ``None``,
+    finite ``float`` and 64-bit ``int`` values: strict JSON but for lone surrogates, which
+    the caller finds by encoding the text. Anything else goes to :func:`_check`."""
+    if type(value) is not dict:
+        return False
+    for key, item in value.items():
+        if type(key) is not str:
+            return False
+        t = type(item)
+        if t is str or t is bool or item is None:
+            continue
+        if t is int:
+            if _INT_MIN <= item <= _INT_MAX:
+                continue
+            return False
+        if t is not float or item - item != 0.0:  # NaN and ±inf give NaN
+            return False
+    return True
 
 
 def _too_deep(field: str) -> ValidationError:
@@ -168,24 +220,42 @@ def dumps(value: Any, field: str, max_bytes: int) -> str:
             if raw.count(b"[") + raw.count(b"{") >= MAX_DEPTH:
                 _check(value, field, 0, set())
         if len(raw) > max_bytes:
-            raise ValidationError(
-                f"encodes to {len(raw)} bytes, more than the limit of {max_bytes}",
-                field=field,
-            )
+            raise _too_big(len(raw), max_bytes, field)
         text: str = raw.decode()
         return text
+    if not _flat_scalars(value):
+        return _dumps_checked(value, field, max_bytes)
+    text = _encode(value)
+    if "-0.0" in text:  # also matches -0.05 or a string: then nothing changes
+        text = _encode(_positive_zeros(value))
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError:  # a lone surrogate in a key or a string
+            raise _explain(value, field) from None
+    if size > max_bytes:
+        raise _too_big(size, max_bytes, field)
+    return text
+
+
+def _dumps_checked(value: Any, field: str, max_bytes: int) -> str:
+    """:func:`dumps` without orjson for any value: walked whole by :func:`_check` first."""
     _check(value, field, 0, set())
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = _encode(value)
     if "-0.0" in text:
-        text = json.dumps(
-            _positive_zeros(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        )
+        text = _encode(_positive_zeros(value))
     size = len(text.encode())
     if size > max_bytes:
-        raise ValidationError(
-            f"encodes to {size} bytes, more than the limit of {max_bytes}", field=field
-        )
+        raise _too_big(size, max_bytes, field)
     return text
+
+
+def _too_big(size: int, max_bytes: int, field: str) -> ValidationError:
+    return ValidationError(
+        f"encodes to {size} bytes, more than the limit of {max_bytes}", field=field
+    )
 
 
 def loads(text: str | bytes) -> Any:

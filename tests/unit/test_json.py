@@ -225,3 +225,105 @@ def test_decisions_agree_on_arbitrary_values(value: Any) -> None:
     assert fast == slow
     if fast[0]:
         assert fast[1] == value
+
+
+# --- without orjson: the fast path for flat objects against the full walk ------------------------
+
+_tricky_text = st.text(st.sampled_from('aZ\x00é✓\U0001f600\ud800\udfff\u2028"'), max_size=5)
+_flat_items = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**65)
+    | st.sampled_from([2**64 - 1, 2**64, -(2**63), -(2**63) - 1])
+    | st.floats()
+    | st.text(max_size=8)
+    | _tricky_text
+)
+# Mostly flat objects of scalars; now and then something the fast path must leave alone.
+_odd_items = st.sampled_from(
+    [[1], (1,), {"a": 1}, _Count(3), _Ratio(0.5), TaskPriority.High, _Colour.RED, b"x"]
+)
+_flat_objects = st.dictionaries(
+    st.text(max_size=6) | _tricky_text,
+    _flat_items,
+    max_size=6,
+) | st.dictionaries(
+    st.text(max_size=3) | _tricky_text | st.integers() | st.none(),
+    _flat_items | _odd_items,
+    max_size=4,
+)
+
+
+def _outcome(encode: Callable[[], str]) -> tuple[str, str]:
+    try:
+        return "accepted", encode()
+    except ValidationError as exc:
+        return "rejected", f"{exc.field}|{exc}"
+
+
+@given(value=_flat_objects, limit=st.sampled_from([BIG, 8, 20, 40]))
+def test_flat_fast_path_agrees_with_the_full_walk(value: Any, limit: int) -> None:
+    saved = _json._orjson
+    _json._orjson = None
+    try:
+        fast = _outcome(lambda: _json.dumps(value, "f", limit))
+        full = _outcome(lambda: _json._dumps_checked(value, "f", limit))
+    finally:
+        _json._orjson = saved
+    assert fast == full
+    if fast[0] == "accepted":
+        assert json.loads(fast[1]) == value
+        plain = _json._positive_zeros(value)
+        assert fast[1] == json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"i": 7, "agent": "worker-7", "ok": True, "none": None, "ratio": 0.5, "big": 2**64 - 1},
+        {"ünï": "cødé ✓ \U0001f600", "min": -(2**63)},
+        {},
+    ],
+)
+def test_flat_objects_skip_the_walk(monkeypatch: pytest.MonkeyPatch, value: Any) -> None:
+    def walk(*args: Any) -> None:
+        raise AssertionError("walked")
+
+    monkeypatch.setattr(_json, "_orjson", None)
+    monkeypatch.setattr(_json, "_check", walk)
+    assert json.loads(_json.dumps(value, "f", BIG)) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"xs": [1]}, {"p": TaskPriority.High}, {"r": _Ratio(0.5)}, {1: "x"}, {"n": 2**64}, [1]],
+    ids=["list", "enum", "float subclass", "int key", "big int", "not a dict"],
+)
+def test_anything_else_is_walked(monkeypatch: pytest.MonkeyPatch, value: Any) -> None:
+    def walk(*args: Any) -> None:
+        raise AssertionError("walked")
+
+    monkeypatch.setattr(_json, "_orjson", None)
+    monkeypatch.setattr(_json, "_check", walk)
+    with pytest.raises(AssertionError, match="walked"):
+        _json.dumps(value, "f", BIG)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ({"s": "\ud800"}, "surrogate"),
+        ({"\udfff": 1}, "surrogate"),
+        ({"x": float("nan")}, "NaN"),
+        ({"x": float("-inf")}, "NaN"),
+        ({"n": -(2**63) - 1}, "64-bit"),
+        ({None: 1}, "not a string"),
+    ],
+)
+def test_flat_objects_are_refused_for_the_same_reasons(
+    monkeypatch: pytest.MonkeyPatch, value: Any, reason: str
+) -> None:
+    monkeypatch.setattr(_json, "_orjson", None)
+    with pytest.raises(ValidationError, match=reason) as info:
+        _json.dumps(value, "event.payload", BIG)
+    assert info.value.field == "event.payload"
