@@ -1,10 +1,10 @@
 """IndexedDB of one origin kept in dictionaries: the browser backend's bookkeeping, off-browser.
 
-It follows the rules the real one imposes on the backend: a commit is all or nothing and is
-visible once awaited; values must be text; keys sort numbers before text; a database of a
-higher version than asked for is a ``VersionError``; an upgrade refused with ``upgrade=False``
-is ``UpgradeRefused``; a lock is held until released. ``fail_commits`` makes the next commits
-fail as a full disk would.
+It follows the rules the real one imposes on the backend: a commit is all or nothing, done in
+a later turn of the loop, which its ``done`` callback reports; values must be text; keys sort
+numbers before text; a database of a higher version than asked for is a ``VersionError``; an
+upgrade refused with ``upgrade=False`` is ``UpgradeRefused``; a lock is held until released.
+``fail_commits`` makes the next commits fail as a full disk would.
 """
 
 from __future__ import annotations
@@ -50,7 +50,13 @@ class FakeConnection:
             out.append(([k for k, _ in items], [v for _, v in items]))
         return out
 
-    async def commit(self, stores: Sequence[str], ops: list[Any], durability: str) -> None:
+    def commit(
+        self,
+        stores: Sequence[str],
+        ops: list[Any],
+        durability: str,
+        done: Callable[[IdbError | None], None],
+    ) -> None:
         db = self._db()
         assert durability in ("relaxed", "strict", "default")
         assert len(ops) % 3 == 0
@@ -62,11 +68,16 @@ class FakeConnection:
             assert value is None or isinstance(value, str), type(value)
             assert isinstance(key, (str, int)), key
         self._idb.transactions += 1
-        # The transaction is in flight until its complete event: let other tasks run.
-        await asyncio.sleep(0)
+        # The transaction is in flight until its complete event: other tasks run meanwhile.
+        asyncio.get_running_loop().call_soon(self._complete, db, list(ops), done)
+
+    def _complete(
+        self, db: FakeDatabase, ops: list[Any], done: Callable[[IdbError | None], None]
+    ) -> None:
         if self._idb.fail_commits:
             self._idb.fail_commits -= 1
-            raise IdbError("QuotaExceededError", "The quota has been exceeded.")
+            done(IdbError("QuotaExceededError", "The quota has been exceeded."))
+            return
         for i in range(0, len(ops), 3):
             store, key, value = ops[i : i + 3]
             if value is None:
@@ -74,6 +85,7 @@ class FakeConnection:
             else:
                 db.stores[store][key] = value
         self._idb.committed_ops += len(ops) // 3
+        done(None)
 
     def close(self) -> None:
         if not self.closed:

@@ -318,9 +318,9 @@ async def test_durability_reaches_every_commit(
     s = await open_storage(idb, durability="strict")
     commit = type(s._browser._connection).commit
 
-    async def spy(self: Any, stores: Any, ops: Any, durability: str) -> None:
+    def spy(self: Any, stores: Any, ops: Any, durability: str, done: Any) -> None:
         seen.append(durability)
-        await commit(self, stores, ops, durability)
+        commit(self, stores, ops, durability, done)
 
     monkeypatch.setattr(type(s._browser._connection), "commit", spy)
     await s.store_agent(AgentModel.new("w1", "worker"))

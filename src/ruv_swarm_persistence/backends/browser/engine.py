@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import contextvars
 import inspect
 import json
@@ -201,8 +202,9 @@ class _Waiter:
     writers answered one by one would spend longer being woken than IndexedDB spent on their
     transaction. A task can await any object that follows the future protocol (asyncio's
     ``_asyncio_future_blocking``, ``add_done_callback``, ``result``, ``cancel``…); the writer
-    answers every waiter of a transaction in one ``call_soon`` (:func:`_answer`), where the
-    waiting tasks resume one after the other. Cancelling one waiter answers it alone, at once.
+    answers every waiter of a transaction in one turn of the loop
+    (:meth:`BrowserEngine._answer`), where the waiting tasks resume one after the other.
+    Cancelling one waiter answers it alone, at once.
     """
 
     # asyncio.isfuture() and Task look for this; True while a task awaits the waiter.
@@ -257,7 +259,7 @@ class _Waiter:
             raise self._error
 
     def answer(self, error: BaseException | None) -> None:
-        """Settle the wait (inside :func:`_answer`, where callbacks may run at once)."""
+        """Settle the wait; the waiting task resumes at once, inside this call."""
         if not self._done:
             self._done = True
             self._error = error
@@ -285,12 +287,6 @@ class _Waiter:
         self.result()
 
 
-def _answer(waiters: list[_Waiter], error: BaseException | None) -> None:
-    """Answer every waiter of one IndexedDB transaction, in one turn of the loop."""
-    for waiter in waiters:
-        waiter.answer(error)
-
-
 class BrowserEngine(MemoryEngine):
     """The memory engine over an IndexedDB :class:`~.idb.Connection` (see the module)."""
 
@@ -316,9 +312,10 @@ class BrowserEngine(MemoryEngine):
         # first sequences (a dropped event's segment is found by bisection).
         self._segments: dict[int, list[Record]] = {}
         self._starts: list[int] = []
-        # Group commit: the callers the next IndexedDB transaction answers, and its writer.
+        # Group commit: the callers the next IndexedDB transaction answers; whether one is
+        # being written (or about to be).
         self._next: list[_Waiter] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._writing = False
         self._failure: DatabaseError | None = None
         #: IndexedDB transactions written, and the writes they carried (for the curious).
         self.commits = 0
@@ -388,53 +385,94 @@ class BrowserEngine(MemoryEngine):
         """Return once every change made so far is in IndexedDB (group commit)."""
         if not self.tables.changes and self._next is None:
             return
+        await self._join()
+
+    async def drain(self) -> None:
+        """Wait for the writes in flight to end (closing); their failure was told already."""
+        if self._writing:
+            with contextlib.suppress(Exception):
+                await self._join()
+
+    def _join(self) -> _Waiter:
+        """A wait for the next IndexedDB transaction, which starts in a later turn of the loop
+        if none is in flight (the writers of this turn join it) or once the one in flight
+        completed. A waiter per caller: one cancelled caller cannot cancel the others' answer."""
         loop = asyncio.get_running_loop()
-        # A waiter per caller: one cancelled caller cannot cancel the others' answer.
         waiter = _Waiter(loop)
         if self._next is None:
             self._next = [waiter]
-            if self._writer is None:
-                # Started as a task: writers of this turn of the loop join its first batch.
-                self._writer = loop.create_task(self._write())
+            if not self._writing:
+                self._writing = True
+                loop.call_soon(self._write)
         else:
             self._next.append(waiter)
-        await waiter
+        return waiter
 
-    async def drain(self) -> None:
-        """Wait for the writer to finish (closing)."""
-        while self._writer is not None:
+    def _write(self) -> None:
+        """Write what the waiting callers changed in one IndexedDB transaction.
+
+        No task runs the writes: the connection calls back once the transaction completed,
+        and :meth:`_committed` answers its callers, then starts the next write at once with
+        what they and the others changed meanwhile. Under Pyodide every turn of the loop is
+        a browser task of its own, costlier than an event write; the chain costs one turn
+        per IndexedDB transaction.
+        """
+        while (batch := self._next) is not None:
+            self._next = None
+            changes = self.tables.take()
             try:
-                await asyncio.shield(self._writer)
-            except Exception:  # the callers of the failed write were told
-                return
-
-    async def _write(self) -> None:
-        try:
-            while (batch := self._next) is not None:
-                self._next = None
-                changes = self.tables.take()
-                try:
-                    self.check_usable()
-                    stores, ops = self._ops(changes)
-                    if ops:
-                        await self._connection.commit(stores, ops, self._durability)
-                        self.commits += 1
-                except BaseException as exc:
-                    error = self._fail(exc)
-                    # The callers queued behind this write lose theirs too: memory has
-                    # their changes, IndexedDB never will.
-                    asyncio.get_running_loop().call_soon(
-                        _answer, [*batch, *(self._next or ())], error
+                self.check_usable()
+                stores, ops = self._ops(changes)
+                if ops:
+                    self._connection.commit(
+                        stores, ops, self._durability, self._completion(batch, changes)
                     )
-                    self._next = None
-                    if not isinstance(exc, Exception):
-                        raise
                     return
-                for key in changes.wakes:
-                    self._front_wake.wake(key)
-                asyncio.get_running_loop().call_soon(_answer, batch, None)
-        finally:
-            self._writer = None
+            except BaseException as exc:
+                self._refuse(batch, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            self._answer(batch, changes)
+        self._writing = False
+
+    def _completion(
+        self, batch: list[_Waiter], changes: _Changes
+    ) -> Callable[[BaseException | None], None]:
+        loop = asyncio.get_running_loop()
+
+        def done(error: BaseException | None) -> None:
+            # Called by the browser outside the loop's callbacks: continue in one of them.
+            loop.call_soon(self._committed, batch, changes, error)
+
+        return done
+
+    def _committed(
+        self, batch: list[_Waiter], changes: _Changes, error: BaseException | None
+    ) -> None:
+        if error is not None:
+            self._refuse(batch, error)
+            return
+        self.commits += 1
+        self._answer(batch, changes)
+        self._write()
+
+    def _answer(self, batch: list[_Waiter], changes: _Changes) -> None:
+        """Wake what waits for the changes, then answer the callers: all in this turn."""
+        for key in changes.wakes:
+            self._front_wake.wake(key)
+        for waiter in batch:
+            waiter.answer(None)
+
+    def _refuse(self, batch: list[_Waiter], exc: BaseException) -> None:
+        """Fail the callers of a write IndexedDB did not take, and those queued behind it:
+        memory has their changes, IndexedDB never will."""
+        error = self._fail(exc)
+        waiting = [*batch, *(self._next or ())]
+        self._next = None
+        self._writing = False
+        for waiter in waiting:
+            waiter.answer(error)
 
     def _fail(self, exc: BaseException) -> DatabaseError:
         """The storage's failure: the first write IndexedDB did not take."""

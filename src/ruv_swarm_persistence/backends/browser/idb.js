@@ -104,33 +104,33 @@
   },
 
   // One readwrite transaction over `stores`: `ops` is flat, [store, key, value, ...], where
-  // an undefined value deletes the key. Resolves on `complete`, rejects on abort.
-  commit(db, stores, ops, durability) {
-    return new Promise((resolve, reject) => {
-      let tx;
-      try {
-        tx = db.transaction(stores, "readwrite", { durability });
-      } catch (e) {
-        reject(this.error(db.swarmClosed ? "Closed" : e.name, db.swarmClosed || e.message));
-        return;
+  // an undefined value deletes the key. Calls `done()` on `complete`, `done(error)` on abort:
+  // once, and never before returning (a callback, not a promise: see idb.py).
+  commit(db, stores, ops, durability, done) {
+    let tx;
+    try {
+      tx = db.transaction(stores, "readwrite", { durability });
+    } catch (e) {
+      const error = this.error(db.swarmClosed ? "Closed" : e.name, db.swarmClosed || e.message);
+      queueMicrotask(() => done(error));
+      return;
+    }
+    let thrown = null;
+    tx.oncomplete = () => done();
+    tx.onabort = () =>
+      done(thrown ? this.error(thrown.name, thrown.message) : this.fromEvent(tx, "AbortError"));
+    try {
+      const handles = {};
+      for (const name of stores) handles[name] = tx.objectStore(name);
+      for (let i = 0; i < ops.length; i += 3) {
+        const value = ops[i + 2];
+        if (value === undefined) handles[ops[i]].delete(ops[i + 1]);
+        else handles[ops[i]].put(value, ops[i + 1]);
       }
-      let thrown = null;
-      tx.oncomplete = () => resolve();
-      tx.onabort = () =>
-        reject(thrown ? this.error(thrown.name, thrown.message) : this.fromEvent(tx, "AbortError"));
-      try {
-        const handles = {};
-        for (const name of stores) handles[name] = tx.objectStore(name);
-        for (let i = 0; i < ops.length; i += 3) {
-          const value = ops[i + 2];
-          if (value === undefined) handles[ops[i]].delete(ops[i + 1]);
-          else handles[ops[i]].put(value, ops[i + 1]);
-        }
-      } catch (e) {
-        thrown = e;
-        tx.abort();
-      }
-    });
+    } catch (e) {
+      thrown = e;
+      tx.abort();
+    }
   },
 
   close(db) {

@@ -46,9 +46,21 @@ class Connection(Protocol):
         """Every ``(keys, values)`` of each store, read in one transaction."""
         ...
 
-    async def commit(self, stores: Sequence[str], ops: list[Any], durability: str) -> None:
+    def commit(
+        self,
+        stores: Sequence[str],
+        ops: list[Any],
+        durability: str,
+        done: Callable[[IdbError | None], None],
+    ) -> None:
         """Write ``ops`` (flat: ``store, key, value``, …; a ``None`` value deletes the key) in
-        one readwrite transaction over ``stores``; return after its ``complete`` event."""
+        one readwrite transaction over ``stores``; call ``done(None)`` after its ``complete``
+        event, or ``done(error)`` if it failed: once, later, from a callback of the browser
+        (outside the event loop's callbacks).
+
+        A callback rather than a coroutine: awaiting the transaction from Python would cost
+        two or three turns of the event loop between it and the next one (see the engine).
+        """
 
     def close(self) -> None:
         """Close the database."""
@@ -84,6 +96,13 @@ class Bridge(Protocol):
         ...
 
 
+def _idb_error(error: Any) -> IdbError:
+    """The :class:`IdbError` of a JavaScript error (a ``JsException``, or the error itself)."""
+    name = str(getattr(error, "name", "") or type(error).__name__)
+    message = str(getattr(error, "message", "") or error)
+    return IdbError(name, message)
+
+
 class _PyodideConnection:
     """A database opened by :class:`PyodideBridge`."""
 
@@ -96,11 +115,21 @@ class _PyodideConnection:
         result = await b.call(b.js.load(self._db, b.to_js(list(stores))))
         return [(list(keys), list(values)) for keys, values in result.to_py()]
 
-    async def commit(self, stores: Sequence[str], ops: list[Any], durability: str) -> None:
+    def commit(
+        self,
+        stores: Sequence[str],
+        ops: list[Any],
+        durability: str,
+        done: Callable[[IdbError | None], None],
+    ) -> None:
         b = self._bridge
+
+        def settled(error: Any = None) -> None:
+            done(None if error is None else _idb_error(error))
+
         # One call issues every request: an await between two of them would end the
         # IndexedDB transaction. Python's None arrives as undefined, which idb.js deletes.
-        await b.call(b.js.commit(self._db, b.to_js(list(stores)), b.to_js(ops), durability))
+        b.js.commit(self._db, b.to_js(list(stores)), b.to_js(ops), durability, b.once(settled))
 
     def close(self) -> None:
         self._bridge.js.close(self._db)
@@ -120,7 +149,10 @@ class PyodideBridge:
         run_js = importlib.import_module("pyodide.code").run_js
         source = resources.files(__package__).joinpath("idb.js").read_text(encoding="utf-8")
         self.js: Any = run_js(source)
-        self.to_js: Callable[[Any], Any] = importlib.import_module("pyodide.ffi").to_js
+        ffi = importlib.import_module("pyodide.ffi")
+        self.to_js: Callable[[Any], Any] = ffi.to_js
+        #: A JavaScript function that calls the Python one, and lets go of it after one call.
+        self.once: Callable[[Callable[..., None]], Any] = ffi.create_once_callable
 
     @staticmethod
     async def call(promise: Any) -> Any:
@@ -128,10 +160,7 @@ class PyodideBridge:
         try:
             return await promise
         except Exception as exc:
-            # A JsException carries the JavaScript error's name and message.
-            name = str(getattr(exc, "name", "") or type(exc).__name__)
-            message = str(getattr(exc, "message", "") or exc)
-            raise IdbError(name, message) from exc
+            raise _idb_error(exc) from exc
 
     async def open(
         self, name: str, version: int, stores: Sequence[str], upgrade: bool
