@@ -3,7 +3,8 @@
 Agents register and heartbeat; tasks wait in a priority queue until their dependencies are
 done and exactly one worker claims each; everything that happens is appended to an event log;
 agents message each other with read receipts; metrics are stored and aggregated. One async API,
-several backends (memory, SQLite, PostgreSQL), one conformance suite.
+several backends (memory, SQLite, PostgreSQL, and IndexedDB in a browser under Pyodide), one
+conformance suite.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .urls import init_storage
 from .worker import TaskContext, Worker
 
 if TYPE_CHECKING:
+    from .backends.browser import IndexedDBStorage
     from .backends.memory import MemoryStorage
     from .backends.postgres import PostgresStorage
     from .backends.sqlite import SqliteStorage
@@ -55,6 +57,7 @@ __all__ = [
     "ConflictError",
     "DatabaseError",
     "EventModel",
+    "IndexedDBStorage",
     "LeaseLostError",
     "Limits",
     "MemoryStorage",
@@ -91,6 +94,7 @@ _LAZY = {
     "MemoryStorage": "memory",
     "SqliteStorage": "sqlite",
     "PostgresStorage": "postgresql",
+    "IndexedDBStorage": "indexeddb",
 }
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "in_browser",
     "init_storage",
     "install_hint",
+    "not_in_browser",
     "parse_url",
 ]
 
@@ -153,6 +154,17 @@ def install_hint(driver: str) -> str:
     return INSTALL_HINTS.get(driver, f"pip install {driver}")
 
 
+def not_in_browser(what: str, module_name: str) -> None:
+    """Raise :class:`BackendUnavailableError` in a browser (Pyodide): ``what`` needs a file
+    system, threads or sockets. The backends that do call it before importing their driver."""
+    if in_browser():
+        raise BackendUnavailableError(
+            f"{what} does not run in a browser (Pyodide): use indexeddb://NAME, kept in "
+            "IndexedDB, or memory:// instead",
+            name=module_name,
+        )
+
+
 def import_backend(scheme: str, what: str) -> ModuleType:
     """Import the backend module of ``scheme``; ``what`` (the caller's name) leads any error.
 
@@ -161,12 +173,8 @@ def import_backend(scheme: str, what: str) -> ModuleType:
     failure (a broken driver) propagates as it is.
     """
     module_name, driver = BACKENDS[scheme]
-    if in_browser() and scheme not in BROWSER_SCHEMES:
-        raise BackendUnavailableError(
-            f"{what} does not run in a browser (Pyodide): use indexeddb://NAME, kept in "
-            "IndexedDB, or memory:// instead",
-            name=module_name,
-        )
+    if scheme not in BROWSER_SCHEMES:
+        not_in_browser(what, module_name)
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -214,6 +214,17 @@ async def pyodide_guards() -> str:
             await init_storage(url)
         except ImportError as exc:
             said[url] = str(exc)
+    import ruv_swarm_persistence
+
+    for name in ("backends.sqlite", "backends.postgres", "SqliteStorage", "PostgresStorage"):
+        try:
+            if name.startswith("backends."):
+                importlib.import_module(f"ruv_swarm_persistence.{name}")
+            else:
+                getattr(ruv_swarm_persistence, name)
+        except ImportError as exc:
+            said[name] = str(exc)
+    said["IndexedDBStorage"] = ruv_swarm_persistence.IndexedDBStorage is IndexedDBStorage
     try:
         sync.open_storage("memory://")
     except Exception as exc:

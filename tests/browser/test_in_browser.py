@@ -167,5 +167,17 @@ def test_committed_writes_survive_a_reload_a_crash_mid_write_and_a_browser_resta
         "IndexedDB, or memory:// instead"
     )
     assert "the postgresql backend does not run in a browser" in guards["postgresql://u@h/db"]
+    # Imported directly, the same sentence.
+    for name, what in [
+        ("backends.sqlite", "the sqlite backend"),
+        ("backends.postgres", "the postgresql backend"),
+        ("SqliteStorage", "SqliteStorage"),
+        ("PostgresStorage", "PostgresStorage"),
+    ]:
+        assert guards[name] == (
+            f"{what} does not run in a browser (Pyodide): use indexeddb://NAME, kept in "
+            "IndexedDB, or memory:// instead"
+        )
+    assert guards["IndexedDBStorage"] is True
     assert "use the async API there" in guards["sync"]
     assert guards["swarmdb"] == 1

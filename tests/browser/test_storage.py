@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -390,6 +392,46 @@ def test_under_pyodide_the_default_is_indexeddb_and_servers_are_refused(
             "kept in IndexedDB, or memory:// instead"
         )
     assert urls.import_backend("memory", "memory").__name__.endswith("memory")
+
+
+@pytest.mark.parametrize(
+    ("statement", "what"),
+    [
+        ("import ruv_swarm_persistence.backends.sqlite", "the sqlite backend"),
+        ("import ruv_swarm_persistence.backends.postgres", "the postgresql backend"),
+        ("from ruv_swarm_persistence import SqliteStorage", "SqliteStorage"),
+        ("from ruv_swarm_persistence import PostgresStorage", "PostgresStorage"),
+    ],
+)
+def test_under_pyodide_importing_a_server_backend_says_what_to_use(
+    statement: str, what: str
+) -> None:
+    # A fresh interpreter that believes it is Pyodide: nothing imported before the guard.
+    code = (
+        "import sys\n"
+        "sys.platform = 'emscripten'\n"
+        "from ruv_swarm_persistence import StorageError\n"
+        "try:\n"
+        f"    {statement}\n"
+        "except ImportError as exc:\n"
+        "    print(isinstance(exc, StorageError), sorted({'apsw', 'asyncpg'} & set(sys.modules)))\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.splitlines() == [
+        "True []",
+        f"{what} does not run in a browser (Pyodide): use indexeddb://NAME, kept in IndexedDB, "
+        "or memory:// instead",
+    ]
+
+
+def test_under_pyodide_the_browser_backend_is_exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ruv_swarm_persistence
+
+    monkeypatch.setattr(urls.sys, "platform", "emscripten")
+    assert ruv_swarm_persistence.IndexedDBStorage is IndexedDBStorage
 
 
 def test_under_pyodide_the_blocking_api_and_the_cli_say_what_to_use(

@@ -17,6 +17,7 @@ PUBLIC = [
     "ConflictError",
     "DatabaseError",
     "EventModel",
+    "IndexedDBStorage",
     "LeaseLostError",
     "Limits",
     "MemoryStorage",
@@ -48,7 +49,7 @@ PUBLIC = [
     "init_storage",
 ]
 
-BACKEND_CLASSES = ["MemoryStorage", "SqliteStorage", "PostgresStorage"]
+BACKEND_CLASSES = ["MemoryStorage", "SqliteStorage", "PostgresStorage", "IndexedDBStorage"]
 
 
 def test_all_is_pinned() -> None:
@@ -146,6 +147,20 @@ def test_backend_without_its_driver_is_an_import_error_that_says_what_to_install
     assert flags == f"{driver} True"
     assert message == f"{name} needs the {driver!r} driver: {urls.install_hint(driver)}"
     assert hint in message
+
+
+def test_indexeddb_storage_loads_outside_a_browser_without_pyodide() -> None:
+    # The class imports anywhere (Pyodide's modules load only when a storage opens).
+    code = (
+        "import sys\n"
+        "from ruv_swarm_persistence import IndexedDBStorage\n"
+        "from ruv_swarm_persistence.backends.browser import IndexedDBStorage as Cls\n"
+        "print(IndexedDBStorage is Cls, {'js', 'pyodide'} & set(sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "True set()"
 
 
 def test_memory_storage_needs_no_driver() -> None:

@@ -13,11 +13,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-import asyncpg  # noqa: F401 - imported here so a missing driver names the extra to install
+from ...urls import ParsedUrl, not_in_browser
 
-from ...urls import ParsedUrl
-from .options import url_options
-from .storage import PostgresStorage, PostgresTransaction
+not_in_browser("the postgresql backend", __name__)
+
+# Imported here so a missing driver names the extra to install.
+import asyncpg  # noqa: E402, F401
+
+from .options import url_options  # noqa: E402
+from .storage import PostgresStorage, PostgresTransaction  # noqa: E402
 
 __all__ = ["PostgresStorage", "PostgresTransaction", "open_url"]
 

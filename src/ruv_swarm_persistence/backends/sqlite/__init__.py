@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...urls import ParsedUrl
-from .storage import SqliteStorage, SqliteStorageBuilder, SqliteTransaction
+from ...urls import ParsedUrl, not_in_browser
+
+not_in_browser("the sqlite backend", __name__)
+
+from .storage import SqliteStorage, SqliteStorageBuilder, SqliteTransaction  # noqa: E402
 
 __all__ = ["SqliteStorage", "SqliteStorageBuilder", "SqliteTransaction", "open_url"]
 
