@@ -363,6 +363,20 @@ class BrowserEngine(MemoryEngine):
         t.event_seq = max(last, int(_load("meta", "event_seq", meta.get("event_seq", "0"))))
         t.rebuild_queue()
 
+    # --- events ---------------------------------------------------------------------------
+
+    def _append_event(self, rec: Record) -> int:
+        """The memory engine's append, noted for IndexedDB: outside a transaction it goes the
+        short way, past the primitives that note changes, so the event is noted here."""
+        t = self.tables
+        noted = len(t.changes.events)
+        seq = super()._append_event(rec)
+        if t.undo is None and len(t.changes.events) == noted:
+            t.stamp += 1
+            t.changes.events.append(rec)
+            t.changes.event_seq = seq
+        return seq
+
     # --- transactions ---------------------------------------------------------------------
 
     def finish(self, commit: bool) -> None:
