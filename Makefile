@@ -11,7 +11,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,cli,postgres]'
+	$(BIN)/pip install --quiet -e '.[dev,cli,postgres,dashboard]'
 	touch $(STAMP)
 
 ## Run the demo swarm on its own file, ./swarm.db (replaced each run only if the demo made it;

@@ -56,7 +56,9 @@ def _main(argv: Sequence[str] | None) -> None:
         from ._app import app
 
         # Importing a module registers its commands; this order is the order of --help.
-        for module in ("demo", "listing", "queue", "tail", "worker", "maintenance", "bench"):
+        for module in (
+            "demo", "listing", "queue", "tail", "worker", "maintenance", "bench", "serve"
+        ):
             importlib.import_module(f"{__name__}.{module}")
     except ModuleNotFoundError as exc:
         if exc.name in _CLI_DEPENDENCIES:
