@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck bench fuzz clean browser-deps browser-demo
+.PHONY: setup demo serve test lint typecheck bench fuzz clean browser-deps browser-demo
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 ## $$SWARM_DB_URL is not used here, so it can never point the demo at another database).
 demo: setup
 	$(BIN)/swarmdb demo --fresh --db swarm.db
+
+## The dashboard of the demo's database on http://127.0.0.1:8700/ (read-only; Ctrl-C stops).
+serve: setup
+	$(BIN)/swarmdb serve --db swarm.db
 
 ## The whole test suite: lint, types, then every test (PostgreSQL found or started by the tests,
 ## the browser tests in Debian's chromium under Pyodide).

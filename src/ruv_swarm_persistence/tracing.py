@@ -110,4 +110,11 @@ class _TracedStorage:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._inner.__aexit__(exc_type, exc, tb)
+        if not isinstance(self._inner, Transaction):
+            await self._inner.__aexit__(exc_type, exc, tb)
+            return
+        # Leaving a transaction's block commits it (or rolls it back): that is the call to show.
+        name = "commit" if exc is None else "rollback"
+        attributes = {"db.system.name": self._system, "db.operation.name": name}
+        with self._tracer.start_as_current_span(name, attributes=attributes):
+            await self._inner.__aexit__(exc_type, exc, tb)
