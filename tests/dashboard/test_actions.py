@@ -24,8 +24,8 @@ async def test_read_only_refuses_every_action_and_changes_nothing(
     client: httpx.AsyncClient, storage: Storage
 ) -> None:
     before = await statuses(storage)
-    for action in ("cancel", "retry"):
-        response = await client.post(f"/api/tasks/t2/{action}", json=CONFIRM, headers=GOOD)
+    for path in ("/api/tasks/t2/cancel", "/api/tasks/t6/retry", "/api/dead-letters/retry"):
+        response = await client.post(path, json=CONFIRM, headers=GOOD)
         assert response.status_code == 403
         assert "--allow-actions" in response.json()["error"]
     for method in ("PUT", "PATCH", "DELETE"):
@@ -92,14 +92,24 @@ async def test_cancel_from_the_page_origin_with_token_and_confirmation(
 
 async def test_retry_a_dead_letter(acting: httpx.AsyncClient, storage: Storage) -> None:
     response = await acting.post("/api/tasks/t6/retry", json=CONFIRM, headers=GOOD)
-    if callable(getattr(storage, "retry_task", None)):
-        assert response.status_code == 200
-        assert response.json()["task"]["status"] == "pending"
-        assert (await statuses(storage))["t6"] == "pending"
-    else:
-        # This storage cannot requeue: the answer says so and nothing changes.
-        assert response.status_code == 501
-        assert (await statuses(storage))["t6"] == "failed"
+    assert response.status_code == 200
+    assert response.json()["task"]["status"] == "pending"
+    assert response.json()["task"]["retry_count"] == 0
+    assert (await statuses(storage))["t6"] == "pending"
+    assert await storage.get_failed_tasks() == []
+    # Only a dead letter can be retried: the storage's refusal is a conflict.
+    again = await acting.post("/api/tasks/t1/retry", json=CONFIRM, headers=GOOD)
+    assert again.status_code == 409
+    missing = await acting.post("/api/tasks/none/retry", json=CONFIRM, headers=GOOD)
+    assert missing.status_code == 404
+
+
+async def test_retry_every_dead_letter(acting: httpx.AsyncClient, storage: Storage) -> None:
+    refused = await acting.post("/api/dead-letters/retry", json=CONFIRM)
+    assert refused.status_code == 403
+    response = await acting.post("/api/dead-letters/retry", json=CONFIRM, headers=GOOD)
+    assert response.json() == {"retried": 1}
+    assert (await statuses(storage))["t6"] == "pending"
 
 
 async def test_a_foreign_host_name_is_refused(storage: Storage) -> None:

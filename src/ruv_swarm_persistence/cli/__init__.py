@@ -57,7 +57,14 @@ def _main(argv: Sequence[str] | None) -> None:
 
         # Importing a module registers its commands; this order is the order of --help.
         for module in (
-            "demo", "listing", "queue", "tail", "worker", "maintenance", "bench", "serve"
+            "demo",
+            "listing",
+            "queue",
+            "tail",
+            "worker",
+            "maintenance",
+            "bench",
+            "serve",
         ):
             importlib.import_module(f"{__name__}.{module}")
     except ModuleNotFoundError as exc:

@@ -1,4 +1,4 @@
-"""The actions an operator may take from the pages: cancel a task, retry a dead letter.
+"""The actions an operator may take from the pages: cancel a task, retry dead letters.
 
 Off unless the server was started with them allowed (``swarmdb serve --allow-actions``); then
 each request must carry the page's CSRF token in ``X-CSRF-Token``, come from the dashboard's own
@@ -14,11 +14,11 @@ import secrets
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from ..models import TaskModel
 from .api import Dashboard, error, json_endpoint
+from .params import text_param
 from .views import task_json
 
 __all__ = ["CSRF_HEADER", "new_csrf_token", "routes"]
@@ -88,16 +88,20 @@ async def retry(request: Request, board: Dashboard) -> Any:
     refused = await _authorised(request, board)
     if refused is not None:
         return refused
-    retry_task = getattr(board.storage, "retry_task", None)
-    if retry_task is None:
-        return error(501, "this version of the storage cannot requeue failed tasks")
-    task_id = request.path_params["task_id"]
-    if await board.storage.get_task(task_id) is None:
-        return error(404, "no such task")
-    result = await retry_task(task_id)
+    task = await board.storage.retry_task(request.path_params["task_id"])
     board.cache.invalidate()
-    task = result if isinstance(result, TaskModel) else await board.storage.get_task(task_id)
-    return JSONResponse({"retried": task_id, "task": None if task is None else task_json(task)})
+    return {"retried": task.id, "task": task_json(task)}
+
+
+async def retry_all(request: Request, board: Dashboard) -> Any:
+    """Requeue every dead letter (of a type) that can run again."""
+    refused = await _authorised(request, board)
+    if refused is not None:
+        return refused
+    task_type = text_param(request, "type")
+    retried = await board.storage.retry_failed_tasks(task_type)
+    board.cache.invalidate()
+    return {"retried": retried}
 
 
 def routes() -> list[Route]:
@@ -105,4 +109,5 @@ def routes() -> list[Route]:
     return [
         Route("/api/tasks/{task_id}/cancel", json_endpoint(cancel), methods=["POST"]),
         Route("/api/tasks/{task_id}/retry", json_endpoint(retry), methods=["POST"]),
+        Route("/api/dead-letters/retry", json_endpoint(retry_all), methods=["POST"]),
     ]

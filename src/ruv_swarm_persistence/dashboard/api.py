@@ -101,8 +101,9 @@ async def task_stats(request: Request, board: Dashboard) -> Any:
 
 async def failed(request: Request, board: Dashboard) -> Any:
     """Dead letters and tasks waiting to retry."""
+    task_type = text_param(request, "type")
     limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
-    return await views.failed_view(board.storage, await board.cache.get(), limit)
+    return await views.failed_view(board.storage, await board.cache.get(), task_type, limit)
 
 
 async def task(request: Request, board: Dashboard) -> Any:

@@ -71,19 +71,18 @@ def _get(summary: str, schema: Any, params: list[Any], *errors: int) -> dict[str
     return {"get": {"summary": summary, "parameters": params, "responses": responses}}
 
 
-def _action(summary: str, schema: Any, *errors: int) -> dict[str, Any]:
+def _action(summary: str, schema: Any, params: list[Any] | None = None) -> dict[str, Any]:
     responses = {"200": _json(schema, summary)}
-    for status in (400, 403, 404, 409, 413, 503, *errors):
+    for status in (400, 403, 404, 409, 413, 503):
         responses[str(status)] = _ERROR
+    if params is None:
+        params = [_path("task_id", "The task's id")]
     return {
         "post": {
             "summary": summary,
             "description": "Refused (403) unless the server runs with --allow-actions; needs "
             'the page\'s CSRF token in X-CSRF-Token and {"confirm": true}.',
-            "parameters": [
-                _path("task_id", "The task's id"),
-                {"name": "X-CSRF-Token", "in": "header", "schema": _STR},
-            ],
+            "parameters": [*params, {"name": "X-CSRF-Token", "in": "header", "schema": _STR}],
             "requestBody": {"content": {"application/json": {"schema": _obj({"confirm": _BOOL})}}},
             "responses": responses,
         }
@@ -167,7 +166,7 @@ _SCHEMAS: Final = {
     "Failed": _obj(
         {
             "total_failed": _INT, "dead_letters": _array(_ref("Task")),
-            "retrying": _array(_ref("Task")), "total_retrying": _INT, "can_retry": _BOOL,
+            "retrying": _array(_ref("Task")), "total_retrying": _INT,
         }
     ),
     "Graph": _obj(
@@ -233,7 +232,9 @@ def openapi_document() -> dict[str, Any]:
              _query("end", _TIME_Q, "End of the timeline"), _BUCKET],
         ),
         "/api/dead-letters": _get(
-            "Dead letters and tasks waiting to retry", _ref("Failed"), [_LIMIT]
+            "Dead letters and tasks waiting to retry",
+            _ref("Failed"),
+            [_query("type", _STR, "Only this task type"), _LIMIT],
         ),
         "/api/tasks/{task_id}": _get(
             "One task", _ref("Task"), [_path("task_id", "The task's id")], 404
@@ -254,9 +255,12 @@ def openapi_document() -> dict[str, Any]:
             "Cancel a task and its dependents", _obj({"cancelled": _array(_STR)})
         ),
         "/api/tasks/{task_id}/retry": _action(
-            "Requeue a dead letter",
-            _obj({"retried": _STR, "task": {"oneOf": [_ref("Task"), {"type": "null"}]}}),
-            501,
+            "Requeue a dead letter", _obj({"retried": _STR, "task": _ref("Task")})
+        ),
+        "/api/dead-letters/retry": _action(
+            "Requeue every dead letter (of a type) that can run again",
+            _obj({"retried": _INT}),
+            [_query("type", _STR, "Only this task type")],
         ),
         "/api/events": _get(
             "The newest events",

@@ -317,32 +317,30 @@ def task_graph(snap: Snapshot, task_id: str, depth: int, max_nodes: int) -> dict
     }
 
 
-async def dead_letters(storage: Storage, limit: int) -> list[TaskModel]:
-    """Tasks that failed for good, newest first: ``get_failed_tasks`` where the storage has
-    it, else the failed tasks read by status."""
-    get_failed = getattr(storage, "get_failed_tasks", None)
-    if get_failed is not None:
-        found: list[TaskModel] = await get_failed(limit=limit)
-        return found
-    query = QueryBuilder(TaskModel).where_eq("status", "failed")
-    return await storage.query(query.order_by("updated_at", True).limit(limit))
-
-
-async def failed_view(storage: Storage, snap: Snapshot, limit: int) -> dict[str, Any]:
-    """Dead letters (failed for good) and tasks waiting to retry after a failed attempt."""
-    failed = await dead_letters(storage, limit)
+async def failed_view(
+    storage: Storage, snap: Snapshot, task_type: str | None, limit: int
+) -> dict[str, Any]:
+    """Dead letters (``get_failed_tasks``: failed for good, newest first) and the unfinished
+    tasks that failed an attempt and wait to retry."""
+    failed = await storage.get_failed_tasks(task_type, limit=limit)
     retrying = [
         t
         for t in snap.tasks
-        if t.status.value not in FINISHED and t.retry_count > 0 and t.error is not None
+        if t.status.value not in FINISHED
+        and t.retry_count > 0
+        and t.error is not None
+        and (task_type is None or t.task_type == task_type)
     ]
     retrying.sort(key=lambda t: (t.updated_at, t.id), reverse=True)
     return {
-        "total_failed": sum(1 for t in snap.tasks if t.status.value == "failed"),
+        "total_failed": sum(
+            1
+            for t in snap.tasks
+            if t.status.value == "failed" and (task_type is None or t.task_type == task_type)
+        ),
         "dead_letters": [task_json(t) for t in failed],
         "retrying": [task_json(t) for t in retrying[:limit]],
         "total_retrying": len(retrying),
-        "can_retry": callable(getattr(storage, "retry_task", None)),
     }
 
 

@@ -57,8 +57,14 @@ Swarm.pages.tasks = async function () {
     if (done) await refresh();
   }
 
+  async function retryAll(count) {
+    const done = await Swarm.act("/api/dead-letters/retry",
+      `Requeue every dead letter that can run again (${count} failed for good)?`);
+    if (done) await refresh();
+  }
+
   function failedSection(data) {
-    const retryButton = (t) => (Swarm.actions && data.can_retry ?
+    const retryButton = (t) => (Swarm.actions ?
       el("button", { class: "small", onclick: () => retry(t).catch(Swarm.fail) }, "Retry") : null);
     const rows = (tasks, withButton) => tasks.map((t) => el("tr", { dataset: { task: t.id } },
       el("td", {}, Swarm.taskLink(t.id)), el("td", {}, t.task_type), el("td", {}, badge(t.status)),
@@ -71,8 +77,9 @@ Swarm.pages.tasks = async function () {
     failed.replaceChildren(
       Swarm.section("Dead letters",
         el("p", { class: "summary" }, el("b", { dataset: { testid: "dead-letters" } },
-          number(data.total_failed)), " tasks failed for good",
-        data.can_retry ? "" : " (this storage cannot requeue them)"),
+          number(data.total_failed)), " tasks failed for good ",
+        Swarm.actions && data.total_failed ? el("button", { class: "small", id: "retry-all",
+          onclick: () => retryAll(data.total_failed).catch(Swarm.fail) }, "Retry all") : null),
         data.dead_letters.length ? Swarm.table([...head, { label: "" }],
           rows(data.dead_letters, true), { id: "dead-letters" }) : null),
       Swarm.section("Retrying",
