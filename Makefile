@@ -43,15 +43,18 @@ bench: setup
 	$(BIN)/python -m bench
 
 ## Long randomized runs: differential programs (every backend against memory, FUZZ_SECONDS
-## on each backend, default 600) and FUZZ_HOSTILE_EXAMPLES rounds of hostile arguments to every
-## method. A failure prints the program and the blob that replays it (@reproduce_failure).
+## on each backend, default 600), FUZZ_HOSTILE_EXAMPLES rounds of hostile arguments to every
+## method, and I/O faults injected under SQLite at FUZZ_FAULT_POINTS points per kind. A failure
+## prints the program and the blob that replays it (@reproduce_failure).
 FUZZ_SECONDS ?= 600
 FUZZ_HOSTILE_EXAMPLES ?= 300
+FUZZ_FAULT_POINTS ?= 60
 fuzz: setup
-	FUZZ_SECONDS=$(FUZZ_SECONDS) HOSTILE_EXAMPLES=$(FUZZ_HOSTILE_EXAMPLES) $(BIN)/python -m pytest \
+	FUZZ_SECONDS=$(FUZZ_SECONDS) HOSTILE_EXAMPLES=$(FUZZ_HOSTILE_EXAMPLES) \
+	VFS_FAULT_POINTS=$(FUZZ_FAULT_POINTS) $(BIN)/python -m pytest \
 	    tests/conformance/test_differential.py tests/conformance/test_hostile.py \
 	    tests/browser/emulated/test_differential.py tests/browser/emulated/test_hostile.py \
-	    -p no:randomly -p no:cacheprovider -s -q
+	    tests/backends/sqlite/test_vfs_faults.py -p no:randomly -p no:cacheprovider -s -q
 
 ## What the browser tests and demo need: Debian's chromium (installed only if missing; never a
 ## browser downloaded by Playwright) and Pyodide's files from the npm registry, checksum pinned,

@@ -91,6 +91,20 @@ def _open_existing(path: str, cache: int) -> apsw.Connection:
         return apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY, statementcachesize=cache)
 
 
+def _close_last(conn: apsw.Connection) -> None:
+    """Close the last connection, even when SQLite's checkpoint at close fails.
+
+    Closing copies the write-ahead log into the database file; on a full disk or an I/O
+    error that copy fails, but every commit is still in the log, which the next open
+    replays. The storage is closed either way, so the failure is logged, not raised.
+    """
+    try:
+        conn.close()
+    except apsw.Error as exc:
+        log.warning("closing the database: %s; the write-ahead log keeps every commit", exc)
+        conn.close(force=True)
+
+
 class _Opening:
     """What :meth:`SqliteStorage.open` returns: await it, or use it with ``async with``."""
 
@@ -332,7 +346,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             self._pool.close()
         if writer is not None:
             writer.conn.set_wal_hook(None)
-            writer.conn.close()
+            _close_last(writer.conn)
             self._writer = None
 
     # --- migrations (MigrationTarget) -------------------------------------------------------
