@@ -13,8 +13,9 @@ Swarm.pages.events = async function () {
   const body = el("tbody", {});
   let source = null, count = 0;
 
+  // A live row keeps the time it arrived (epoch ms), which the live-tail delay is measured by.
   const row = (e, fresh) => el("tr", { class: fresh ? "fresh" : null,
-    dataset: { sequence: e.sequence, type: e.event_type } },
+    dataset: { sequence: e.sequence, type: e.event_type, received: fresh ? Date.now() : null } },
   el("td", { class: "n" }, number(e.sequence)),
   el("td", {}, Swarm.time(e.timestamp)),
   el("td", {}, el("span", { class: `etype${/fail|lost|error/.test(e.event_type) ? " bad" : ""}` },
