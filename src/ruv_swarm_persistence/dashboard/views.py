@@ -53,8 +53,8 @@ FINISHED: Final = ("completed", "failed", "cancelled")
 #: The states of the tasks-over-time chart: before a claim, during an attempt, and finished.
 TIMELINE_STATES: Final = ("waiting", "running", *FINISHED)
 #: Bucket widths a chart may choose (seconds): round numbers a reader recognises.
-BUCKET_STEPS_S: Final = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600,
-                         43200, 86400)  # fmt: skip
+BUCKET_STEPS_S: Final = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300,
+                         600, 900, 1800, 3600, 7200, 21600, 43200, 86400)  # fmt: skip
 #: The most buckets one chart asks for: more would be wider than the screen.
 MAX_BUCKETS: Final = 2000
 #: Buckets a chart aims at when its caller gives no width.
@@ -75,10 +75,10 @@ def seconds(value: datetime) -> float:
 def nice_bucket(span_us: int) -> int:
     """A round bucket width (µs) that cuts ``span_us`` into about :data:`TARGET_BUCKETS`."""
     wanted = span_us / TARGET_BUCKETS / _US
-    step = next((s for s in BUCKET_STEPS_S if s >= wanted), None)
+    step: float | None = next((s for s in BUCKET_STEPS_S if s >= wanted), None)
     if step is None:
         step = math.ceil(wanted / 86400) * 86400
-    return step * _US
+    return round(step * _US)
 
 
 # --- agents -------------------------------------------------------------------------------
