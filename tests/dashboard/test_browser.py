@@ -22,6 +22,8 @@ import pytest
 from tests.browser import harness
 from tests.cli.conftest import cli_env, swarmdb
 
+pytestmark = pytest.mark.browser
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("SWARM_TEST_ARTIFACTS", ROOT / ".test-artifacts")) / "dashboard"
 #: Bounds each wait (ms); never an assertion about speed.
