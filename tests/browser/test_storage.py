@@ -190,6 +190,10 @@ async def test_a_refused_write_fails_its_callers_and_closes_the_storage(
     )
     assert all(isinstance(r, DatabaseError) for r in results), results
     assert "QuotaExceededError" in str(results[0])
+    # Each caller has an exception of its own, its cause the browser's refusal.
+    assert len({id(r) for r in results}) == 5
+    assert len({str(r) for r in results}) == 1
+    assert all(isinstance(r, BaseException) and r.__cause__ is not None for r in results)
     # Memory may hold what IndexedDB does not: every later call refuses, reads too.
     with pytest.raises(DatabaseError, match="reopen"):
         await s.list_agents()
@@ -469,3 +473,25 @@ async def test_a_storage_made_but_not_opened_says_how_to_open_it(idb: FakeIndexe
     s = IndexedDBStorage("swarm", bridge=idb)
     with pytest.raises(StorageError, match=r"await IndexedDBStorage.open\(name\)"):
         await s.list_agents()
+
+
+async def test_a_closed_storage_is_freed_without_the_cycle_collector(idb: FakeIndexedDB) -> None:
+    # The engine holds the whole swarm: left to the cyclic collector, every collection until
+    # then would walk it (reopening a storage in a page would pile swarms up).
+    import gc
+    import weakref
+
+    s = await open_storage(idb)
+    await s.store_events([EventModel.new("e", {"i": i}) for i in range(10)])
+    await s.store_event(EventModel.new("e", {}))
+    engine = weakref.ref(s._browser)
+    tables = weakref.ref(s._browser.tables)
+    await s.close()
+    gc.disable()
+    try:
+        del s
+        await asyncio.sleep(0)
+        assert engine() is None
+        assert tables() is None
+    finally:
+        gc.enable()

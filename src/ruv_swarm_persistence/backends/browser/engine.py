@@ -182,16 +182,18 @@ class _TrackedTables(_Tables):
 class _WakeAfterWrite(Wakeups):
     """The memory engine's wake-ups, held back until IndexedDB has the change."""
 
-    __slots__ = ("_tables",)
+    __slots__ = ("tables",)
 
-    def __init__(self, tables: Callable[[], _TrackedTables]) -> None:
+    def __init__(self, tables: _TrackedTables) -> None:
         super().__init__()
-        self._tables = tables
+        # The tables, not the engine: a reference back to the engine would make a cycle, and
+        # a closed storage's whole swarm would wait for the cyclic garbage collector.
+        self.tables = tables
 
     def wake(self, key: str) -> None:
         # The memory engine wakes outside transactions, or at a commit once the undo log is
         # gone: either way the key belongs with the changes the next write takes.
-        self._tables().changes.wakes.add(key)
+        self.tables.changes.wakes.add(key)
 
 
 class _Waiter:
@@ -302,8 +304,9 @@ class BrowserEngine(MemoryEngine):
         durability: str = "relaxed",
         read_only: bool = False,
     ) -> None:
-        super().__init__(now, policy, _WakeAfterWrite(lambda: self.tables), read_only=read_only)
-        self.tables = _TrackedTables(read_only=read_only)
+        tables = _TrackedTables(read_only=read_only)
+        super().__init__(now, policy, _WakeAfterWrite(tables), read_only=read_only)
+        self.tables = tables
         #: The front's wake-ups: moved once a change is in IndexedDB.
         self._front_wake = wake
         self._connection = connection
@@ -486,7 +489,11 @@ class BrowserEngine(MemoryEngine):
         self._next = None
         self._writing = False
         for waiter in waiting:
-            waiter.answer(error)
+            # An exception of its own per caller: one object raised in every caller would
+            # gather all their tracebacks.
+            own = DatabaseError(str(error))
+            own.__cause__ = error.__cause__
+            waiter.answer(own)
 
     def _fail(self, exc: BaseException) -> DatabaseError:
         """The storage's failure: the first write IndexedDB did not take."""
