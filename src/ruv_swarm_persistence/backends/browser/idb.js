@@ -103,10 +103,12 @@
     });
   },
 
-  // One readwrite transaction over `stores`: `ops` is flat, [store, key, value, ...], where
-  // an undefined value deletes the key. Calls `done()` on `complete`, `done(error)` on abort:
-  // once, and never before returning (a callback, not a promise: see idb.py).
-  commit(db, stores, ops, durability, done) {
+  // One readwrite transaction over `names` (comma-separated): `ops` is flat, [store, key,
+  // value, ...], where an undefined value deletes the key. Calls `done()` on `complete`,
+  // `done(error)` on abort: once, and never before returning (a callback, not a promise: see
+  // idb.py).
+  commit(db, names, ops, durability, done) {
+    const stores = names.split(",");
     let tx;
     try {
       tx = db.transaction(stores, "readwrite", { durability });
