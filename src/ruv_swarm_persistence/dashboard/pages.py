@@ -61,6 +61,8 @@ _SHELL: Final = """<!doctype html>
 <header>
 <a class="brand" href="/">swarmdb</a>
 <nav>{nav}</nav>
+<a href="/api/openapi.json" title="The JSON API these pages read (OpenAPI)">API</a>
+<a href="/metrics" title="For Prometheus">/metrics</a>
 <span class="mode {mode_class}" title="{mode_title}">{mode}</span>
 </header>
 <main id="app" aria-busy="true"><p class="loading">Loading…</p></main>

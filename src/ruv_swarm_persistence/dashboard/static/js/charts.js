@@ -25,7 +25,8 @@ Swarm.chart = function (target, title, t, series, options) {
         stroke: s.color || Swarm.palette[i % Swarm.palette.length],
         width: 1.6,
         fill: s.fill || undefined,
-        spanGaps: false,
+        // Buckets without a measurement are null: the line goes on to the next one.
+        spanGaps: true,
         points: { show: t.length <= 90, size: 4 },
         value: (u, v) => (v === null || v === undefined ? "–" : Swarm.decimal(v, 3)),
       }))],
