@@ -346,9 +346,10 @@ async def append_events(conn: Conn, rows: Sequence[EventValues], channel: str) -
 async def unless_lost(conn: Conn, work: Awaitable[T]) -> T:
     """Await ``work`` on ``conn``, or fail as a lost connection as soon as ``conn`` is lost.
 
-    asyncpg's COPY waits for the socket to accept more data; when the connection is lost
-    while that wait is on (the server ended the session mid-COPY), nothing ends the wait, and
-    the call would hang for ever (``command_timeout`` does not cover it).
+    asyncpg's COPY and ``executemany`` wait for the socket to accept more data; when the
+    connection is lost while that wait is on (the server ended the session mid-stream),
+    nothing ends the wait, and the call would hang for ever (``command_timeout`` does not
+    cover it).
     """
     loop = asyncio.get_running_loop()
     lost: asyncio.Future[None] = loop.create_future()
@@ -365,7 +366,7 @@ async def unless_lost(conn: Conn, work: Awaitable[T]) -> T:
             running.cancel()
             with contextlib.suppress(BaseException):
                 await running
-            raise asyncpg.ConnectionDoesNotExistError("connection lost during COPY")
+            raise asyncpg.ConnectionDoesNotExistError("connection lost while streaming rows")
         return running.result()
     except asyncio.CancelledError:
         running.cancel()
@@ -461,7 +462,8 @@ class PostgresOps:
             status[tid] = rec["status"]
         cancelled = plan_cascade(root["id"], root["status"], dependents, status, locked, now)
         if cancelled:
-            await conn.executemany(sql.UPDATE_TASK, [_task_update_args(r) for r in cancelled])
+            args = [_task_update_args(r) for r in cancelled]
+            await unless_lost(conn, conn.executemany(sql.UPDATE_TASK, args))
         return cancelled
 
     async def fail_attempt(
