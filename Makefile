@@ -54,7 +54,7 @@ fuzz: setup
 	VFS_FAULT_POINTS=$(FUZZ_FAULT_POINTS) $(BIN)/python -m pytest \
 	    tests/conformance/test_differential.py tests/conformance/test_hostile.py \
 	    tests/browser/emulated/test_differential.py tests/browser/emulated/test_hostile.py \
-	    tests/backends/sqlite/test_vfs_faults.py -p no:randomly -p no:cacheprovider -s -q
+	    tests/backends/sqlite/test_vfs_faults.py -p no:randomly -p no:cacheprovider -s -q --timeout=0
 
 ## What the browser tests and demo need: Debian's chromium (installed only if missing; never a
 ## browser downloaded by Playwright) and Pyodide's files from the npm registry, checksum pinned,
