@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import contextvars
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,6 +34,7 @@ from .models import (
     TaskModel,
 )
 from .repository import Repository
+from .retention import RetentionPolicy, RetentionReport
 
 if TYPE_CHECKING:
     from .query import QueryBuilder
@@ -84,6 +85,8 @@ class PruneResult:
     metrics: int = 0
     messages: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    #: Completed tasks removed (by retention; ``prune`` keeps tasks).
+    tasks: int = 0
 
 
 class Storage(abc.ABC):
@@ -443,6 +446,21 @@ class Storage(abc.ABC):
         read_messages_before: TimeArg | None = None,
     ) -> PruneResult:
         """Delete events, metrics and read messages older than the given times."""
+
+    @abc.abstractmethod
+    async def apply_retention(
+        self, policy: RetentionPolicy | Mapping[str, Any] | str | None = None
+    ) -> PruneResult:
+        """Run one retention pass now: the storage's policy (the ``retention`` option), or
+        ``policy``; what it removed. See :mod:`ruv_swarm_persistence.retention`.
+
+        A storage opened with a policy runs this by itself every ``policy.every``.
+        """
+
+    @abc.abstractmethod
+    async def retention_report(self) -> RetentionReport:
+        """This storage's policy, and when retention last ran (any process) and what it
+        removed in all."""
 
     # --- repositories -------------------------------------------------------------------
 

@@ -39,7 +39,15 @@ import os
 import threading
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -56,6 +64,7 @@ from .models import (
 )
 from .query import QueryBuilder
 from .repository import Repository
+from .retention import RetentionPolicy, RetentionReport
 from .storage import Duration, MetricAggregate, PruneResult, Storage, TimeArg, Transaction
 from .urls import in_browser
 
@@ -573,6 +582,22 @@ class _SyncAPI:
     ) -> PruneResult:
         """Delete events, metrics and read messages older than the given times."""
         return self._run(lambda s: s.prune(events_before, metrics_before, read_messages_before))
+
+    def apply_retention(
+        self, policy: RetentionPolicy | Mapping[str, Any] | str | None = None
+    ) -> PruneResult:
+        """Run one retention pass now: the storage's policy (the ``retention`` option), or
+        ``policy``; what it removed. See :mod:`ruv_swarm_persistence.retention`.
+
+        A storage opened with a policy runs this by itself every ``policy.every``.
+        """
+        return self._run(lambda s: s.apply_retention(policy))
+
+    def retention_report(self) -> RetentionReport:
+        """This storage's policy, and when retention last ran (any process) and what it
+        removed in all.
+        """
+        return self._run(lambda s: s.retention_report())
 
     # END GENERATED STORAGE
 

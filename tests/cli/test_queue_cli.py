@@ -79,3 +79,30 @@ def test_retry_refuses_bad_usage_and_changes_nothing(demo: Demo, db: list[str]) 
     ]
     assert_one_line_error(swarmdb("retry", dead[0]["id"], *done, *db), "not failed")
     assert snapshot(path) == before
+
+
+def test_prune_retention_and_status_report(demo: Demo, db: list[str]) -> None:
+    path = Path(db[1])
+    before = swarmdb("status", "--json", *db).json()
+    assert before["retention"] == {
+        "policy": None,
+        "last_run": None,
+        "removed": {"tasks": 0, "events": 0, "messages": 0, "metrics": 0},
+    }
+    done = swarmdb("prune", "--retention", "tasks:1ms,events:10", "--json", *db).json()
+    assert done["tasks"] > 0
+    assert done["events"] == before["events_last_sequence"] - 10
+    after = swarmdb("status", "--json", "--db", f"sqlite:///{path}?retention=events:30d").json()
+    assert after["retention"]["policy"] == {"events": "30d"}
+    assert after["retention"]["last_run"] is not None
+    assert after["retention"]["removed"]["tasks"] == done["tasks"]
+    assert after["retention"]["removed"]["events"] == done["events"]
+    # Completed tasks went, except those a task that may still run depends on.
+    assert after["tasks"]["completed"] < before["tasks"]["completed"]
+    assert after["tasks"]["failed"] == before["tasks"]["failed"]
+    human = swarmdb("status", *db)
+    assert "last ran" in human.stdout
+    assert "no policy given" in human.stdout
+    assert_one_line_error(
+        swarmdb("prune", "--retention", "events:soon", *db), "--retention", status=2
+    )

@@ -179,6 +179,7 @@ _OPTION = re.compile(r"^\s{2}(?:-\w, )?--[\w-]+(?: (?P<metavar>\S+))?(?:\s{2,}|$
         ["status"],
         ["agents"],
         ["tasks"],
+        ["retry"],
         ["events"],
         ["tail"],
         ["messages"],

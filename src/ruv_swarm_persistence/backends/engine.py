@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from ..codec import EventValues, Record
 from ..models import MetricModel
 from ..query import QueryBuilder
+from ..retention import RetentionPlan
 from ..storage import MetricAggregate, PruneResult
 
 __all__ = ["Engine"]
@@ -230,3 +231,11 @@ class Engine(Protocol):
         self, tx: Any, events: int | None, metrics: int | None, read_messages: int | None
     ) -> PruneResult:
         """Delete history older than the given times."""
+
+    async def retain(self, tx: Any, plan: RetentionPlan) -> PruneResult:
+        """Carry out a retention pass (see :mod:`~ruv_swarm_persistence.retention`) and add
+        it to the database's record of maintenance (``retention_record``)."""
+
+    async def retention_record(self, tx: Any) -> dict[str, int]:
+        """The record of maintenance: ``ran_at`` (µs; absent if no pass ever ran) and rows
+        removed in all per table (``tasks``, ``events``, ``messages``, ``metrics``)."""

@@ -17,16 +17,24 @@ transaction and a call on the storage from the task that began it take one path.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from .. import _json, codec, rules
+from .._time import from_us
 from ..aggregate import grouping_args, window_args
 from ..codec import Limits
 from ..errors import NotFoundError, SerializationError, ValidationError
 from ..models import AgentModel, AgentStatus, EventModel, MessageModel, MetricModel, TaskModel
 from ..query import QueryBuilder
+from ..retention import (
+    TABLES,
+    RetentionPlan,
+    RetentionPolicy,
+    RetentionReport,
+    parse_retention,
+)
 from ..storage import Duration, MetricAggregate, PruneResult, Storage, TimeArg
 from ._wake import EVENTS, FINISHED, TASKS, Deadline, Wakeups, mail
 from .engine import Engine
@@ -533,3 +541,25 @@ class Front(Storage):
         ms = codec.opt_time_arg(read_messages_before, "read_messages_before")
         tx = await self._gate() if self._blocked else None
         return await self._engine.prune(tx, ev, me, ms)
+
+    #: The ``retention`` option (a subclass sets it from its options).
+    _retention: RetentionPolicy | None = None
+
+    async def apply_retention(
+        self, policy: RetentionPolicy | Mapping[str, Any] | str | None = None
+    ) -> PruneResult:
+        chosen = self._retention if policy is None else parse_retention(policy)
+        tx = await self._gate() if self._blocked else None
+        if chosen is None:
+            return PruneResult()
+        return await self._engine.retain(tx, RetentionPlan.of(chosen, self._now()))
+
+    async def retention_report(self) -> RetentionReport:
+        tx = await self._gate() if self._blocked else None
+        record = await self._engine.retention_record(tx)
+        ran_at = record.get("ran_at")
+        return RetentionReport(
+            self._retention,
+            None if ran_at is None else from_us(ran_at),
+            {table: record.get(table, 0) for table in TABLES},
+        )

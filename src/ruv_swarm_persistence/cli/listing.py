@@ -130,6 +130,12 @@ async def _status(storage: Storage, url: str, integrity: bool) -> dict[str, Any]
         "messages_unread": len(unread),
         "metrics_last_at": last_metric[0].timestamp if last_metric else None,
     }
+    report = await storage.retention_report()
+    info["retention"] = {
+        "policy": None if report.policy is None else report.policy.describe(),
+        "last_run": report.last_run,
+        "removed": report.removed,
+    }
     if isinstance(storage, MigrationTarget):
         info["schema_version"] = await MigrationRunner(storage).current_version()
     if integrity:
@@ -182,6 +188,7 @@ def status(
         "last metric",
         cell(f"{age(info['metrics_last_at'])} ago" if info["metrics_last_at"] else "none"),
     )
+    head.add_row("retention", cell(_retention_text(info["retention"])))
     if "integrity" in info:
         ok = info["integrity"] == "ok"
         head.add_row(
@@ -199,6 +206,16 @@ def status(
     tasks_t.add_row(cell("ready now"), count(info["tasks_ready"]))
     tasks_t.add_row(cell("total"), count(info["tasks_total"]))
     out.print(Columns([agents_t, tasks_t], padding=(0, 6)))
+
+
+def _retention_text(retention: dict[str, Any]) -> str:
+    """The policy given with the URL (``?retention=``), and the database's record of passes."""
+    policy = retention["policy"]
+    rules = ", ".join(f"{t} {r}" for t, r in policy.items()) if policy else "no policy given"
+    if retention["last_run"] is None:
+        return f"{rules}; never ran"
+    removed = ", ".join(f"{n:,} {t}" for t, n in retention["removed"].items() if n)
+    return f"{rules}; last ran {age(retention['last_run'])} ago, removed {removed or 'nothing'}"
 
 
 # --- agents -------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from rich.progress import (
 from rich.text import Text
 
 from ..copy import CopyReport, copy_storage
-from ..errors import StorageError
+from ..errors import StorageError, ValidationError
 from ..migrations import MigrationRunner, MigrationTarget
+from ..retention import parse_retention
 from ..storage import Storage
 from ._app import app
 from ._common import (
@@ -274,15 +275,31 @@ def prune(
             "offset).",
         ),
     ] = None,
+    retention: Annotated[
+        str | None,
+        typer.Option(
+            "--retention",
+            metavar="RULES",
+            help="One pass of a retention policy, as the storages run it in the background: "
+            "table:rule pairs for tasks (completed), events, messages (read), metrics; a rule "
+            "is an age (7d), a count of newest rows kept (100000) or both (7d+100000). "
+            "E.g. tasks:7d,events:30d,metrics:100000.",
+        ),
+    ] = None,
     db: DbOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Retention: delete old events, metrics and read messages."""
+    """Retention: delete old events, metrics and read messages, or apply a policy once."""
     url = db_url(ctx, db)
-    if events is None and metrics is None and read_messages is None:
+    if events is None and metrics is None and read_messages is None and retention is None:
         raise CliError(
-            "nothing to prune: give --events, --metrics and/or --read-messages", usage=True
+            "nothing to prune: give --events, --metrics, --read-messages and/or --retention",
+            usage=True,
         )
+    try:
+        policy = parse_retention(retention)
+    except ValidationError as exc:
+        raise CliError(f"--retention: {exc}", usage=True) from None
     now = datetime.now(UTC)
     cut = {
         "events_before": parse_time(events, "--events", now) if events else None,
@@ -294,15 +311,22 @@ def prune(
 
     async def go() -> Any:
         async with opened(url, write=True) as storage:
-            return await storage.prune(**cut)
+            result = await storage.prune(**cut)
+            if policy is not None:
+                more = await storage.apply_retention(policy)
+                result.events += more.events
+                result.metrics += more.metrics
+                result.messages += more.messages
+                result.tasks += more.tasks
+            return result
 
     result = run(go())
     if json:
         print_json(result)
         return
     out.print(
-        f"pruned {result.events:,} events, {result.metrics:,} metrics, "
-        f"{result.messages:,} read messages"
+        f"pruned {result.tasks:,} completed tasks, {result.events:,} events, "
+        f"{result.metrics:,} metrics, {result.messages:,} read messages"
     )
 
 

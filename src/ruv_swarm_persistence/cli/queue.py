@@ -16,7 +16,7 @@ def retry(
     ctx: typer.Context,
     task_ids: Annotated[
         list[str] | None,
-        typer.Argument(metavar="[ID]...", help="Failed tasks to requeue.", show_default=False),
+        typer.Argument(metavar="ID", help="Failed tasks to requeue.", show_default=False),
     ] = None,
     every: Annotated[
         bool, typer.Option("--all", help="Requeue every failed task (of --type) that can run.")

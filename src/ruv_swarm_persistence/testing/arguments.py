@@ -225,6 +225,16 @@ BAD_ID_LISTS: dict[str, Bad] = {
     "too-long-item": _new(lambda: ["x" * 257]),
 }
 
+#: A retention policy (``parse_retention``); the field named is the policy's part at fault.
+BAD_RETENTION: dict[str, Bad] = {
+    "int": Bad(lambda: 5, field="retention"),
+    "list": Bad(lambda: ["events:1d"], field="retention"),
+    "no-rule": Bad(lambda: "events", field="retention"),
+    "unknown-table": Bad(lambda: "trucks:1d", field="retention"),
+    "bad-age": Bad(lambda: "events:soon", field="retention.events"),
+    "negative-count": Bad(lambda: {"events": -1}, field="count"),
+}
+
 BAD_GROUP_BY: dict[str, Bad] = {
     "unknown": _new(lambda: ["unit"]),
     "bare-unknown": _v("unit"),
@@ -315,6 +325,11 @@ def types() -> Param:
 def id_list(*good: str) -> Param:
     """A list of ids (``ids_arg``)."""
     return Param(lambda: list(good), BAD_ID_LISTS)
+
+
+def retention() -> Param:
+    """An optional retention policy."""
+    return Param(lambda: None, BAD_RETENTION)
 
 
 def group_by() -> Param:
@@ -666,6 +681,7 @@ METHODS: list[Method] = [
         metrics_before=time(None, optional=True),
         read_messages_before=time(None, optional=True),
     ),
+    M("apply_retention", policy=retention()),
     # repositories
     *_repository("agents", "agent", "a1", _new_agent, _stored_agent, AgentModel),
     *_repository("tasks", "task", "t2", _new_task, _stored_task, TaskModel),

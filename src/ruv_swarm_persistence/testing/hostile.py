@@ -409,6 +409,8 @@ ARGUMENTS: Final[dict[str, st.SearchStrategy[tuple[Any, ...]]]] = dict(
         _m("checkpoint"),
         _m("get_storage_size"),
         _m("prune", events_before=TIMES, metrics_before=TIMES, read_messages_before=TIMES),
+        _m("apply_retention", policy=good_or_hostile(None, "events:1h", "tasks:10,messages:1d")),
+        _m("retention_report"),
     ]
 )
 

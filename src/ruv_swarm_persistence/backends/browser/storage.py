@@ -20,9 +20,11 @@ from ... import codec, rules
 from ..._time import now_us, to_us
 from ...codec import Limits
 from ...errors import DatabaseError, MigrationError, StorageError, ValidationError
+from ...retention import RetentionPolicy, parse_retention
 from ...storage import ACTIVE_TRANSACTION, Duration, Transaction
 from ...urls import ParsedUrl
 from .._gate import GatedStorage, GatedTransaction, TxState
+from .._maintenance import RetentionLoop
 from .._wake import Wakeups
 from .engine import SCHEMA_VERSION, STORES, BrowserEngine
 from .idb import Bridge, IdbError, PyodideBridge
@@ -83,6 +85,7 @@ class IndexedDBStorage(GatedStorage["IndexedDBTransaction"]):
         read_only: bool = False,
         durability: str = "relaxed",
         bridge: Bridge | None = None,
+        retention: RetentionPolicy | str | None = None,
     ) -> None:
         self.name = _check_name(name)
         for flag, value in (("migrate", migrate), ("read_only", read_only)):
@@ -107,6 +110,8 @@ class IndexedDBStorage(GatedStorage["IndexedDBTransaction"]):
         #: Whether the browser keeps this origin's storage persistent (``None``: not known).
         self.persisted: bool | None = None
         self._init_gate(blocked=True)
+        self._retention = parse_retention(retention)
+        self._maintenance: RetentionLoop | None = None
 
     @classmethod
     async def open(cls, name: str = "swarm", **options: Any) -> IndexedDBStorage:
@@ -164,6 +169,9 @@ class IndexedDBStorage(GatedStorage["IndexedDBTransaction"]):
         self._engine = self._browser = engine
         self._opened = True
         self._blocked = False
+        policy = self._retention
+        if policy is not None and not self._read_only:
+            self._maintenance = RetentionLoop.start_for(self, policy.every_us / 1e6)
         await self._ask_persistence()
 
     async def _open_error(self, exc: IdbError) -> StorageError:
@@ -233,6 +241,8 @@ class IndexedDBStorage(GatedStorage["IndexedDBTransaction"]):
             self._tx.abort("storage closed")
         self._closed = True
         self._blocked = True
+        if self._maintenance is not None:
+            await self._maintenance.stop()
         try:
             if self._opened:
                 await self._browser.drain()
@@ -318,7 +328,9 @@ async def delete_database(name: str = "swarm", *, bridge: Bridge | None = None) 
         raise DatabaseError(f"could not delete IndexedDB database {name!r}: {exc}") from exc
 
 
-_URL_OPTIONS: Final = {"lease", "transaction_timeout", "migrate", "read_only", "durability"}
+_URL_OPTIONS: Final = {
+    "lease", "transaction_timeout", "migrate", "read_only", "durability", "retention"
+}  # fmt: skip
 
 
 async def open_url(parsed: ParsedUrl, options: dict[str, Any]) -> IndexedDBStorage:

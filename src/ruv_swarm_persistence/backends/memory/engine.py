@@ -30,8 +30,10 @@ from ...errors import (
 )
 from ...models import MetricModel
 from ...query import QueryBuilder
+from ...retention import RetentionPlan
 from ...storage import MetricAggregate, PruneResult
 from .._wake import EVENTS, FINISHED, TASKS, Wakeups, mail
+from .retention import drop_events, retain
 
 __all__ = ["MemoryEngine"]
 
@@ -62,6 +64,8 @@ class _Tables:
         self.event_seq = 0
         self.messages: dict[str, Record] = {}
         self.metrics: dict[str, Record] = {}
+        #: The record of maintenance (``Engine.retention_record``).
+        self.meta: dict[str, int] = {}
         self.undo: list[Callable[[], None]] | None = None
         # Task queue: heaps with lazy deletion, rebuilt from the tables after a rollback.
         self.ready: dict[str, list[tuple[int, int, str]]] = {}  # type -> (-prio, created, id)
@@ -605,9 +609,9 @@ class MemoryEngine:
             return None
         out = []
         for dep_id in _json.loads(rec["dependencies"]):
-            # A task with dependents cannot be deleted: every dependency is there.
-            dep = tasks[dep_id]
-            if dep["status"] == COMPLETED:
+            # Only retention removes a dependency (completed, its dependents finished).
+            dep = tasks.get(dep_id)
+            if dep is not None and dep["status"] == COMPLETED:
                 out.append((dep_id, dep["result"]))
         return out
 
@@ -815,19 +819,7 @@ class MemoryEngine:
         t = self.tables
         result = PruneResult()
         if events is not None:
-            keep = [r for r in t.events if r["timestamp"] >= events]
-            result.events = len(t.events) - len(keep)
-            if result.events:
-                t.set_attr("events", keep)
-                t.set_attr("event_ids", {r["id"]: r for r in keep})
-                by_agent: dict[str, list[Record]] = {}
-                by_type: dict[str, list[Record]] = {}
-                for r in keep:
-                    if r["agent_id"] is not None:
-                        by_agent.setdefault(r["agent_id"], []).append(r)
-                    by_type.setdefault(r["event_type"], []).append(r)
-                t.set_attr("events_by_agent", by_agent)
-                t.set_attr("events_by_type", by_type)
+            result.events = drop_events(t, lambda r: r["timestamp"] < events)
         if metrics is not None:
             for mid, m in list(t.metrics.items()):
                 if m["timestamp"] < metrics:
@@ -839,3 +831,9 @@ class MemoryEngine:
                     t.drop(t.messages, mid)
                     result.messages += 1
         return result
+
+    async def retain(self, tx: Any, plan: RetentionPlan) -> PruneResult:
+        return retain(self.tables, plan)
+
+    async def retention_record(self, tx: Any) -> dict[str, int]:
+        return dict(self.tables.meta)

@@ -12,9 +12,11 @@ from ... import codec, rules
 from ..._time import now_us, to_us
 from ...codec import Limits
 from ...errors import ValidationError
+from ...retention import RetentionPolicy, parse_retention
 from ...storage import ACTIVE_TRANSACTION, Duration, Transaction
 from ...urls import ParsedUrl
 from .._gate import GatedStorage, GatedTransaction, TxState
+from .._maintenance import RetentionLoop
 from .._wake import Wakeups
 from .engine import MemoryEngine
 
@@ -30,7 +32,9 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
     clock), ``lease`` (default lease, 30 s), ``retry_policy``, ``limits`` and
     ``transaction_timeout`` (30 s). ``migrate`` is accepted for symmetry with the SQL
     backends (there is no schema); ``read_only=True`` refuses every write with a
-    ``DatabaseError``, as a read-only SQL storage does.
+    ``DatabaseError``, as a read-only SQL storage does. ``retention``: a
+    :class:`~ruv_swarm_persistence.retention.RetentionPolicy` (or its text), applied in the
+    background while the storage is open (made inside a running event loop).
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         transaction_timeout: Duration = 30,
         migrate: bool = True,
         read_only: bool = False,
+        retention: RetentionPolicy | str | None = None,
     ) -> None:
         for flag, value in (("migrate", migrate), ("read_only", read_only)):
             if not isinstance(value, bool):  # keywords take bools; URL text is parsed below
@@ -57,6 +62,9 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         )
         self._closed = False
         self._init_gate()
+        self._retention = policy = parse_retention(retention)
+        every = None if policy is None or read_only else policy.every_us / 1e6
+        self._maintenance = RetentionLoop.start_for(self, every)
 
     @classmethod
     async def open(cls, **options: Any) -> MemoryStorage:
@@ -73,6 +81,8 @@ class MemoryStorage(GatedStorage["MemoryTransaction"]):
         self._blocked = True
         self._wake.wake_all()
         self._release_tx()
+        if self._maintenance is not None:
+            await self._maintenance.stop()
 
     # --- transactions ---------------------------------------------------------------------
 
@@ -132,7 +142,9 @@ class MemoryTransaction(GatedTransaction):
 
 async def open_url(parsed: ParsedUrl, options: dict[str, Any]) -> MemoryStorage:
     """Open a memory storage for ``memory://`` (URL options are not used)."""
-    unknown = set(parsed.options) - {"lease", "transaction_timeout", "migrate", "read_only"}
+    unknown = set(parsed.options) - {
+        "lease", "transaction_timeout", "migrate", "read_only", "retention"
+    }  # fmt: skip
     if unknown:
         raise ValidationError(
             f"unknown memory:// option(s): {', '.join(sorted(unknown))}", field="url"

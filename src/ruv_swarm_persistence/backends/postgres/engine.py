@@ -28,6 +28,7 @@ from ...codec import COLUMNS, EventValues, Record, check_unique_ids
 from ...errors import ConflictError, NotFoundError
 from ...models import MetricModel
 from ...query import QueryBuilder
+from ...retention import RetentionPlan
 from ...storage import MetricAggregate, PruneResult
 from .._wake import EVENTS, FINISHED, TASKS, Wakeups, mail
 from ..sql_common import row_record
@@ -476,3 +477,10 @@ class PostgresEngine:
         return await self._write(
             tx, lambda conn, fx: self.ops.prune(conn, fx, events, metrics, read_messages)
         )
+
+    async def retain(self, tx: Any, plan: RetentionPlan) -> PruneResult:
+        return await self._write(tx, lambda conn, fx: self.ops.retain(conn, fx, plan))
+
+    async def retention_record(self, tx: Any) -> dict[str, int]:
+        rows = await self._fetch(tx, sql.RETENTION_RECORD)
+        return {str(name).removeprefix("retention."): int(value) for name, value in rows}

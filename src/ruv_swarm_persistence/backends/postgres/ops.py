@@ -44,6 +44,7 @@ from ...errors import (
 )
 from ...migrations import AppliedMigration, Migration
 from ...models import MessageModel, TaskModel
+from ...retention import TABLES, RetentionPlan
 from ...storage import PruneResult
 from ..sql_common import check_new_status, plan_cascade, plan_task_batch, row_record
 from . import sql
@@ -750,4 +751,40 @@ class PostgresOps:
             result.metrics = int(await conn.fetchval(sql.PRUNE_METRICS, me_t))
         if ms_t is not None:
             result.messages = int(await conn.fetchval(sql.PRUNE_MESSAGES, ms_t))
+        return result
+
+    async def retain(self, conn: Conn, fx: Effects, plan: RetentionPlan) -> PruneResult:
+        """A retention pass, added to the record in ``swarm_counters``."""
+        result = PruneResult()
+
+        async def threshold(statement: str, keep: int | None) -> tuple[Any, Any]:
+            if keep is None:
+                return (None, None)
+            row = await conn.fetchrow(statement, keep)
+            if row is None:
+                return (None, None)
+            values = tuple(row)
+            return (values[0], values[1] if len(values) > 1 else None)
+
+        if (cut := plan.events) is not None:
+            seq = (await threshold(sql.EVENT_KEEP_THRESHOLD, cut.keep))[0]
+            result.events = int(await conn.fetchval(sql.RETAIN_EVENTS, cut.before, seq))
+        if (cut := plan.metrics) is not None:
+            edge = await threshold(sql.METRIC_KEEP_THRESHOLD, cut.keep)
+            result.metrics = int(await conn.fetchval(sql.RETAIN_METRICS, cut.before, *edge))
+        if (cut := plan.messages) is not None:
+            edge = await threshold(sql.MESSAGE_KEEP_THRESHOLD, cut.keep)
+            result.messages = int(await conn.fetchval(sql.RETAIN_MESSAGES, cut.before, *edge))
+        if (cut := plan.tasks) is not None:
+            edge = await threshold(sql.TASK_KEEP_THRESHOLD, cut.keep)
+            locked = [r[0] for r in await conn.fetch(sql.LOCK_RETAINED_TASKS, cut.before, *edge)]
+            ids = [r[0] for r in await conn.fetch(sql.STILL_UNPINNED, locked)] if locked else []
+            if ids:
+                await conn.execute(sql.DELETE_EDGES_TO, ids)
+                await conn.execute(sql.DELETE_TASKS, ids)
+            result.tasks = len(ids)
+        await conn.execute(sql.SET_IN_RECORD, "retention.ran_at", plan.now)
+        await conn.executemany(
+            sql.ADD_TO_RECORD, [(f"retention.{t}", getattr(result, t)) for t in TABLES]
+        )
         return result

@@ -58,7 +58,7 @@ MAX_SETTING_S: Final = 2_147_483
 
 #: Options every backend takes, handed to the storage's constructor as they are.
 STANDARD_OPTIONS: Final = frozenset(
-    {"clock", "lease", "retry_policy", "limits", "transaction_timeout"}
+    {"clock", "lease", "retry_policy", "limits", "transaction_timeout", "retention"}
 )
 
 
@@ -210,7 +210,9 @@ _NUMERIC: Final = {
     "lease": float,
     "transaction_timeout": float,
 }
-_OWN: Final = {*_NUMERIC, "schema", "clock", "retry_policy", "limits", "migrate", "read_only"}
+_OWN: Final = {
+    *_NUMERIC, "schema", "clock", "retry_policy", "limits", "migrate", "read_only", "retention"
+}  # fmt: skip
 #: libpq connection parameters handed to the server connection untouched.
 _LIBPQ: Final = frozenset(
     {

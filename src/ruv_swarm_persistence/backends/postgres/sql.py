@@ -387,6 +387,48 @@ PRUNE_MESSAGES = """
 WITH d AS (DELETE FROM messages WHERE read = 1 AND read_at IS NOT NULL AND read_at < $1
     RETURNING 1)
 SELECT count(*) FROM d"""
+# Retention: a cut removes rows older than $1 or at or before the keep threshold ($2, $3),
+# the newest row beyond the count kept; NULL leaves a rule out.
+EVENT_KEEP_THRESHOLD = "SELECT sequence FROM events ORDER BY sequence DESC LIMIT 1 OFFSET $1"
+RETAIN_EVENTS = """
+WITH d AS (DELETE FROM events WHERE timestamp < $1::bigint OR sequence <= $2::bigint
+    RETURNING 1)
+SELECT count(*) FROM d"""
+METRIC_KEEP_THRESHOLD = (
+    "SELECT timestamp, id FROM metrics ORDER BY timestamp DESC, id DESC LIMIT 1 OFFSET $1"
+)
+RETAIN_METRICS = """
+WITH d AS (DELETE FROM metrics
+    WHERE timestamp < $1::bigint OR (timestamp, id) <= ($2::bigint, $3::text) RETURNING 1)
+SELECT count(*) FROM d"""
+MESSAGE_KEEP_THRESHOLD = """
+SELECT COALESCE(read_at, 0), id FROM messages WHERE read = 1
+ORDER BY COALESCE(read_at, 0) DESC, id DESC LIMIT 1 OFFSET $1"""
+RETAIN_MESSAGES = """
+WITH d AS (DELETE FROM messages WHERE read = 1 AND (COALESCE(read_at, 0) < $1::bigint
+    OR (COALESCE(read_at, 0), id) <= ($2::bigint, $3::text)) RETURNING 1)
+SELECT count(*) FROM d"""
+TASK_KEEP_THRESHOLD = """
+SELECT COALESCE(completed_at, 0), id FROM tasks WHERE status = 'completed'
+ORDER BY COALESCE(completed_at, 0) DESC, id DESC LIMIT 1 OFFSET $1"""
+_UNPINNED = """NOT EXISTS (SELECT 1 FROM task_dependencies AS d JOIN tasks AS c ON c.id = d.task_id
+    WHERE d.depends_on = tasks.id AND c.status NOT IN ('completed', 'cancelled'))"""
+#: Completed tasks a cut removes that no dependent which may still run needs, locked.
+LOCK_RETAINED_TASKS = f"""
+SELECT id FROM tasks WHERE status = 'completed' AND (COALESCE(completed_at, 0) < $1::bigint
+    OR (COALESCE(completed_at, 0), id) <= ($2::bigint, $3::text)) AND {_UNPINNED}
+ORDER BY id FOR UPDATE"""
+#: Of the locked ones, those still unneeded: a dependent stored meanwhile committed first.
+STILL_UNPINNED = f"SELECT id FROM tasks WHERE id = ANY ($1::text[]) AND {_UNPINNED}"
+DELETE_EDGES_TO = "DELETE FROM task_dependencies WHERE depends_on = ANY ($1::text[])"
+DELETE_TASKS = "DELETE FROM tasks WHERE id = ANY ($1::text[])"
+RETENTION_RECORD = "SELECT name, value FROM swarm_counters WHERE name LIKE 'retention.%'"
+ADD_TO_RECORD = """
+INSERT INTO swarm_counters (name, value) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET value = swarm_counters.value + EXCLUDED.value"""
+SET_IN_RECORD = """
+INSERT INTO swarm_counters (name, value) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"""
 STORAGE_SIZE = """
 SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)::int8
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

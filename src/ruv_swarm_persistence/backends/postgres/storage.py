@@ -61,8 +61,10 @@ from ...migrations import (
     bundled_migrations,
     check_applied,
 )
+from ...retention import RetentionPolicy, parse_retention
 from ...storage import ACTIVE_TRANSACTION, Duration, Transaction
 from .._gate import GatedStorage, TxState
+from .._maintenance import RetentionLoop
 from .._wake import Wakeups
 from . import ops
 from .engine import PostgresEngine
@@ -141,6 +143,7 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         retry_policy: rules.RetryPolicy | None = None,
         limits: Limits | None = None,
         transaction_timeout: Duration = 30,
+        retention: RetentionPolicy | str | None = None,
     ) -> None:
         self._pool = pool
         self._runner = Runner(pool, pool_options)
@@ -168,6 +171,8 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         self._closed = False
         self._init_gate()
         self._background: set[asyncio.Task[None]] = set()
+        self._retention = parse_retention(retention)
+        self._maintenance: RetentionLoop | None = None
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -205,6 +210,8 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
             / 1e6,
         )
         check_standard(options)
+        if "retention" in options:  # checked before any connection is made
+            options["retention"] = parse_retention(options["retention"])
         dsn = check_dsn(dsn)
         connect = connect_options(schema, pool_opts, read_only=read_only)
         try:
@@ -234,6 +241,9 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         except BaseException:
             await storage.close()
             raise
+        policy = storage._retention
+        if policy is not None and not read_only:
+            storage._maintenance = RetentionLoop.start_for(storage, policy.every_us / 1e6)
         return storage
 
     async def _listen_connection(self) -> asyncpg.Connection[Any]:
@@ -245,6 +255,8 @@ class PostgresStorage(GatedStorage["PostgresTransaction"]):
         """Finish pending appends, roll back an open transaction, close every connection."""
         if self._closed:
             return
+        if self._maintenance is not None:
+            await self._maintenance.stop()
         await self._postgres.appender.drain()
         self._closed = True
         self._blocked = True

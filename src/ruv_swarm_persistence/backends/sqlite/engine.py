@@ -30,9 +30,11 @@ from ...codec import COLUMNS, EventValues, Record
 from ...errors import StorageError
 from ...models import MetricModel
 from ...query import QueryBuilder
+from ...retention import RetentionPlan
 from ...storage import MetricAggregate, PruneResult
 from .._wake import EVENTS, FINISHED, TASKS, Wakeups, mail
 from . import sql
+from .errors import translate
 from .ops import METRIC_VALUES, SqliteOps, scalar
 from .readers import NOT_RUN, NotRun, ReaderPool
 from .writer import GroupCommitWriter, WriteContext
@@ -579,6 +581,36 @@ class SqliteEngine:
 
         pruned: PruneResult = await self._w.submit_alone(run)
         return pruned
+
+    async def retain(self, tx: Any, plan: RetentionPlan) -> PruneResult:
+        """A retention pass, then the freed pages given back to the file system."""
+        if tx is not None:
+            return self._in_tx(tx, lambda ctx: SqliteOps.retain(ctx.conn, plan))
+
+        def run(conn: apsw.Connection) -> PruneResult:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = SqliteOps.retain(conn, plan)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, apsw.Error):
+                    raise translate(exc) from exc
+                raise
+            if result.events or result.metrics or result.messages or result.tasks:
+                conn.execute("PRAGMA incremental_vacuum").fetchall()
+            return result
+
+        retained: PruneResult = await self._w.submit_alone(run)
+        return retained
+
+    async def retention_record(self, tx: Any) -> dict[str, int]:
+        def read(conn: apsw.Connection) -> dict[str, int]:
+            rows: list[tuple[Any, ...]] = conn.execute(sql.RETENTION_RECORD).fetchall()
+            return {str(k).removeprefix("retention."): int(v or 0) for k, v in rows}
+
+        return await self.read(tx, read, inline=True)
 
 
 def _done(value: Any) -> Awaitable[Any]:

@@ -30,6 +30,7 @@ from ...errors import (
     NotFoundError,
     StorageError,
 )
+from ...retention import TABLES, RetentionPlan
 from ...storage import PruneResult
 from ..sql_common import TASK_COLUMNS, check_new_status, plan_cascade, plan_task_batch
 from . import sql
@@ -555,4 +556,40 @@ class SqliteOps:
         if read_messages_before is not None:
             conn.execute(sql.PRUNE_MESSAGES, (read_messages_before,))
             result.messages = conn.changes()
+        return result
+
+    @staticmethod
+    def retain(conn: apsw.Connection, plan: RetentionPlan) -> PruneResult:
+        """A retention pass inside the open transaction, added to the record in swarm_meta."""
+        result = PruneResult()
+
+        def threshold(statement: str, keep: int | None) -> tuple[Any, ...]:
+            if keep is None:
+                return (None, None)
+            row = conn.execute(statement, (keep,)).fetchone()
+            return (None, None) if row is None else tuple(row) + (None,) * (2 - len(row))
+
+        if (cut := plan.events) is not None:
+            conn.execute(sql.REMEMBER_SEQUENCE, conn.execute(sql.MAX_SEQUENCE).fetchone())
+            seq = threshold(sql.EVENT_KEEP_THRESHOLD, cut.keep)[0]
+            conn.execute(sql.RETAIN_EVENTS, (cut.before, seq))
+            result.events = conn.changes()
+        if (cut := plan.metrics) is not None:
+            conn.execute(sql.RETAIN_METRICS, (cut.before, *threshold(sql.METRIC_KEEP_THRESHOLD,
+                                                                     cut.keep)))  # fmt: skip
+            result.metrics = conn.changes()
+        if (cut := plan.messages) is not None:
+            edge = threshold(sql.MESSAGE_KEEP_THRESHOLD, cut.keep)
+            conn.execute(sql.RETAIN_MESSAGES, (cut.before, *edge))
+            result.messages = conn.changes()
+        if (cut := plan.tasks) is not None:
+            edge = threshold(sql.TASK_KEEP_THRESHOLD, cut.keep)
+            ids = [r[0] for r in conn.execute(sql.RETAINED_TASKS, (cut.before, *edge))]
+            if ids:
+                conn.execute(sql.DELETE_EDGES_TO, (_ids_json(ids),))
+                conn.execute(sql.DELETE_TASKS, (_ids_json(ids),))
+            result.tasks = len(ids)
+        conn.execute(sql.SET_IN_RECORD, ("retention.ran_at", plan.now))
+        for table in TABLES:
+            conn.execute(sql.ADD_TO_RECORD, (f"retention.{table}", getattr(result, table)))
         return result

@@ -13,6 +13,7 @@ from typing import Any, Final
 from ... import codec, rules
 from ...codec import Limits
 from ...errors import ValidationError
+from ...retention import parse_retention
 
 __all__ = ["Options"]
 
@@ -21,7 +22,7 @@ _OPTION_NAMES: Final = frozenset(
     {
         "readers", "min_idle_readers", "connection_timeout", "idle_timeout", "synchronous",
         "busy_timeout", "max_batch", "lease", "clock", "retry_policy", "limits",
-        "transaction_timeout", "migrate", "read_only",
+        "transaction_timeout", "migrate", "read_only", "retention",
     }
 )  # fmt: skip
 
@@ -41,6 +42,7 @@ class Options:
         "min_idle_readers",
         "read_only",
         "readers",
+        "retention",
         "retry_policy",
         "synchronous",
         "transaction_timeout_us",
@@ -88,6 +90,7 @@ class Options:
         if not isinstance(limits, Limits):
             raise ValidationError("must be a Limits", field="limits")
         self.limits = limits
+        self.retention = parse_retention(o.get("retention"))
 
 
 def _number(value: Any, field: str) -> Any:

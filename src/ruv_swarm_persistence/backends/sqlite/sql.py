@@ -291,6 +291,49 @@ METRIC_ROWS: Final = (
 )
 PRUNE_METRICS: Final = "DELETE FROM metrics WHERE timestamp < ?"
 
+# --- retention ------------------------------------------------------------------------------
+# A cut removes rows older than ?1 or at or before the row at the keep threshold (?2, ?3):
+# the newest row beyond the count kept. NULL arguments leave that rule out.
+
+EVENT_KEEP_THRESHOLD: Final = "SELECT sequence FROM events ORDER BY sequence DESC LIMIT 1 OFFSET ?"
+RETAIN_EVENTS: Final = "DELETE FROM events WHERE timestamp < ?1 OR sequence <= ?2"
+METRIC_KEEP_THRESHOLD: Final = (
+    "SELECT timestamp, id FROM metrics ORDER BY timestamp DESC, id DESC LIMIT 1 OFFSET ?"
+)
+RETAIN_METRICS: Final = "DELETE FROM metrics WHERE timestamp < ?1 OR (timestamp, id) <= (?2, ?3)"
+MESSAGE_KEEP_THRESHOLD: Final = (
+    "SELECT coalesce(read_at, 0), id FROM messages WHERE read = 1"
+    " ORDER BY coalesce(read_at, 0) DESC, id DESC LIMIT 1 OFFSET ?"
+)
+RETAIN_MESSAGES: Final = (
+    "DELETE FROM messages WHERE read = 1"
+    " AND (coalesce(read_at, 0) < ?1 OR (coalesce(read_at, 0), id) <= (?2, ?3))"
+)
+TASK_KEEP_THRESHOLD: Final = (
+    "SELECT coalesce(completed_at, 0), id FROM tasks WHERE status = 'completed'"
+    " ORDER BY coalesce(completed_at, 0) DESC, id DESC LIMIT 1 OFFSET ?"
+)
+#: Completed tasks a cut removes, but none a dependent that may still run needs.
+RETAINED_TASKS: Final = (
+    "SELECT id FROM tasks WHERE status = 'completed'"
+    " AND (coalesce(completed_at, 0) < ?1 OR (coalesce(completed_at, 0), id) <= (?2, ?3))"
+    " AND NOT EXISTS (SELECT 1 FROM task_dependencies AS d JOIN tasks AS c ON c.id = d.task_id"
+    " WHERE d.depends_on = tasks.id AND c.status NOT IN ('completed', 'cancelled'))"
+)
+DELETE_EDGES_TO: Final = (
+    "DELETE FROM task_dependencies WHERE depends_on IN (SELECT value FROM json_each(?))"
+)
+DELETE_TASKS: Final = "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?))"
+RETENTION_RECORD: Final = "SELECT key, value FROM swarm_meta WHERE key LIKE 'retention.%'"
+ADD_TO_RECORD: Final = (
+    "INSERT INTO swarm_meta (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = value + excluded.value"
+)
+SET_IN_RECORD: Final = (
+    "INSERT INTO swarm_meta (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
 # --- maintenance ----------------------------------------------------------------------------
 
 DATA_VERSION: Final = "PRAGMA data_version"

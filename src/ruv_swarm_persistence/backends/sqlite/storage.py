@@ -45,6 +45,7 @@ from ...migrations import (
 )
 from ...storage import ACTIVE_TRANSACTION, Duration, Transaction
 from .._gate import GatedStorage, GatedTransaction, TxState
+from .._maintenance import RetentionLoop
 from .._wake import Wakeups
 from . import sql
 from .engine import SqliteEngine
@@ -156,6 +157,8 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
       created, migrated or written, the journal mode is left as found, and a file that is
       empty, not SQLite or not a swarm database is refused with a ``DatabaseError``; a
       write raises ``DatabaseError``.
+    * ``retention`` — what each table keeps, applied in the background while open
+      (:mod:`ruv_swarm_persistence.retention`; ``?retention=events:30d,tasks:7d``).
     * the standard options: ``clock``, ``lease`` (30 s), ``retry_policy``, ``limits``,
       ``transaction_timeout`` (30 s).
     """
@@ -187,6 +190,8 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         self._closed = False
         self._started = False
         self._init_gate(blocked=True)  # until opened
+        self._retention = opts.retention
+        self._maintenance: RetentionLoop | None = None
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -287,6 +292,8 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
         self._sqlite.attach(self._writer, self._pool)
         self._started = True
         self._blocked = False
+        if opts.retention is not None and not opts.read_only:
+            self._maintenance = RetentionLoop.start_for(self, opts.retention.every_us / 1e6)
 
     def _catch_up(self) -> None:
         """Checkpoint between two batches when a busy writer outruns the background one."""
@@ -328,6 +335,8 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             self._tx.abort("storage closed")
         self._closed = True
         self._blocked = True
+        if self._maintenance is not None:
+            await self._maintenance.stop()
         self._wake.wake_all()
         await self._shutdown()
         self._release_tx()
