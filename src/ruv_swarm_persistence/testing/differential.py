@@ -516,6 +516,11 @@ class Differential(RuleBasedStateMachine):
 
         self.both(lambda s: s.query(build()), f"query({model}, {pattern}, {desc}, {limit})")
 
+    @rule(policy=st.sampled_from(["events:1h", "tasks:10,messages:1d", "metrics:2", "events:3"]))
+    def retention(self, policy: str) -> None:
+        self.both(lambda s: s.apply_retention(policy), f"apply_retention({policy})")
+        self.both(lambda s: s.retention_report(), "retention_report")
+
     @rule()
     def maintenance(self) -> None:
         self.both(lambda s: s.vacuum(), "vacuum")
