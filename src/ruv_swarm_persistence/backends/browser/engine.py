@@ -400,8 +400,10 @@ class BrowserEngine(MemoryEngine):
 
     async def flush(self) -> None:
         """Return once every change made so far is in IndexedDB (group commit)."""
-        if not self.tables.changes and self._next is None:
+        if not self.tables.changes and not self._writing:
             return
+        # Changes already taken by the write in flight are in IndexedDB once the next one
+        # (which comes after it) completed.
         await self._join()
 
     async def drain(self) -> None:
