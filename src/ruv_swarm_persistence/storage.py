@@ -235,7 +235,8 @@ class Storage(abc.ABC):
         """Wait until a task is ready to claim (of these types); ``False`` after ``timeout``.
 
         Woken across processes when a task is stored, a dependency completes or a task is
-        requeued; a task waiting out a retry backoff is noticed when its time comes.
+        requeued; a task waiting out a retry backoff is noticed when its time comes, and so is
+        a task held past its lease (its worker died): a claim then requeues it.
         """
 
     @abc.abstractmethod

@@ -78,21 +78,28 @@ class Wakeups:
         ``timeout`` seconds; the caller then reads again."""
         if self.generation(key) != generation:
             return
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._waiters.setdefault(key, []).append(fut)
+        # A timer settles the future rather than asyncio.wait_for, which (Python 3.11) may
+        # swallow a cancellation that arrives just after a wake-up: the waiter would then
+        # wait again, up to its whole timeout, instead of being cancelled.
+        timer = None if timeout is None else loop.call_later(max(timeout, 0), _settle, fut)
         try:
-            if timeout is None:
-                await fut
-            else:
-                await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            pass
+            await fut
         finally:
+            if timer is not None:
+                timer.cancel()
             futs = self._waiters.get(key)
             if futs is not None and fut in futs:
                 futs.remove(fut)
                 if not futs:
                     del self._waiters[key]
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Deadline:

@@ -142,7 +142,8 @@ class Engine(Protocol):
         order; ``None`` if the task does not exist (SQL engines: one statement)."""
 
     async def next_ready(self, tx: Any, types: list[str] | None) -> int | None:
-        """0 if a task (of the types) is ready now, else µs until the next backoff ends."""
+        """0 if a task (of the types) is ready now or held past its lease (a claim requeues
+        it), else µs until the next backoff or lease ends (``None``: nothing due)."""
 
     # --- events ----------------------------------------------------------------------------
 

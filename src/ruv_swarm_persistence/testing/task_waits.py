@@ -521,6 +521,62 @@ async def test_release_task_rolls_back_with_its_transaction(storage: Storage) ->
     assert await _get(storage, "t1") == before
 
 
+# --- wait_for_tasks and leases ----------------------------------------------------------------
+
+#: A lease that runs out in real time while a test waits (the tests below use the real clock).
+SHORT_LEASE = 0.2
+
+
+async def test_wait_for_tasks_wakes_when_a_lease_runs_out(storage_factory: StorageFactory) -> None:
+    """A task whose holder died is taken over when its lease ends, not at a later poll: the
+    wait knows when the first lease is due, though nothing announces it."""
+    storage = await storage_factory(retry_policy=RetryPolicy(base_us=0))
+    await storage.store_task(_task("t1"))
+    assert await storage.claim_task("t1", "dead", lease=SHORT_LEASE)
+    waiter = asyncio.create_task(storage.wait_for_tasks(timeout=LONG))
+    assert await within(waiter) is True
+    taken = await storage.claim_next_task("alive")
+    assert taken is not None
+    assert (taken.id, taken.assigned_to, taken.retry_count) == ("t1", "alive", 1)
+
+
+async def test_a_lease_of_another_type_does_not_end_a_wait(storage_factory: StorageFactory) -> None:
+    storage = await storage_factory(retry_policy=RetryPolicy(base_us=0))
+    await storage.store_task(_task("t1"))
+    assert await storage.claim_task("t1", "dead", lease=SHORT_LEASE)
+    # Past the lease, still nothing of this type to claim: the wait runs to its timeout.
+    assert await within(storage.wait_for_tasks(SHORT_LEASE * 3, ["other"])) is False
+    assert await within(storage.wait_for_tasks(timeout=LONG, task_types=["job"])) is True
+
+
+async def test_wait_for_tasks_returns_at_once_past_a_lease(
+    storage: Storage, clock: FakeClock
+) -> None:
+    await _claimed(storage, "t1")
+    clock.advance(LEASE + timedelta(seconds=1))
+    # Nothing is pending, but a claim would requeue the task: there is work.
+    assert await within(storage.wait_for_tasks(timeout=LONG)) is True
+    assert await storage.claim_task("t1", "w2") is False  # requeued, waiting out its backoff
+    assert (await _get(storage, "t1")).status == TaskStatus.Pending
+
+
+async def test_a_cancelled_wait_for_tasks_ends_even_just_after_a_wake_up(
+    storage: Storage,
+) -> None:
+    """Cancelling a waiter right after something woke it (a task of another type stored, so
+    it would wait again) cancels it, whichever turn of the loop the cancellation lands on."""
+    for turns in range(6):
+        waiter = asyncio.create_task(storage.wait_for_tasks(LONG, ["wanted"]))
+        await _settle()
+        await storage.store_task(TaskModel.new("unwanted", {}))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        assert not waiter.done()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await within(waiter)
+
+
 async def test_task_worker_calls_on_a_closed_storage_fail(storage_factory: StorageFactory) -> None:
     storage = await storage_factory()
     await storage.close()

@@ -486,6 +486,26 @@ async def test_renew_from_the_handler_raises_lease_lost_once_the_task_is_gone(
     assert (task.status, task.assigned_to, task.result) == (TaskStatus.Assigned, "other", None)
 
 
+async def test_an_idle_worker_takes_over_a_task_when_its_lease_runs_out(
+    storage_factory: StorageFactory,
+) -> None:
+    """Its holder died (it will never renew nor write): a worker waiting for work, which would
+    otherwise look again only after ``idle_check``, takes the task when the lease ends."""
+    storage = await storage_factory(retry_policy=NO_BACKOFF)  # the real clock
+    await storage.store_task(_task("t"))
+    assert await storage.claim_task("t", "dead", lease=SHORT_LEASE)
+    worker = Worker(storage, "w1", {"job": lambda task, ctx: "taken over"}, idle_check=3600)
+    running = _start(worker)
+    done = await _final(storage, "t")
+    await _stop(worker, running)
+    assert (done.status, done.result, done.assigned_to, done.retry_count) == (
+        TaskStatus.Completed,
+        "taken over",
+        "w1",
+        1,  # the expired lease cost an attempt
+    )
+
+
 # --- cancellation -----------------------------------------------------------------------------
 
 

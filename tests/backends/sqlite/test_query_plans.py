@@ -63,6 +63,8 @@ QUERIES: list[tuple[str, str, tuple[Any, ...], tuple[str, ...]]] = [
     ("any_ready_of_types", sql.ANY_READY_OF_TYPES, (NOW, IDS), ()),
     ("next_run_after", sql.NEXT_RUN_AFTER, (NOW,), ("tasks_ready",)),
     ("next_run_after_of_types", sql.NEXT_RUN_AFTER_OF_TYPES, (NOW, IDS), ()),
+    ("next_lease_end", sql.NEXT_LEASE_END, (), ("tasks_by_lease",)),
+    ("next_lease_end_of_types", sql.NEXT_LEASE_END_OF_TYPES, (IDS,), ("tasks_by_lease",)),
     ("task_rowids", sql.TASK_ROWIDS, (IDS,), ()),
     ("claim_task", sql.CLAIM_TASK, ("assigned", "a1", NOW, NOW, "t1", NOW), ()),
     ("claim_next", sql.claim_next(None), ("assigned", "a1", NOW, NOW, NOW), ("tasks_ready",)),

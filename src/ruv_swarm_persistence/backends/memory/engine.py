@@ -619,15 +619,21 @@ class MemoryEngine:
         t, now = self.tables, self._now()
         soonest: int | None = None
         for r in t.tasks.values():
-            if r["status"] != PENDING or t.unfinished.get(r["id"], 0):
-                continue
             if types is not None and r["task_type"] not in types:
                 continue
-            run_after = r["run_after"]
-            if run_after is None or run_after <= now:
+            status = r["status"]
+            if status == PENDING and not t.unfinished.get(r["id"], 0):
+                due = r["run_after"]
+                if due is None:
+                    return 0
+            elif status in rules.ACTIVE and r["lease_expires_at"] is not None:
+                due = r["lease_expires_at"]  # a claim requeues the task then
+            else:
+                continue
+            if due <= now:
                 return 0
-            if soonest is None or run_after - now < soonest:
-                soonest = run_after - now
+            if soonest is None or due - now < soonest:
+                soonest = due - now
         return soonest
 
     # --- events ---------------------------------------------------------------------------

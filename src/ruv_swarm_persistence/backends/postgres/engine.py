@@ -299,10 +299,11 @@ class PostgresEngine:
 
     async def next_ready(self, tx: Any, types: list[str] | None) -> int | None:
         now = self._now()
-        ready, next_run = await self._fetchrow(tx, sql.TASKS_DUE, now, types)
-        if ready:
-            return 0
-        return None if next_run is None else max(int(next_run) - now, 1)
+        ready, next_run, lease_end = await self._fetchrow(tx, sql.TASKS_DUE, now, types)
+        if ready or (lease_end is not None and lease_end <= now):
+            return 0  # ready, or a claim requeues a task whose lease ran out
+        due = [int(t) for t in (next_run, lease_end) if t is not None]
+        return max(min(due) - now, 1) if due else None
 
     # --- events ----------------------------------------------------------------------------
 

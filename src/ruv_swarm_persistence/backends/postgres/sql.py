@@ -224,11 +224,14 @@ WHERE d.depends_on = ANY ($1::text[]) ORDER BY d.position"""
 PENDING_TASKS = f"SELECT {_T} FROM tasks WHERE status = 'pending' ORDER BY {_CLAIM_ORDER}"
 READY_TASKS = f"SELECT {_T} FROM tasks WHERE {_READY} ORDER BY {_CLAIM_ORDER} LIMIT $2"
 #: Is a task (of the types $2, all when NULL) ready at $1, and if not, when does the first
-#: one waiting out a backoff become ready: what ``wait_for_tasks`` asks, in one round trip.
+#: one waiting out a backoff become ready, and when does the first lease run out (a claim
+#: requeues the task then): what ``wait_for_tasks`` asks, in one round trip.
 TASKS_DUE = f"""
 SELECT EXISTS (SELECT 1 FROM tasks WHERE {_READY} AND {_OF_TYPES}),
     (SELECT min(run_after) FROM tasks
-     WHERE status = 'pending' AND unfinished_deps = 0 AND run_after > $1 AND {_OF_TYPES})"""
+     WHERE status = 'pending' AND unfinished_deps = 0 AND run_after > $1 AND {_OF_TYPES}),
+    (SELECT min(lease_expires_at) FROM tasks
+     WHERE status IN ('assigned', 'running') AND {_OF_TYPES})"""
 TASKS_BY_AGENT = f"SELECT {_T} FROM tasks WHERE assigned_to = $1 ORDER BY {_CLAIM_ORDER}"
 #: The results of task $1's completed dependencies, in the order it lists them: one row per
 #: dependency (``id`` NULL when not completed), or one NULL row for a task without any; no

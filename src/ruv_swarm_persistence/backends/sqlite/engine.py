@@ -403,12 +403,18 @@ class SqliteEngine:
         type_args: tuple[str, ...] = () if types is None else (json.dumps(types),)
         any_ready = sql.ANY_READY if types is None else sql.ANY_READY_OF_TYPES
         next_due = sql.NEXT_RUN_AFTER if types is None else sql.NEXT_RUN_AFTER_OF_TYPES
+        lease_end = sql.NEXT_LEASE_END if types is None else sql.NEXT_LEASE_END_OF_TYPES
 
         def due(conn: apsw.Connection) -> int | None:
             now = self._now()
             if conn.execute(any_ready, (now, *type_args)).fetchone() is not None:
                 return 0
             first: int | None = scalar(conn, next_due, (now, *type_args))
+            expires: int | None = scalar(conn, lease_end, type_args)
+            if expires is not None:
+                if expires <= now:
+                    return 0  # a claim requeues the task now
+                first = expires if first is None else min(first, expires)
             return None if first is None else max(first - now, 1)
 
         return await self.read(tx, due, inline=True)

@@ -126,6 +126,17 @@ NEXT_RUN_AFTER: Final = (
     " WHERE status = 'pending' AND unfinished_deps = 0 AND run_after > ?"
 )
 NEXT_RUN_AFTER_OF_TYPES: Final = NEXT_RUN_AFTER + _OF_TYPES
+#: When the first lease (of a task of these types) runs out: a claim requeues the task then.
+#: The partial index holds only held tasks, a few per worker.
+_LEASE_ORDER: Final = (
+    " FROM tasks INDEXED BY tasks_by_lease"
+    " WHERE lease_expires_at IS NOT NULL AND status IN ('assigned', 'running')"
+)
+_FIRST_LEASE: Final = " ORDER BY lease_expires_at LIMIT 1)"
+NEXT_LEASE_END: Final = "SELECT (SELECT lease_expires_at" + _LEASE_ORDER + _FIRST_LEASE
+NEXT_LEASE_END_OF_TYPES: Final = (
+    "SELECT (SELECT lease_expires_at" + _LEASE_ORDER + _OF_TYPES + _FIRST_LEASE
+)
 TASKS_BY_AGENT: Final = _select("tasks") + " WHERE assigned_to = ?" + _TASK_ORDER
 #: The results of a task's completed dependencies, in the order it lists them: one row per
 #: dependency (``id`` NULL when not completed), or one NULL row for a task without any;
