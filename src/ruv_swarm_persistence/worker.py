@@ -10,16 +10,21 @@ A :class:`Worker` is one agent working the task queue::
     await worker.run()                          # until worker.stop() (or run() is cancelled)
 
 It registers the agent (or reuses a stored one, marking it active), heartbeats it, and claims
-ready tasks of the types it has handlers for, up to ``concurrency`` at once. It sleeps in
-``storage.wait_for_tasks`` when there is nothing to do, so a new task, a completed dependency
-or a requeued task wakes it at once, in this process or another; the wait is bounded
-(``idle_check``) as a safety net, and that is also how soon an idle worker notices a task whose
-lease ran out elsewhere (nothing announces an expired lease; the next claim requeues it).
+ready tasks of the types it has handlers for, up to ``concurrency`` at once. It works in
+``concurrency`` lanes, asyncio tasks that each do what a hand-written loop does: claim a task,
+run it, write its outcome, claim the next. While tasks keep coming every lane claims for
+itself; when a claim finds none, one lane sleeps in ``storage.wait_for_tasks`` and the others
+sleep until it finds work (each lane that finds a task wakes one more), so an idle worker makes
+one claim per wake-up, not ``concurrency`` of them. A new task, a completed dependency, a
+requeued task or the end of a retry backoff wakes it at once, in this process or another, and
+so does the end of the earliest lease of a task of its types (nothing announces an expired
+lease, but the wait knows when it is due: a task whose worker died is taken over then). The
+wait is bounded (``idle_check``) as a safety net.
 
 Each claimed task is started (``start_task``), its dependencies' results are read in one query
-(only when it has dependencies), and its handler runs as an asyncio task of its own; a plain
-function runs in a thread (``asyncio.to_thread``). While it runs the worker renews the lease
-every third of it (``heartbeat_task``). Then:
+(only when it has dependencies), and its handler runs in the lane; a plain function runs in a
+thread (``asyncio.to_thread``). While it runs the worker renews the lease every third of it
+(``heartbeat_task``, from a timer: a renewal costs nothing until one is due). Then:
 
 * the handler returns: ``complete_task`` with its return value (a value that is not strict
   JSON fails the attempt with the ``ValidationError``'s text instead);
@@ -57,21 +62,22 @@ one could complete each other's tasks.
 
 Cancellation and threads: a handler running in a thread cannot be interrupted; when the worker
 cancels it, the worker goes on without it (its result is ignored) and
-:attr:`TaskContext.cancel_requested` turns true, which a long sync handler should check.
+:attr:`TaskContext.cancel_requested` turns true, which a long sync handler should check. An
+async handler that swallows its cancellation keeps its lane until it returns; a stopping worker
+waits for it ``UNWIND_S`` at most, then releases its task and goes on without it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import os
 import socket
-import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
-from enum import StrEnum
 from typing import Any, Final
 
 from . import codec
@@ -86,8 +92,17 @@ from .errors import (
 )
 from .models import AgentModel, AgentStatus, EventModel, TaskModel, TaskStatus
 from .storage import Duration, Storage
+from .worker_reports import (
+    LOG_PHRASES,
+    MAX_ERROR_CHARS,
+    Outcome,
+    TaskReport,
+    WorkerStats,
+    error_text,
+)
 
 __all__ = [
+    "MAX_ERROR_CHARS",
     "Handler",
     "Outcome",
     "TaskContext",
@@ -102,79 +117,22 @@ log = logging.getLogger(__name__)
 #: thread). Its return value is the task's result (strict JSON).
 Handler = Callable[[TaskModel, "TaskContext"], Any]
 
-#: Seconds a cancelled handler gets to unwind before the worker goes on without it.
+#: Seconds a cancelled handler gets to unwind before a stopping worker goes on without it.
 UNWIND_S: Final = 1.0
 #: Longest pause between attempts to claim while the storage keeps failing.
 MAX_BACKOFF_S: Final = 5.0
-#: An error text longer than this is cut (the storage refuses strings past its limit).
-MAX_ERROR_CHARS: Final = 4000
 
-#: How each outcome reads in the log (``again`` and ``retry`` say whether a failure is final).
-_LOG_PHRASES: Final = {
-    "completed": "completed (attempt {attempt}, {ms:.1f} ms)",
-    "failed": "{again} (attempt {attempt}{retry}): {error}",
-    "lease_lost": "lost its lease (attempt {attempt}): another worker has it, nothing written",
-    "cancelled": "was cancelled while running (attempt {attempt}): handler stopped",
-    "released": "released unfinished (attempt {attempt}): pending again for any worker",
-    "unrecorded": "",
-}
-
-#: Storage errors that may pass: the claim loop pauses and tries again.
+#: Storage errors that may pass: the lane pauses and tries again.
 _TRANSIENT: Final = (DatabaseError, PoolError)
 
+# Where a job is: the lane is writing to the storage (never interrupted there), or running the
+# handler (where an interruption cancels it).
+_STORAGE: Final = 0
+_HANDLER: Final = 1
 
-class Outcome(StrEnum):
-    """How one attempt at a task ended, as far as this worker is concerned."""
-
-    #: The handler returned and its result was stored: the task is completed.
-    Completed = "completed"
-    #: The handler raised (or returned a value that is not JSON) and the attempt was recorded
-    #: as failed: the task is pending for a retry, or failed for good (``task.status`` says).
-    Failed = "failed"
-    #: The worker no longer held the task (its lease ran out and another worker took it):
-    #: nothing was written.
-    LeaseLost = "lease_lost"
-    #: The task was cancelled while this worker held it: the handler was cancelled (or its
-    #: result refused), and the task stays cancelled.
-    Cancelled = "cancelled"
-    #: The worker stopped before the handler finished and gave the task back: pending again,
-    #: no attempt counted.
-    Released = "released"
-    #: The outcome could not be written (the storage failed): the task stays leased until its
-    #: lease runs out, which counts as a failed attempt, and is then retried.
-    Unrecorded = "unrecorded"
-
-
-@dataclass(frozen=True, slots=True)
-class TaskReport:
-    """One finished attempt, handed to ``on_outcome``."""
-
-    outcome: Outcome
-    #: The task as stored after the worker's write (completed, failed or pending for a retry,
-    #: released); when nothing was written, the task as this worker last saw it.
-    task: TaskModel
-    agent_id: str
-    #: What the handler returned (``None`` unless it returned).
-    result: Any = None
-    #: The error recorded for a failed attempt (or why nothing was written).
-    error: str | None = None
-    #: Seconds the handler ran (0 when it never started).
-    duration: float = 0.0
-
-
-@dataclass(slots=True)
-class WorkerStats:
-    """What a worker has done so far (:attr:`Worker.stats` returns a copy)."""
-
-    claimed: int = 0
-    running: int = 0
-    completed: int = 0
-    #: Failed attempts recorded (each retried after backoff, or the task failed for good).
-    failed: int = 0
-    lease_lost: int = 0
-    cancelled: int = 0
-    released: int = 0
-    unrecorded: int = 0
+# Why the worker gave up on a job: it stops (past the grace), or it lost the lease.
+_STOP: Final = "stop"
+_LOST: Final = "lost"
 
 
 class TaskContext:
@@ -203,8 +161,8 @@ class TaskContext:
         self.dependency_results = dependency_results
         self._lease = lease
         self._job = job
-        # A threading.Event so that a handler running in a thread can read it.
-        self._cancel = threading.Event()
+        # A plain flag: a handler running in a thread reads it (one attribute read is atomic).
+        self._cancel = False
 
     @property
     def attempt(self) -> int:
@@ -221,7 +179,7 @@ class TaskContext:
         """True once the worker has given up on this attempt (lease lost, task cancelled,
         worker stopping past its grace). An async handler is cancelled as well; a handler
         running in a thread cannot be, and should return soon after this turns true."""
-        return self._cancel.is_set()
+        return self._cancel
 
     async def renew(self) -> TaskModel:
         """Extend the lease now (the worker also does so every third of the lease).
@@ -233,47 +191,43 @@ class TaskContext:
         try:
             return await self.storage.heartbeat_task(self.task.id, self.agent_id, self._lease)
         except LeaseLostError:
-            if self._job is not None:
-                self._job.lose()
+            if self._job is not None and self._job.worker is not None:
+                self._job.worker._interrupt(self._job, _LOST)
             raise
 
 
 class _Job:
-    """One claimed task on its way through the worker."""
+    """One claimed task on its way through a lane."""
 
-    __slots__ = ("began", "ctx", "handler_task", "interrupt", "lost", "runner", "task")
+    __slots__ = (
+        "began",
+        "cancelled",
+        "ctx",
+        "lane",
+        "phase",
+        "reason",
+        "settled",
+        "task",
+        "timer",
+        "worker",
+    )
 
-    def __init__(self, task: TaskModel, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, task: TaskModel, worker: Worker | None, lane: asyncio.Task[Any]) -> None:
         self.task = task
-        #: Resolved with why the worker stops waiting for the handler: "stop" (grace over) or
-        #: "lost" (a renewal by the handler itself found the lease gone).
-        self.interrupt: asyncio.Future[str] = loop.create_future()
-        self.lost = False
+        self.worker = worker
+        #: The lane's asyncio task: cancelled (only while in the handler) to interrupt it.
+        self.lane = lane
+        self.phase = _STORAGE
+        #: Why the worker gave up on the attempt (``_STOP``, ``_LOST``), or ``None``.
+        self.reason: str | None = None
+        #: Whether this worker cancelled the lane (then it owes one ``uncancel()``).
+        self.cancelled = False
+        #: Whether the outcome was written by someone else than the lane (a stopping worker
+        #: giving up on a handler that ignores its cancellation): the lane writes nothing.
+        self.settled = False
         self.ctx: TaskContext | None = None
-        self.handler_task: asyncio.Task[Any] | None = None
-        self.runner: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.began: float | None = None
-
-    def stop(self, reason: str) -> None:
-        if not self.interrupt.done():
-            self.interrupt.set_result(reason)
-
-    def lose(self) -> None:
-        self.lost = True
-        self.stop("lost")
-
-
-def _error_text(exc: BaseException) -> str:
-    """``Type: message`` as the storage accepts it: cut to a sane length, no NUL, no lone
-    surrogates (an exception's message may hold anything)."""
-    message = str(exc)
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    if len(text) > MAX_ERROR_CHARS:
-        text = text[: MAX_ERROR_CHARS - 1] + "…"
-    text = text.replace("\x00", "\\0")
-    if not text.isascii():
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 def _is_async(handler: Handler) -> bool:
@@ -288,10 +242,11 @@ def _seconds(value: Duration, field: str) -> float:
     return codec.duration_arg(value, field) / 1e6
 
 
-def _consume(task: asyncio.Task[Any]) -> None:
-    """Retrieve an abandoned handler's outcome, so asyncio does not report it as lost."""
-    if not task.cancelled():
-        task.exception()
+async def _in_thread(handler: Handler, task: TaskModel, ctx: TaskContext) -> Any:
+    result = await asyncio.to_thread(handler, task, ctx)
+    if inspect.isawaitable(result):  # a plain function that returned a coroutine
+        result = await result
+    return result
 
 
 class Worker:
@@ -314,7 +269,7 @@ class Worker:
     * ``events`` (True): record ``worker.*`` and ``task.*`` events (see the module docstring).
     * ``on_outcome``: called (or awaited, if it returns an awaitable) with a
       :class:`TaskReport` after each attempt, as soon as its outcome is written (before its
-      event), in the task's slot; what it raises is logged and ignored.
+      event), in the task's lane; what it raises is logged and ignored.
 
     :meth:`run` does the work; :meth:`stop` ends it. A worker runs once.
     """
@@ -373,11 +328,18 @@ class Worker:
         self._stats = WorkerStats()
         self._jobs: set[_Job] = set()
         self._started = False
-        self._stopping = asyncio.Event()
-        self._hurry = asyncio.Event()
-        self._slot = asyncio.Event()
-        # Claims in flight; when the worker stops, what they took is released on the way out.
-        self._claims: set[asyncio.Future[TaskModel | None]] = set()
+        self._stop_requested = False
+        self._hurry_requested = False
+        # Made by run() on its loop; stop() resolves them.
+        self._stopped: asyncio.Future[None] | None = None
+        self._hurry: asyncio.Future[None] | None = None
+        # Lanes asleep until a claim finds work (each holds a future to resolve), and whether
+        # one lane is waiting in wait_for_tasks for all of them.
+        self._sleepers: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._watching = False
+        self._failures = 0
+        # Lease renewals in flight (held so they are not collected while they run).
+        self._renewals: set[asyncio.Task[None]] = set()
         # Set by _crash(): the worker writes nothing more, as after a killed process.
         self._dead = False
 
@@ -401,7 +363,7 @@ class Worker:
     @property
     def stopping(self) -> bool:
         """True once :meth:`stop` was called (or :meth:`run` was cancelled)."""
-        return self._stopping.is_set()
+        return self._stop_requested
 
     def stop(self, *, now: bool = False) -> None:
         """Stop claiming at once; running handlers get ``grace`` to finish (``now``: none),
@@ -410,9 +372,17 @@ class Worker:
         Call it from the worker's event loop (``loop.call_soon_threadsafe(worker.stop)`` from
         another thread). Calling it again with ``now=True`` cuts the grace short.
         """
-        self._stopping.set()
+        self._stop_requested = True
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+        while self._sleepers:
+            fut = self._sleepers.popleft()
+            if not fut.done():
+                fut.set_result(None)
         if now:
-            self._hurry.set()
+            self._hurry_requested = True
+            if self._hurry is not None and not self._hurry.done():
+                self._hurry.set_result(None)
 
     async def run(self) -> None:
         """Work until :meth:`stop`: register, claim, run handlers; then stop as documented.
@@ -425,6 +395,11 @@ class Worker:
         if self._started:
             raise RuntimeError("a Worker runs once; make a new one")
         self._started = True
+        loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        self._hurry = loop.create_future()
+        if self._stop_requested:  # stopped before it ran
+            self.stop(now=self._hurry_requested)
         await self._register()
         await self._event("worker.started", self._start_payload())
         log.info(
@@ -435,90 +410,111 @@ class Worker:
             self._lease_s,
         )
         beat = asyncio.create_task(self._heartbeats()) if self._heartbeat is not None else None
-        stopped = asyncio.ensure_future(self._stopping.wait())
+        lanes = [
+            loop.create_task(self._lane(), name=f"worker {self._agent_id} lane {i}")
+            for i in range(self._concurrency)
+        ]
+        error: BaseException | None = None
         try:
-            await self._claim_loop(stopped)
+            await asyncio.wait({self._stopped, *lanes}, return_when=asyncio.FIRST_COMPLETED)
+            for lane in lanes:
+                if lane.done() and not lane.cancelled() and lane.exception() is not None:
+                    error = lane.exception()
+                    self.stop(now=True)
+                    break
         except BaseException:
-            # Cancelled, or failing: no grace, but still release what is held.
+            # Cancelled: no grace, but still release what is held.
             self.stop(now=True)
             raise
         finally:
-            self._stopping.set()
-            stopped.cancel()
+            self.stop(now=self._hurry_requested)
             try:
-                await self._drain()
+                await self._drain(lanes)
             finally:
                 if beat is not None:
                     beat.cancel()
                     await asyncio.gather(beat, return_exceptions=True)
                 await self._unregister()
-                await self._event("worker.stopped", self._stats_payload())
-                counts = ", ".join(f"{k} {v}" for k, v in self._stats_payload().items() if v)
+                stats = self._stats.payload()
+                await self._event("worker.stopped", stats)
+                counts = ", ".join(f"{k} {v}" for k, v in stats.items() if v)
                 log.info("worker %s stopped: %s", self._agent_id, counts or "nothing done")
+        if error is not None:
+            raise error
 
-    # --- claiming -------------------------------------------------------------------------
+    # --- lanes ----------------------------------------------------------------------------
 
-    async def _claim_loop(self, stopped: asyncio.Future[Any]) -> None:
-        # Claims run side by side while they keep finding work: the number in flight doubles
-        # after a claim that found a task (up to the free slots) and falls back to one after a
-        # claim that found none, so a busy queue is drained by concurrent claims (committed
-        # together on SQLite, on several connections on PostgreSQL) and an idle worker wakes
-        # up to a single claim, not ``concurrency`` of them.
+    async def _lane(self) -> None:
+        """Claim, run and write one task at a time until the worker stops."""
         s, me, types, lease = self._storage, self._agent_id, self._types, self._lease
-        loop = asyncio.get_running_loop()
-        claims = self._claims
-        failures = 0
-        want = 1
-        while not self._stopping.is_set():
-            room = self._concurrency - len(self._jobs) - len(claims)
-            while room > 0 and len(claims) < want:
-                # A claim is never cancelled (it may have taken a task): if the worker stops
-                # or run() is cancelled meanwhile, _drain() waits for it and releases its task.
-                claims.add(asyncio.ensure_future(s.claim_next_task(me, types, lease)))
-                room -= 1
-            if not claims:
-                self._slot.clear()
-                await self._until_stopped(self._slot.wait(), stopped)
+        lane = asyncio.current_task()
+        assert lane is not None
+        while not self._stop_requested:
+            try:
+                # Never cancelled (it may have taken a task): a worker that stops meanwhile
+                # gives back what it took (_attempt).
+                task = await s.claim_next_task(me, types, lease)
+            except _TRANSIENT as exc:
+                await self._pause(exc)
                 continue
-            await asyncio.wait({*claims, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            found = empty = False
-            trouble: BaseException | None = None
-            for claim in [c for c in claims if c.done()]:
-                claims.discard(claim)
-                exc = claim.exception()
-                if isinstance(exc, _TRANSIENT):
-                    trouble = exc
-                    continue
-                if exc is not None:
-                    raise exc
-                task = claim.result()
-                if task is None:
-                    empty = True
-                    continue
-                found = True
-                job = self._begin(task, loop)
-                if self._stopping.is_set():  # told to stop while claiming: give it back
-                    job.stop("stop")
-            if trouble is not None:
-                failures += 1
-                want = 1
-                pause = min(0.1 * 2 ** min(failures, 16), MAX_BACKOFF_S)
-                log.warning(
-                    "worker %s: storage error, trying again in %.1fs: %s", me, pause, trouble
-                )
-                await self._until_stopped(asyncio.sleep(pause), stopped)
+            self._failures = 0
+            if task is None:
+                try:
+                    await self._idle()
+                except _TRANSIENT as exc:
+                    await self._pause(exc)
                 continue
-            if found or empty:
-                failures = 0
-            if found:
-                want = min(self._concurrency, want * 2)
-            elif empty:
-                want = 1
-                if not claims:
-                    await self._until_stopped(s.wait_for_tasks(self._idle_check, types), stopped)
+            if self._sleepers:  # there may be more: one more lane claims
+                fut = self._sleepers.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+            job = _Job(task, self, lane)
+            self._jobs.add(job)
+            stats = self._stats
+            stats.claimed += 1
+            stats.running += 1
+            try:
+                await self._attempt(job)
+            except Exception:
+                log.exception("worker %s: task %s: unexpected error", me, job.task.id)
+            finally:
+                if job in self._jobs:  # else a stopping worker gave up on it (_drain)
+                    self._jobs.discard(job)
+                    stats.running -= 1
+                if job.timer is not None:
+                    job.timer.cancel()
 
-    async def _until_stopped(self, aw: Awaitable[Any], stopped: asyncio.Future[Any]) -> None:
+    async def _idle(self) -> None:
+        """Nothing to claim: watch for work, or sleep while another lane watches."""
+        if self._stop_requested:  # a claim that was in flight as the worker stopped
+            return
+        if self._watching:
+            fut = asyncio.get_running_loop().create_future()
+            self._sleepers.append(fut)
+            try:
+                await fut
+            finally:
+                if not fut.done():  # the lane is cancelled (the loop is closing)
+                    fut.cancel()
+            return
+        self._watching = True
+        try:
+            await self._until_stopped(self._storage.wait_for_tasks(self._idle_check, self._types))
+        finally:
+            self._watching = False
+
+    async def _pause(self, trouble: BaseException) -> None:
+        self._failures += 1
+        pause = min(0.1 * 2 ** min(self._failures, 16), MAX_BACKOFF_S)
+        log.warning(
+            "worker %s: storage error, trying again in %.1fs: %s", self._agent_id, pause, trouble
+        )
+        await self._until_stopped(asyncio.sleep(pause))
+
+    async def _until_stopped(self, aw: Awaitable[Any]) -> None:
         """Await ``aw`` unless the worker is told to stop first (then ``aw`` is cancelled)."""
+        stopped = self._stopped
+        assert stopped is not None
         fut = asyncio.ensure_future(aw)
         try:
             await asyncio.wait({fut, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -529,30 +525,12 @@ class Worker:
         if not fut.cancelled():
             fut.result()  # what it raised, raised here
 
-    def _begin(self, task: TaskModel, loop: asyncio.AbstractEventLoop) -> _Job:
-        job = _Job(task, loop)
-        self._jobs.add(job)
-        self._stats.claimed += 1
-        self._stats.running += 1
-        job.runner = asyncio.create_task(self._run_job(job), name=f"worker task {task.id}")
-        return job
-
     # --- one task -------------------------------------------------------------------------
-
-    async def _run_job(self, job: _Job) -> None:
-        try:
-            await self._attempt(job)
-        except Exception:
-            log.exception("worker %s: task %s: unexpected error", self._agent_id, job.task.id)
-        finally:
-            self._jobs.discard(job)
-            self._stats.running -= 1
-            self._slot.set()
 
     async def _attempt(self, job: _Job) -> None:
         s, me = self._storage, self._agent_id
         task = job.task
-        if job.interrupt.done():  # claimed as the worker was told to stop: not started at all
+        if self._stop_requested:  # claimed as the worker was told to stop: not started at all
             await self._release(job)
             return
         try:
@@ -564,84 +542,105 @@ class Worker:
         except SerializationError as exc:
             # A dependency's stored result cannot be read: the same on every try, so the
             # attempt fails (and the task, once its retries are used) instead of looping.
-            await self._fail(job, _error_text(exc), None)
+            await self._fail(job, error_text(exc), None)
             return
         except _TRANSIENT as exc:
             log.warning("worker %s: task %s could not start: %s", me, task.id, exc)
             await self._release(job)
             return
-        if job.interrupt.done():  # stopped past the grace before the handler began
-            await self._release(job)
+        if job.reason is not None:  # given up on before the handler began
+            await (self._release(job) if job.reason == _STOP else self._lost(job))
             return
         ctx = job.ctx = TaskContext(task, me, s, deps, lease=self._lease, job=job)
         loop = asyncio.get_running_loop()
         job.began = loop.time()
-        handler = job.handler_task = asyncio.create_task(
-            self._call(task.task_type, task, ctx), name=f"handler {task.id}"
-        )
-        handler.add_done_callback(_consume)
-        why = await self._watch(job, handler)
-        if why == "stop":
-            await self._cancel_handler(job)
-            await self._release(job)
-        elif why == "lost" or job.lost:
-            await self._cancel_handler(job)
-            await self._lost(job)
-        elif handler.cancelled():
-            # Cancelled by someone else than this worker (it cancels only after "stop" or
-            # "lost"): the attempt failed.
-            await self._fail(job, "CancelledError: the handler was cancelled", None)
-        elif (raised := handler.exception()) is not None:
-            await self._fail(job, _error_text(raised), None)
+        if self._renew_every is not None:
+            job.timer = loop.call_at(job.began + self._renew_every, self._renew_due, job)
+        handler = self._handlers[task.task_type]
+        failure: BaseException | None = None
+        result: Any = None
+        job.phase = _HANDLER
+        try:
+            if self._async[task.task_type]:
+                result = await handler(task, ctx)
+            else:
+                result = await _in_thread(handler, task, ctx)
+        except asyncio.CancelledError as exc:
+            job.phase = _STORAGE
+            if job.cancelled:
+                job.lane.uncancel()
+            elif job.reason is None and job.lane.cancelling():
+                raise  # the lane itself is cancelled: the loop is going away
+            failure = exc
+        except Exception as exc:
+            job.phase = _STORAGE
+            if job.cancelled:
+                job.lane.uncancel()
+            failure = exc
         else:
-            await self._complete(job, handler.result())
-
-    async def _call(self, task_type: str, task: TaskModel, ctx: TaskContext) -> Any:
-        handler = self._handlers[task_type]
-        if self._async[task_type]:
-            return await handler(task, ctx)
-        result = await asyncio.to_thread(handler, task, ctx)
-        if inspect.isawaitable(result):  # a plain function that returned a coroutine
-            result = await result
-        return result
-
-    async def _watch(self, job: _Job, handler: asyncio.Task[Any]) -> str:
-        """Renew the lease until the handler is done ("done"), or why not: "stop", "lost"."""
-        s, me, task = self._storage, self._agent_id, job.task
-        waits = {handler, job.interrupt}
-        while True:
-            done, _ = await asyncio.wait(
-                waits, timeout=self._renew_every, return_when=asyncio.FIRST_COMPLETED
-            )
-            if handler.done():
-                return "done"
-            if job.interrupt.done():
-                return job.interrupt.result()
-            if done:
-                continue
-            try:
-                await s.heartbeat_task(task.id, me, self._lease)
-            except LeaseLostError:
-                job.lost = True
-                return "lost"
-            except StorageError as exc:
-                # The next renewal tries again; if the lease runs out meanwhile, that one
-                # raises LeaseLostError.
-                log.warning("worker %s: lease of task %s not renewed: %s", me, task.id, exc)
-
-    async def _cancel_handler(self, job: _Job) -> None:
-        if job.ctx is not None:
-            job.ctx._cancel.set()
-        handler = job.handler_task
-        if handler is None or handler.done():
+            job.phase = _STORAGE
+            if job.cancelled:
+                job.lane.uncancel()
+        finally:
+            if job.timer is not None:
+                job.timer.cancel()
+                job.timer = None
+        if job.settled:
             return
-        handler.cancel()
-        done, _ = await asyncio.wait({handler}, timeout=UNWIND_S)
-        if not done:
-            log.warning(
-                "worker %s: the handler of task %s ignored its cancellation; going on without it",
-                self._agent_id,
-                job.task.id,
+        if job.reason == _STOP:
+            await self._release(job)
+        elif job.reason == _LOST:
+            await self._lost(job, result)
+        elif isinstance(failure, asyncio.CancelledError):
+            # Cancelled by someone else than this worker (the handler itself, a task it
+            # awaited): the attempt failed.
+            await self._fail(job, "CancelledError: the handler was cancelled", None)
+        elif failure is not None:
+            await self._fail(job, error_text(failure), None)
+        else:
+            await self._complete(job, result)
+
+    def _interrupt(self, job: _Job, reason: str) -> None:
+        """Give up on a job: its handler is cancelled, its outcome decided by ``reason``."""
+        if job.reason is None:
+            job.reason = reason
+        if job.ctx is not None:
+            job.ctx._cancel = True
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        # Soon, not now: this may run inside the handler (a renewal it made), which is told by
+        # the LeaseLostError it gets; the lane is cancelled only if still in the handler then.
+        asyncio.get_running_loop().call_soon(self._cancel_handler, job)
+
+    def _cancel_handler(self, job: _Job) -> None:
+        if job.phase == _HANDLER and not job.cancelled and not job.settled:
+            job.cancelled = True
+            job.lane.cancel()
+
+    def _renew_due(self, job: _Job) -> None:
+        job.timer = None
+        if job.phase != _HANDLER or job.reason is not None:
+            return
+        renewal = asyncio.get_running_loop().create_task(self._renew(job))
+        self._renewals.add(renewal)
+        renewal.add_done_callback(self._renewals.discard)
+
+    async def _renew(self, job: _Job) -> None:
+        me, task_id = self._agent_id, job.task.id
+        try:
+            await self._storage.heartbeat_task(task_id, me, self._lease)
+        except LeaseLostError:
+            if job.phase == _HANDLER:  # else the lane's own write finds out
+                self._interrupt(job, _LOST)
+            return
+        except Exception as exc:
+            # The next renewal tries again; if the lease runs out meanwhile, that one raises
+            # LeaseLostError.
+            log.warning("worker %s: lease of task %s not renewed: %s", me, task_id, exc)
+        if job.phase == _HANDLER and job.reason is None and self._renew_every is not None:
+            job.timer = asyncio.get_running_loop().call_later(
+                self._renew_every, self._renew_due, job
             )
 
     def _duration(self, job: _Job) -> float:
@@ -659,13 +658,11 @@ class Worker:
         except LeaseLostError:
             await self._lost(job, result)
         except ValidationError as exc:  # the result is not strict JSON
-            await self._fail(job, _error_text(exc), result)
+            await self._fail(job, error_text(exc), result)
         except StorageError as exc:
             await self._unrecorded(job, exc, result)
         else:
-            ms = round(self._duration(job) * 1000, 3)
-            payload = {"attempt": job.task.retry_count + 1, "ms": ms}
-            await self._finish(job, Outcome.Completed, stored, payload, result=result)
+            await self._finish(job, Outcome.Completed, stored, result=result)
 
     async def _fail(self, job: _Job, error: str, result: Any) -> None:
         if self._dead:
@@ -677,9 +674,7 @@ class Worker:
         except StorageError as exc:
             await self._unrecorded(job, exc, result)
         else:
-            final = stored.status == TaskStatus.Failed
-            payload = {"attempt": job.task.retry_count + 1, "error": error, "final": final}
-            await self._finish(job, Outcome.Failed, stored, payload, result=result, error=error)
+            await self._finish(job, Outcome.Failed, stored, result=result, error=error)
 
     async def _release(self, job: _Job) -> None:
         if self._dead:
@@ -691,8 +686,7 @@ class Worker:
         except StorageError as exc:
             await self._unrecorded(job, exc, None)
         else:
-            payload = {"attempt": job.task.retry_count + 1}
-            await self._finish(job, Outcome.Released, stored, payload)
+            await self._finish(job, Outcome.Released, stored)
 
     async def _lost(self, job: _Job, result: Any = None) -> None:
         """The worker no longer holds the task: say whether it was cancelled or taken."""
@@ -703,11 +697,10 @@ class Worker:
             current = await self._storage.get_task(task.id)
         except StorageError:
             current = None
-        payload = {"attempt": task.retry_count + 1}
         if current is not None and current.status == TaskStatus.Cancelled:
-            await self._finish(job, Outcome.Cancelled, current, payload, result=result)
+            await self._finish(job, Outcome.Cancelled, current, result=result)
         else:
-            await self._finish(job, Outcome.LeaseLost, current or task, payload, result=result)
+            await self._finish(job, Outcome.LeaseLost, current or task, result=result)
 
     async def _unrecorded(self, job: _Job, exc: StorageError, result: Any) -> None:
         log.warning(
@@ -716,59 +709,58 @@ class Worker:
             job.task.id,
             exc,
         )
-        report = TaskReport(
-            Outcome.Unrecorded, job.task, self._agent_id, result, str(exc), self._duration(job)
-        )
-        self._stats.unrecorded += 1
-        await self._report(report)
+        self._stats.count(Outcome.Unrecorded)
+        if self._on_outcome is not None:
+            report = TaskReport(
+                Outcome.Unrecorded, job.task, self._agent_id, result, str(exc), self._duration(job)
+            )
+            await self._report(report)
 
     async def _finish(
         self,
         job: _Job,
         outcome: Outcome,
         stored: TaskModel,
-        payload: dict[str, Any],
         *,
         result: Any = None,
         error: str | None = None,
     ) -> None:
-        stats = self._stats
-        if outcome is Outcome.Completed:
-            stats.completed += 1
-        elif outcome is Outcome.Failed:
-            stats.failed += 1
-        elif outcome is Outcome.LeaseLost:
-            stats.lease_lost += 1
-        elif outcome is Outcome.Cancelled:
-            stats.cancelled += 1
-        elif outcome is Outcome.Released:
-            stats.released += 1
+        self._stats.count(outcome)
+        attempt = job.task.retry_count + 1
         # Info, all of them: a failing task is the application's business (the task records
         # it); warnings are kept for the worker's own trouble (a write that did not happen).
         if log.isEnabledFor(logging.INFO):
+            final = stored.status == TaskStatus.Failed
             log.info(
                 "worker %s: task %s (%s) %s",
                 self._agent_id,
                 stored.id,
                 stored.task_type,
-                _LOG_PHRASES[outcome].format(
-                    attempt=job.task.retry_count + 1,
+                LOG_PHRASES[outcome].format(
+                    attempt=attempt,
                     ms=self._duration(job) * 1000,
                     error=error,
-                    again="failed for good" if stored.status == TaskStatus.Failed else "failed",
-                    retry="" if stored.status == TaskStatus.Failed else ", will be retried",
+                    again="failed for good" if final else "failed",
+                    retry="" if final else ", will be retried",
                 ),
             )
         # The callback first, with no await since the write: what it counts is counted before
         # anyone (a retry of this very task) can run.
-        await self._report(
-            TaskReport(outcome, stored, self._agent_id, result, error, self._duration(job))
-        )
-        await self._event(f"task.{outcome.value}", payload, stored.id)
+        if self._on_outcome is not None:
+            await self._report(
+                TaskReport(outcome, stored, self._agent_id, result, error, self._duration(job))
+            )
+        if self._events:
+            payload: dict[str, Any] = {"attempt": attempt}
+            if outcome is Outcome.Completed:
+                payload["ms"] = round(self._duration(job) * 1000, 3)
+            elif outcome is Outcome.Failed:
+                payload["error"] = error
+                payload["final"] = stored.status == TaskStatus.Failed
+            await self._event(f"task.{outcome.value}", payload, stored.id)
 
     async def _report(self, report: TaskReport) -> None:
-        if self._on_outcome is None:
-            return
+        assert self._on_outcome is not None
         try:
             returned = self._on_outcome(report)
             if inspect.isawaitable(returned):
@@ -823,18 +815,13 @@ class Worker:
 
     # --- stopping -------------------------------------------------------------------------
 
-    async def _drain(self) -> None:
+    async def _drain(self, lanes: list[asyncio.Task[None]]) -> None:
         """Give running handlers the grace, then interrupt them (their tasks are released)."""
         loop = asyncio.get_running_loop()
-        claims, self._claims = self._claims, set()
-        if claims:
-            await asyncio.wait(claims)
-            for claim in claims:
-                if not claim.cancelled() and claim.exception() is None:
-                    task = claim.result()
-                    if task is not None:  # taken by a claim still in flight as it stopped
-                        self._begin(task, loop).stop("stop")
-        if self._jobs and not self._hurry.is_set():
+        hurry = self._hurry
+        assert hurry is not None
+        busy = {lane for lane in lanes if not lane.done()}
+        if self._jobs and not hurry.done():
             log.info(
                 "worker %s stopping: waiting up to %gs for %d running task(s)",
                 self._agent_id,
@@ -842,23 +829,39 @@ class Worker:
                 len(self._jobs),
             )
             deadline = loop.time() + self._grace
-            hurry = asyncio.ensure_future(self._hurry.wait())
-            try:
-                while self._jobs and not self._hurry.is_set():
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        break
-                    runners = {j.runner for j in self._jobs if j.runner is not None}
-                    await asyncio.wait(
-                        {*runners, hurry}, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                    )
-            finally:
-                hurry.cancel()
+            while busy and not hurry.done():
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                await asyncio.wait(
+                    {*busy, hurry}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                busy = {lane for lane in busy if not lane.done()}
         for job in list(self._jobs):
-            job.stop("stop")
-        runners = {j.runner for j in self._jobs if j.runner is not None}
-        if runners:
-            await asyncio.wait(runners)
+            self._interrupt(job, _STOP)
+        if busy:
+            await asyncio.wait(busy, timeout=UNWIND_S)
+            busy = {lane for lane in busy if not lane.done()}
+        # A handler that ignored its cancellation keeps its lane: its task is given back here
+        # and the lane, if it ever returns, writes nothing. Lanes busy with the storage (a
+        # claim, a write) are waited for.
+        stuck = [job for job in self._jobs if job.phase == _HANDLER and job.lane in busy]
+        for job in stuck:
+            log.warning(
+                "worker %s: the handler of task %s ignored its cancellation; going on without it",
+                self._agent_id,
+                job.task.id,
+            )
+            job.settled = True
+            busy.discard(job.lane)
+            self._jobs.discard(job)
+            self._stats.running -= 1
+        for job in stuck:
+            await self._release(job)
+        if busy:
+            await asyncio.wait(busy)
+        if self._renewals:
+            await asyncio.gather(*self._renewals, return_exceptions=True)
 
     def _crash(self) -> None:
         """Stop as a killed process would: handlers cancelled, nothing more written (tasks
@@ -877,18 +880,6 @@ class Worker:
             "lease_s": self._lease_s,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-        }
-
-    def _stats_payload(self) -> dict[str, Any]:
-        st = self._stats
-        return {
-            "claimed": st.claimed,
-            "completed": st.completed,
-            "failed": st.failed,
-            "lease_lost": st.lease_lost,
-            "cancelled": st.cancelled,
-            "released": st.released,
-            "unrecorded": st.unrecorded,
         }
 
     async def _event(self, event_type: str, payload: Any, task_id: str | None = None) -> None:

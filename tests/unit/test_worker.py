@@ -23,8 +23,8 @@ from ruv_swarm_persistence.worker import (
     TaskContext,
     TaskReport,
     Worker,
-    _error_text,
 )
+from ruv_swarm_persistence.worker_reports import error_text
 
 
 async def _noop(task: TaskModel, ctx: TaskContext) -> Any:
@@ -67,11 +67,11 @@ def test_arguments_are_checked_when_the_worker_is_made() -> None:
 
 
 def test_error_text_is_what_the_storage_accepts() -> None:
-    assert _error_text(RuntimeError("boom")) == "RuntimeError: boom"
-    assert _error_text(KeyError()) == "KeyError"
-    assert _error_text(ValueError("a\x00b")) == "ValueError: a\\0b"
-    assert _error_text(ValueError("lone \udc80")) == "ValueError: lone \\udc80"
-    long = _error_text(ValueError("x" * 100_000))
+    assert error_text(RuntimeError("boom")) == "RuntimeError: boom"
+    assert error_text(KeyError()) == "KeyError"
+    assert error_text(ValueError("a\x00b")) == "ValueError: a\\0b"
+    assert error_text(ValueError("lone \udc80")) == "ValueError: lone \\udc80"
+    long = error_text(ValueError("x" * 100_000))
     assert len(long) == MAX_ERROR_CHARS
     assert long.endswith("…")
 
