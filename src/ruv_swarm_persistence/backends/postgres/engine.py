@@ -17,13 +17,12 @@ in the transaction of the write, so other processes hear of it through their
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from ...aggregate import MetricRow, aggregate, crate_metric, crate_order
+from ...aggregate import MetricRow, aggregate, crate_aggregate
 from ...codec import COLUMNS, EventValues, Record, check_unique_ids
 from ...errors import ConflictError, NotFoundError
 from ...models import MetricModel
@@ -406,20 +405,10 @@ class PostgresEngine:
     async def crate_aggregate(
         self, tx: Any, metric_type: str, start: int, end: int
     ) -> list[MetricModel]:
-        groups = await self._fetch(tx, sql.AGGREGATE_BY_AGENT, metric_type, start, end)
-        out = []
-        for agent_id, unit, count, exact, low, high, latest in groups:
-            # The exact sum rounded once, as math.fsum rounds it (inf past the float range);
-            # the mean as aggregate.sum_and_mean computes it, finite however large the sum.
-            total = float(exact)
-            mean = total / count if math.isfinite(total) else float(exact / count)
-            out.append(
-                crate_metric(
-                    metric_type, agent_id, unit, count, total, low, high, latest, mean=mean
-                )
-            )
-        out.sort(key=lambda m: crate_order(m.agent_id, m.unit))
-        return out
+        # Summed here with math.fsum, as on every backend: the server's sum of the values
+        # cast to numeric summed their 15-digit roundings (0.1 as exactly 0.1), not them.
+        rows = await self._metric_rows(tx, metric_type, start, end)
+        return crate_aggregate(metric_type, rows)
 
     async def aggregate_metrics(
         self,

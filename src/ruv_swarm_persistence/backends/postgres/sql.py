@@ -370,13 +370,6 @@ ORDER BY timestamp, id"""
 METRIC_ROWS = """
 SELECT agent_id, unit, tags, value, timestamp FROM metrics
 WHERE metric_type = $1 AND timestamp >= $2 AND timestamp <= $3"""
-#: The crate's aggregate, one row per agent and unit, computed by the server. The sum is
-#: ``numeric``: exact, so it rounds like ``math.fsum`` on the other backends, and it cannot
-#: overflow (the caller turns it into a float, ``inf`` past the float range).
-AGGREGATE_BY_AGENT = """
-SELECT agent_id, unit, count(*), sum(value::numeric), min(value), max(value), max(timestamp)
-FROM metrics WHERE metric_type = $1 AND timestamp >= $2 AND timestamp <= $3
-GROUP BY agent_id, unit"""
 
 # --- maintenance ---------------------------------------------------------------------------
 
