@@ -8,8 +8,9 @@ built-in types, nested junk, models with any field replaced — mixed with good 
 some calls succeed, and holds every backend to three rules:
 
 * a call either returns or raises one of the library's typed errors for bad input
-  (:data:`INPUT_ERRORS`); never ``TypeError``, ``OverflowError``, a driver error, a
-  :class:`DatabaseError` (the database refusing what validation let through) or a hang;
+  (:data:`INPUT_ERRORS`; a :class:`ValidationError` names its field); never ``TypeError``,
+  ``OverflowError``, a driver error, a :class:`DatabaseError` (the database refusing what
+  validation let through) or a hang;
 * a refused call changes nothing (a snapshot through the public API before and after);
 * what was accepted can be read back (the snapshot after every call decodes), and a stored
   model reads back equal to what was stored.
@@ -500,6 +501,8 @@ async def check_call(storage: Storage, name: str, arguments: tuple[Any, ...]) ->
         after = await snapshot(storage)
         changed = [t for t in before if before[t] != after[t]]
         assert changed == [], f"{name} raised {refused!r} and still changed {changed}"
+        if isinstance(refused, ValidationError):
+            assert refused.field, f"{name} raised {refused!r}, which names no field"
         return
     after = await snapshot(storage)  # every accepted write reads back
     for model in _stored(name, arguments):
