@@ -212,13 +212,15 @@ async def _present(storage: SqliteStorage, table: str, row_id: str) -> bool:
     return any(m.id == row_id for m in await storage.metrics.find_all())
 
 
-async def _run(db: Path, vfs: FaultyVFS, fault: Fault | None) -> tuple[list[Op], dict[str, int]]:
+async def _run(
+    db: Path, vfs: FaultyVFS, fault: Fault | None, **options: Any
+) -> tuple[list[Op], dict[str, int]]:
     """Open, load and close under ``fault``; the ops and the I/O calls counted."""
     if fault is not None:
         vfs.fault = fault
     counting = vfs.fault
     ops: list[Op] = []
-    opened = await _settle(SqliteStorage.open(db, max_batch=8))
+    opened = await _settle(SqliteStorage.open(db, max_batch=8, **options))
     if isinstance(opened, SqliteStorage):
         try:
             await _load(opened, ops)
@@ -238,6 +240,8 @@ KINDS: Final[dict[str, dict[str, Any]]] = {
     "short-write": {"op": "write", "error": apsw.IOError, "short": True},
     "disk-full": {"op": "write", "error": apsw.FullError},
     "fsync-error": {"op": "sync", "error": apsw.IOError},
+    # With synchronous=full every commit syncs the log: the faults land on acknowledgements.
+    "fsync-error-full": {"op": "sync", "error": apsw.IOError, "synchronous": "full"},
     "read-error": {"op": "read", "error": apsw.IOError},
 }
 
@@ -248,14 +252,16 @@ async def test_injected_faults_lose_no_acknowledged_write(
     tmp_path: Path, vfs: FaultyVFS, kind: str, persistent: bool
 ) -> None:
     spec = KINDS[kind]
-    _, calls = await _run(tmp_path / "measure.db", vfs, None)
+    spec = dict(spec)
+    options = {"synchronous": spec.pop("synchronous")} if "synchronous" in spec else {}
+    _, calls = await _run(tmp_path / "measure.db", vfs, None, **options)
     total = calls[spec["op"]]
     assert total > 0, f"the run made no {spec['op']} calls to fail"
     summary = []
     for n, at in enumerate(_points(total)):
         db = tmp_path / f"{n}.db"
         fault = Fault(at=at, times=10**9 if persistent else 1, **spec)
-        ops, _ = await _run(db, vfs, fault)
+        ops, _ = await _run(db, vfs, fault, **options)
         assert fault.fired > 0, f"call {at} of {total} never came"
         summary.append(await _verify(db, ops, f"{kind} at {spec['op']} {at}/{total}"))
     assert summary  # one line per injection point: (acknowledged, refused) operations
