@@ -61,7 +61,8 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "tasks": (
         "id", "task_type", "priority", "status", "assigned_to", "payload", "result", "error",
         "retry_count", "max_retries", "dependencies", "created_at", "updated_at",
-        "started_at", "completed_at", "lease_expires_at", "run_after",
+        "started_at", "completed_at", "lease_expires_at", "run_after", "dedup_key",
+        "concurrency_key",
     ),
     "events": (
         "id", "event_type", "agent_id", "task_id", "payload", "metadata", "timestamp", "sequence",
@@ -310,6 +311,8 @@ def encode_task(t: TaskModel, limits: Limits = DEFAULT_LIMITS) -> Record:
         "completed_at": _opt_time(t.completed_at, "task.completed_at"),
         "lease_expires_at": _opt_time(t.lease_expires_at, "task.lease_expires_at"),
         "run_after": _opt_time(t.run_after, "task.run_after"),
+        "dedup_key": _opt_id(t.dedup_key, "task.dedup_key", limits),
+        "concurrency_key": _opt_id(t.concurrency_key, "task.concurrency_key", limits),
     }
 
 
@@ -493,6 +496,8 @@ def decode_task(r: Record) -> TaskModel:
             completed_at=_t(r["completed_at"]),
             lease_expires_at=_t(r["lease_expires_at"]),
             run_after=_t(r["run_after"]),
+            dedup_key=r["dedup_key"],
+            concurrency_key=r["concurrency_key"],
         )
     except Exception as exc:
         raise _undecodable("tasks", r, exc) from exc
@@ -662,6 +667,21 @@ def limit_arg(value: Any, field: str = "limit") -> int:
         raise ValidationError("must be a non-negative integer", field=field)
     if value > MAX_INT64:
         raise ValidationError("must fit in 64 bits (below 2**63)", field=field)
+    return int(value)
+
+
+#: Limits are counts every database stores as a 32-bit integer.
+MAX_QUEUE_LIMIT: Final = 2**31 - 1
+
+
+def queue_limit_arg(value: Any, field: str) -> int | None:
+    """A queue limit: ``None`` (no limit) or a count from 0 (nothing admitted) up."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError("must be None or a non-negative integer", field=field)
+    if value > MAX_QUEUE_LIMIT:
+        raise ValidationError(f"must be at most {MAX_QUEUE_LIMIT}", field=field)
     return int(value)
 
 

@@ -138,6 +138,10 @@ class TaskModel:
     completed_at: datetime | None = None
     lease_expires_at: datetime | None = None
     run_after: datetime | None = None
+    #: At most one unfinished task per key: storing another returns the first one's id.
+    dedup_key: str | None = None
+    #: The key whose concurrency and rate limits apply to claims of this task.
+    concurrency_key: str | None = None
 
     @classmethod
     def new(
@@ -150,11 +154,14 @@ class TaskModel:
         dependencies: list[str] | None = None,
         max_retries: int = 3,
         run_after: datetime | None = None,
+        dedup_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> TaskModel:
         """A new pending task with a fresh id.
 
         ``max_retries`` counts retries after the first attempt: the default 3 allows four
-        attempts in all.
+        attempts in all. ``dedup_key`` and ``concurrency_key`` are fixed once the task is
+        stored (see ``Storage.store_task`` and ``Storage.set_concurrency_limit``).
         """
         now = utc_now()
         return cls(
@@ -167,6 +174,8 @@ class TaskModel:
             created_at=now,
             updated_at=now,
             run_after=run_after,
+            dedup_key=dedup_key,
+            concurrency_key=concurrency_key,
         )
 
     def assign_to(self, agent_id: str) -> None:

@@ -31,6 +31,9 @@ __all__ = [
     "check_stored_status",
     "check_transition",
     "claim_changes",
+    "claim_admitted",
+    "dedup_batch",
+    "rate_frees_at",
     "complete_changes",
     "failure_changes",
     "is_ready",
@@ -53,6 +56,10 @@ CANCELLED: Final = TaskStatus.Cancelled.value
 TERMINAL: Final = frozenset({COMPLETED, FAILED, CANCELLED})
 #: Statuses in which a worker holds the task under a lease.
 ACTIVE: Final = frozenset({ASSIGNED, RUNNING})
+#: Statuses in which a task holds its ``dedup_key``.
+UNFINISHED: Final = frozenset({PENDING, ASSIGNED, RUNNING})
+#: Fields fixed when a task is stored.
+FIXED_FIELDS: Final = ("dependencies", "dedup_key", "concurrency_key")
 
 #: Legal status changes. Staying in the same status is always allowed. A held task goes back
 #: to pending on a retry, an expired lease, or when its worker gives it back (release).
@@ -171,13 +178,17 @@ def release_changes(now: int) -> dict[str, Any]:
 def update_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """What ``update_task`` writes over a stored task: every field but the id.
 
-    A task's dependencies are fixed when it is stored; a record that changes them is refused.
+    A task's dependencies and keys are fixed when it is stored; a record that changes them
+    is refused.
     """
     if _json.loads(old["dependencies"]) != _json.loads(new["dependencies"]):
         raise ValidationError(
             "dependencies cannot change after creation", field="task.dependencies"
         )
-    return {k: v for k, v in new.items() if k not in ("id", "dependencies")}
+    for key in ("dedup_key", "concurrency_key"):
+        if old[key] != new[key]:
+            raise ValidationError(f"{key} cannot change after creation", field=f"task.{key}")
+    return {k: v for k, v in new.items() if k not in ("id", *FIXED_FIELDS)}
 
 
 def start_changes(now: int) -> dict[str, Any]:
@@ -313,3 +324,68 @@ def topological(batch: Mapping[str, Any], deps_of: Mapping[str, Sequence[str]]) 
                 state[node] = 2
                 order.append(node)
     return order
+
+
+def dedup_batch(
+    records: Sequence[Mapping[str, Any]],
+    taken: Mapping[str, str],
+    raise_on_duplicate: bool,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Which tasks of a batch to store, and the id each one ends up as.
+
+    ``taken`` maps the dedup keys held by stored unfinished tasks to their ids. A new
+    unfinished task whose key is taken (by a stored task or an earlier one of the batch) is
+    not stored: its id is the holder's, and the batch's tasks that depend on it depend on
+    the holder instead. With ``raise_on_duplicate`` it is a :class:`ConflictError` instead.
+    A task stored already finished holds no key.
+    """
+    holders = dict(taken)
+    replaced: dict[str, str] = {}
+    ids: list[str] = []
+    keep: list[dict[str, Any]] = []
+    for rec in records:
+        key = rec["dedup_key"]
+        if key is not None and rec["status"] in UNFINISHED:
+            holder = holders.get(key)
+            if holder is not None:
+                if raise_on_duplicate:
+                    reason = f"dedup_key {key!r} is held by unfinished task {holder!r}"
+                    raise ConflictError("task", rec["id"], reason)
+                replaced[rec["id"]] = holder
+                ids.append(holder)
+                continue
+            holders[key] = rec["id"]
+        ids.append(rec["id"])
+        keep.append(dict(rec))
+    if replaced:
+        for rec in keep:
+            deps: list[str] = _json.loads(rec["dependencies"])
+            if any(d in replaced for d in deps):
+                mapped = list(dict.fromkeys(replaced.get(d, d) for d in deps))
+                rec["dependencies"] = _json.dumps(mapped, "task.dependencies", 1 << 62)
+    return keep, ids
+
+
+def claim_admitted(
+    max_running: int | None,
+    held: int,
+    rate_limit: int | None,
+    recent_claims: int,
+) -> bool:
+    """Whether a key's limits admit one more claim.
+
+    ``held`` counts the key's tasks held now (assigned or running, leases not expired),
+    ``recent_claims`` its claims within the last rate period.
+    """
+    if max_running is not None and held >= max_running:
+        return False
+    return rate_limit is None or recent_claims < rate_limit
+
+
+def rate_frees_at(rate_limit: int, period_us: int, recent_claims: Sequence[int]) -> int | None:
+    """When a key whose rate limit is reached admits a claim again: as the oldest claim that
+    keeps it at the limit leaves the window (``recent_claims`` ascending, all within the
+    window). ``None`` for a limit of 0, which never admits one."""
+    if rate_limit == 0:
+        return None
+    return recent_claims[len(recent_claims) - rate_limit] + period_us

@@ -158,12 +158,24 @@ class Storage(abc.ABC):
     # --- tasks --------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def store_task(self, task: TaskModel) -> None:
-        """Store a new task. Dependencies must exist; a cycle is a ValidationError."""
+    async def store_task(self, task: TaskModel, *, raise_on_duplicate: bool = False) -> str:
+        """Store a new task; the id it is stored under.
+
+        Dependencies must exist; a cycle is a ValidationError. While an unfinished task
+        (pending, assigned or running) holds the task's ``dedup_key``, nothing is stored and
+        the holder's id is returned, or, with ``raise_on_duplicate``, a ConflictError raised.
+        """
 
     @abc.abstractmethod
-    async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
-        """Store several tasks atomically; they may depend on each other."""
+    async def store_tasks(
+        self, tasks: Sequence[TaskModel], *, raise_on_duplicate: bool = False
+    ) -> list[str]:
+        """Store several tasks atomically; they may depend on each other.
+
+        Returns the id of each task, in order: its own, or that of the unfinished task that
+        holds its ``dedup_key`` (see :meth:`store_task`); a task of the batch that depends on
+        a task left out depends on that holder instead.
+        """
 
     @abc.abstractmethod
     async def get_task(self, task_id: str) -> TaskModel | None:
@@ -205,6 +217,21 @@ class Storage(abc.ABC):
         lease: Duration | None = None,
     ) -> TaskModel | None:
         """Atomically claim the highest-priority, oldest ready task (of these types)."""
+
+    @abc.abstractmethod
+    async def set_concurrency_limit(self, key: str, limit: int | None) -> None:
+        """Let at most ``limit`` tasks whose ``concurrency_key`` is ``key`` be held at once.
+
+        Claims skip a task whose key has ``limit`` tasks assigned or running (an expired
+        lease frees its slot); ``0`` pauses the key, ``None`` removes the limit. Holds across
+        processes; tasks already held are left alone.
+        """
+
+    @abc.abstractmethod
+    async def set_rate_limit(self, key: str, limit: int | None, per: Duration = 1.0) -> None:
+        """Let at most ``limit`` tasks whose ``concurrency_key`` is ``key`` be claimed in any
+        window of ``per`` (a sliding window over the claims themselves, shared by every
+        process); ``None`` removes the limit."""
 
     @abc.abstractmethod
     async def start_task(self, task_id: str, agent_id: str) -> TaskModel:

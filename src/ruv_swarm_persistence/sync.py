@@ -325,13 +325,25 @@ class _SyncAPI:
         """Mark stale agents ``error`` and requeue the tasks they held; returns them."""
         return self._run(lambda s: s.reap_stale_agents(older_than))
 
-    def store_task(self, task: TaskModel) -> None:
-        """Store a new task. Dependencies must exist; a cycle is a ValidationError."""
-        self._run(lambda s: s.store_task(task))
+    def store_task(self, task: TaskModel, *, raise_on_duplicate: bool = False) -> str:
+        """Store a new task; the id it is stored under.
 
-    def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
-        """Store several tasks atomically; they may depend on each other."""
-        self._run(lambda s: s.store_tasks(tasks))
+        Dependencies must exist; a cycle is a ValidationError. While an unfinished task
+        (pending, assigned or running) holds the task's ``dedup_key``, nothing is stored and
+        the holder's id is returned, or, with ``raise_on_duplicate``, a ConflictError raised.
+        """
+        return self._run(lambda s: s.store_task(task, raise_on_duplicate=raise_on_duplicate))
+
+    def store_tasks(
+        self, tasks: Sequence[TaskModel], *, raise_on_duplicate: bool = False
+    ) -> list[str]:
+        """Store several tasks atomically; they may depend on each other.
+
+        Returns the id of each task, in order: its own, or that of the unfinished task that
+        holds its ``dedup_key`` (see :meth:`store_task`); a task of the batch that depends on
+        a task left out depends on that holder instead.
+        """
+        return self._run(lambda s: s.store_tasks(tasks, raise_on_duplicate=raise_on_duplicate))
 
     def get_task(self, task_id: str) -> TaskModel | None:
         """The task with this id, or ``None``."""
@@ -370,6 +382,22 @@ class _SyncAPI:
     ) -> TaskModel | None:
         """Atomically claim the highest-priority, oldest ready task (of these types)."""
         return self._run(lambda s: s.claim_next_task(agent_id, task_types, lease))
+
+    def set_concurrency_limit(self, key: str, limit: int | None) -> None:
+        """Let at most ``limit`` tasks whose ``concurrency_key`` is ``key`` be held at once.
+
+        Claims skip a task whose key has ``limit`` tasks assigned or running (an expired
+        lease frees its slot); ``0`` pauses the key, ``None`` removes the limit. Holds across
+        processes; tasks already held are left alone.
+        """
+        self._run(lambda s: s.set_concurrency_limit(key, limit))
+
+    def set_rate_limit(self, key: str, limit: int | None, per: Duration = 1.0) -> None:
+        """Let at most ``limit`` tasks whose ``concurrency_key`` is ``key`` be claimed in any
+        window of ``per`` (a sliding window over the claims themselves, shared by every
+        process); ``None`` removes the limit.
+        """
+        self._run(lambda s: s.set_rate_limit(key, limit, per))
 
     def start_task(self, task_id: str, agent_id: str) -> TaskModel:
         """Mark a held task running; LeaseLostError if ``agent_id`` no longer holds it."""

@@ -22,6 +22,8 @@ from pathlib import Path
 import apsw
 import pytest
 
+from ruv_swarm_persistence.migrations import bundled_migrations
+
 from .conftest import COMMAND_TIMEOUT, Ran, assert_one_line_error, cli_env, swarmdb
 
 SMALL = ["--agents", "3", "--tasks", "24", "--seed", "5"]
@@ -283,7 +285,9 @@ def test_status_shows_pending_migrations_without_applying_them(tmp_path: Path) -
     for _ in range(2):  # asking twice must not apply anything either
         status = swarmdb("migrate", "--status", "--json", "--db", "s.db", cwd=tmp_path).json()
         assert status["version"] == 0
-        assert [m["applied"] for m in status["migrations"]] == [False]
+        assert [m["applied"] for m in status["migrations"]] == [False] * len(
+            bundled_migrations("sqlite")
+        )
     behind = swarmdb("tasks", "--db", "s.db", cwd=tmp_path)
     assert_one_line_error(behind, "schema version 0", "swarmdb migrate")
     up = swarmdb("migrate", "--db", "s.db", cwd=tmp_path)

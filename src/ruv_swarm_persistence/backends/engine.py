@@ -72,8 +72,11 @@ class Engine(Protocol):
 
     # --- tasks -----------------------------------------------------------------------------
 
-    async def insert_tasks(self, tx: Any, recs: list[Record]) -> None:
-        """Store new tasks atomically (dependencies checked, cycles refused)."""
+    async def insert_tasks(
+        self, tx: Any, recs: list[Record], raise_on_duplicate: bool
+    ) -> list[str]:
+        """Store new tasks atomically (dependencies checked, cycles refused); the id of
+        each, its own or its ``dedup_key``'s holder's (``rules.dedup_batch``)."""
 
     async def get_task(self, tx: Any, task_id: str) -> Record | None:
         """The task, or ``None``."""
@@ -100,6 +103,12 @@ class Engine(Protocol):
         self, tx: Any, agent_id: str, types: list[str] | None, lease_us: int
     ) -> Record | None:
         """Claim the highest-priority, oldest ready task (of the types)."""
+
+    async def set_queue_limit(
+        self, tx: Any, key: str, kind: str, limit: int | None, period_us: int | None
+    ) -> None:
+        """Set (``None``: remove) a key's ``"concurrency"`` or ``"rate"`` limit; claims
+        (``claim_task``, ``claim_next_task``, ``next_ready``) obey ``rules.claim_admitted``."""
 
     async def start_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
         """Held task → running."""

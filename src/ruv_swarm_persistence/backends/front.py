@@ -144,15 +144,22 @@ class Front(Storage):
 
     # --- tasks -----------------------------------------------------------------------------
 
-    async def store_task(self, task: TaskModel) -> None:
+    async def store_task(self, task: TaskModel, *, raise_on_duplicate: bool = False) -> str:
         rec = codec.encode_task(task, self._limits)
+        conflict = codec.flag_arg(raise_on_duplicate, "raise_on_duplicate")
         tx = await self._gate() if self._blocked else None
-        await self._engine.insert_tasks(tx, [rec])
+        (task_id,) = await self._engine.insert_tasks(tx, [rec], conflict)
+        return task_id
 
-    async def store_tasks(self, tasks: Sequence[TaskModel]) -> None:
+    async def store_tasks(
+        self, tasks: Sequence[TaskModel], *, raise_on_duplicate: bool = False
+    ) -> list[str]:
         recs = codec.encode_batch(tasks, codec.encode_task, "tasks", self._limits)
+        conflict = codec.flag_arg(raise_on_duplicate, "raise_on_duplicate")
         tx = await self._gate() if self._blocked else None
-        await self._engine.insert_tasks(tx, recs)
+        if not recs:
+            return []
+        return await self._engine.insert_tasks(tx, recs, conflict)
 
     async def get_task(self, task_id: str) -> TaskModel | None:
         codec.check_id(task_id, "task_id", self._limits)
@@ -203,6 +210,19 @@ class Front(Storage):
         tx = await self._gate() if self._blocked else None
         rec = await self._engine.claim_next_task(tx, agent_id, types, lease_us)
         return None if rec is None else _decode_task(rec)
+
+    async def set_concurrency_limit(self, key: str, limit: int | None) -> None:
+        codec.check_id(key, "key", self._limits)
+        n = codec.queue_limit_arg(limit, "limit")
+        tx = await self._gate() if self._blocked else None
+        await self._engine.set_queue_limit(tx, key, "concurrency", n, None)
+
+    async def set_rate_limit(self, key: str, limit: int | None, per: Duration = 1.0) -> None:
+        codec.check_id(key, "key", self._limits)
+        n = codec.queue_limit_arg(limit, "limit")
+        per_us = codec.duration_arg(per, "per")
+        tx = await self._gate() if self._blocked else None
+        await self._engine.set_queue_limit(tx, key, "rate", n, None if n is None else per_us)
 
     def _held_args(self, task_id: str, agent_id: str) -> None:
         codec.check_id(task_id, "task_id", self._limits)

@@ -628,6 +628,13 @@ METHODS: list[Method] = [
     M("get_tasks_by_agent", agent_id=ident("a1")),
     M("claim_task", task_id=ident("t2"), agent_id=ident("a1"), lease=duration()),
     M("claim_next_task", agent_id=ident("a1"), task_types=types(), lease=duration()),
+    M("set_concurrency_limit", key=ident("k"), limit=count(2, optional=True)),
+    M(
+        "set_rate_limit",
+        key=ident("k"),
+        limit=count(2, optional=True),
+        per=duration(10, optional=False),
+    ),
     M("start_task", task_id=ident("t1"), agent_id=ident("a1")),
     M("complete_task", task_id=ident("t1"), agent_id=ident("a1"), result=json_value()),
     M("fail_task", task_id=ident("t1"), agent_id=ident("a1"), error=text("boom", empty_ok=True)),

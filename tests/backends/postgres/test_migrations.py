@@ -15,6 +15,10 @@ from ruv_swarm_persistence.testing._support import agent
 
 from ._support import Opener, url_with
 
+#: The library's own migrations, and a version past them for the user's.
+CORE = [m.version for m in bundled_migrations("postgres")]
+USER_VERSION = 100
+
 
 async def _rows(pg_url: str, schema: str, query: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(pg_url, server_settings={"search_path": f'"{schema}"'})
@@ -60,14 +64,14 @@ async def test_status_rollback_and_migrate_again(
     runner = MigrationRunner(storage)
     status = await runner.status()
     assert [(s.version, s.name, s.applied, s.checksum_ok) for s in status] == [
-        (1, "core:initial", True, True)
+        (m.version, f"core:{m.name}", True, True) for m in bundled_migrations("postgres")
     ]
-    assert await runner.rollback_to(0) == [1]
+    assert await runner.rollback_to(0) == CORE[::-1]
     tables = await _rows(
         pg_url, schema, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
     )
     assert [r[0] for r in tables] == ["schema_migrations"]
-    assert await runner.migrate() == [1]
+    assert await runner.migrate() == CORE
     await storage.store_agent(agent("back"))
     assert await storage.get_agent("back") is not None
 
@@ -77,10 +81,10 @@ async def test_a_failing_migration_changes_nothing(
 ) -> None:
     storage = await open_storage()
     runner = MigrationRunner(storage)
-    bad = Migration.new(2, "half_done", "CREATE TABLE half (a int); SELECT 1 / 0;")
+    bad = Migration.new(USER_VERSION, "half_done", "CREATE TABLE half (a int); SELECT 1 / 0;")
     with pytest.raises(MigrationError, match="half_done"):
         await runner.run_migration(bad)
-    assert await runner.current_version() == 1
+    assert await runner.current_version() == CORE[-1]
     assert await _rows(pg_url, schema, "SELECT to_regclass('half')") == [(None,)]
 
 
@@ -88,7 +92,7 @@ async def test_the_crate_example_migration(open_storage: Opener) -> None:
     storage = await open_storage()
     runner = MigrationRunner(storage)
     migration = Migration.new(
-        2, "add_agent_tags", "ALTER TABLE agents ADD COLUMN tags TEXT DEFAULT '{}';"
+        USER_VERSION, "add_agent_tags", "ALTER TABLE agents ADD COLUMN tags TEXT DEFAULT '{}';"
     )
     assert await runner.run_migration(migration) is True
     assert await runner.run_migration(migration) is False
@@ -123,4 +127,4 @@ async def test_migrate_false_leaves_an_empty_schema_alone(
 ) -> None:
     storage = await open_storage(migrate=False)
     assert await MigrationRunner(storage).current_version() == 0
-    assert await MigrationRunner(storage).migrate() == [1]
+    assert await MigrationRunner(storage).migrate() == CORE

@@ -22,6 +22,10 @@ from ruv_swarm_persistence import (
 from ruv_swarm_persistence.backends.sqlite import SqliteStorage
 from ruv_swarm_persistence.migrations import Migration, MigrationRunner, bundled_migrations
 
+#: The library's own migrations, and a version past them for the user's.
+CORE = [m.version for m in bundled_migrations("sqlite")]
+USER_VERSION = 100
+
 SCHEMA_TABLES = (
     "agents",
     "tasks",
@@ -30,6 +34,8 @@ SCHEMA_TABLES = (
     "messages",
     "metrics",
     "swarm_meta",
+    "queue_limits",
+    "queue_claims",
 )
 
 
@@ -123,7 +129,7 @@ async def test_the_crates_user_migration_works_and_the_storage_keeps_working(
 ) -> None:
     await sqlite.store_agent(AgentModel.new("before", "worker", ["x"]))
     migration = Migration.new(
-        2, "add_agent_tags", "ALTER TABLE agents ADD COLUMN tags TEXT DEFAULT '{}';"
+        USER_VERSION, "add_agent_tags", "ALTER TABLE agents ADD COLUMN tags TEXT DEFAULT '{}';"
     )
     runner = MigrationRunner(sqlite)
     assert await runner.run_migration(migration) is True
@@ -132,7 +138,7 @@ async def test_the_crates_user_migration_works_and_the_storage_keeps_working(
     await sqlite.store_agent(after)
     assert await sqlite.get_agent(after.id) == after
     assert [a.name for a in await sqlite.list_agents()] == ["before", "after"]
-    assert [s.version for s in await runner.status() if s.applied] == [1, 2]
+    assert [s.version for s in await runner.status() if s.applied] == [*CORE, USER_VERSION]
     await sqlite.close()
     # Reopening keeps the user's migration and refuses nothing.
     async with SqliteStorage.open(sqlite.path) as reopened:
@@ -141,15 +147,15 @@ async def test_the_crates_user_migration_works_and_the_storage_keeps_working(
 
 async def test_a_user_migration_with_down_sql_rolls_back(sqlite: SqliteStorage) -> None:
     migration = Migration.new(
-        2,
+        USER_VERSION,
         "add_agent_tags",
         "ALTER TABLE agents ADD COLUMN tags TEXT DEFAULT '{}';",
         "ALTER TABLE agents DROP COLUMN tags;",
     )
     runner = MigrationRunner(sqlite, [migration])
-    assert await runner.migrate() == [2]
-    assert await runner.rollback_to(1) == [2]
-    assert await runner.current_version() == 1
+    assert await runner.migrate() == [USER_VERSION]
+    assert await runner.rollback_to(CORE[-1]) == [USER_VERSION]
+    assert await runner.current_version() == CORE[-1]
     agent = AgentModel.new("plain", "worker")
     await sqlite.store_agent(agent)
     assert await sqlite.get_agent(agent.id) == agent
@@ -157,12 +163,14 @@ async def test_a_user_migration_with_down_sql_rolls_back(sqlite: SqliteStorage) 
 
 async def test_a_failing_migration_changes_nothing(sqlite: SqliteStorage) -> None:
     bad = Migration.new(
-        2, "half_done", "CREATE TABLE half (x INTEGER); INSERT INTO no_such_table VALUES (1);"
+        USER_VERSION,
+        "half_done",
+        "CREATE TABLE half (x INTEGER); INSERT INTO no_such_table VALUES (1);",
     )
     with pytest.raises(MigrationError, match="no_such_table") as info:
         await MigrationRunner(sqlite).run_migration(bad)
     assert isinstance(info.value.__cause__, apsw.Error)
-    assert await MigrationRunner(sqlite).current_version() == 1
+    assert await MigrationRunner(sqlite).current_version() == CORE[-1]
     writer = sqlite._writer
     assert writer is not None
     tables = writer.conn.execute("SELECT name FROM sqlite_schema WHERE name = 'half'").fetchall()
@@ -230,7 +238,7 @@ async def test_rows_are_counted_right_when_a_user_trigger_writes_too(
 ) -> None:
     # Appends count the rows that went in by rowid, which a trigger's own writes leave alone.
     audit = Migration.new(
-        2,
+        USER_VERSION,
         "audit_appends",
         "CREATE TABLE audit (what TEXT NOT NULL);"
         "CREATE TRIGGER events_audit AFTER INSERT ON events"

@@ -126,11 +126,11 @@ async def test_an_operation_failing_halfway_leaves_nothing_and_spares_its_neighb
         sqlite.store_task(TaskModel.new("w", id="after", dependencies=["parent"])),
         return_exceptions=True,
     )
-    assert results[0] is None
+    assert results[0] == "before"
     assert isinstance(results[1], DatabaseError)
     assert isinstance(results[1].__cause__, apsw.ConstraintError)
     assert "injected failure" in str(results[1])
-    assert results[2] is None
+    assert results[2] == "after"
     assert await sqlite.get_task("c1") is None
     assert await sqlite.get_task("c2") is None
     assert {t.id for t in await sqlite.get_pending_tasks()} == {"parent", "boom", "before", "after"}

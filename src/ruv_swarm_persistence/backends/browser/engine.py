@@ -342,6 +342,9 @@ class BrowserEngine(MemoryEngine):
         )
         t.tasks = {rec["id"]: rec for rec in tasks}
         for rec in tasks:
+            # Tasks written before the queue controls existed carry no keys.
+            rec.setdefault("dedup_key", None)
+            rec.setdefault("concurrency_key", None)
             try:
                 deps: list[str] = json.loads(rec["dependencies"])
                 t.unfinished[rec["id"]] = sum(t.tasks[d]["status"] != _COMPLETED for d in deps)

@@ -66,6 +66,14 @@ class _Tables:
         self.metrics: dict[str, Record] = {}
         #: The record of maintenance (``Engine.retention_record``).
         self.meta: dict[str, int] = {}
+        # Queue controls: key -> (max_running, rate_limit, rate_period_us), and the times of
+        # the claims of each rate-limited key within its last period, oldest first.
+        self.limits: dict[str, tuple[int | None, int | None, int | None]] = {}
+        self.claim_log: dict[str, list[int]] = {}
+        # Derived from the tasks (rebuilt after a rollback): who holds each dedup key, and
+        # the held tasks of each concurrency key.
+        self.dedup_holders: dict[str, str] = {}
+        self.held_by_key: dict[str, set[str]] = {}
         self.undo: list[Callable[[], None]] | None = None
         # Task queue: heaps with lazy deletion, rebuilt from the tables after a rollback.
         self.ready: dict[str, list[tuple[int, int, str]]] = {}  # type -> (-prio, created, id)
@@ -127,12 +135,40 @@ class _Tables:
         self.ready = {}
         self.delayed = []
         self.leases = []
+        self.dedup_holders = {}
+        self.held_by_key = {}
         for rec in self.tasks.values():
             self._queue(rec)
+            self._index_keys(rec)
+
+    def _index_keys(self, rec: Record) -> None:
+        """Keep the dedup holders and the held tasks per concurrency key up to date."""
+        status = rec["status"]
+        dedup_key = rec["dedup_key"]
+        if dedup_key is not None:
+            if status in rules.UNFINISHED:
+                self.dedup_holders[dedup_key] = rec["id"]
+            elif self.dedup_holders.get(dedup_key) == rec["id"]:
+                del self.dedup_holders[dedup_key]
+        key = rec["concurrency_key"]
+        if key is not None:
+            held = self.held_by_key.get(key)
+            if status in rules.ACTIVE:
+                if held is None:
+                    self.held_by_key[key] = {rec["id"]}
+                else:
+                    held.add(rec["id"])
+            elif held is not None:
+                held.discard(rec["id"])
 
     def set_task(self, rec: Record) -> None:
         self.put(self.tasks, rec["id"], rec)
         self._queue(rec)
+        self._index_keys(rec)
+
+    def drop_task(self, rec: Record) -> None:
+        self.drop(self.tasks, rec["id"])
+        self._index_keys({**rec, "status": rules.CANCELLED})
 
     def _valid_ready(self, entry: tuple[int, int, str]) -> Record | None:
         rec = self.tasks.get(entry[2])
@@ -154,30 +190,76 @@ class _Tables:
             if rec is not None:
                 self._queue(rec)
 
+    def admits(self, key: str | None, now: int) -> bool:
+        """Whether the limits of a task's concurrency key admit one more claim now."""
+        if key is None:
+            return True
+        limit = self.limits.get(key)
+        if limit is None:
+            return True
+        max_running, rate, period = limit
+        held = len(self.held_by_key.get(key, ()))
+        recent = 0
+        if rate is not None and period is not None:
+            recent = sum(1 for at in self.claim_log.get(key, ()) if at > now - period)
+        return rules.claim_admitted(max_running, held, rate, recent)
+
+    def note_claim(self, rec: Record, now: int) -> None:
+        """Log a claim of a rate-limited key (older claims out of its window go)."""
+        key = rec["concurrency_key"]
+        limit = None if key is None else self.limits.get(key)
+        if key is None or limit is None or limit[2] is None:
+            return
+        period = limit[2]
+        recent = [at for at in self.claim_log.get(key, ()) if at > now - period]
+        self.put(self.claim_log, key, [*recent, now])
+
+    def rate_frees_at(self, key: str, now: int) -> int | None:
+        """When a key blocked by its rate limit alone admits a claim again (else None)."""
+        max_running, rate, period = self.limits[key]
+        if max_running is not None and len(self.held_by_key.get(key, ())) >= max_running:
+            return None
+        if rate is None or period is None:
+            return None
+        recent = [at for at in self.claim_log.get(key, ()) if at > now - period]
+        return rules.rate_frees_at(rate, period, recent)
+
     def pop_ready(self, types: Sequence[str] | None, now: int) -> Record | None:
-        """Remove and return the best ready task of these types, or None."""
+        """Remove and return the best ready task of these types that its key's limits
+        admit, or None."""
         self.promote_delayed(now)
         heaps = (
             list(self.ready.values())
             if types is None
             else [self.ready[t] for t in types if t in self.ready]
         )
-        while True:
-            best: list[tuple[int, int, str]] | None = None
-            for heap in heaps:
-                while heap and self._valid_ready(heap[0]) is None:
-                    heapq.heappop(heap)
-                if heap and (best is None or heap[0] < best[0]):
-                    best = heap
-            if best is None:
-                return None
-            entry = heapq.heappop(best)
-            rec = self.tasks[entry[2]]
-            run_after = rec["run_after"]
-            if run_after is not None and run_after > now:
-                heapq.heappush(self.delayed, (run_after, rec["id"]))
-                continue
-            return rec
+        skipped: list[tuple[list[tuple[int, int, str]], tuple[int, int, str]]] = []
+        refused: set[str] = set()
+        try:
+            while True:
+                best: list[tuple[int, int, str]] | None = None
+                for heap in heaps:
+                    while heap and self._valid_ready(heap[0]) is None:
+                        heapq.heappop(heap)
+                    if heap and (best is None or heap[0] < best[0]):
+                        best = heap
+                if best is None:
+                    return None
+                entry = heapq.heappop(best)
+                rec = self.tasks[entry[2]]
+                run_after = rec["run_after"]
+                if run_after is not None and run_after > now:
+                    heapq.heappush(self.delayed, (run_after, rec["id"]))
+                    continue
+                key = rec["concurrency_key"]
+                if key is not None and (key in refused or not self.admits(key, now)):
+                    refused.add(key)
+                    skipped.append((best, entry))
+                    continue
+                return rec
+        finally:
+            for heap, entry in skipped:
+                heapq.heappush(heap, entry)
 
     def due_leases(self, now: int) -> list[Record]:
         out = []
@@ -395,7 +477,17 @@ class MemoryEngine:
 
     # --- tasks ----------------------------------------------------------------------------
 
-    async def insert_tasks(self, tx: Any, recs: list[Record]) -> None:
+    async def insert_tasks(
+        self, tx: Any, recs: list[Record], raise_on_duplicate: bool
+    ) -> list[str]:
+        t = self.tables
+        ids = [rec["id"] for rec in recs]
+        if any(rec["dedup_key"] is not None for rec in recs):
+            recs, ids = rules.dedup_batch(recs, t.dedup_holders, raise_on_duplicate)
+        await self._insert_tasks(recs)
+        return ids
+
+    async def _insert_tasks(self, recs: list[Record]) -> None:
         t = self.tables
         batch: dict[str, Record] = {}
         deps_of: dict[str, list[str]] = {}
@@ -472,7 +564,7 @@ class MemoryEngine:
             t.put(t.dependents, d, [x for x in lst if x != task_id])
         t.drop(t.dependents, task_id)
         t.drop(t.unfinished, task_id)
-        t.drop(t.tasks, task_id)
+        t.drop_task(rec)
         # Whoever waits for it to finish learns that it never will.
         self._changed(FINISHED)
 
@@ -503,22 +595,46 @@ class MemoryEngine:
         t, now = self.tables, self._now()
         self._expire_leases(now)
         rec = t.tasks.get(task_id)
-        if rec is None or not rules.is_ready(
-            rec["status"], t.unfinished.get(task_id, 0), rec["run_after"], now
+        if (
+            rec is None
+            or not rules.is_ready(
+                rec["status"], t.unfinished.get(task_id, 0), rec["run_after"], now
+            )
+            or not t.admits(rec["concurrency_key"], now)
         ):
             return False
         self._transition(rec, rules.claim_changes(agent_id, now, lease_us), now)
+        t.note_claim(rec, now)
         return True
 
     async def claim_next_task(
         self, tx: Any, agent_id: str, types: list[str] | None, lease_us: int
     ) -> Record | None:
-        now = self._now()
+        t, now = self.tables, self._now()
         self._expire_leases(now)
-        rec = self.tables.pop_ready(types, now)
+        rec = t.pop_ready(types, now)
         if rec is None:
             return None
-        return self._transition(rec, rules.claim_changes(agent_id, now, lease_us), now)
+        new = self._transition(rec, rules.claim_changes(agent_id, now, lease_us), now)
+        t.note_claim(new, now)
+        return new
+
+    async def set_queue_limit(
+        self, tx: Any, key: str, kind: str, limit: int | None, period_us: int | None
+    ) -> None:
+        t = self.tables
+        max_running, rate, period = t.limits.get(key, (None, None, None))
+        if kind == "concurrency":
+            max_running = limit
+        else:
+            rate, period = limit, period_us
+            if rate is None:
+                t.drop(t.claim_log, key)
+        if max_running is None and rate is None:
+            t.drop(t.limits, key)
+        else:
+            t.put(t.limits, key, (max_running, rate, period))
+        self._changed(TASKS)  # a raised limit may let waiting tasks be claimed
 
     async def start_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
         now = self._now()
@@ -624,16 +740,23 @@ class MemoryEngine:
             status = r["status"]
             if status == PENDING and not t.unfinished.get(r["id"], 0):
                 due = r["run_after"]
-                if due is None:
-                    return 0
+                if due is None or due <= now:
+                    key = r["concurrency_key"]
+                    if t.admits(key, now):
+                        return 0
+                    # Held back by its key: a concurrency slot frees with a wake-up, a rate
+                    # limit when its window moves on.
+                    due = None if key is None else t.rate_frees_at(key, now)
+                    if due is None:
+                        continue
             elif status in rules.ACTIVE and r["lease_expires_at"] is not None:
                 due = r["lease_expires_at"]  # a claim requeues the task then
+                if due <= now:
+                    return 0
             else:
                 continue
-            if due <= now:
-                return 0
             if soonest is None or due - now < soonest:
-                soonest = due - now
+                soonest = max(due - now, 1)
         return soonest
 
     # --- events ---------------------------------------------------------------------------

@@ -165,8 +165,15 @@ class PostgresEngine:
 
     # --- tasks -----------------------------------------------------------------------------
 
-    async def insert_tasks(self, tx: Any, recs: list[Record]) -> None:
-        if tx is None and len(recs) == 1 and recs[0]["dependencies"] == "[]":
+    async def insert_tasks(
+        self, tx: Any, recs: list[Record], raise_on_duplicate: bool
+    ) -> list[str]:
+        if (
+            tx is None
+            and len(recs) == 1
+            and recs[0]["dependencies"] == "[]"
+            and recs[0]["dedup_key"] is None
+        ):
             # The common case, a lone task with nothing to check against: one round trip
             # instead of a transaction that reads first.
             rec = recs[0]
@@ -177,9 +184,11 @@ class PostgresEngine:
                 raise ConflictError("task", rec["id"])
             if woke:
                 self._wake.wake(TASKS)
-            return
-        if recs:
-            await self._write(tx, lambda conn, fx: self.ops.store_tasks(conn, fx, recs))
+            return [rec["id"]]
+        ids: list[str] = await self._write(
+            tx, lambda conn, fx: self.ops.store_tasks(conn, fx, recs, raise_on_duplicate)
+        )
+        return ids
 
     async def get_task(self, tx: Any, task_id: str) -> Record | None:
         row = await self._fetchrow(tx, sql.GET_TASK, task_id)
@@ -223,6 +232,12 @@ class PostgresEngine:
         return await self._write(
             tx, lambda conn, fx: self.ops.claim_next(conn, fx, agent_id, types, lease_us)
         )
+
+    async def set_queue_limit(
+        self, tx: Any, key: str, kind: str, limit: int | None, period_us: int | None
+    ) -> None:
+        op = self.ops.set_queue_limit
+        await self._write(tx, lambda conn, fx: op(conn, fx, key, kind, limit, period_us))
 
     async def start_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
         now = self._now()
@@ -298,10 +313,12 @@ class PostgresEngine:
 
     async def next_ready(self, tx: Any, types: list[str] | None) -> int | None:
         now = self._now()
-        ready, next_run, lease_end = await self._fetchrow(tx, sql.TASKS_DUE, now, types)
+        ready, next_run, lease_end, rate_frees = await self._fetchrow(
+            tx, sql.TASKS_DUE, now, types
+        )
         if ready or (lease_end is not None and lease_end <= now):
             return 0  # ready, or a claim requeues a task whose lease ran out
-        due = [int(t) for t in (next_run, lease_end) if t is not None]
+        due = [int(t) for t in (next_run, lease_end, rate_frees) if t is not None]
         return max(min(due) - now, 1) if due else None
 
     # --- events ----------------------------------------------------------------------------

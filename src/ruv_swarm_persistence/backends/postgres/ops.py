@@ -140,7 +140,9 @@ def message(row: Any) -> MessageModel:
 
 
 #: The columns each statement binds, in parameter order.
-_TASK_UPDATE_ARGS: Final = tuple(c for c in codec.COLUMNS["tasks"] if c != "dependencies")
+_TASK_UPDATE_ARGS: Final = tuple(
+    c for c in codec.COLUMNS["tasks"] if c not in ("dependencies", "dedup_key", "concurrency_key")
+)
 _JSON_COLUMNS: Final = frozenset(
     {"capabilities", "metadata", "payload", "result", "dependencies", "content", "tags"}
 )
@@ -430,6 +432,8 @@ class PostgresOps:
             return new
         if new_status == PENDING and new["unfinished_deps"] == 0:
             fx.tasks = True
+        elif old_status in rules.ACTIVE and new["concurrency_key"] is not None:
+            fx.tasks = True  # a slot of its key is free again
         if new_status in rules.TERMINAL:
             # The cascade below happens only under a final task: this covers it too.
             fx.finished = True
@@ -531,7 +535,24 @@ class PostgresOps:
 
     # --- tasks -----------------------------------------------------------------------------
 
-    async def store_tasks(self, conn: Conn, fx: Effects, recs: Sequence[Record]) -> None:
+    async def store_tasks(
+        self, conn: Conn, fx: Effects, recs: Sequence[Record], raise_on_duplicate: bool
+    ) -> list[str]:
+        """Insert a batch of tasks, those whose dedup key is held left out (see
+        ``rules.dedup_batch``); the id of each."""
+        ids = [r["id"] for r in recs]
+        keys = sorted({r["dedup_key"] for r in recs if r["dedup_key"] is not None})
+        if keys:
+            await conn.execute(sql.LOCK_DEDUP_KEYS, keys)
+            taken = {r[0]: r[1] for r in await conn.fetch(sql.DEDUP_HOLDERS, keys)}
+            recs, ids = rules.dedup_batch(recs, taken, raise_on_duplicate)
+            if recs:
+                await self._store_batch(conn, fx, recs)
+            return ids
+        await self._store_batch(conn, fx, recs)
+        return ids
+
+    async def _store_batch(self, conn: Conn, fx: Effects, recs: Sequence[Record]) -> None:
         """Insert a batch of tasks and their dependency edges."""
         ids = [r["id"] for r in recs]
         in_batch = set(ids)
@@ -604,6 +625,20 @@ class PostgresOps:
         await self.expire_leases(conn, now, fx)
         claim = _claim_args(agent_id, lease_us, now, task_id)
         return await conn.fetchval(sql.CLAIM_ONE, *claim) is not None
+
+    @staticmethod
+    async def set_queue_limit(
+        conn: Conn, fx: Effects, key: str, kind: str, limit: int | None, period_us: int | None
+    ) -> None:
+        """Set or remove one of a key's limits (a key left without any loses its row)."""
+        if kind == "concurrency":
+            await conn.execute(sql.SET_CONCURRENCY_LIMIT, key, limit)
+        else:
+            await conn.execute(sql.SET_RATE_LIMIT, key, limit, period_us)
+            if limit is None:
+                await conn.execute(sql.FORGET_CLAIMS, key)
+        await conn.execute(sql.DROP_EMPTY_LIMIT, key)
+        fx.tasks = True  # a raised limit may let waiting tasks be claimed
 
     async def claim_next_at_once(
         self, conn: Conn, agent_id: str, types: list[str] | None, lease_us: int

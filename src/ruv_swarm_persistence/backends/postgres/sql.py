@@ -27,6 +27,8 @@ TABLES: Final = (
     "messages",
     "metrics",
     "swarm_counters",
+    "queue_limits",
+    "queue_claims",
     "schema_migrations",
 )
 
@@ -51,6 +53,33 @@ _DONE = "('completed', 'failed', 'cancelled')"
 _READY = "status = 'pending' AND unfinished_deps = 0 AND (run_after IS NULL OR run_after <= $1)"
 _CLAIM_ORDER = "priority DESC, created_at, id"
 _OF_TYPES = "($2::text[] IS NULL OR task_type = ANY ($2::text[]))"
+#: Whether the limits of a task's concurrency key admit one more claim at $1: a key without
+#: limits at once, a limited one through ``queue_admits`` (see the migration), which makes
+#: the claims of one key take turns and counts with a fresh snapshot.
+_ADMITTED = (
+    "(concurrency_key IS NULL"
+    " OR NOT EXISTS (SELECT 1 FROM queue_limits AS l WHERE l.key = tasks.concurrency_key)"
+    " OR queue_admits(concurrency_key, $1))"
+)
+#: The same without taking turns, for reads (what ``wait_for_tasks`` asks).
+_SEEMS_ADMITTED = """(concurrency_key IS NULL OR NOT EXISTS (SELECT 1 FROM queue_limits AS l
+    WHERE l.key = tasks.concurrency_key AND (
+        (l.max_running IS NOT NULL AND l.max_running <= (SELECT count(*) FROM tasks AS h
+            WHERE h.concurrency_key = l.key AND h.status IN ('assigned', 'running')))
+        OR (l.rate_limit IS NOT NULL AND l.rate_limit <= (SELECT count(*) FROM queue_claims AS c
+            WHERE c.key = l.key AND c.claimed_at > $1 - l.rate_period)))))"""
+#: A claim (a CTE ``claimed`` returning the task) of a rate-limited key is logged, and the
+#: claims that left its window go.
+_LOG_CLAIM = """
+logged AS (
+    INSERT INTO queue_claims (key, claimed_at)
+    SELECT l.key, $1 FROM claimed JOIN queue_limits AS l ON l.key = claimed.concurrency_key
+    WHERE l.rate_limit IS NOT NULL
+),
+forgotten AS (
+    DELETE FROM queue_claims AS c USING claimed, queue_limits AS l
+    WHERE c.key = claimed.concurrency_key AND l.key = c.key AND c.claimed_at <= $1 - l.rate_period
+)"""
 #: Has any held task's lease run out? The earliest lease, read from the first entry of the
 #: partial index on held tasks, whatever the table's size or statistics.
 _ANY_EXPIRED = (
@@ -145,33 +174,54 @@ DEPENDENCY_STATUS = "SELECT id, status FROM tasks WHERE id = ANY ($1::text[]) OR
 INSERT_TASKS = """
 INSERT INTO tasks (id, task_type, priority, status, assigned_to, payload, result, error,
     retry_count, max_retries, dependencies, created_at, updated_at, started_at, completed_at,
-    lease_expires_at, run_after, unfinished_deps)
+    lease_expires_at, run_after, dedup_key, concurrency_key, unfinished_deps)
 SELECT u.id, u.task_type, u.priority, u.status, u.assigned_to, u.payload::jsonb, u.result::jsonb,
     u.error, u.retry_count, u.max_retries, u.dependencies::jsonb, u.created_at, u.updated_at,
-    u.started_at, u.completed_at, u.lease_expires_at, u.run_after, u.unfinished_deps
+    u.started_at, u.completed_at, u.lease_expires_at, u.run_after, u.dedup_key,
+    u.concurrency_key, u.unfinished_deps
 FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[], $6::text[], $7::text[],
     $8::text[], $9::int4[], $10::int4[], $11::text[], $12::int8[], $13::int8[], $14::int8[],
-    $15::int8[], $16::int8[], $17::int8[], $18::int4[])
+    $15::int8[], $16::int8[], $17::int8[], $18::text[], $19::text[], $20::int4[])
     WITH ORDINALITY AS u(id, task_type, priority, status, assigned_to, payload, result, error,
         retry_count, max_retries, dependencies, created_at, updated_at, started_at, completed_at,
-        lease_expires_at, run_after, unfinished_deps, ord)
+        lease_expires_at, run_after, dedup_key, concurrency_key, unfinished_deps, ord)
 ORDER BY u.ord"""
-#: One task without dependencies in one statement that commits by itself: $1..$17 its
-#: columns (``codec.COLUMNS["tasks"]``), $18 the channel. Nothing is stored when the id is
-#: taken (the first column counts the rows stored); a pending task sends a "t"
+#: One task without dependencies nor dedup key in one statement that commits by itself:
+#: $1..$19 its columns (``codec.COLUMNS["tasks"]``), $20 the channel. Nothing is stored when
+#: the id is taken (the first column counts the rows stored); a pending task sends a "t"
 #: notification, as the batch path does.
 INSERT_LONE_TASK = """
 WITH stored AS (
     INSERT INTO tasks (id, task_type, priority, status, assigned_to, payload, result, error,
         retry_count, max_retries, dependencies, created_at, updated_at, started_at,
-        completed_at, lease_expires_at, run_after, unfinished_deps)
+        completed_at, lease_expires_at, run_after, dedup_key, concurrency_key, unfinished_deps)
     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb, $12, $13, $14,
-        $15, $16, $17, 0)
+        $15, $16, $17, $18, $19, 0)
     ON CONFLICT (id) DO NOTHING
     RETURNING status
 ),
-woken AS (SELECT pg_notify($18, 't') FROM stored WHERE status = 'pending')
+woken AS (SELECT pg_notify($20, 't') FROM stored WHERE status = 'pending')
 SELECT (SELECT count(*) FROM stored), (SELECT count(*) FROM woken)"""
+#: Dedup keys taken in turns (sorted, so two batches cannot deadlock), until commit: the
+#: look for their holders that follows sees every task stored under them before.
+LOCK_DEDUP_KEYS = """
+SELECT pg_advisory_xact_lock(hashtextextended('dedup_key:' || k, 0))
+FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted"""
+#: The unfinished tasks holding any of the dedup keys $1: (key, id).
+DEDUP_HOLDERS = """
+SELECT dedup_key, id FROM tasks
+WHERE dedup_key = ANY ($1::text[]) AND status IN ('pending', 'assigned', 'running')"""
+SET_CONCURRENCY_LIMIT = """
+INSERT INTO queue_limits (key, max_running) VALUES ($1, $2)
+ON CONFLICT (key) DO UPDATE SET max_running = excluded.max_running"""
+SET_RATE_LIMIT = """
+INSERT INTO queue_limits (key, rate_limit, rate_period) VALUES ($1, $2, $3)
+ON CONFLICT (key) DO UPDATE SET rate_limit = excluded.rate_limit,
+    rate_period = excluded.rate_period"""
+DROP_EMPTY_LIMIT = (
+    "DELETE FROM queue_limits WHERE key = $1 AND max_running IS NULL AND rate_limit IS NULL"
+)
+FORGET_CLAIMS = "DELETE FROM queue_claims WHERE key = $1"
 INSERT_EDGES = """
 INSERT INTO task_dependencies (depends_on, task_id)
 SELECT u.depends_on, u.task_id FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
@@ -225,13 +275,21 @@ PENDING_TASKS = f"SELECT {_T} FROM tasks WHERE status = 'pending' ORDER BY {_CLA
 READY_TASKS = f"SELECT {_T} FROM tasks WHERE {_READY} ORDER BY {_CLAIM_ORDER} LIMIT $2"
 #: Is a task (of the types $2, all when NULL) ready at $1, and if not, when does the first
 #: one waiting out a backoff become ready, and when does the first lease run out (a claim
-#: requeues the task then): what ``wait_for_tasks`` asks, in one round trip.
+#: requeues the task then): what ``wait_for_tasks`` asks, in one round trip. The fourth
+#: column: when the first key held back by its rate limit admits a claim again (its
+#: window's claims, newest first: the rate_limit-th leaves it last).
 TASKS_DUE = f"""
-SELECT EXISTS (SELECT 1 FROM tasks WHERE {_READY} AND {_OF_TYPES}),
+SELECT EXISTS (SELECT 1 FROM tasks WHERE {_READY} AND {_OF_TYPES} AND {_SEEMS_ADMITTED}),
     (SELECT min(run_after) FROM tasks
      WHERE status = 'pending' AND unfinished_deps = 0 AND run_after > $1 AND {_OF_TYPES}),
     (SELECT min(lease_expires_at) FROM tasks
-     WHERE status IN ('assigned', 'running') AND {_OF_TYPES})"""
+     WHERE status IN ('assigned', 'running') AND {_OF_TYPES}),
+    (SELECT min(c.claimed_at + l.rate_period) FROM queue_limits AS l
+     CROSS JOIN LATERAL (
+        SELECT claimed_at FROM queue_claims
+        WHERE key = l.key AND claimed_at > $1 - l.rate_period
+        ORDER BY claimed_at DESC OFFSET l.rate_limit - 1 LIMIT 1) AS c
+     WHERE l.rate_limit > 0)"""
 TASKS_BY_AGENT = f"SELECT {_T} FROM tasks WHERE assigned_to = $1 ORDER BY {_CLAIM_ORDER}"
 #: The results of task $1's completed dependencies, in the order it lists them: one row per
 #: dependency (``id`` NULL when not completed), or one NULL row for a task without any; no
@@ -248,28 +306,34 @@ ORDER BY j.ord"""
 _PICK = f"""
     SELECT id FROM tasks
     WHERE {_READY} AND ($5::text[] IS NULL OR task_type = ANY ($5::text[])){{extra}}
+        AND {_ADMITTED}
     ORDER BY {_CLAIM_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED"""
 _CLAIM_PICKED = f"""
     UPDATE tasks AS t SET status = $2, assigned_to = $3, lease_expires_at = $4, updated_at = $1
     FROM picked WHERE t.id = picked.id
     RETURNING {_TP}"""
-CLAIM_NEXT = f"WITH picked AS ({_PICK.format(extra='')}) {_CLAIM_PICKED}"
+CLAIM_NEXT = f"""
+WITH picked AS ({_PICK.format(extra="")}),
+claimed AS ({_CLAIM_PICKED}),{_LOG_CLAIM}
+SELECT * FROM claimed"""
 #: The same, unless some lease has run out (the first column says so; then nothing is
 #: claimed and the caller expires leases in a transaction first).
 CLAIM_NEXT_FAST = f"""
 WITH expired AS (SELECT {_ANY_EXPIRED} AS found),
 picked AS ({_PICK.format(extra=" AND NOT (SELECT found FROM expired)")}),
-claimed AS ({_CLAIM_PICKED})
+claimed AS ({_CLAIM_PICKED}),{_LOG_CLAIM}
 SELECT expired.found, claimed.* FROM expired LEFT JOIN claimed ON TRUE"""
 #: Claim one named task if ready: $1 now, $2..$4 the claim, $5 the task id.
 _CLAIM_ONE = f"""
     UPDATE tasks SET status = $2, assigned_to = $3, lease_expires_at = $4, updated_at = $1
-    WHERE id = $5 AND {_READY}{{extra}}
-    RETURNING 1"""
-CLAIM_ONE = _CLAIM_ONE.format(extra="")
+    WHERE id = $5 AND {_READY}{{extra}} AND {_ADMITTED}
+    RETURNING concurrency_key"""
+CLAIM_ONE = f"""
+WITH claimed AS ({_CLAIM_ONE.format(extra="")}),{_LOG_CLAIM}
+SELECT 1 FROM claimed"""
 CLAIM_ONE_FAST = f"""
 WITH expired AS (SELECT {_ANY_EXPIRED} AS found),
-claimed AS ({_CLAIM_ONE.format(extra=" AND NOT (SELECT found FROM expired)")})
+claimed AS ({_CLAIM_ONE.format(extra=" AND NOT (SELECT found FROM expired)")}),{_LOG_CLAIM}
 SELECT expired.found, EXISTS (SELECT 1 FROM claimed) FROM expired"""
 
 #: Complete a held task in one statement, when nothing stands in the way: $1 now, $2 task,
@@ -288,7 +352,15 @@ done AS (
         AND NOT (SELECT found FROM expired)
     RETURNING {_T}
 ),{_RELEASED},
-woken AS (SELECT pg_notify($9, 't') FROM released WHERE ready LIMIT 1),
+woken AS (
+    SELECT pg_notify($9, 't') FROM (
+        SELECT 1 FROM released WHERE ready
+        UNION ALL
+        -- A slot of a limited key is free again.
+        SELECT 1 FROM done JOIN queue_limits AS l ON l.key = done.concurrency_key
+        WHERE l.max_running IS NOT NULL
+    ) AS why LIMIT 1
+),
 finished AS (SELECT pg_notify($9, 'f') FROM done)
 SELECT expired.found, (SELECT count(*) FROM woken) AS woken,
     (SELECT count(*) FROM finished) AS finished, done.*

@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import apsw
 
+from ... import rules
 from ...aggregate import MetricRow, aggregate, crate_aggregate
 from ...codec import COLUMNS, EventValues, Record
 from ...errors import StorageError
@@ -292,10 +293,14 @@ class SqliteEngine:
 
     # --- tasks ------------------------------------------------------------------------------
 
-    async def insert_tasks(self, tx: Any, recs: list[Record]) -> None:
-        if recs:
-            op = self.ops.store_tasks
-            await self._write(tx, lambda ctx: op(ctx, recs), heavy=len(recs) > HEAVY_ROWS)
+    async def insert_tasks(
+        self, tx: Any, recs: list[Record], raise_on_duplicate: bool
+    ) -> list[str]:
+        op = self.ops.store_tasks
+        ids: list[str] = await self._write(
+            tx, lambda ctx: op(ctx, recs, raise_on_duplicate), heavy=len(recs) > HEAVY_ROWS
+        )
+        return ids
 
     async def get_task(self, tx: Any, task_id: str) -> Record | None:
         read = _point(sql.GET_TASK, task_id, _TASKS)
@@ -335,6 +340,12 @@ class SqliteEngine:
             tx, lambda ctx: self.ops.claim_next_task(ctx, agent_id, types, lease_us)
         )
         return rec
+
+    async def set_queue_limit(
+        self, tx: Any, key: str, kind: str, limit: int | None, period_us: int | None
+    ) -> None:
+        op = SqliteOps.set_queue_limit
+        await self._write(tx, lambda ctx: op(ctx, key, kind, limit, period_us))
 
     async def start_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
         rec: Record = await self._write(tx, lambda ctx: self.ops.start_task(ctx, task_id, agent_id))
@@ -406,7 +417,7 @@ class SqliteEngine:
 
         def due(conn: apsw.Connection) -> int | None:
             now = self._now()
-            if conn.execute(any_ready, (now, *type_args)).fetchone() is not None:
+            if conn.execute(any_ready, (now, *type_args, now)).fetchone() is not None:
                 return 0
             first: int | None = scalar(conn, next_due, (now, *type_args))
             expires: int | None = scalar(conn, lease_end, type_args)
@@ -414,6 +425,14 @@ class SqliteEngine:
                 if expires <= now:
                     return 0  # a claim requeues the task now
                 first = expires if first is None else min(first, expires)
+            # Tasks held back by a rate limit become claimable as its window moves on (a
+            # key without such tasks at worst wakes the waiter once for nothing).
+            limited: list[Any] = conn.execute(sql.RATE_LIMITED_KEYS).fetchall()
+            for key, rate, period in limited:
+                recent = [r[0] for r in conn.execute(sql.RECENT_CLAIMS, (key, now - period))]
+                frees = None if len(recent) < rate else rules.rate_frees_at(rate, period, recent)
+                if frees is not None and (first is None or frees < first):
+                    first = frees
             return None if first is None else max(first - now, 1)
 
         return await self.read(tx, due, inline=True)

@@ -329,12 +329,30 @@ class SqliteOps:
 
     # --- tasks ----------------------------------------------------------------------------
 
-    def store_tasks(self, ctx: WriteContext, recs: Sequence[Record]) -> None:
-        """Store tasks atomically; dependencies first, counts of unfinished ones set."""
-        conn = ctx.conn
+    def store_tasks(
+        self, ctx: WriteContext, recs: Sequence[Record], raise_on_duplicate: bool
+    ) -> list[str]:
+        """Store tasks atomically, those whose dedup key is held left out (see
+        ``rules.dedup_batch``); the id of each."""
+        ids = [r["id"] for r in recs]
+        keys = [r["dedup_key"] for r in recs if r["dedup_key"] is not None]
+        if keys:
+            # Under the writer's lock: no other process stores a task between this look
+            # and the insert.
+            rows: list[Any] = ctx.conn.execute(sql.DEDUP_HOLDERS, (_ids_json(keys),)).fetchall()
+            taken: dict[str, str] = {row[0]: row[1] for row in rows}
+            recs, ids = rules.dedup_batch(recs, taken, raise_on_duplicate)
+            if not recs:
+                return ids
         if len(recs) == 1 and recs[0]["dependencies"] == "[]":
             self._store_lone_task(ctx, recs[0])
-            return
+        else:
+            self._store_batch(ctx, recs)
+        return ids
+
+    def _store_batch(self, ctx: WriteContext, recs: Sequence[Record]) -> None:
+        """Store tasks atomically; dependencies first, counts of unfinished ones set."""
+        conn = ctx.conn
         ids = [r["id"] for r in recs]
         batch = set(ids)
         existing = [row[0] for row in conn.execute(sql.EXISTING_TASKS, (_ids_json(ids),))]
@@ -396,8 +414,34 @@ class SqliteOps:
         now = self.now()
         self.expire_leases(ctx, now)
         changes = rules.claim_changes(agent_id, now, lease_us)
-        conn.execute(sql.CLAIM_TASK, (*changes.values(), task_id, now))
-        return bool(conn.changes())
+        row = conn.execute(sql.CLAIM_TASK, (*changes.values(), task_id, now, now)).fetchone()
+        if row is None:
+            return False
+        if row[0] is not None:
+            self._log_claim(conn, row[0], now)
+        return True
+
+    @staticmethod
+    def _log_claim(conn: apsw.Connection, key: str, now: int) -> None:
+        """Count a claim against its key's rate limit, if it has one."""
+        conn.execute(sql.LOG_CLAIM, (now, key))
+        if conn.changes():
+            conn.execute(sql.FORGET_OLD_CLAIMS, (key, now))
+
+    @staticmethod
+    def set_queue_limit(
+        ctx: WriteContext, key: str, kind: str, limit: int | None, period_us: int | None
+    ) -> None:
+        """Set or remove one of a key's limits (a key left without any loses its row)."""
+        conn = ctx.conn
+        if kind == "concurrency":
+            conn.execute(sql.SET_CONCURRENCY_LIMIT, (key, limit))
+        else:
+            conn.execute(sql.SET_RATE_LIMIT, (key, limit, period_us))
+            if limit is None:
+                conn.execute(sql.FORGET_CLAIMS, (key,))
+        conn.execute(sql.DROP_EMPTY_LIMIT, (key,))
+        ctx.tasks = True  # a raised limit may let waiting tasks be claimed
 
     def claim_next_task(
         self, ctx: WriteContext, agent_id: str, types: list[str] | None, lease_us: int
@@ -410,12 +454,17 @@ class SqliteOps:
             return None
         params: list[Any] = list(rules.claim_changes(agent_id, now, lease_us).values())
         if types is None:
-            params.append(now)
+            params += (now, now)
         else:
             for t in types:
-                params += (now, t)
+                params += (now, t, now)
         row = conn.execute(sql.claim_next(None if types is None else len(types)), params).fetchone()
-        return None if row is None else dict(zip(sql.PUBLIC_TASK_COLUMNS, row, strict=True))
+        if row is None:
+            return None
+        rec = dict(zip(sql.PUBLIC_TASK_COLUMNS, row, strict=True))
+        if rec["concurrency_key"] is not None:
+            self._log_claim(conn, rec["concurrency_key"], now)
+        return rec
 
     def start_task(self, ctx: WriteContext, task_id: str, agent_id: str) -> Record:
         """Mark a held task running."""

@@ -102,12 +102,27 @@ _TASK_ORDER: Final = " ORDER BY priority DESC, created_at, id"
 _READY: Final = (
     "status = 'pending' AND unfinished_deps = 0 AND (run_after IS NULL OR run_after <= ?)"
 )
+#: Whether the limits of a task's concurrency key admit one more claim (``rules.claim_admitted``)
+#: at the time bound to ``?``: counted inside the claim, under the single writer's lock.
+_ADMITTED: Final = (
+    "(concurrency_key IS NULL OR NOT EXISTS (SELECT 1 FROM queue_limits AS l"
+    " WHERE l.key = tasks.concurrency_key AND ("
+    "(l.max_running IS NOT NULL AND l.max_running <= (SELECT count(*) FROM tasks AS h"
+    " WHERE h.concurrency_key = l.key AND h.status IN ('assigned', 'running')))"
+    " OR (l.rate_limit IS NOT NULL AND l.rate_limit <= (SELECT count(*) FROM queue_claims AS c"
+    " WHERE c.key = l.key AND c.claimed_at > ? - l.rate_period)))))"
+)
 GET_TASK: Final = _select("tasks") + " WHERE id = ?"
 #: A task with its count of unfinished dependencies, for the transition routine.
 GET_TASK_STATE: Final = _select("tasks", TASK_COLUMNS) + " WHERE id = ?"
 INSERT_TASK: Final = _insert("tasks", TASK_COLUMNS)
 INSERT_DEPENDENCY: Final = "INSERT INTO task_dependencies (task_id, depends_on) VALUES (?, ?)"
 TASK_STATUSES: Final = "SELECT id, status FROM tasks WHERE id IN (SELECT value FROM json_each(?))"
+#: The unfinished tasks holding any of these dedup keys: (key, id).
+DEDUP_HOLDERS: Final = (
+    "SELECT dedup_key, id FROM tasks WHERE dedup_key IN (SELECT value FROM json_each(?))"
+    " AND dedup_key IS NOT NULL AND status IN ('pending', 'assigned', 'running')"
+)
 EXISTING_TASKS: Final = "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))"
 HAS_DEPENDENTS: Final = "SELECT 1 FROM task_dependencies WHERE depends_on = ? LIMIT 1"
 DELETE_TASK: Final = "DELETE FROM tasks WHERE id = ?"
@@ -118,8 +133,19 @@ READY_TASKS: Final = _select("tasks") + " INDEXED BY tasks_ready WHERE " + _READ
 READY_TASKS_LIMIT: Final = READY_TASKS + " LIMIT ?"
 _OF_TYPES: Final = " AND task_type IN (SELECT value FROM json_each(?))"
 #: Whether a task (of these types) is ready: stops at the first one.
-ANY_READY: Final = "SELECT 1 FROM tasks INDEXED BY tasks_ready WHERE " + _READY + " LIMIT 1"
-ANY_READY_OF_TYPES: Final = "SELECT 1 FROM tasks WHERE " + _READY + _OF_TYPES + " LIMIT 1"
+ANY_READY: Final = (
+    "SELECT 1 FROM tasks INDEXED BY tasks_ready WHERE " + _READY + " AND " + _ADMITTED + " LIMIT 1"
+)
+ANY_READY_OF_TYPES: Final = (
+    "SELECT 1 FROM tasks WHERE " + _READY + _OF_TYPES + " AND " + _ADMITTED + " LIMIT 1"
+)
+#: Keys with a rate limit (a few rows: one per key given limits).
+RATE_LIMITED_KEYS: Final = (
+    "SELECT key, rate_limit, rate_period FROM queue_limits WHERE rate_limit IS NOT NULL"
+)
+RECENT_CLAIMS: Final = (
+    "SELECT claimed_at FROM queue_claims WHERE key = ? AND claimed_at > ? ORDER BY claimed_at"
+)
 #: When the first task (of these types) waiting out a backoff becomes ready.
 NEXT_RUN_AFTER: Final = (
     "SELECT min(run_after) FROM tasks"
@@ -196,26 +222,58 @@ TASK_ROWIDS: Final = (
 _CLAIM_SET: Final = tuple(rules.claim_changes("", 0, 0))
 _RETURNING_TASK: Final = " RETURNING " + ", ".join(PUBLIC_TASK_COLUMNS)
 CLAIM_TASK: Final = (
-    "UPDATE tasks SET " + ", ".join(f"{c} = ?" for c in _CLAIM_SET) + " WHERE id = ? AND " + _READY
+    "UPDATE tasks SET "
+    + ", ".join(f"{c} = ?" for c in _CLAIM_SET)
+    + " WHERE id = ? AND "
+    + _READY
+    + " AND "
+    + _ADMITTED
+    + " RETURNING concurrency_key"
 )
+#: A claim of a rate-limited key is logged, and the claims out of its window go.
+LOG_CLAIM: Final = (
+    "INSERT INTO queue_claims (key, claimed_at)"
+    " SELECT key, ? FROM queue_limits WHERE key = ? AND rate_limit IS NOT NULL"
+)
+FORGET_OLD_CLAIMS: Final = (
+    "DELETE FROM queue_claims WHERE key = ?1"
+    " AND claimed_at <= ?2 - (SELECT rate_period FROM queue_limits WHERE key = ?1)"
+)
+SET_CONCURRENCY_LIMIT: Final = (
+    "INSERT INTO queue_limits (key, max_running) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET max_running = excluded.max_running"
+)
+SET_RATE_LIMIT: Final = (
+    "INSERT INTO queue_limits (key, rate_limit, rate_period) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET rate_limit = excluded.rate_limit,"
+    " rate_period = excluded.rate_period"
+)
+DROP_EMPTY_LIMIT: Final = (
+    "DELETE FROM queue_limits WHERE key = ? AND max_running IS NULL AND rate_limit IS NULL"
+)
+FORGET_CLAIMS: Final = "DELETE FROM queue_claims WHERE key = ?"
 
 
 @functools.cache
 def claim_next(type_count: int | None) -> str:
     """The claim in one statement: take the best ready task (of ``type_count`` types).
 
-    Parameters: the claim's values (in :func:`rules.claim_changes` order), then ``now``
-    without types, or ``now, type`` once per type. With several types, each arm takes its
-    best task from the per-type index and the best of those wins.
+    Parameters: the claim's values (in :func:`rules.claim_changes` order), then ``now, now``
+    without types, or ``now, type, now`` once per type. With several types, each arm takes
+    its best task from the per-type index and the best of those wins. A task whose key's
+    limits do not admit a claim is skipped (``_ADMITTED``).
     """
     head = "UPDATE tasks SET " + ", ".join(f"{c} = ?" for c in _CLAIM_SET) + " WHERE id = "
     if type_count is None:
-        pick = f"(SELECT id FROM tasks INDEXED BY tasks_ready WHERE {_READY}{_TASK_ORDER} LIMIT 1)"
+        pick = (
+            f"(SELECT id FROM tasks INDEXED BY tasks_ready WHERE {_READY} AND {_ADMITTED}"
+            f"{_TASK_ORDER} LIMIT 1)"
+        )
     else:
         arm = (
             "SELECT * FROM (SELECT id, priority, created_at FROM tasks"
-            f" INDEXED BY tasks_ready_by_type WHERE {_READY} AND task_type = ?{_TASK_ORDER}"
-            " LIMIT 1)"
+            f" INDEXED BY tasks_ready_by_type WHERE {_READY} AND task_type = ?"
+            f" AND {_ADMITTED}{_TASK_ORDER} LIMIT 1)"
         )
         arms = " UNION ALL ".join([arm] * type_count)
         pick = f"(SELECT id FROM ({arms}){_TASK_ORDER} LIMIT 1)"

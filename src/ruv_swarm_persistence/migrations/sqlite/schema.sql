@@ -39,7 +39,7 @@ CREATE TABLE tasks (
     lease_expires_at INTEGER,
     run_after        INTEGER,
     unfinished_deps  INTEGER NOT NULL DEFAULT 0
-);
+, dedup_key TEXT, concurrency_key TEXT);
 -- The claim: highest priority, oldest first, among ready tasks (of some types).
 CREATE INDEX tasks_ready ON tasks (priority DESC, created_at, id)
     WHERE status = 'pending' AND unfinished_deps = 0;
@@ -119,3 +119,27 @@ CREATE TABLE swarm_meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Queue controls (0002): a dedup_key is held while its task is unfinished; a
+-- concurrency_key names the limits its claims obey.
+CREATE UNIQUE INDEX tasks_by_dedup_key ON tasks (dedup_key)
+    WHERE dedup_key IS NOT NULL AND status IN ('pending', 'assigned', 'running');
+-- The claim counts a key's held tasks against its limit.
+CREATE INDEX tasks_held_by_key ON tasks (concurrency_key)
+    WHERE concurrency_key IS NOT NULL AND status IN ('assigned', 'running');
+
+-- One row per key with a limit: at most max_running held at once, at most rate_limit claims
+-- in any window of rate_period microseconds (NULL: no such limit).
+CREATE TABLE queue_limits (
+    key         TEXT PRIMARY KEY NOT NULL,
+    max_running INTEGER,
+    rate_limit  INTEGER,
+    rate_period INTEGER
+) WITHOUT ROWID;
+
+-- The claims of rate-limited keys within their window (older ones are deleted as it moves).
+CREATE TABLE queue_claims (
+    key        TEXT NOT NULL,
+    claimed_at INTEGER NOT NULL
+);
+CREATE INDEX queue_claims_by_key ON queue_claims (key, claimed_at);
