@@ -64,6 +64,8 @@ OPTIONS: Final[dict[str, Any]] = {
 }
 AGENTS: Final = ("a0", "a1", "a2", "a3")
 TYPES: Final = ("build", "test")
+DEDUP_KEYS: Final = (None, None, "d1", "d2")
+CONCURRENCY_KEYS: Final = (None, "c1", "c2")
 METRIC_TYPES: Final = ("latency", "load")
 VALUES: Final = (0.0, 1.0, 2.5, -3.0, 1e-3, 0.1, 0.2, 1e300, -1e300, 7.0)
 
@@ -205,6 +207,8 @@ class Differential(RuleBasedStateMachine):
                     data.draw(st.integers(0, 2)),
                     deps,
                     data.draw(st.sampled_from([None, None, 0, 2])),
+                    data.draw(st.sampled_from(DEDUP_KEYS), label="dedup_key"),
+                    data.draw(st.sampled_from(CONCURRENCY_KEYS), label="concurrency_key"),
                 )
             )
             pool.append(task_id)
@@ -222,16 +226,46 @@ class Differential(RuleBasedStateMachine):
                     created_at=now,
                     updated_at=now,
                     run_after=None if delay is None else now + timedelta(seconds=delay),
+                    dedup_key=dedup_key,
+                    concurrency_key=concurrency_key,
                 )
-                for task_id, task_type, priority, retries, deps, delay in specs
+                for task_id, task_type, priority, retries, deps, delay, dedup_key, concurrency_key
+                in specs
+            ]  # fmt: skip
+
+        strict = data.draw(st.integers(0, 4), label="raise_on_duplicate") == 0
+        if len(specs) == 1:
+            answer = self.both(
+                lambda s: s.store_task(batch()[0], raise_on_duplicate=strict),
+                f"store_task({specs}, {strict})",
+            )
+            answer = [answer] if isinstance(answer, str) else answer
+        else:
+            answer = self.both(
+                lambda s: s.store_tasks(batch(), raise_on_duplicate=strict),
+                f"store_tasks({specs}, {strict})",
+            )
+        if isinstance(answer, list):  # the ids: a task left out answers its key's holder's
+            self.tasks += [
+                spec[0] for spec, got in zip(specs, answer, strict=True) if got == spec[0]
             ]
 
-        if len(specs) == 1:
-            answer = self.both(lambda s: s.store_task(batch()[0]), f"store_task({specs})")
+    @rule(
+        key=st.sampled_from(CONCURRENCY_KEYS[1:]),
+        limit=st.sampled_from([None, 0, 1, 2]),
+        rate=st.booleans(),
+        per=st.sampled_from([1, 5, 30]),
+    )
+    def queue_limit(self, key: str, limit: int | None, rate: bool, per: int) -> None:
+        if rate:
+            self.both(
+                lambda s: s.set_rate_limit(key, limit, per), f"set_rate_limit({key}, {limit})"
+            )
         else:
-            answer = self.both(lambda s: s.store_tasks(batch()), f"store_tasks({specs})")
-        if answer is None:
-            self.tasks += [spec[0] for spec in specs]
+            self.both(
+                lambda s: s.set_concurrency_limit(key, limit),
+                f"set_concurrency_limit({key}, {limit})",
+            )
 
     @rule(agent_id=agents, types=task_types, lease=st.sampled_from([None, 1, 30]))
     def claim_next_task(self, agent_id: str, types: list[str] | None, lease: int | None) -> None:

@@ -313,9 +313,7 @@ class PostgresEngine:
 
     async def next_ready(self, tx: Any, types: list[str] | None) -> int | None:
         now = self._now()
-        ready, next_run, lease_end, rate_frees = await self._fetchrow(
-            tx, sql.TASKS_DUE, now, types
-        )
+        ready, next_run, lease_end, rate_frees = await self._fetchrow(tx, sql.TASKS_DUE, now, types)
         if ready or (lease_end is not None and lease_end <= now):
             return 0  # ready, or a claim requeues a task whose lease ran out
         due = [int(t) for t in (next_run, lease_end, rate_frees) if t is not None]
