@@ -96,6 +96,7 @@ QUERIES: list[tuple[str, str, tuple[Any, ...], tuple[str, ...]]] = [
     ("events_by_type", sql.EVENTS_BY_TYPE, ("t", 100), ()),
     ("events_since", sql.EVENTS_SINCE, (NOW,), ()),
     ("read_events", sql.READ_EVENTS, (10, 100), ()),
+    ("get_event", sql.GET_EVENT, ("e1",), ()),
     ("prune_events", sql.PRUNE_EVENTS, (NOW,), ()),
     ("get_message", sql.GET_MESSAGE, ("m1",), ()),
     ("delete_message", sql.DELETE_MESSAGE, ("m1",), ()),
