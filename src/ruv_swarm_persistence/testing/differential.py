@@ -39,7 +39,7 @@ from hypothesis.stateful import (
 )
 
 from ..backends.memory import MemoryStorage
-from ..errors import StorageError, ValidationError
+from ..errors import ConflictError, StorageError, ValidationError
 from ..models import AgentStatus, MessagePriority, TaskModel, TaskPriority, TaskStatus
 from ..query import QueryBuilder
 from ..rules import RetryPolicy
@@ -686,6 +686,24 @@ async def test_crate_aggregate_sums_as_fsum_does(storage: Storage, values: list[
         math.fsum(values) / len(values),
     )
     assert (agg.sum, agg.mean) == (math.fsum(values), math.fsum(values) / len(values))
+
+
+async def test_retry_tasks_reports_the_first_problem_in_order_and_retries_once(
+    storage: Storage,
+) -> None:
+    """Found by differential runs: backends checked missing ids first, and retried a task
+    named twice twice."""
+    await storage.store_tasks(
+        [TaskModel(id=i, task_type="build", max_retries=0) for i in ("t1", "t2", "t3")]
+    )
+    for task_id in ("t2", "t3"):
+        assert await storage.claim_task(task_id, "a0")
+        await storage.fail_task(task_id, "a0", "broke")
+    await storage.delete_task("t3")
+    with pytest.raises(ConflictError, match="'t1' is pending"):
+        await storage.retry_tasks(["t1", "t3", "t1"])
+    retried = await storage.retry_tasks(["t2", "t2"])
+    assert [(t.id, t.status) for t in retried] == [("t2", TaskStatus.Pending)]
 
 
 #: Not in the programs: ``close`` ends them, sizes differ by design, and ``transaction`` is

@@ -761,15 +761,18 @@ class PostgresOps:
         else:
             # Locked in id order, whatever order they were asked in: no deadlock between two.
             locked = {}
-            for task_id in sorted(task_ids):
+            for task_id in sorted(set(task_ids)):
                 row = await conn.fetchrow(sql.LOCK_TASK, task_id)
-                if row is None:
+                if row is not None:
+                    locked[task_id] = task(row)
+            # Checked in the order asked (the first problem is the one reported), once each.
+            for task_id in dict.fromkeys(task_ids):
+                if task_id not in locked:
                     raise NotFoundError("task", task_id)
-                locked[task_id] = task(row)
-            for task_id in task_ids:
-                rec = locked[task_id]
-                rules.check_retry(task_id, rec["status"], await dead_dependency(task_id))
-                chosen.append(rec)
+                rules.check_retry(
+                    task_id, locked[task_id]["status"], await dead_dependency(task_id)
+                )
+                chosen.append(locked[task_id])
         changes = rules.retry_changes(now)
         return [await self.transition(conn, r, changes, now, fx, retry=True) for r in chosen]
 

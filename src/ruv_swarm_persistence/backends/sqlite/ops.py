@@ -545,7 +545,7 @@ class SqliteOps:
             ]
         else:
             chosen = []
-            for task_id in task_ids:
+            for task_id in dict.fromkeys(task_ids):  # once each, as asked
                 rec = self._state(conn, task_id)
                 if rec is None:
                     raise NotFoundError("task", task_id)
