@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from . import _json
 from .errors import ConflictError, ValidationError
@@ -34,6 +34,7 @@ __all__ = [
     "claim_admitted",
     "dedup_batch",
     "rate_frees_at",
+    "retries_of_free_keys",
     "complete_changes",
     "failure_changes",
     "is_ready",
@@ -77,6 +78,8 @@ TRANSITIONS: Final[dict[str, frozenset[str]]] = {
 RETRY: Final = (FAILED, PENDING)
 
 DEFAULT_LEASE_US: Final = 30_000_000
+
+_Rec = TypeVar("_Rec", bound=Mapping[str, Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,3 +392,25 @@ def rate_frees_at(rate_limit: int, period_us: int, recent_claims: Sequence[int])
     if rate_limit == 0:
         return None
     return recent_claims[len(recent_claims) - rate_limit] + period_us
+
+
+def retries_of_free_keys(
+    chosen: Sequence[_Rec], taken: Mapping[str, str], explicit: bool
+) -> list[_Rec]:
+    """The dead letters a retry may requeue: a task whose ``dedup_key`` another unfinished
+    task holds (``taken``, or one requeued before it) is left failed, or, when asked for by
+    id (``explicit``), a :class:`ConflictError`."""
+    holders = dict(taken)
+    out = []
+    for rec in chosen:
+        key = rec["dedup_key"]
+        if key is not None:
+            holder = holders.get(key)
+            if holder is not None and holder != rec["id"]:
+                if explicit:
+                    reason = f"dedup_key {key!r} is held by unfinished task {holder!r}"
+                    raise ConflictError("task", rec["id"], reason)
+                continue
+            holders[key] = rec["id"]
+        out.append(rec)
+    return out

@@ -133,6 +133,24 @@ async def test_a_rolled_back_holder_holds_nothing(storage: Storage) -> None:
     assert await storage.store_task(_task("c", dedup_key="k")) == "c"
 
 
+async def test_a_dead_letter_is_requeued_only_while_its_key_is_free(storage: Storage) -> None:
+    for task_id in ("f1", "f2"):
+        await storage.store_task(_task(task_id, dedup_key="k", max_retries=0))
+        assert await storage.claim_task(task_id, "w1")
+        await storage.fail_task(task_id, "w1", "boom")
+    await storage.store_task(_task("live", dedup_key="k"))
+    with pytest.raises(ConflictError) as info:
+        await storage.retry_task("f1")
+    assert info.value.id == "f1"
+    assert await storage.retry_failed_tasks() == 0  # both left failed: the key is held
+    await storage.cancel_task("live")
+    with pytest.raises(ConflictError):
+        await storage.retry_tasks(["f1", "f2"])  # the second would take the first's key
+    assert await storage.retry_failed_tasks() == 1
+    assert [t.id for t in await storage.get_pending_tasks()] == ["f1"]
+    assert [t.id for t in await storage.get_failed_tasks()] == ["f2"]
+
+
 async def test_eight_coroutines_storing_one_key_store_one_task(storage: Storage) -> None:
     ids = await within(
         asyncio.gather(*(storage.store_task(_task(f"t{i}", dedup_key="once")) for i in range(8)))

@@ -713,6 +713,7 @@ class MemoryEngine:
                     raise NotFoundError("task", task_id)
                 rules.check_retry(task_id, rec["status"], self._dead_dependency(rec))
                 chosen.append(rec)
+        chosen = rules.retries_of_free_keys(chosen, t.dedup_holders, task_ids is not None)
         changes = rules.retry_changes(now)
         return [self._transition(rec, changes, now, retry=True) for rec in chosen]
 

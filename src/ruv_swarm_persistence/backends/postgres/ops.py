@@ -773,6 +773,11 @@ class PostgresOps:
                     task_id, locked[task_id]["status"], await dead_dependency(task_id)
                 )
                 chosen.append(locked[task_id])
+        keys = sorted({r["dedup_key"] for r in chosen if r["dedup_key"] is not None})
+        if keys:
+            await conn.execute(sql.LOCK_DEDUP_KEYS, keys)
+            taken = {r[0]: r[1] for r in await conn.fetch(sql.DEDUP_HOLDERS, keys)}
+            chosen = rules.retries_of_free_keys(chosen, taken, task_ids is not None)
         changes = rules.retry_changes(now)
         return [await self.transition(conn, r, changes, now, fx, retry=True) for r in chosen]
 

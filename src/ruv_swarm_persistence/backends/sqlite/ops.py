@@ -551,6 +551,11 @@ class SqliteOps:
                     raise NotFoundError("task", task_id)
                 rules.check_retry(task_id, rec["status"], dead_dependency(task_id))
                 chosen.append(rec)
+        keys = [r["dedup_key"] for r in chosen if r["dedup_key"] is not None]
+        if keys:
+            rows: list[Any] = conn.execute(sql.DEDUP_HOLDERS, (_ids_json(keys),)).fetchall()
+            taken = {row[0]: row[1] for row in rows}
+            chosen = rules.retries_of_free_keys(chosen, taken, task_ids is not None)
         changes = rules.retry_changes(now)
         with savepoint(conn):
             out = [self.transition(ctx, rec, changes, now, retry=True) for rec in chosen]
