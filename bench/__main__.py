@@ -12,7 +12,14 @@ from .common import Options, Result, machine_info, parse_args, print_results
 
 #: Benchmark modules in the order they run; each exposes ``run(options) -> (title, rows)``.
 #: ``--only memory`` / ``--only sqlite.a`` / ``--only pg`` select by the name before ``_bench``.
-MODULES = ("memory_bench", "sqlite_bench", "pg_bench", "task_path_bench", "worker_bench")
+MODULES = (
+    "memory_bench",
+    "sqlite_bench",
+    "pg_bench",
+    "task_path_bench",
+    "worker_bench",
+    "queue_controls_bench",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
