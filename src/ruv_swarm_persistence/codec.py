@@ -661,6 +661,13 @@ def flag_arg(value: Any, field: str) -> bool:
     return value
 
 
+def bool_arg(value: Any, field: str) -> bool:
+    """A keyword option of the API: ``True`` or ``False``, nothing else."""
+    if not isinstance(value, bool):
+        raise ValidationError(f"must be True or False, got {type(value).__name__}", field=field)
+    return value
+
+
 def limit_arg(value: Any, field: str = "limit") -> int:
     """A row limit: a non-negative integer."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -146,7 +146,7 @@ class Front(Storage):
 
     async def store_task(self, task: TaskModel, *, raise_on_duplicate: bool = False) -> str:
         rec = codec.encode_task(task, self._limits)
-        conflict = codec.flag_arg(raise_on_duplicate, "raise_on_duplicate")
+        conflict = codec.bool_arg(raise_on_duplicate, "raise_on_duplicate")
         tx = await self._gate() if self._blocked else None
         (task_id,) = await self._engine.insert_tasks(tx, [rec], conflict)
         return task_id
@@ -155,7 +155,7 @@ class Front(Storage):
         self, tasks: Sequence[TaskModel], *, raise_on_duplicate: bool = False
     ) -> list[str]:
         recs = codec.encode_batch(tasks, codec.encode_task, "tasks", self._limits)
-        conflict = codec.flag_arg(raise_on_duplicate, "raise_on_duplicate")
+        conflict = codec.bool_arg(raise_on_duplicate, "raise_on_duplicate")
         tx = await self._gate() if self._blocked else None
         if not recs:
             return []

@@ -373,6 +373,8 @@ ARGUMENTS: Final[dict[str, st.SearchStrategy[tuple[Any, ...]]]] = dict(
         _m("wait_for_task", task_id=IDS, timeout=WAIT_TIMEOUTS),
         _m("get_dependency_results", task_id=IDS),
         _m("get_failed_tasks", task_type=good_or_hostile(None, "work"), limit=COUNTS),
+        _m("set_concurrency_limit", key=IDS, limit=good_or_hostile(None, 0, 1, 10)),
+        _m("set_rate_limit", key=IDS, limit=good_or_hostile(None, 0, 1, 10), per=DURATIONS),
         _m("retry_task", task_id=IDS),
         _m("retry_tasks", task_ids=ID_LISTS),
         _m("retry_failed_tasks", task_type=good_or_hostile(None, "work")),
@@ -559,7 +561,12 @@ def test_every_public_method_has_a_hostile_strategy() -> None:
     """A method added to ``Storage`` needs a strategy here, named as its parameters are."""
     assert sorted(ARGUMENTS) == public_methods()
     for name in ARGUMENTS:
-        params = tuple(p for p in inspect.signature(getattr(Storage, name)).parameters)[1:]
+        # Keyword-only options (``raise_on_duplicate``) are not drawn: the calls are positional.
+        params = tuple(
+            p.name
+            for p in inspect.signature(getattr(Storage, name)).parameters.values()
+            if p.kind is not p.KEYWORD_ONLY
+        )[1:]
         assert _SIGNATURE_NAMES[name] == params, name
 
 

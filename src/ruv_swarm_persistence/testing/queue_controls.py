@@ -310,9 +310,14 @@ async def test_rate_and_concurrency_limits_of_one_key_both_hold(
         (lambda s: s.set_rate_limit("k", 1, per=0), "per"),
         (lambda s: s.set_rate_limit("k", 1, per="1s"), "per"),
         (lambda s: s.set_rate_limit(None, 1), "key"),
+        (lambda s: s.store_task(_task("a"), raise_on_duplicate="yes"), "raise_on_duplicate"),
+        (lambda s: s.store_tasks([_task("a")], raise_on_duplicate=1), "raise_on_duplicate"),
     ],
 )
 async def test_bad_limits_are_refused(storage: Storage, call: Any, field: str) -> None:
     with pytest.raises(ValidationError) as info:
         await call(storage)
     assert info.value.field == field
+
+
+__all__ = [name for name in list(globals()) if name.startswith("test_")]
