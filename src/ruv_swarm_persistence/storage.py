@@ -35,6 +35,7 @@ from .models import (
 )
 from .repository import Repository
 from .retention import RetentionPolicy, RetentionReport
+from .schedules import ScheduleModel
 
 if TYPE_CHECKING:
     from .query import QueryBuilder
@@ -489,6 +490,53 @@ class Storage(abc.ABC):
     async def retention_report(self) -> RetentionReport:
         """This storage's policy, and when retention last ran (any process) and what it
         removed in all."""
+
+    # --- schedules ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def store_schedule(
+        self,
+        name: str,
+        cron_or_interval: str | Duration,
+        task_template: TaskModel | Mapping[str, Any],
+        *,
+        timezone: str = "UTC",
+        missed: str = "skip",
+    ) -> ScheduleModel:
+        """Store (or redefine) a schedule; see :mod:`ruv_swarm_persistence.schedules`.
+
+        A cron expression (the ``cron`` extra) in ``timezone``, or an interval; ``missed``
+        says what becomes of due times that passed while no scheduler ran (``skip`` or
+        ``run_once``). Redefining keeps the next due time unless the timing changed.
+        """
+
+    @abc.abstractmethod
+    async def get_schedule(self, name: str) -> ScheduleModel | None:
+        """The schedule, or ``None``."""
+
+    @abc.abstractmethod
+    async def list_schedules(self) -> list[ScheduleModel]:
+        """Every schedule, by name."""
+
+    @abc.abstractmethod
+    async def delete_schedule(self, name: str) -> None:
+        """Delete a schedule (idempotent); the tasks it enqueued stay."""
+
+    @abc.abstractmethod
+    async def pause_schedule(self, name: str) -> ScheduleModel:
+        """Stop a schedule enqueueing tasks; :class:`NotFoundError` for an unknown name."""
+
+    @abc.abstractmethod
+    async def resume_schedule(self, name: str) -> ScheduleModel:
+        """Let a paused schedule run again, next at its first due time after now."""
+
+    @abc.abstractmethod
+    async def fire_due_schedules(self) -> list[str]:
+        """One scheduler pass: enqueue a task for each schedule that is due; their ids.
+
+        Safe to run from any number of processes at once: each due time is enqueued once.
+        ``run_scheduler`` calls this in a loop.
+        """
 
     # --- repositories -------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ from .models import (
 from .query import QueryBuilder
 from .repository import Repository
 from .retention import RetentionPolicy, RetentionReport
+from .schedules import ScheduleModel
 from .storage import Duration, MetricAggregate, PruneResult, Storage, TimeArg, Transaction
 from .urls import in_browser
 
@@ -627,6 +628,55 @@ class _SyncAPI:
         removed in all.
         """
         return self._run(lambda s: s.retention_report())
+
+    def store_schedule(
+        self,
+        name: str,
+        cron_or_interval: str | Duration,
+        task_template: TaskModel | Mapping[str, Any],
+        *,
+        timezone: str = "UTC",
+        missed: str = "skip",
+    ) -> ScheduleModel:
+        """Store (or redefine) a schedule; see :mod:`ruv_swarm_persistence.schedules`.
+
+        A cron expression (the ``cron`` extra) in ``timezone``, or an interval; ``missed``
+        says what becomes of due times that passed while no scheduler ran (``skip`` or
+        ``run_once``). Redefining keeps the next due time unless the timing changed.
+        """
+        return self._run(
+            lambda s: s.store_schedule(
+                name, cron_or_interval, task_template, timezone=timezone, missed=missed
+            )
+        )
+
+    def get_schedule(self, name: str) -> ScheduleModel | None:
+        """The schedule, or ``None``."""
+        return self._run(lambda s: s.get_schedule(name))
+
+    def list_schedules(self) -> list[ScheduleModel]:
+        """Every schedule, by name."""
+        return self._run(lambda s: s.list_schedules())
+
+    def delete_schedule(self, name: str) -> None:
+        """Delete a schedule (idempotent); the tasks it enqueued stay."""
+        self._run(lambda s: s.delete_schedule(name))
+
+    def pause_schedule(self, name: str) -> ScheduleModel:
+        """Stop a schedule enqueueing tasks; :class:`NotFoundError` for an unknown name."""
+        return self._run(lambda s: s.pause_schedule(name))
+
+    def resume_schedule(self, name: str) -> ScheduleModel:
+        """Let a paused schedule run again, next at its first due time after now."""
+        return self._run(lambda s: s.resume_schedule(name))
+
+    def fire_due_schedules(self) -> list[str]:
+        """One scheduler pass: enqueue a task for each schedule that is due; their ids.
+
+        Safe to run from any number of processes at once: each due time is enqueued once.
+        ``run_scheduler`` calls this in a loop.
+        """
+        return self._run(lambda s: s.fire_due_schedules())
 
     # END GENERATED STORAGE
 

@@ -223,6 +223,41 @@ class Engine(Protocol):
     ) -> list[MetricAggregate]:
         """Count, sum, mean, min, max and percentiles per group and bucket."""
 
+    # --- schedules -------------------------------------------------------------------------
+
+    async def put_schedule(self, tx: Any, rec: Record) -> Record:
+        """Store a schedule, or redefine the one of that name (keeping its ``next_due``,
+        ``last_due``, ``paused`` and ``created_at`` unless ``spec`` or ``timezone`` changed,
+        which takes the new ``next_due``); the stored record."""
+
+    async def get_schedule(self, tx: Any, name: str) -> Record | None:
+        """The schedule, or ``None``."""
+
+    async def list_schedules(self, tx: Any) -> list[Record]:
+        """Every schedule, by name."""
+
+    async def delete_schedule(self, tx: Any, name: str) -> None:
+        """Delete a schedule (idempotent)."""
+
+    async def set_schedule_paused(
+        self, tx: Any, name: str, paused: bool, next_due: int | None, now: int
+    ) -> Record | None:
+        """Pause or resume (``next_due`` given: from then on); ``None`` if unknown."""
+
+    async def fire_schedule(
+        self,
+        tx: Any,
+        name: str,
+        expected_due: int,
+        next_due: int,
+        due: int | None,
+        task: Record | None,
+        now: int,
+    ) -> bool:
+        """Atomically: if the schedule is unpaused and still has ``next_due ==
+        expected_due``, move it to ``next_due`` (``last_due`` to ``due`` when given) and
+        store ``task``; whether it did (``False``: another process fired it first)."""
+
     # --- queries, maintenance --------------------------------------------------------------
 
     async def query(self, tx: Any, builder: QueryBuilder[Any]) -> list[Record]:

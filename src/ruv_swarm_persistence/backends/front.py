@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from .. import _json, codec, rules
+from .. import _json, codec, rules, schedules
 from .._time import from_us
 from ..aggregate import grouping_args, window_args
 from ..codec import Limits
@@ -35,6 +35,7 @@ from ..retention import (
     RetentionReport,
     parse_retention,
 )
+from ..schedules import ScheduleModel
 from ..storage import Duration, MetricAggregate, PruneResult, Storage, TimeArg
 from ._wake import EVENTS, FINISHED, TASKS, Deadline, Wakeups, mail
 from .engine import Engine
@@ -561,6 +562,81 @@ class Front(Storage):
         ms = codec.opt_time_arg(read_messages_before, "read_messages_before")
         tx = await self._gate() if self._blocked else None
         return await self._engine.prune(tx, ev, me, ms)
+
+    # --- schedules -------------------------------------------------------------------------
+
+    async def store_schedule(
+        self,
+        name: str,
+        cron_or_interval: str | Duration,
+        task_template: TaskModel | Mapping[str, Any],
+        *,
+        timezone: str = "UTC",
+        missed: str = "skip",
+    ) -> ScheduleModel:
+        now = self._now()
+        rec = schedules.schedule_record(
+            name, cron_or_interval, task_template, timezone, missed, self._limits, now
+        )
+        tx = await self._gate() if self._blocked else None
+        return schedules.decode_schedule(await self._engine.put_schedule(tx, rec))
+
+    async def get_schedule(self, name: str) -> ScheduleModel | None:
+        schedules.check_name(name, self._limits)
+        tx = await self._gate() if self._blocked else None
+        rec = await self._engine.get_schedule(tx, name)
+        return None if rec is None else schedules.decode_schedule(rec)
+
+    async def list_schedules(self) -> list[ScheduleModel]:
+        tx = await self._gate() if self._blocked else None
+        return [schedules.decode_schedule(r) for r in await self._engine.list_schedules(tx)]
+
+    async def delete_schedule(self, name: str) -> None:
+        schedules.check_name(name, self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.delete_schedule(tx, name)
+
+    async def _set_paused(self, name: str, paused: bool) -> ScheduleModel:
+        schedules.check_name(name, self._limits)
+        tx = await self._gate() if self._blocked else None
+        engine, now = self._engine, self._now()
+        next_due = None
+        if not paused:
+            rec = await engine.get_schedule(tx, name)
+            if rec is None:
+                raise NotFoundError("schedule", name)
+            next_due = schedules.stored_timing(rec).next_after(now)
+        got = await engine.set_schedule_paused(tx, name, paused, next_due, now)
+        if got is None:
+            raise NotFoundError("schedule", name)
+        return schedules.decode_schedule(got)
+
+    async def pause_schedule(self, name: str) -> ScheduleModel:
+        return await self._set_paused(name, True)
+
+    async def resume_schedule(self, name: str) -> ScheduleModel:
+        return await self._set_paused(name, False)
+
+    async def fire_due_schedules(self) -> list[str]:
+        tx = await self._gate() if self._blocked else None
+        engine, now = self._engine, self._now()
+        fired: list[str] = []
+        for rec in await engine.list_schedules(tx):
+            plan = schedules.due_plan(rec, now)
+            if plan is None:
+                continue
+            due, next_due = plan
+            task = None
+            if due is not None:
+                task = codec.encode_task(schedules.scheduled_task(rec, due, now), self._limits)
+            if (
+                await engine.fire_schedule(
+                    tx, rec["name"], rec["next_due"], next_due, due, task, now
+                )
+                and task is not None
+            ):
+                fired.append(task["id"])
+        return fired
 
     #: The ``retention`` option (a subclass sets it from its options).
     _retention: RetentionPolicy | None = None

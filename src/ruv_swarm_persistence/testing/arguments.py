@@ -235,6 +235,23 @@ BAD_RETENTION: dict[str, Bad] = {
     "negative-count": Bad(lambda: {"events": -1}, field="count"),
 }
 
+#: A schedule's timing (cron expressions left out: checking one needs the ``cron`` extra).
+BAD_TIMINGS: dict[str, Bad] = {
+    "zero": _v("0s"),
+    "negative": _v(-5),
+    "nan": _v(math.nan),
+    "list": _new(lambda: ["1m"]),
+    "none": _v(None),
+}
+BAD_TEMPLATES: dict[str, Bad] = {
+    "str": _v("work"),
+    "no-type": _new(lambda: {"payload": 1}),
+    "unknown-key": _new(lambda: {"task_type": "w", "colour": "red"}),
+    "nan-payload": Bad(lambda: {"task_type": "w", "payload": math.nan}, field="task.payload"),
+}
+BAD_ZONES: dict[str, Bad] = {"unknown": _v("Mars/Olympus"), "int": _v(5), "empty": _v("")}
+BAD_MISSED: dict[str, Bad] = {"unknown": _v("catch_up"), "none": _v(None)}
+
 BAD_GROUP_BY: dict[str, Bad] = {
     "unknown": _new(lambda: ["unit"]),
     "bare-unknown": _v("unit"),
@@ -562,6 +579,12 @@ async def _block(fn: Callable[..., Any], args: list[Any]) -> Any:
         return tx
 
 
+async def _schedule(fn: Callable[..., Any], args: list[Any]) -> Any:
+    """``store_schedule``: ``timezone`` and ``missed`` are keyword-only."""
+    name, spec, template, timezone, missed = args
+    return await fn(name, spec, template, timezone=timezone, missed=missed)
+
+
 @dataclass(frozen=True, slots=True)
 class Method:
     """A public method: its dotted name (``tasks.find_by_id`` is on ``storage.tasks``) and
@@ -578,7 +601,7 @@ class Method:
         return target  # type: ignore[no-any-return]
 
 
-def M(name: str, *, run: Runner = _await, **params: Param) -> Method:
+def M(name: str, /, *, run: Runner = _await, **params: Param) -> Method:
     """One line of the table: ``M("get_task", task_id=ident("t1"))``."""
     return Method(name, tuple(params.items()), run)
 
@@ -689,6 +712,20 @@ METHODS: list[Method] = [
         read_messages_before=time(None, optional=True),
     ),
     M("apply_retention", policy=retention()),
+    # schedules
+    M(
+        "store_schedule",
+        run=_schedule,
+        name=ident("s1", field="name"),
+        cron_or_interval=Param(lambda: "1m", BAD_TIMINGS),
+        task_template=Param(lambda: {"task_type": "work"}, BAD_TEMPLATES),
+        timezone=Param(lambda: "UTC", BAD_ZONES),
+        missed=Param(lambda: "skip", BAD_MISSED),
+    ),
+    M("get_schedule", name=ident("s1")),
+    M("delete_schedule", name=ident("s1")),
+    M("pause_schedule", name=ident("s1")),
+    M("resume_schedule", name=ident("s1")),
     # repositories
     *_repository("agents", "agent", "a1", _new_agent, _stored_agent, AgentModel),
     *_repository("tasks", "task", "t2", _new_task, _stored_task, TaskModel),

@@ -337,7 +337,7 @@ def args(**params: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, ...]]
 _SIGNATURE_NAMES: dict[str, tuple[str, ...]] = {}
 
 
-def _m(name: str, **params: st.SearchStrategy[Any]) -> tuple[str, st.SearchStrategy[Any]]:
+def _m(name: str, /, **params: st.SearchStrategy[Any]) -> tuple[str, st.SearchStrategy[Any]]:
     _SIGNATURE_NAMES[name] = tuple(params)
     return name, args(**params)
 
@@ -414,6 +414,20 @@ ARGUMENTS: Final[dict[str, st.SearchStrategy[tuple[Any, ...]]]] = dict(
         _m("prune", events_before=TIMES, metrics_before=TIMES, read_messages_before=TIMES),
         _m("apply_retention", policy=good_or_hostile(None, "events:1h", "tasks:10,messages:1d")),
         _m("retention_report"),
+        _m(
+            "store_schedule",
+            name=good_or_hostile("s1", "s2"),
+            cron_or_interval=good_or_hostile("1m", 30, timedelta(hours=1), "every 5s"),
+            task_template=good_or_hostile({"task_type": "work"}, {"task_type": "w", "payload": 1}),
+            timezone=good_or_hostile("UTC", "Europe/Berlin"),
+            missed=good_or_hostile("skip", "run_once"),
+        ),
+        _m("get_schedule", name=good_or_hostile("s1", "ghost")),
+        _m("list_schedules"),
+        _m("delete_schedule", name=good_or_hostile("s2", "ghost")),
+        _m("pause_schedule", name=good_or_hostile("s1", "ghost")),
+        _m("resume_schedule", name=good_or_hostile("s1", "ghost")),
+        _m("fire_due_schedules"),
     ]
 )
 
@@ -464,7 +478,10 @@ async def call(storage: Storage, name: str, arguments: tuple[Any, ...]) -> Any:
     if name == "transaction":
         async with fn(*made) as tx:
             return tx
-    return await asyncio.wait_for(fn(*made), CALL_LIMIT)
+    params = list(inspect.signature(getattr(Storage, name)).parameters.values())[1:]
+    keywords = {p.name: v for p, v in zip(params, made, strict=False) if p.kind is p.KEYWORD_ONLY}
+    positional = made[: len(made) - len(keywords)]
+    return await asyncio.wait_for(fn(*positional, **keywords), CALL_LIMIT)
 
 
 def _stored(name: str, arguments: tuple[Any, ...]) -> list[Any]:

@@ -33,6 +33,7 @@ from ...query import QueryBuilder
 from ...retention import RetentionPlan
 from ...storage import MetricAggregate, PruneResult
 from .._wake import EVENTS, FINISHED, TASKS, Wakeups, mail
+from . import schedules
 from .retention import drop_events, retain
 
 __all__ = ["MemoryEngine"]
@@ -74,6 +75,7 @@ class _Tables:
         # the held tasks of each concurrency key.
         self.dedup_holders: dict[str, str] = {}
         self.held_by_key: dict[str, set[str]] = {}
+        self.schedules: dict[str, Record] = {}
         self.undo: list[Callable[[], None]] | None = None
         # Task queue: heaps with lazy deletion, rebuilt from the tables after a rollback.
         self.ready: dict[str, list[tuple[int, int, str]]] = {}  # type -> (-prio, created, id)
@@ -911,6 +913,45 @@ class MemoryEngine:
     ) -> list[MetricAggregate]:
         rows = self._metric_rows(metric_type, start, end)
         return aggregate(metric_type, rows, tuple(groups), bucket_us)
+
+    # --- schedules ------------------------------------------------------------------------
+
+    async def put_schedule(self, tx: Any, rec: Record) -> Record:
+        return schedules.put_schedule(self.tables, rec)
+
+    async def get_schedule(self, tx: Any, name: str) -> Record | None:
+        return self.tables.schedules.get(name)
+
+    async def list_schedules(self, tx: Any) -> list[Record]:
+        return [v for _, v in sorted(self.tables.schedules.items())]
+
+    async def delete_schedule(self, tx: Any, name: str) -> None:
+        self.tables.drop(self.tables.schedules, name)
+
+    async def set_schedule_paused(
+        self, tx: Any, name: str, paused: bool, next_due: int | None, now: int
+    ) -> Record | None:
+        return schedules.set_paused(self.tables, name, paused, next_due, now)
+
+    async def fire_schedule(
+        self,
+        tx: Any,
+        name: str,
+        expected_due: int,
+        next_due: int,
+        due: int | None,
+        task: Record | None,
+        now: int,
+    ) -> bool:
+        old = schedules.due_to_fire(self.tables, name, expected_due)
+        if old is None:
+            return False
+        if task is not None:
+            # This class's own insert (it raises before anything changed): a subclass's may
+            # wait for I/O, and another pass would then find the schedule still due.
+            await MemoryEngine.insert_tasks(self, tx, [task])
+        schedules.fired(self.tables, old, next_due, due, now)
+        return True
 
     # --- queries and maintenance -----------------------------------------------------------
 

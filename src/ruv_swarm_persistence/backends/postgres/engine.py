@@ -439,6 +439,46 @@ class PostgresEngine:
 
     # --- queries, maintenance --------------------------------------------------------------
 
+    # --- schedules -------------------------------------------------------------------------
+
+    async def put_schedule(self, tx: Any, rec: Record) -> Record:
+        args = [rec[c] for c in sql.SCHEDULE_COLS]
+        (row,) = await self._statement(tx, sql.PUT_SCHEDULE, *args)
+        return row_record(sql.SCHEDULE_COLS, row)
+
+    async def get_schedule(self, tx: Any, name: str) -> Record | None:
+        row = await self._fetchrow(tx, sql.GET_SCHEDULE, name)
+        return None if row is None else row_record(sql.SCHEDULE_COLS, row)
+
+    async def list_schedules(self, tx: Any) -> list[Record]:
+        return await self._rows(tx, sql.SCHEDULE_COLS, sql.LIST_SCHEDULES)
+
+    async def delete_schedule(self, tx: Any, name: str) -> None:
+        await self._statement(tx, sql.DELETE_SCHEDULE, name)
+
+    async def set_schedule_paused(
+        self, tx: Any, name: str, paused: bool, next_due: int | None, now: int
+    ) -> Record | None:
+        rows = await self._statement(tx, sql.SET_SCHEDULE_PAUSED, name, int(paused), next_due, now)
+        return row_record(sql.SCHEDULE_COLS, rows[0]) if rows else None
+
+    async def fire_schedule(
+        self,
+        tx: Any,
+        name: str,
+        expected_due: int,
+        next_due: int,
+        due: int | None,
+        task: Record | None,
+        now: int,
+    ) -> bool:
+        return await self._write(
+            tx,
+            lambda conn, fx: self.ops.fire_schedule(
+                conn, fx, name, expected_due, next_due, due, task, now
+            ),
+        )
+
     async def query(self, tx: Any, builder: QueryBuilder[Any]) -> list[Record]:
         text, params = builder.build("postgres")
         return await self._rows(tx, COLUMNS[builder.table], text, *params)

@@ -781,6 +781,25 @@ class PostgresOps:
         changes = rules.retry_changes(now)
         return [await self.transition(conn, r, changes, now, fx, retry=True) for r in chosen]
 
+    async def fire_schedule(
+        self,
+        conn: Conn,
+        fx: Effects,
+        name: str,
+        expected_due: int,
+        next_due: int,
+        due: int | None,
+        task: Record | None,
+        now: int,
+    ) -> bool:
+        """Move a due schedule on and store its task, atomically; whether it was still due."""
+        moved = await conn.fetchval(sql.FIRE_SCHEDULE, name, expected_due, next_due, due, now)
+        if moved is None:
+            return False
+        if task is not None:
+            await self.store_tasks(conn, fx, [task])
+        return True
+
     # --- maintenance -----------------------------------------------------------------------
 
     async def prune(

@@ -29,6 +29,7 @@ TABLES: Final = (
     "swarm_counters",
     "queue_limits",
     "queue_claims",
+    "schedules",
     "schema_migrations",
 )
 
@@ -455,6 +456,33 @@ PRUNE_MESSAGES = """
 WITH d AS (DELETE FROM messages WHERE read = 1 AND read_at IS NOT NULL AND read_at < $1
     RETURNING 1)
 SELECT count(*) FROM d"""
+# Schedules.
+SCHEDULE_COLS: Final = (
+    "name", "spec", "timezone", "missed", "template", "paused", "next_due", "last_due",
+    "created_at", "updated_at",
+)  # fmt: skip
+_S = _cols(SCHEDULE_COLS)
+#: Store or redefine: the timing decides whether next_due moves (see Engine.put_schedule).
+PUT_SCHEDULE = f"""
+INSERT INTO schedules ({_S}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (name) DO UPDATE SET missed = EXCLUDED.missed, template = EXCLUDED.template,
+    updated_at = EXCLUDED.updated_at,
+    next_due = CASE WHEN (schedules.spec, schedules.timezone) = (EXCLUDED.spec, EXCLUDED.timezone)
+        THEN schedules.next_due ELSE EXCLUDED.next_due END,
+    spec = EXCLUDED.spec, timezone = EXCLUDED.timezone
+RETURNING {_S}"""
+GET_SCHEDULE = f"SELECT {_S} FROM schedules WHERE name = $1"
+LIST_SCHEDULES = f"SELECT {_S} FROM schedules ORDER BY name"
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE name = $1"
+SET_SCHEDULE_PAUSED = f"""
+UPDATE schedules SET paused = $2, next_due = COALESCE($3::bigint, next_due), updated_at = $4
+WHERE name = $1 RETURNING {_S}"""
+#: The compare-and-set that fires a due time once (a second firer waits for the row lock,
+#: then finds next_due moved on).
+FIRE_SCHEDULE = """
+UPDATE schedules SET next_due = $3, last_due = COALESCE($4::bigint, last_due), updated_at = $5
+WHERE name = $1 AND next_due = $2 AND paused = 0 RETURNING 1"""
+
 # Retention: a cut removes rows older than $1 or at or before the keep threshold ($2, $3),
 # the newest row beyond the count kept; NULL leaves a rule out.
 EVENT_KEEP_THRESHOLD = "SELECT sequence FROM events ORDER BY sequence DESC LIMIT 1 OFFSET $1"

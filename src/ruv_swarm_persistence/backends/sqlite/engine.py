@@ -554,6 +554,58 @@ class SqliteEngine:
 
         return await self.read(tx, read, inline=False)
 
+    # --- schedules ---------------------------------------------------------------------------
+
+    async def put_schedule(self, tx: Any, rec: Record) -> Record:
+        values = tuple(rec[c] for c in sql.SCHEDULE_COLUMNS)
+
+        def put(ctx: WriteContext) -> Record:
+            (row,) = ctx.conn.execute(sql.PUT_SCHEDULE, values).fetchall()
+            return dict(zip(sql.SCHEDULE_COLUMNS, row, strict=True))
+
+        stored: Record = await self._write(tx, put)
+        return stored
+
+    async def get_schedule(self, tx: Any, name: str) -> Record | None:
+        return await self.read(
+            tx, _point(sql.GET_SCHEDULE, name, sql.SCHEDULE_COLUMNS), inline=True
+        )
+
+    async def list_schedules(self, tx: Any) -> list[Record]:
+        read = _reader(sql.LIST_SCHEDULES, (), sql.SCHEDULE_COLUMNS)
+        return await self.read(tx, read, inline=True)
+
+    async def delete_schedule(self, tx: Any, name: str) -> None:
+        await self._write(tx, lambda ctx: ctx.conn.execute(sql.DELETE_SCHEDULE, (name,)))
+
+    async def set_schedule_paused(
+        self, tx: Any, name: str, paused: bool, next_due: int | None, now: int
+    ) -> Record | None:
+        args = (int(paused), next_due, now, name)
+
+        def update(ctx: WriteContext) -> Record | None:
+            row = ctx.conn.execute(sql.SET_SCHEDULE_PAUSED, args).fetchone()
+            return None if row is None else dict(zip(sql.SCHEDULE_COLUMNS, row, strict=True))
+
+        rec: Record | None = await self._write(tx, update)
+        return rec
+
+    async def fire_schedule(
+        self,
+        tx: Any,
+        name: str,
+        expected_due: int,
+        next_due: int,
+        due: int | None,
+        task: Record | None,
+        now: int,
+    ) -> bool:
+        done: bool = await self._write(
+            tx,
+            lambda ctx: self.ops.fire_schedule(ctx, name, expected_due, next_due, due, task, now),
+        )
+        return done
+
     # --- queries and maintenance ------------------------------------------------------------
 
     async def query(self, tx: Any, builder: QueryBuilder[Any]) -> list[Record]:

@@ -563,6 +563,26 @@ class SqliteOps:
             ctx.tasks = True
         return [{c: rec[c] for c in sql.PUBLIC_TASK_COLUMNS} for rec in out]
 
+    def fire_schedule(
+        self,
+        ctx: WriteContext,
+        name: str,
+        expected_due: int,
+        next_due: int,
+        due: int | None,
+        task: Record | None,
+        now: int,
+    ) -> bool:
+        """Move a due schedule on and store its task, atomically; whether it was still due."""
+        conn = ctx.conn
+        with savepoint(conn):
+            conn.execute(sql.FIRE_SCHEDULE, (next_due, due, now, name, expected_due))
+            if conn.changes() == 0:
+                return False
+            if task is not None:
+                self.store_tasks(ctx, [task])
+        return True
+
     # --- messages -------------------------------------------------------------------------
 
     @staticmethod

@@ -360,6 +360,36 @@ METRIC_ROWS: Final = (
 )
 PRUNE_METRICS: Final = "DELETE FROM metrics WHERE timestamp < ?"
 
+# --- schedules ------------------------------------------------------------------------------
+
+SCHEDULE_COLUMNS: Final = (
+    "name", "spec", "timezone", "missed", "template", "paused", "next_due", "last_due",
+    "created_at", "updated_at",
+)  # fmt: skip
+_SCHEDULE_SELECT: Final = f"SELECT {', '.join(SCHEDULE_COLUMNS)} FROM schedules"
+#: Store or redefine: the timing decides whether next_due moves (see Engine.put_schedule).
+PUT_SCHEDULE: Final = (
+    f"INSERT INTO schedules ({', '.join(SCHEDULE_COLUMNS)}) VALUES ({', '.join('?' * 10)})"
+    " ON CONFLICT (name) DO UPDATE SET missed = excluded.missed,"
+    " template = excluded.template, updated_at = excluded.updated_at,"
+    " next_due = CASE WHEN (spec, timezone) = (excluded.spec, excluded.timezone)"
+    " THEN next_due ELSE excluded.next_due END,"
+    " spec = excluded.spec, timezone = excluded.timezone"
+    f" RETURNING {', '.join(SCHEDULE_COLUMNS)}"
+)
+GET_SCHEDULE: Final = _SCHEDULE_SELECT + " WHERE name = ?"
+LIST_SCHEDULES: Final = _SCHEDULE_SELECT + " ORDER BY name"
+DELETE_SCHEDULE: Final = "DELETE FROM schedules WHERE name = ?"
+SET_SCHEDULE_PAUSED: Final = (
+    "UPDATE schedules SET paused = ?, next_due = coalesce(?, next_due), updated_at = ?"
+    f" WHERE name = ? RETURNING {', '.join(SCHEDULE_COLUMNS)}"
+)
+#: The compare-and-set that fires a due time once.
+FIRE_SCHEDULE: Final = (
+    "UPDATE schedules SET next_due = ?, last_due = coalesce(?, last_due), updated_at = ?"
+    " WHERE name = ? AND next_due = ? AND paused = 0"
+)
+
 # --- retention ------------------------------------------------------------------------------
 # A cut removes rows older than ?1 or at or before the row at the keep threshold (?2, ?3):
 # the newest row beyond the count kept. NULL arguments leave that rule out.

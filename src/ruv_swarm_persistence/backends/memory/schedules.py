@@ -1,0 +1,62 @@
+"""Schedules on the memory engine's tables (see :mod:`ruv_swarm_persistence.schedules`).
+
+Every change goes through the tables' undo-logged primitives, so it rolls back with a
+transaction. The browser engine keeps schedules in memory only: they are not written to
+IndexedDB (an application declares its schedules at each start).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ...codec import Record
+
+__all__ = ["due_to_fire", "fired", "put_schedule", "set_paused"]
+
+
+class _Tables(Protocol):
+    schedules: dict[str, Record]
+
+    def put(self, table: dict[str, Any], key: str, value: Any) -> None: ...
+
+
+def put_schedule(t: _Tables, rec: Record) -> Record:
+    """Store or redefine a schedule (``Engine.put_schedule``); the stored record."""
+    old = t.schedules.get(rec["name"])
+    if old is not None:
+        kept: tuple[str, ...] = ("paused", "last_due", "created_at")
+        if (old["spec"], old["timezone"]) == (rec["spec"], rec["timezone"]):
+            kept += ("next_due",)
+        rec = {**rec, **{k: old[k] for k in kept}}
+    t.put(t.schedules, rec["name"], rec)
+    return rec
+
+
+def set_paused(
+    t: _Tables, name: str, paused: bool, next_due: int | None, now: int
+) -> Record | None:
+    """Pause or resume a schedule; ``None`` if unknown."""
+    old = t.schedules.get(name)
+    if old is None:
+        return None
+    rec = {**old, "paused": int(paused), "updated_at": now}
+    if next_due is not None:
+        rec["next_due"] = next_due
+    t.put(t.schedules, name, rec)
+    return rec
+
+
+def due_to_fire(t: _Tables, name: str, expected_due: int) -> Record | None:
+    """The schedule, if a pass may still fire it at ``expected_due`` (none did first)."""
+    old = t.schedules.get(name)
+    if old is None or old["paused"] or old["next_due"] != expected_due:
+        return None
+    return old
+
+
+def fired(t: _Tables, old: Record, next_due: int, due: int | None, now: int) -> None:
+    """Move a fired schedule on to its next due time."""
+    rec = {**old, "next_due": next_due, "updated_at": now}
+    if due is not None:
+        rec["last_due"] = due
+    t.put(t.schedules, old["name"], rec)
