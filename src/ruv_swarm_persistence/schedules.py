@@ -22,8 +22,9 @@ would be a conflict).
   within the grace fire one by one, each with its task; the next due time is the first one
   after now.
 * ``task_template``: a :class:`~ruv_swarm_persistence.models.TaskModel` (its type, payload,
-  priority and ``max_retries``) or a dict with ``task_type`` and optionally ``payload``,
-  ``priority``, ``max_retries``. The task enqueued has the id ``<name>@<due time, ISO>``.
+  priority, ``max_retries`` and ``concurrency_key``) or a dict with ``task_type`` and
+  optionally those. The task enqueued has the id and the ``dedup_key``
+  ``<name>@<due time, ISO>``.
 
 Storing a schedule of an existing name replaces its definition (every process may declare
 its schedules at start); its next due time stays unless the timing changed. A paused
@@ -202,16 +203,19 @@ def _template(value: Any, limits: Limits) -> str:
             "payload": value.payload,
             "priority": int(value.priority),
             "max_retries": value.max_retries,
+            "concurrency_key": value.concurrency_key,
         }
+        if value["concurrency_key"] is None:
+            del value["concurrency_key"]
     if not isinstance(value, dict):
         raise ValidationError(
             f"must be a TaskModel or a dict, got {type(value).__name__}", field="task_template"
         )
-    unknown = set(value) - {"task_type", "payload", "priority", "max_retries"}
+    unknown = set(value) - {"task_type", "payload", "priority", "max_retries", "concurrency_key"}
     if unknown:
         raise ValidationError(
             f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: task_type, "
-            "payload, priority, max_retries",
+            "payload, priority, max_retries, concurrency_key",
             field="task_template",
         )
     if "task_type" not in value:
@@ -224,6 +228,7 @@ def _template(value: Any, limits: Limits) -> str:
     )
     if "max_retries" in value:
         task.max_retries = value["max_retries"]
+    task.concurrency_key = value.get("concurrency_key")
     codec.encode_task(task, limits)  # every field checked as a stored task's would be
     stored = {
         "task_type": task.task_type,
@@ -231,6 +236,8 @@ def _template(value: Any, limits: Limits) -> str:
         "priority": int(task.priority),
         "max_retries": task.max_retries,
     }
+    if task.concurrency_key is not None:
+        stored["concurrency_key"] = task.concurrency_key
     return codec._json_field(stored, "task_template", limits)
 
 
@@ -311,11 +318,14 @@ def due_plan(rec: Record, now: int) -> tuple[int | None, int] | None:
 def scheduled_task(rec: Record, due: int, now: int) -> TaskModel:
     """The task a schedule enqueues for the due time ``due``."""
     template = _json.loads(rec["template"])
+    key = f"{rec['name']}@{from_us(due).isoformat()}"
     task = TaskModel.new(
         template["task_type"],
         template["payload"],
         TaskPriority(template["priority"]),
-        id=f"{rec['name']}@{from_us(due).isoformat()}",
+        id=key,
+        dedup_key=key,
+        concurrency_key=template.get("concurrency_key"),
     )
     task.max_retries = template["max_retries"]
     task.created_at = task.updated_at = from_us(now)

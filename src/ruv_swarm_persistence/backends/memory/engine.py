@@ -291,7 +291,7 @@ def _newest(r: Record) -> tuple[int, int]:
     return (r["timestamp"], r["sequence"])
 
 
-class MemoryEngine:
+class MemoryEngine(schedules.MemorySchedules):
     """The operations of the memory backend on its :class:`_Tables` (see the module)."""
 
     subscribe_page: Final = 500
@@ -914,44 +914,15 @@ class MemoryEngine:
         rows = self._metric_rows(metric_type, start, end)
         return aggregate(metric_type, rows, tuple(groups), bucket_us)
 
-    # --- schedules ------------------------------------------------------------------------
+    # --- schedules (the operations are those of .schedules.MemorySchedules) ----------------
 
-    async def put_schedule(self, tx: Any, rec: Record) -> Record:
-        return schedules.put_schedule(self.tables, rec)
+    def _schedule_tables(self) -> _Tables:
+        return self.tables
 
-    async def get_schedule(self, tx: Any, name: str) -> Record | None:
-        return self.tables.schedules.get(name)
-
-    async def list_schedules(self, tx: Any) -> list[Record]:
-        return [v for _, v in sorted(self.tables.schedules.items())]
-
-    async def delete_schedule(self, tx: Any, name: str) -> None:
-        self.tables.drop(self.tables.schedules, name)
-
-    async def set_schedule_paused(
-        self, tx: Any, name: str, paused: bool, next_due: int | None, now: int
-    ) -> Record | None:
-        return schedules.set_paused(self.tables, name, paused, next_due, now)
-
-    async def fire_schedule(
-        self,
-        tx: Any,
-        name: str,
-        expected_due: int,
-        next_due: int,
-        due: int | None,
-        task: Record | None,
-        now: int,
-    ) -> bool:
-        old = schedules.due_to_fire(self.tables, name, expected_due)
-        if old is None:
-            return False
-        if task is not None:
-            # This class's own insert (it raises before anything changed): a subclass's may
-            # wait for I/O, and another pass would then find the schedule still due.
-            await MemoryEngine.insert_tasks(self, tx, [task])
-        schedules.fired(self.tables, old, next_due, due, now)
-        return True
+    async def _insert_at_once(self, tx: Any, rec: Record) -> None:
+        # This class's own insert (it raises before anything changed): a subclass's may
+        # wait for I/O, and another pass would then find the schedule still due.
+        await MemoryEngine.insert_tasks(self, tx, [rec], True)
 
     # --- queries and maintenance -----------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Schedules on the memory engine's tables (see :mod:`ruv_swarm_persistence.schedules`).
 
-Every change goes through the tables' undo-logged primitives, so it rolls back with a
+:class:`MemorySchedules` is a base of the memory engine. Every change goes through the
+tables' undo-logged primitives, so it rolls back with a
 transaction. The browser engine keeps schedules in memory only: they are not written to
 IndexedDB (an application declares its schedules at each start).
 """
@@ -11,13 +12,15 @@ from typing import Any, Protocol
 
 from ...codec import Record
 
-__all__ = ["due_to_fire", "fired", "put_schedule", "set_paused"]
+__all__ = ["MemorySchedules"]
 
 
 class _Tables(Protocol):
     schedules: dict[str, Record]
 
     def put(self, table: dict[str, Any], key: str, value: Any) -> None: ...
+
+    def drop(self, table: dict[str, Any], key: str) -> None: ...
 
 
 def put_schedule(t: _Tables, rec: Record) -> Record:
@@ -60,3 +63,51 @@ def fired(t: _Tables, old: Record, next_due: int, due: int | None, now: int) -> 
     if due is not None:
         rec["last_due"] = due
     t.put(t.schedules, old["name"], rec)
+
+
+class MemorySchedules:
+    """The schedule operations of the memory engine (a base of ``MemoryEngine``)."""
+
+    def _schedule_tables(self) -> _Tables:
+        raise NotImplementedError
+
+    async def _insert_at_once(self, tx: Any, rec: Record) -> None:
+        """Store a task without awaiting anything else (or raise, having changed nothing)."""
+        raise NotImplementedError
+
+    async def put_schedule(self, tx: Any, rec: Record) -> Record:
+        return put_schedule(self._schedule_tables(), rec)
+
+    async def get_schedule(self, tx: Any, name: str) -> Record | None:
+        return self._schedule_tables().schedules.get(name)
+
+    async def list_schedules(self, tx: Any) -> list[Record]:
+        return [v for _, v in sorted(self._schedule_tables().schedules.items())]
+
+    async def delete_schedule(self, tx: Any, name: str) -> None:
+        t = self._schedule_tables()
+        t.drop(t.schedules, name)
+
+    async def set_schedule_paused(
+        self, tx: Any, name: str, paused: bool, next_due: int | None, now: int
+    ) -> Record | None:
+        return set_paused(self._schedule_tables(), name, paused, next_due, now)
+
+    async def fire_schedule(
+        self,
+        tx: Any,
+        name: str,
+        expected_due: int,
+        next_due: int,
+        due: int | None,
+        task: Record | None,
+        now: int,
+    ) -> bool:
+        t = self._schedule_tables()
+        old = due_to_fire(t, name, expected_due)
+        if old is None:
+            return False
+        if task is not None:
+            await self._insert_at_once(tx, task)
+        fired(t, old, next_due, due, now)
+        return True

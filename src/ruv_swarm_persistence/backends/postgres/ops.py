@@ -797,7 +797,7 @@ class PostgresOps:
         if moved is None:
             return False
         if task is not None:
-            await self.store_tasks(conn, fx, [task])
+            await self.store_tasks(conn, fx, [task], True)
         return True
 
     # --- maintenance -----------------------------------------------------------------------

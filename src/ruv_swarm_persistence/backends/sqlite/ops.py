@@ -580,7 +580,7 @@ class SqliteOps:
             if conn.changes() == 0:
                 return False
             if task is not None:
-                self.store_tasks(ctx, [task])
+                self.store_tasks(ctx, [task], True)
         return True
 
     # --- messages -------------------------------------------------------------------------
