@@ -32,6 +32,9 @@ except ImportError:  # pragma: no cover
 __all__ = ["MAX_DEPTH", "dumps", "loads", "HAVE_ORJSON"]
 
 HAVE_ORJSON = _orjson is not None
+#: Datetimes are not JSON: orjson is told not to format them (they are refused as any other
+#: type), which also keeps it from calling the time zone, whose failure crashed it (3.13).
+_OPTIONS: Final = _orjson.OPT_PASSTHROUGH_DATETIME if _orjson is not None else 0
 MAX_DEPTH = 254
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
@@ -205,11 +208,11 @@ def dumps(value: Any, field: str, max_bytes: int) -> str:
     """
     if _orjson is not None:
         try:
-            raw = _orjson.dumps(value)
+            raw = _orjson.dumps(value, option=_OPTIONS)
         except (TypeError, _orjson.JSONEncodeError):
             raise _explain(value, field) from None
         if b"-0.0" in raw:  # also matches -0.05 or a string: then nothing changes
-            raw = _orjson.dumps(_positive_zeros(value))
+            raw = _orjson.dumps(_positive_zeros(value), option=_OPTIONS)
         if not _flat(value):
             # orjson writes NaN as null and serialises tuples, datetimes, UUIDs and enums;
             # a round trip that changes the value exposes every such rewrite.
