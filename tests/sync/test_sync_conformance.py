@@ -7,6 +7,17 @@ import pkgutil
 
 import ruv_swarm_persistence.testing as suite
 
+
+def _is_fixture(obj: object) -> bool:
+    # pytest >= 8.4 wraps a fixture in FixtureFunctionDefinition; earlier ones mark it.
+    return type(obj).__name__ == "FixtureFunctionDefinition" or hasattr(
+        obj, "_pytestfixturefunction"
+    )
+
+
+#: Fixtures this folder defines for the facade; a suite module's copy must not replace them.
+_OURS = {"storage", "storage_factory", "clock"}
+
 #: Modules of the suite that are not test modules.
 _NOT_TESTS = {"plugin"}
 
@@ -16,5 +27,8 @@ for _info in pkgutil.iter_modules(suite.__path__):
         continue
     _module = importlib.import_module(f"{suite.__name__}.{_info.name}")
     for _name in getattr(_module, "__all__", dir(_module)):
-        if _name.startswith(("test_", "Test")):
-            globals()[_name] = getattr(_module, _name)
+        _obj = getattr(_module, _name)
+        # A suite module's own fixtures come along with its tests (pytest finds fixtures in
+        # the test module); `storage` and `clock` are this folder's, from its conftest.
+        if _name.startswith(("test_", "Test")) or (_is_fixture(_obj) and _name not in _OURS):
+            globals()[_name] = _obj
