@@ -45,6 +45,16 @@ async def blocker(pg_url: str, schema: str) -> AsyncIterator[asyncpg.Connection]
     await conn.close()
 
 
+async def timed_storage(open_storage: Opener) -> PostgresStorage:
+    """A storage with the short ``command_timeout``, on a schema migrated beforehand.
+
+    Migrating a fresh schema runs DDL that may take longer than the short timeout on a loaded
+    machine; only the calls under test should meet it.
+    """
+    await open_storage()
+    return await open_storage(command_timeout=TIMEOUT)
+
+
 def count_acquires(storage: PostgresStorage) -> list[int]:
     """Count the connections the storage takes from its pool (one per attempt)."""
     runner: Any = storage._runner
@@ -106,7 +116,7 @@ def test_no_policy_retries_a_timeout(policy: Any, phase: Phase, doubt: bool) -> 
 async def test_a_read_that_times_out_is_not_retried(
     open_storage: Opener, blocker: asyncpg.Connection
 ) -> None:
-    storage = await open_storage(command_timeout=TIMEOUT)
+    storage = await timed_storage(open_storage)
     await storage.store_agent(agent("a"))
     acquires = count_acquires(storage)
     async with blocker.transaction():
@@ -121,7 +131,7 @@ async def test_a_read_that_times_out_is_not_retried(
 async def test_a_write_that_times_out_before_commit_is_not_retried(
     open_storage: Opener, blocker: asyncpg.Connection
 ) -> None:
-    storage = await open_storage(command_timeout=TIMEOUT)
+    storage = await timed_storage(open_storage)
     task = TaskModel.new("job", {"v": 1}, id="t")
     await storage.store_task(task)
     acquires = count_acquires(storage)
@@ -141,7 +151,7 @@ async def test_a_write_that_times_out_before_commit_is_not_retried(
 async def test_a_statement_that_times_out_may_or_may_not_have_been_applied(
     schema: str, open_storage: Opener, blocker: asyncpg.Connection
 ) -> None:
-    storage = await open_storage(command_timeout=TIMEOUT)
+    storage = await timed_storage(open_storage)
     acquires = count_acquires(storage)
     tx = blocker.transaction()
     await tx.start()
@@ -170,7 +180,7 @@ async def test_a_statement_that_times_out_may_or_may_not_have_been_applied(
 async def test_a_commit_that_times_out_may_or_may_not_have_been_applied(
     open_storage: Opener, blocker: asyncpg.Connection
 ) -> None:
-    storage = await open_storage(command_timeout=TIMEOUT)
+    storage = await timed_storage(open_storage)
     await slow_commits(blocker, "tasks")
     acquires = count_acquires(storage)
     # A batch is written in a transaction: its COMMIT is what times out.
@@ -194,7 +204,7 @@ async def test_a_commit_that_times_out_may_or_may_not_have_been_applied(
 async def test_a_transaction_whose_commit_times_out_may_or_may_not_have_been_applied(
     open_storage: Opener, blocker: asyncpg.Connection
 ) -> None:
-    storage = await open_storage(command_timeout=TIMEOUT)
+    storage = await timed_storage(open_storage)
     await slow_commits(blocker, "tasks")
     tx = await storage.begin_transaction()
     await tx.store_task(TaskModel.new("job", {}, id="t"))
