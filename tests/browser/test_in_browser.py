@@ -25,11 +25,13 @@ from tests.browser import harness
 from tests.browser.conftest import BrowserSite
 
 #: The suite's modules run in the page: agents, tasks (dependencies, claims, leases),
-#: events, messages, metrics, transactions.
+#: dead letters, retention, events, messages, metrics, transactions.
 CORE_MODULES = [
     "agents",
     "tasks",
     "task_lifecycle",
+    "dead_letters",
+    "retention",
     "events",
     "messages",
     "metrics",
