@@ -24,6 +24,9 @@ began it; here the thread that began a transaction plays that role. Calls a thre
 storage while it has a transaction open run inside that transaction; other threads' calls see
 the storage as other tasks would (on the memory backend they wait for the commit).
 
+Workers: :class:`Worker` (:mod:`~ruv_swarm_persistence.sync_worker`) runs the async worker on
+the same loop thread and blocks until it stops.
+
 Lifecycle: use ``with`` or call :meth:`SyncStorage.close`, which closes the async storage and
 stops the thread. One that is garbage collected while open emits a :class:`ResourceWarning`
 and is closed then; the thread is a daemon, so a forgotten storage never keeps the process
@@ -67,6 +70,7 @@ from .repository import Repository
 from .retention import RetentionPolicy, RetentionReport
 from .schedules import ScheduleModel
 from .storage import Duration, MetricAggregate, PruneResult, Storage, TimeArg, Transaction
+from .sync_worker import Worker
 from .urls import in_browser
 
 __all__ = [
@@ -74,6 +78,7 @@ __all__ = [
     "SyncStorage",
     "SyncSubscription",
     "SyncTransaction",
+    "Worker",
     "open_storage",
 ]
 
@@ -737,6 +742,11 @@ class SyncStorage(_SyncAPI):
     def storage(self) -> Storage:
         """The async storage underneath; use it only through :meth:`call`."""
         return self._storage
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the async storage lives on, on the facade's thread."""
+        return self._runner.loop
 
     @property
     def closed(self) -> bool:
