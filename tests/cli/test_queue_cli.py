@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+
+from ruv_swarm_persistence import init_storage
 
 from .conftest import Demo, assert_one_line_error, snapshot, swarmdb
 
@@ -106,3 +109,20 @@ def test_prune_retention_and_status_report(demo: Demo, db: list[str]) -> None:
     assert_one_line_error(
         swarmdb("prune", "--retention", "events:soon", *db), "--retention", status=2
     )
+
+
+def test_status_counts_schedules(db: list[str]) -> None:
+    async def define() -> None:
+        async with await init_storage(db[1]) as storage:
+            await storage.store_schedule("a", "1h", {"task_type": "x"})
+            await storage.store_schedule("b", "1d", {"task_type": "x"})
+            await storage.pause_schedule("b")
+
+    before = swarmdb("status", "--json", *db).json()
+    assert before["schedules"] == {"total": 0, "paused": 0, "next_due": None}
+    asyncio.run(define())
+    after = swarmdb("status", "--json", *db).json()
+    assert after["schedules"]["total"] == 2
+    assert after["schedules"]["paused"] == 1
+    assert after["schedules"]["next_due"] is not None
+    assert "(1 paused), next due" in swarmdb("status", *db).stdout

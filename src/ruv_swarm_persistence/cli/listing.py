@@ -130,6 +130,13 @@ async def _status(storage: Storage, url: str, integrity: bool) -> dict[str, Any]
         "messages_unread": len(unread),
         "metrics_last_at": last_metric[0].timestamp if last_metric else None,
     }
+    scheduled = await storage.list_schedules()
+    running = [x.next_due for x in scheduled if not x.paused]
+    info["schedules"] = {
+        "total": len(scheduled),
+        "paused": len(scheduled) - len(running),
+        "next_due": min(running, default=None),
+    }
     report = await storage.retention_report()
     info["retention"] = {
         "policy": None if report.policy is None else report.policy.describe(),
@@ -189,6 +196,10 @@ def status(
         cell(f"{age(info['metrics_last_at'])} ago" if info["metrics_last_at"] else "none"),
     )
     head.add_row("retention", cell(_retention_text(info["retention"])))
+    sched = info["schedules"]
+    if sched["total"]:
+        soon = f", next due {when(sched['next_due'])}" if sched["next_due"] else ""
+        head.add_row("schedules", cell(f"{sched['total']:,} ({sched['paused']:,} paused){soon}"))
     if "integrity" in info:
         ok = info["integrity"] == "ok"
         head.add_row(
