@@ -112,6 +112,29 @@ async def test_retry_every_dead_letter(acting: httpx.AsyncClient, storage: Stora
     assert (await statuses(storage))["t6"] == "pending"
 
 
+async def test_pause_and_resume_a_schedule(
+    client: httpx.AsyncClient, acting: httpx.AsyncClient, storage: Storage
+) -> None:
+    await storage.store_schedule("nightly", 3600, {"task_type": "build"})
+    listed = (await client.get("/api/schedules")).json()
+    assert [(s["name"], s["paused"], s["task_type"]) for s in listed["schedules"]] == [
+        ("nightly", False, "build")
+    ]
+    refused = await client.post("/api/schedules/nightly/pause", json=CONFIRM, headers=GOOD)
+    assert refused.status_code == 403  # read-only
+    no_token = await acting.post("/api/schedules/nightly/pause", json=CONFIRM)
+    assert no_token.status_code == 403
+    assert not (await storage.get_schedule("nightly")).paused  # type: ignore[union-attr]
+    paused = await acting.post("/api/schedules/nightly/pause", json=CONFIRM, headers=GOOD)
+    assert paused.json() == {"name": "nightly", "paused": True}
+    assert (await storage.get_schedule("nightly")).paused  # type: ignore[union-attr]
+    assert (await client.get("/api/schedules")).json()["paused"] == 1
+    resumed = await acting.post("/api/schedules/nightly/resume", json=CONFIRM, headers=GOOD)
+    assert resumed.json() == {"name": "nightly", "paused": False}
+    missing = await acting.post("/api/schedules/none/pause", json=CONFIRM, headers=GOOD)
+    assert missing.status_code == 404
+
+
 async def test_a_foreign_host_name_is_refused(storage: Storage) -> None:
     app = make_app(storage, allowed_hosts=["127.0.0.1", "localhost"])
     async with client_of(app) as c:

@@ -1,4 +1,5 @@
-"""The actions an operator may take from the pages: cancel a task, retry dead letters.
+"""The actions an operator may take from the pages: cancel a task, retry dead letters, pause
+or resume a schedule.
 
 Off unless the server was started with them allowed (``swarmdb serve --allow-actions``); then
 each request must carry the page's CSRF token in ``X-CSRF-Token``, come from the dashboard's own
@@ -104,10 +105,30 @@ async def retry_all(request: Request, board: Dashboard) -> Any:
     return {"retried": retried}
 
 
+async def pause(request: Request, board: Dashboard) -> Any:
+    """Stop a schedule enqueueing tasks."""
+    refused = await _authorised(request, board)
+    if refused is not None:
+        return refused
+    found = await board.storage.pause_schedule(request.path_params["name"])
+    return {"name": found.name, "paused": found.paused}
+
+
+async def resume(request: Request, board: Dashboard) -> Any:
+    """Let a paused schedule run again."""
+    refused = await _authorised(request, board)
+    if refused is not None:
+        return refused
+    found = await board.storage.resume_schedule(request.path_params["name"])
+    return {"name": found.name, "paused": found.paused}
+
+
 def routes() -> list[Route]:
     """The action routes (answered 403 when actions are off)."""
     return [
         Route("/api/tasks/{task_id}/cancel", json_endpoint(cancel), methods=["POST"]),
         Route("/api/tasks/{task_id}/retry", json_endpoint(retry), methods=["POST"]),
         Route("/api/dead-letters/retry", json_endpoint(retry_all), methods=["POST"]),
+        Route("/api/schedules/{name}/pause", json_endpoint(pause), methods=["POST"]),
+        Route("/api/schedules/{name}/resume", json_endpoint(resume), methods=["POST"]),
     ]

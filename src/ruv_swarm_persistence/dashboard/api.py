@@ -106,6 +106,11 @@ async def failed(request: Request, board: Dashboard) -> Any:
     return await views.failed_view(board.storage, await board.cache.get(), task_type, limit)
 
 
+async def schedules(request: Request, board: Dashboard) -> Any:
+    """Every schedule."""
+    return await views.schedules_view(board.storage)
+
+
 async def task(request: Request, board: Dashboard) -> Any:
     """One task, with payload and result."""
     found = await board.storage.get_task(request.path_params["task_id"])
@@ -181,6 +186,7 @@ def routes() -> list[Route]:
         Route("/api/tasks", json_endpoint(tasks), methods=get),
         Route("/api/task-stats", json_endpoint(task_stats), methods=get),
         Route("/api/dead-letters", json_endpoint(failed), methods=get),
+        Route("/api/schedules", json_endpoint(schedules), methods=get),
         Route("/api/tasks/{task_id}", json_endpoint(task), methods=get),
         Route("/api/tasks/{task_id}/graph", json_endpoint(task_graph), methods=get),
         Route("/api/events", json_endpoint(events), methods=get),

@@ -176,6 +176,16 @@ _SCHEMAS: Final = {
         }
     ),
     "Events": _obj({"last_sequence": _INT, "events": _array(_ref("Event"))}),
+    "Schedules": _obj(
+        {
+            "paused": _INT,
+            "schedules": _array(_obj({
+                "name": _STR, "spec": _STR, "timezone": _STR, "missed": _STR, "paused": _BOOL,
+                "task_type": _OPT_STR, "next_due": _TIME, "last_due": _TIME,
+                "updated_at": _TIME,
+            })),
+        }
+    ),
     "Messages": _obj(
         {
             "taken_at": _TIME, "total_unread": _INT,
@@ -261,6 +271,17 @@ def openapi_document() -> dict[str, Any]:
             "Requeue every dead letter (of a type) that can run again",
             _obj({"retried": _INT}),
             [_query("type", _STR, "Only this task type")],
+        ),
+        "/api/schedules": _get("Every schedule", _ref("Schedules"), []),
+        "/api/schedules/{name}/pause": _action(
+            "Pause a schedule",
+            _obj({"name": _STR, "paused": _BOOL}),
+            [_path("name", "The schedule's name")],
+        ),
+        "/api/schedules/{name}/resume": _action(
+            "Resume a paused schedule",
+            _obj({"name": _STR, "paused": _BOOL}),
+            [_path("name", "The schedule's name")],
         ),
         "/api/events": _get(
             "The newest events",

@@ -344,6 +344,28 @@ async def failed_view(
     }
 
 
+async def schedules_view(storage: Storage) -> dict[str, Any]:
+    """Every schedule: its timing, the task it enqueues, whether it is paused, when next due."""
+    found = await storage.list_schedules()
+    return {
+        "schedules": [
+            {
+                "name": s.name,
+                "spec": s.spec,
+                "timezone": s.timezone,
+                "missed": s.missed,
+                "paused": s.paused,
+                "task_type": s.task_template.get("task_type"),
+                "next_due": iso(s.next_due),
+                "last_due": iso(s.last_due),
+                "updated_at": iso(s.updated_at),
+            }
+            for s in found
+        ],
+        "paused": sum(1 for s in found if s.paused),
+    }
+
+
 # --- messages, events, metrics --------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ Swarm.pages.tasks = async function () {
   const stateChart = el("div", { class: "chart", id: "chart-states" });
   const typeChart = el("div", { class: "chart", id: "chart-types" });
   const failed = el("div", { id: "failed" });
+  const schedules = el("div", { id: "schedules" });
   const list = el("div", { id: "task-list" });
   const select = el("select", { id: "status-filter" },
     el("option", { value: "" }, "all statuses"),
@@ -88,6 +89,29 @@ Swarm.pages.tasks = async function () {
         data.retrying.length ? Swarm.table(head, rows(data.retrying, false)) : null));
   }
 
+  async function toggle(s) {
+    const kind = s.paused ? "resume" : "pause";
+    const done = await Swarm.act(`/api/schedules/${encodeURIComponent(s.name)}/${kind}`,
+      `${s.paused ? "Resume" : "Pause"} schedule ${s.name} (${s.spec})?`);
+    if (done) await refresh();
+  }
+
+  function schedulesSection(data) {
+    const rows = data.schedules.map((s) => el("tr", { dataset: { schedule: s.name } },
+      el("td", {}, s.name), el("td", { class: "id" }, s.spec), el("td", {}, s.timezone),
+      el("td", {}, s.task_type || ""),
+      el("td", { dataset: { testid: "paused" } }, s.paused ? el("span", { class: "badge s-paused" },
+        "paused") : el("span", { class: "badge s-active" }, "active")),
+      el("td", {}, s.paused ? "–" : Swarm.time(s.next_due)), el("td", {}, Swarm.time(s.last_due)),
+      el("td", {}, Swarm.actions ? el("button", { class: "small",
+        onclick: () => toggle(s).catch(Swarm.fail) }, s.paused ? "Resume" : "Pause") : null)));
+    schedules.replaceChildren(Swarm.section("Schedules",
+      data.schedules.length ? Swarm.table([{ label: "Name" }, { label: "When" },
+        { label: "Zone" }, { label: "Task type" }, { label: "State" }, { label: "Next due" },
+        { label: "Last due" }, { label: "" }], rows, { id: "schedules-table" }) :
+        el("p", { class: "muted" }, "No schedules.")));
+  }
+
   function listSection(data) {
     const rows = data.tasks.map((t) => el("tr", { class: "clickable", dataset: { task: t.id },
       onclick: (e) => { if (e.target.tagName !== "BUTTON") location.href = `/tasks/${encodeURIComponent(t.id)}`; } },
@@ -110,17 +134,18 @@ Swarm.pages.tasks = async function () {
   }
 
   async function refresh() {
-    const [stats, dead, tasks] = await Promise.all([
+    const [stats, dead, tasks, plans] = await Promise.all([
       Swarm.api("/api/task-stats"), Swarm.api("/api/dead-letters", { limit: 50 }),
-      Swarm.api("/api/tasks", { status, limit: 50 })]);
+      Swarm.api("/api/tasks", { status, limit: 50 }), Swarm.api("/api/schedules")]);
     counts.replaceChildren(countsTable(stats));
     charts(stats);
     failedSection(dead);
+    schedulesSection(plans);
     listSection(tasks);
   }
 
   Swarm.show(el("h1", {}, "Tasks"), Swarm.section("By type and status", counts),
     Swarm.section("Over time", el("div", { class: "charts" }, stateChart, typeChart)),
-    failed, list);
+    failed, schedules, list);
   await Swarm.every(5000, refresh);
 };
