@@ -24,7 +24,7 @@ wait is bounded (``idle_check``) as a safety net.
 Each claimed task is started (``start_task``), its dependencies' results are read in one query
 (only when it has dependencies), and its handler runs in the lane; a plain function runs in a
 thread (``asyncio.to_thread``). While it runs the worker renews the lease every third of it
-(``heartbeat_task``, from a timer: a renewal costs nothing until one is due). Then:
+(``heartbeat_task``, from one timer for the worker: a renewal costs nothing until due). Then:
 
 * the handler returns: ``complete_task`` with its return value (a value that is not strict
   JSON fails the attempt with the ``ValidationError``'s text instead);
@@ -206,9 +206,10 @@ class _Job:
         "lane",
         "phase",
         "reason",
+        "renewed",
+        "renewing",
         "settled",
         "task",
-        "timer",
         "worker",
     )
 
@@ -226,8 +227,10 @@ class _Job:
         #: giving up on a handler that ignores its cancellation): the lane writes nothing.
         self.settled = False
         self.ctx: TaskContext | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.began: float | None = None
+        #: When the lease was last renewed (loop time), and whether a renewal is in flight.
+        self.renewed = 0.0
+        self.renewing = False
 
 
 def _is_async(handler: Handler) -> bool:
@@ -410,6 +413,8 @@ class Worker:
             self._lease_s,
         )
         beat = asyncio.create_task(self._heartbeats()) if self._heartbeat is not None else None
+        every = self._renew_every
+        renewer = None if every is None else loop.create_task(self._renewer(every))
         lanes = [
             loop.create_task(self._lane(), name=f"worker {self._agent_id} lane {i}")
             for i in range(self._concurrency)
@@ -431,9 +436,10 @@ class Worker:
             try:
                 await self._drain(lanes)
             finally:
-                if beat is not None:
-                    beat.cancel()
-                    await asyncio.gather(beat, return_exceptions=True)
+                for helper in (beat, renewer):
+                    if helper is not None:
+                        helper.cancel()
+                        await asyncio.gather(helper, return_exceptions=True)
                 await self._unregister()
                 stats = self._stats.payload()
                 await self._event("worker.stopped", stats)
@@ -481,8 +487,6 @@ class Worker:
                 if job in self._jobs:  # else a stopping worker gave up on it (_drain)
                     self._jobs.discard(job)
                     stats.running -= 1
-                if job.timer is not None:
-                    job.timer.cancel()
 
     async def _idle(self) -> None:
         """Nothing to claim: watch for work, or sleep while another lane watches."""
@@ -553,9 +557,7 @@ class Worker:
             return
         ctx = job.ctx = TaskContext(task, me, s, deps, lease=self._lease, job=job)
         loop = asyncio.get_running_loop()
-        job.began = loop.time()
-        if self._renew_every is not None:
-            job.timer = loop.call_at(job.began + self._renew_every, self._renew_due, job)
+        job.began = job.renewed = loop.time()
         handler = self._handlers[task.task_type]
         failure: BaseException | None = None
         result: Any = None
@@ -581,10 +583,6 @@ class Worker:
             job.phase = _STORAGE
             if job.cancelled:
                 job.lane.uncancel()
-        finally:
-            if job.timer is not None:
-                job.timer.cancel()
-                job.timer = None
         if job.settled:
             return
         if job.reason == _STOP:
@@ -606,9 +604,6 @@ class Worker:
             job.reason = reason
         if job.ctx is not None:
             job.ctx._cancel = True
-        if job.timer is not None:
-            job.timer.cancel()
-            job.timer = None
         # Soon, not now: this may run inside the handler (a renewal it made), which is told by
         # the LeaseLostError it gets; the lane is cancelled only if still in the handler then.
         asyncio.get_running_loop().call_soon(self._cancel_handler, job)
@@ -618,13 +613,24 @@ class Worker:
             job.cancelled = True
             job.lane.cancel()
 
-    def _renew_due(self, job: _Job) -> None:
-        job.timer = None
-        if job.phase != _HANDLER or job.reason is not None:
-            return
-        renewal = asyncio.get_running_loop().create_task(self._renew(job))
-        self._renewals.add(renewal)
-        renewal.add_done_callback(self._renewals.discard)
+    async def _renewer(self, every: float) -> None:
+        """Renew the lease of every handler running for ``every`` seconds since its last
+        renewal: one timer for the worker, a renewal task only when one is due."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every / 4)
+            now = loop.time()
+            for job in list(self._jobs):
+                if (
+                    job.phase == _HANDLER
+                    and job.reason is None
+                    and not job.renewing
+                    and now - job.renewed >= every
+                ):
+                    job.renewing = True
+                    renewal = loop.create_task(self._renew(job))
+                    self._renewals.add(renewal)
+                    renewal.add_done_callback(self._renewals.discard)
 
     async def _renew(self, job: _Job) -> None:
         me, task_id = self._agent_id, job.task.id
@@ -633,15 +639,13 @@ class Worker:
         except LeaseLostError:
             if job.phase == _HANDLER:  # else the lane's own write finds out
                 self._interrupt(job, _LOST)
-            return
         except Exception as exc:
             # The next renewal tries again; if the lease runs out meanwhile, that one raises
             # LeaseLostError.
             log.warning("worker %s: lease of task %s not renewed: %s", me, task_id, exc)
-        if job.phase == _HANDLER and job.reason is None and self._renew_every is not None:
-            job.timer = asyncio.get_running_loop().call_later(
-                self._renew_every, self._renew_due, job
-            )
+        finally:
+            job.renewed = asyncio.get_running_loop().time()
+            job.renewing = False
 
     def _duration(self, job: _Job) -> float:
         if job.began is None:
