@@ -63,7 +63,8 @@ def serve(
         bool,
         typer.Option(
             "--allow-actions",
-            help="Let the pages cancel tasks and retry dead letters (each asks first). "
+            help="Let the pages cancel tasks, retry dead letters and pause or resume "
+            "schedules (each asks first). "
             "Without it the dashboard only reads, and opens the database read-only.",
         ),
     ] = False,
