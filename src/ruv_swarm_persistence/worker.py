@@ -731,6 +731,7 @@ class Worker:
     ) -> None:
         self._stats.count(outcome)
         attempt = job.task.retry_count + 1
+        duration = self._duration(job)
         # Info, all of them: a failing task is the application's business (the task records
         # it); warnings are kept for the worker's own trouble (a write that did not happen).
         if log.isEnabledFor(logging.INFO):
@@ -742,7 +743,7 @@ class Worker:
                 stored.task_type,
                 LOG_PHRASES[outcome].format(
                     attempt=attempt,
-                    ms=self._duration(job) * 1000,
+                    ms=duration * 1000,
                     error=error,
                     again="failed for good" if final else "failed",
                     retry="" if final else ", will be retried",
@@ -751,13 +752,11 @@ class Worker:
         # The callback first, with no await since the write: what it counts is counted before
         # anyone (a retry of this very task) can run.
         if self._on_outcome is not None:
-            await self._report(
-                TaskReport(outcome, stored, self._agent_id, result, error, self._duration(job))
-            )
+            await self._report(TaskReport(outcome, stored, self._agent_id, result, error, duration))
         if self._events:
             payload: dict[str, Any] = {"attempt": attempt}
             if outcome is Outcome.Completed:
-                payload["ms"] = round(self._duration(job) * 1000, 3)
+                payload["ms"] = round(duration * 1000, 3)
             elif outcome is Outcome.Failed:
                 payload["error"] = error
                 payload["final"] = stored.status == TaskStatus.Failed
@@ -767,7 +766,7 @@ class Worker:
         assert self._on_outcome is not None
         try:
             returned = self._on_outcome(report)
-            if inspect.isawaitable(returned):
+            if returned is not None and inspect.isawaitable(returned):
                 await returned
         except Exception:
             log.exception("worker %s: on_outcome failed", self._agent_id)
