@@ -167,9 +167,17 @@ def connect_options(schema: str, pool: PoolOptions, *, read_only: bool) -> dict[
     return {"server_settings": settings, "command_timeout": pool.command_timeout}
 
 
+#: The longest time setting the server takes (a 32-bit count of milliseconds, ~24.8 days).
+MAX_SETTING_MS: Final = 2**31 - 1
+
+
 def setting_ms(seconds: float) -> str:
-    """Seconds as a server setting in whole milliseconds (at least 1 unless 0, which is off)."""
-    return f"{max(1, round(seconds * 1000)) if seconds else 0}ms"
+    """Seconds as a server setting in whole milliseconds (at least 1 unless 0, which is off).
+
+    Longer than the server takes is its longest: the limit then applies a little earlier
+    than asked, rather than the setting being refused (which failed the call).
+    """
+    return f"{min(max(1, round(seconds * 1000)), MAX_SETTING_MS) if seconds else 0}ms"
 
 
 def _int_option(value: Any, name: str, *, minimum: int) -> int:
