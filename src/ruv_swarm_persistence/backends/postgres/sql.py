@@ -54,15 +54,13 @@ _DONE = "('completed', 'failed', 'cancelled')"
 _READY = "status = 'pending' AND unfinished_deps = 0 AND (run_after IS NULL OR run_after <= $1)"
 _CLAIM_ORDER = "priority DESC, created_at, id"
 _OF_TYPES = "($2::text[] IS NULL OR task_type = ANY ($2::text[]))"
-#: Whether the limits of a task's concurrency key admit one more claim at $1: a key without
-#: limits at once, a limited one through ``queue_admits`` (see the migration), which makes
-#: the claims of one key take turns and counts with a fresh snapshot.
-_ADMITTED = (
-    "(concurrency_key IS NULL"
-    " OR NOT EXISTS (SELECT 1 FROM queue_limits AS l WHERE l.key = tasks.concurrency_key)"
-    " OR queue_admits(concurrency_key, $1))"
-)
-#: The same without taking turns, for reads (what ``wait_for_tasks`` asks).
+#: The slot a claim of a task takes at $1 (see ``queue_slot`` in the migration): -1 for a
+#: task whose key has no limits (no slot, no lock), NULL when its key admits no claim now.
+_SLOT = """CROSS JOIN LATERAL (SELECT CASE WHEN tasks.concurrency_key IS NULL
+        OR NOT EXISTS (SELECT 1 FROM queue_limits AS l WHERE l.key = tasks.concurrency_key)
+    THEN -1 ELSE queue_slot(tasks.concurrency_key, $1) END AS slot) AS admitted"""
+#: Whether a key's limits admit a claim, by the statement's snapshot: for reads (what
+#: ``wait_for_tasks`` asks).
 _SEEMS_ADMITTED = """(concurrency_key IS NULL OR NOT EXISTS (SELECT 1 FROM queue_limits AS l
     WHERE l.key = tasks.concurrency_key AND (
         (l.max_running IS NOT NULL AND l.max_running <= (SELECT count(*) FROM tasks AS h
@@ -305,12 +303,13 @@ ORDER BY j.ord"""
 
 #: Claim the best ready task in one statement: $1 now, $2..$4 what the claim writes, $5 types.
 _PICK = f"""
-    SELECT id FROM tasks
+    SELECT tasks.id, admitted.slot FROM tasks {_SLOT}
     WHERE {_READY} AND ($5::text[] IS NULL OR task_type = ANY ($5::text[])){{extra}}
-        AND {_ADMITTED}
-    ORDER BY {_CLAIM_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED"""
+        AND admitted.slot IS NOT NULL
+    ORDER BY {_CLAIM_ORDER} LIMIT 1 FOR UPDATE OF tasks SKIP LOCKED"""
 _CLAIM_PICKED = f"""
-    UPDATE tasks AS t SET status = $2, assigned_to = $3, lease_expires_at = $4, updated_at = $1
+    UPDATE tasks AS t SET status = $2, assigned_to = $3, lease_expires_at = $4, updated_at = $1,
+        concurrency_slot = NULLIF(picked.slot, -1)
     FROM picked WHERE t.id = picked.id
     RETURNING {_TP}"""
 CLAIM_NEXT = f"""
@@ -326,9 +325,15 @@ claimed AS ({_CLAIM_PICKED}),{_LOG_CLAIM}
 SELECT expired.found, claimed.* FROM expired LEFT JOIN claimed ON TRUE"""
 #: Claim one named task if ready: $1 now, $2..$4 the claim, $5 the task id.
 _CLAIM_ONE = f"""
-    UPDATE tasks SET status = $2, assigned_to = $3, lease_expires_at = $4, updated_at = $1
-    WHERE id = $5 AND {_READY}{{extra}} AND {_ADMITTED}
-    RETURNING concurrency_key"""
+    UPDATE tasks AS t SET status = $2, assigned_to = $3, lease_expires_at = $4, updated_at = $1,
+        concurrency_slot = NULLIF(picked.slot, -1)
+    FROM (
+        SELECT tasks.id, admitted.slot FROM tasks {_SLOT}
+        WHERE tasks.id = $5 AND {_READY}{{extra}} AND admitted.slot IS NOT NULL
+        FOR UPDATE OF tasks
+    ) AS picked
+    WHERE t.id = picked.id
+    RETURNING t.concurrency_key"""
 CLAIM_ONE = f"""
 WITH claimed AS ({_CLAIM_ONE.format(extra="")}),{_LOG_CLAIM}
 SELECT 1 FROM claimed"""
