@@ -417,16 +417,15 @@ class SqliteOps:
         row = conn.execute(sql.CLAIM_TASK, (*changes.values(), task_id, now, now)).fetchone()
         if row is None:
             return False
-        if row[0] is not None:
+        if row[1]:
             self._log_claim(conn, row[0], now)
         return True
 
     @staticmethod
     def _log_claim(conn: apsw.Connection, key: str, now: int) -> None:
-        """Count a claim against its key's rate limit, if it has one."""
+        """Count a claim against its key's rate limit."""
         conn.execute(sql.LOG_CLAIM, (now, key))
-        if conn.changes():
-            conn.execute(sql.FORGET_OLD_CLAIMS, (key, now))
+        conn.execute(sql.FORGET_OLD_CLAIMS, (key, now))
 
     @staticmethod
     def set_queue_limit(
@@ -461,8 +460,9 @@ class SqliteOps:
         row = conn.execute(sql.claim_next(None if types is None else len(types)), params).fetchone()
         if row is None:
             return None
-        rec = dict(zip(sql.PUBLIC_TASK_COLUMNS, row, strict=True))
-        if rec["concurrency_key"] is not None:
+        *columns, rate_limited = row
+        rec = dict(zip(sql.PUBLIC_TASK_COLUMNS, columns, strict=True))
+        if rate_limited:
             self._log_claim(conn, rec["concurrency_key"], now)
         return rec
 

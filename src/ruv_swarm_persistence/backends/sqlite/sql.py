@@ -220,6 +220,10 @@ TASK_ROWIDS: Final = (
 )
 
 _CLAIM_SET: Final = tuple(rules.claim_changes("", 0, 0))
+#: After the task's columns, whether its key has a rate limit (then the claim is logged).
+_RATE_LIMITED: Final = (
+    "(SELECT rate_limit IS NOT NULL FROM queue_limits WHERE key = tasks.concurrency_key)"
+)
 _RETURNING_TASK: Final = " RETURNING " + ", ".join(PUBLIC_TASK_COLUMNS)
 CLAIM_TASK: Final = (
     "UPDATE tasks SET "
@@ -228,7 +232,8 @@ CLAIM_TASK: Final = (
     + _READY
     + " AND "
     + _ADMITTED
-    + " RETURNING concurrency_key"
+    + " RETURNING concurrency_key, "
+    + _RATE_LIMITED
 )
 #: A claim of a rate-limited key is logged, and the claims out of its window go.
 LOG_CLAIM: Final = (
@@ -277,7 +282,7 @@ def claim_next(type_count: int | None) -> str:
         )
         arms = " UNION ALL ".join([arm] * type_count)
         pick = f"(SELECT id FROM ({arms}){_TASK_ORDER} LIMIT 1)"
-    return head + pick + _RETURNING_TASK
+    return head + pick + _RETURNING_TASK + ", " + _RATE_LIMITED
 
 
 _task_updates: dict[tuple[str, ...], str] = {}
