@@ -225,7 +225,8 @@ class Storage(abc.ABC):
 
         Claims skip a task whose key has ``limit`` tasks assigned or running (an expired
         lease frees its slot); ``0`` pauses the key, ``None`` removes the limit. Holds across
-        processes; tasks already held are left alone.
+        processes; tasks already held are left alone. ``wait_for_tasks`` waits past tasks
+        held back by their key; ``get_ready_tasks`` lists tasks by readiness alone.
         """
 
     @abc.abstractmethod
