@@ -223,3 +223,35 @@ async def test_the_context_can_be_made_to_test_a_handler() -> None:
             return ctx.dependency_results["dep"] + task.payload["n"]
 
         assert await handler(task, ctx) == 42
+
+
+async def test_a_handler_that_ignores_its_cancellation_is_left_behind_on_stop() -> None:
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    async def stubborn(task: TaskModel, ctx: TaskContext) -> Any:
+        started.set()
+        while True:
+            try:
+                await finish.wait()
+                return "late"
+            except asyncio.CancelledError:
+                continue  # swallowed: the worker cannot stop it
+
+    async with MemoryStorage() as storage:
+        await storage.store_task(TaskModel.new("a", id="t"))
+        worker = Worker(storage, "w", {"a": stubborn}, grace=0)
+        running = asyncio.create_task(worker.run())
+        await within(started.wait())
+        worker.stop()
+        await within(running)  # after the unwind time, without the handler
+        released = await storage.get_task("t")
+        assert released is not None
+        assert (released.status, released.assigned_to) == (TaskStatus.Pending, None)
+        assert (worker.stats.released, worker.stats.running) == (1, 0)
+        finish.set()  # the handler returns at last: its result is not written
+        for _ in range(5):
+            await asyncio.sleep(0)
+        after = await storage.get_task("t")
+        assert after is not None
+        assert (after.status, after.result) == (TaskStatus.Pending, None)
+        assert worker.stats.completed == 0
