@@ -243,9 +243,10 @@ def _enum(enum: Any, value: Any, field: str) -> Any:
         if isinstance(value, bool):
             raise ValueError
         return enum(value)
-    except ValueError:
+    except Exception:  # the lookup hashes the value, which may raise anything
         allowed = ", ".join(repr(m.value) for m in enum)
-        raise ValidationError(f"{value!r} is not one of {allowed}", field=field) from None
+        shown = repr(value) if isinstance(value, (str, int)) else type(value).__name__
+        raise ValidationError(f"{shown} is not one of {allowed}", field=field) from None
 
 
 def _count(value: Any, field: str) -> int:
