@@ -44,7 +44,8 @@ from ...codec import Record
 from ...errors import DatabaseError, SerializationError
 from .._wake import Wakeups
 from ..engine import Engine
-from ..memory.engine import MemoryEngine, _Tables
+from ..memory.engine import MemoryEngine
+from ..memory.tables import Tables as _Tables
 from .idb import Connection, IdbError
 
 __all__ = ["SCHEMA_VERSION", "SEGMENT", "STORES", "BrowserEngine"]

@@ -19,7 +19,7 @@ __all__ = ["drop_events", "retain"]
 
 
 class _Tables(Protocol):
-    """What retention uses of the memory engine's tables (``engine._Tables``)."""
+    """What retention uses of the memory engine's tables (``tables.Tables``)."""
 
     tasks: dict[str, Record]
     unfinished: dict[str, int]
