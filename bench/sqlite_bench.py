@@ -409,14 +409,14 @@ def raw_drain(path: Path, total: int) -> None:
         try:
             while done < total:
                 now = now_us()
-                claim = (*rules.claim_changes(agent, now, lease_us).values(), now)
+                claim = (*rules.claim_changes(agent, now, lease_us).values(), now, now)
                 conn.execute("BEGIN IMMEDIATE")
                 rows = conn.execute(RAW_CLAIM, claim).fetchall()
                 conn.execute("COMMIT")
                 if not rows:
                     time.sleep(0)
                     continue
-                task = _task(rows[0])
+                task = _task(rows[0][:-1])  # the last column says whether a rate limit applies
                 now = now_us()
                 done_values = (*rules.complete_changes(None, now).values(), task.id, agent)
                 conn.execute("BEGIN IMMEDIATE")
