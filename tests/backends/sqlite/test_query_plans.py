@@ -24,7 +24,7 @@ from ruv_swarm_persistence import (
     MetricModel,
     TaskModel,
 )
-from ruv_swarm_persistence.backends.sqlite import SqliteStorage, sql
+from ruv_swarm_persistence.backends.sqlite import SqliteStorage, functions, sql
 
 LARGE_TABLES = (
     "agents", "tasks", "task_dependencies", "events", "messages", "metrics", "queue_claims",
@@ -128,6 +128,7 @@ QUERIES: list[tuple[str, str, tuple[Any, ...], tuple[str, ...]]] = [
     ("metrics_by_agent", sql.METRICS_BY_AGENT, ("a1",), ()),
     ("metrics_by_agent_and_type", sql.METRICS_BY_AGENT_AND_TYPE, ("a1", "latency"), ()),
     ("aggregate_by_agent", sql.AGGREGATE_BY_AGENT, ("latency", 0, NOW), ()),
+    ("aggregate_exact_by_agent", sql.AGGREGATE_EXACT_BY_AGENT, ("latency", 0, NOW), ()),
     ("metric_rows", sql.METRIC_ROWS, ("latency", 0, NOW), ()),
     ("prune_metrics", sql.PRUNE_METRICS, (NOW,), ()),
 ]
@@ -179,6 +180,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def conn(populated: Path) -> Iterator[apsw.Connection]:
     c = apsw.Connection(str(populated))
+    functions.register(c)
     c.execute("PRAGMA case_sensitive_like = ON").fetchall()
     yield c
     c.close()

@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
 import apsw
 
 from ... import rules
-from ...aggregate import MetricRow, aggregate, crate_aggregate
+from ...aggregate import MetricRow, aggregate, crate_aggregate, crate_metric, crate_order
 from ...codec import COLUMNS, EventValues, Record
 from ...errors import StorageError
 from ...models import MetricModel
@@ -529,10 +530,15 @@ class SqliteEngine:
         args = (metric_type, start, end)
 
         def read(conn: apsw.Connection) -> list[MetricModel]:
-            # Summed here with math.fsum, as on every backend: SQLite's sum() compensates
-            # but is not exact, and differs in the last bit after cancellations.
-            rows = [MetricRow(*row) for row in conn.execute(sql.METRIC_ROWS, args)]
-            return crate_aggregate(metric_type, rows)
+            # Summed exactly in SQL (math.fsum, as on every backend: SQLite's sum() is off in
+            # the last bit after cancellations). A total past the float range would make an
+            # infinite mean in SQL; the rows give the true mean, as on every backend.
+            groups: list[Any] = conn.execute(sql.AGGREGATE_EXACT_BY_AGENT, args).fetchall()
+            if any(math.isinf(g[3]) for g in groups):
+                rows = [MetricRow(*row) for row in conn.execute(sql.METRIC_ROWS, args)]
+                return crate_aggregate(metric_type, rows)
+            groups.sort(key=lambda g: crate_order(g[0], g[1]))
+            return [crate_metric(metric_type, *g) for g in groups]
 
         return await self.read(tx, read, inline=False)
 

@@ -359,6 +359,8 @@ AGGREGATE_BY_AGENT: Final = (
     "SELECT agent_id, unit, count(*), sum(value), min(value), max(value), max(timestamp)"
     " FROM metrics WHERE metric_type = ? AND timestamp BETWEEN ? AND ? GROUP BY agent_id, unit"
 )
+#: The same per agent and unit, summed exactly (``functions.EXACT_SUM``), as every backend sums.
+AGGREGATE_EXACT_BY_AGENT: Final = AGGREGATE_BY_AGENT.replace("sum(value)", "exact_sum(value)", 1)
 METRIC_ROWS: Final = (
     "SELECT agent_id, unit, tags, value, timestamp FROM metrics"
     " WHERE metric_type = ? AND timestamp BETWEEN ? AND ?"

@@ -47,7 +47,7 @@ from ...storage import ACTIVE_TRANSACTION, Duration, Transaction
 from .._gate import GatedStorage, GatedTransaction, TxState
 from .._maintenance import RetentionLoop
 from .._wake import Wakeups
-from . import sql
+from . import functions, sql
 from .engine import SqliteEngine
 from .errors import translate
 from .ops import SqliteOps, scalar
@@ -220,6 +220,7 @@ class SqliteStorage(GatedStorage["SqliteTransaction"]):
             )
         try:
             conn.set_busy_timeout(opts.busy_timeout_ms)
+            functions.register(conn)
             pragmas: tuple[str, ...] = sql.CONNECTION_PRAGMAS
             if opts.read_only:
                 # No journal-mode switch, no auto_vacuum, no writes at all: the file is
