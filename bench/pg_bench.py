@@ -158,7 +158,7 @@ WHERE id = (
 )
 RETURNING id, task_type, priority, status, assigned_to, payload, result, error, retry_count,
           max_retries, dependencies, created_at, updated_at, started_at, completed_at,
-          lease_expires_at, run_after
+          lease_expires_at, run_after, dedup_key, concurrency_key
 """
 RAW_COMPLETE = """
 WITH done AS (
@@ -167,7 +167,7 @@ WITH done AS (
     WHERE id = $1 AND assigned_to = $2 AND status IN ('assigned', 'running')
     RETURNING id, task_type, priority, status, assigned_to, payload, result, error,
               retry_count, max_retries, dependencies, created_at, updated_at, started_at,
-              completed_at, lease_expires_at, run_after
+              completed_at, lease_expires_at, run_after, dedup_key, concurrency_key
 ), released AS (
     UPDATE tasks SET unfinished_deps = unfinished_deps - 1
     WHERE id IN (SELECT d.task_id FROM task_dependencies d JOIN done ON d.depends_on = done.id)
