@@ -3,7 +3,7 @@
 A :class:`RetentionPolicy` says, per table, how long to keep rows (an age) or how many to
 keep (the newest), or both (a row goes when either says so). It is a storage option::
 
-    storage = await init_storage("swarm.db?retention=tasks:7d,events:30d,metrics:100000")
+    storage = await init_storage("sqlite:///swarm.db?retention=tasks:7d,events:30d,metrics:100000")
     storage = await init_storage("swarm.db", retention=RetentionPolicy(events=Keep(age=86400)))
 
 and the storage applies it by itself, as maintenance, every ``every`` (default a minute) while
