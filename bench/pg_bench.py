@@ -610,6 +610,20 @@ async def _check_server() -> None:
     await conn.close()
 
 
+@contextlib.asynccontextmanager
+async def optional_database(module: str) -> AsyncIterator[str | None]:
+    """A database of the run's own (:func:`bench_database`), or ``None`` when no server
+    answers, said on stderr for ``module`` so that its PostgreSQL rows are left out."""
+    try:
+        await _check_server()
+    except NoServer as exc:
+        print(f"{module}: PostgreSQL rows skipped: {exc}", file=sys.stderr)
+        yield None
+        return
+    async with bench_database() as url:
+        yield url
+
+
 def run(opts: Options) -> tuple[str, list[Result]]:
     """Run the module; returns its title and rows (none when no server answers)."""
     try:

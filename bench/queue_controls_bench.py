@@ -23,17 +23,15 @@ Run: ``python -m bench.queue_controls_bench [--json] [--quick] [--repeat N] [--o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from ruv_swarm_persistence import TaskModel, init_storage
 from ruv_swarm_persistence.storage import Storage
 
 from .common import Options, Result, Timing, best, drain, fill_ratios, main_for, timed_async
-from .pg_bench import NoServer, _check_server, bench_database
+from .pg_bench import optional_database
 
 TITLE = "Claim → complete with a concurrency key on every task, beside no keys"
 WORKERS = 4
@@ -112,18 +110,6 @@ async def bench_backend(
     ]
 
 
-@contextlib.asynccontextmanager
-async def _pg() -> AsyncIterator[str | None]:
-    try:
-        await _check_server()
-    except NoServer as exc:
-        print(f"queue_controls_bench: PostgreSQL rows skipped: {exc}", file=sys.stderr)
-        yield None
-        return
-    async with bench_database() as url:
-        yield url
-
-
 async def run_all(opts: Options) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="swarm-bench-queue-") as tmp:
@@ -133,7 +119,7 @@ async def run_all(opts: Options) -> list[Result]:
             opts.scale(5_000, 300),
         )  # fmt: skip
     if opts.wants("pg"):
-        async with _pg() as pg_url:
+        async with optional_database("queue_controls_bench") as pg_url:
             if pg_url is not None:
                 schemas = iter(range(1, 1_000_000))
                 results += await bench_backend(

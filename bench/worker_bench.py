@@ -40,11 +40,10 @@ Run: ``python -m bench.worker_bench [--json] [--quick] [--repeat N] [--only KEY]
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ from ruv_swarm_persistence.storage import Storage
 from ruv_swarm_persistence.worker import Outcome, TaskContext, TaskReport
 
 from .common import Options, Result, Timing, best, fill_ratios, timed_async
-from .pg_bench import NoServer, _check_server, bench_database
+from .pg_bench import optional_database
 
 TITLE = "Worker vs a hand-written claim/complete loop, and the chaos drain with and without kills"
 CONCURRENCY = 8
@@ -325,18 +324,6 @@ async def bench_chaos(
 # --- the run ---------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _pg() -> AsyncIterator[str | None]:
-    try:
-        await _check_server()
-    except NoServer as exc:
-        print(f"worker_bench: PostgreSQL rows skipped: {exc}", file=sys.stderr)
-        yield None
-        return
-    async with bench_database() as url:
-        yield url
-
-
 async def run_all(opts: Options) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="swarm-bench-chaos-") as tmp:
@@ -353,7 +340,7 @@ async def run_all(opts: Options) -> list[Result]:
             await sqlite.close()
         wants_pg = any(opts.wants(k) for k in ("pg", "pg.deps", "chaos.pg"))
         if wants_pg:
-            async with _pg() as pg_url:
+            async with optional_database("worker_bench") as pg_url:
                 if pg_url is not None:
                     pg = PgBackend(pg_url)
                     for deps in (False, True):
