@@ -22,7 +22,7 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from ...aggregate import MetricRow, aggregate, crate_aggregate
+from ...aggregate import MetricRow, aggregate, crate_metric, crate_order, sum_and_mean
 from ...codec import COLUMNS, EventValues, Record, check_unique_ids
 from ...errors import ConflictError, NotFoundError
 from ...models import MetricModel
@@ -420,10 +420,19 @@ class PostgresEngine:
     async def crate_aggregate(
         self, tx: Any, metric_type: str, start: int, end: int
     ) -> list[MetricModel]:
-        # Summed here with math.fsum, as on every backend: the server's sum of the values
-        # cast to numeric summed their 15-digit roundings (0.1 as exactly 0.1), not them.
-        rows = await self._metric_rows(tx, metric_type, start, end)
-        return crate_aggregate(metric_type, rows)
+        # Summed here with math.fsum, as on every backend: the server's sum() of float8 adds
+        # naively, and a cast to numeric keeps 15 digits. The server groups and sends each
+        # group's values as one array, which asyncpg decodes in C: a third of the time of a row
+        # per value.
+        groups = await self._fetch(tx, sql.AGGREGATE_VALUES_BY_AGENT, metric_type, start, end)
+        out = []
+        for agent_id, unit, count, low, high, latest, values in groups:
+            total, mean = sum_and_mean(values)
+            out.append(
+                crate_metric(metric_type, agent_id, unit, count, total, low, high, latest, mean)
+            )
+        out.sort(key=lambda m: crate_order(m.agent_id, m.unit))
+        return out
 
     async def aggregate_metrics(
         self,

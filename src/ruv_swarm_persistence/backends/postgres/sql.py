@@ -445,6 +445,13 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::te
 METRICS_BY_AGENT = f"""
 SELECT {_X} FROM metrics WHERE agent_id = $1 AND ($2::text IS NULL OR metric_type = $2)
 ORDER BY timestamp, id"""
+#: The crate's aggregate: one row per agent and unit, its values as one array (summed exactly
+#: by the caller).
+AGGREGATE_VALUES_BY_AGENT = """
+SELECT agent_id, unit, count(*), min(value), max(value), max(timestamp), array_agg(value)
+FROM metrics WHERE metric_type = $1 AND timestamp >= $2 AND timestamp <= $3
+GROUP BY agent_id, unit"""
+
 METRIC_ROWS = """
 SELECT agent_id, unit, tags, value, timestamp FROM metrics
 WHERE metric_type = $1 AND timestamp >= $2 AND timestamp <= $3"""
