@@ -466,13 +466,16 @@ class MemoryEngine(schedules.MemorySchedules):
     ) -> list[Record]:
         t, now = self.tables, self._now()
         if task_ids is None:
-            chosen = [
-                r
-                for r in sorted(t.tasks.values(), key=_failure_order)
-                if r["status"] == FAILED
-                and (task_type is None or r["task_type"] == task_type)
-                and self._dead_dependency(r) is None
-            ]
+            chosen = sorted(
+                (
+                    r
+                    for r in t.tasks.values()
+                    if r["status"] == FAILED
+                    and (task_type is None or r["task_type"] == task_type)
+                    and self._dead_dependency(r) is None
+                ),
+                key=_failure_order,
+            )
         else:
             chosen = []
             for task_id in dict.fromkeys(task_ids):
