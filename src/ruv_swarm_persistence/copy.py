@@ -138,13 +138,6 @@ class _Tally:
         return self._hash.hexdigest()
 
 
-async def _count(storage: Storage, model: type[Any], key: str) -> int:
-    rows = 0
-    async for page in _pages(storage, model, key):
-        rows += len(page)
-    return rows
-
-
 class _Progress:
     """Reports rows written per table to a ``progress(table, done, total)`` callback."""
 
@@ -155,8 +148,8 @@ class _Progress:
     async def start(self, src: Storage) -> None:
         if self.callback is None:
             return
-        for table, model, key in _TABLES:
-            self.totals[table] = await _count(src, model, key)
+        for table, model, _ in _TABLES:
+            self.totals[table] = await src.count(QueryBuilder(model))
         for table, _, _ in _TABLES:
             self.callback(table, 0, self.totals[table])
 

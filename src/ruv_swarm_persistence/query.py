@@ -274,6 +274,22 @@ class QueryBuilder(Generic[T]):
             params.append(value)
             return "?" if dialect == "sqlite" else f"${len(params)}"
 
+        cols = ", ".join(codec.COLUMNS[self.table])
+        sql = f"SELECT {cols} FROM {self.table}" + self._where_sql(dialect, ph)
+        order = [f"{f} {'DESC NULLS LAST' if d else 'ASC NULLS FIRST'}" for f, d in self.ordering]
+        if not any(f == "id" for f, _ in self.ordering):
+            order.append("id ASC")
+        sql += " ORDER BY " + ", ".join(order)
+        if self._limit is not None:
+            sql += f" LIMIT {ph(self._limit)}"
+        if self._offset:
+            if self._limit is None:
+                sql += " LIMIT -1" if dialect == "sqlite" else " LIMIT ALL"
+            sql += f" OFFSET {ph(self._offset)}"
+        return sql, params
+
+    def _where_sql(self, dialect: Dialect, ph: Callable[[Any], str]) -> str:
+        """The ``WHERE`` clause (with its leading space, or empty); ``ph`` binds a value."""
         kinds = KINDS[self.table]
 
         def typed(field: str, value: Any) -> str:
@@ -281,8 +297,6 @@ class QueryBuilder(Generic[T]):
                 return ph(value)
             return f"{ph(value)}::{_PG_TYPES[kinds[field]]}"
 
-        cols = ", ".join(codec.COLUMNS[self.table])
-        sql = f"SELECT {cols} FROM {self.table}"
         clauses = []
         for c in self.conditions:
             if c.value is None:
@@ -305,19 +319,43 @@ class QueryBuilder(Generic[T]):
                 clauses.append(f"{c.field} LIKE {ph(c.value)} ESCAPE ''")
             else:
                 clauses.append(f"{c.field} {c.op} {typed(c.field, c.value)}")
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        order = [f"{f} {'DESC NULLS LAST' if d else 'ASC NULLS FIRST'}" for f, d in self.ordering]
-        if not any(f == "id" for f, _ in self.ordering):
-            order.append("id ASC")
-        sql += " ORDER BY " + ", ".join(order)
-        if self._limit is not None:
-            sql += f" LIMIT {ph(self._limit)}"
-        if self._offset:
-            if self._limit is None:
-                sql += " LIMIT -1" if dialect == "sqlite" else " LIMIT ALL"
-            sql += f" OFFSET {ph(self._offset)}"
-        return sql, params
+        return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+    def check_group_by(self, fields: Sequence[str]) -> tuple[str, ...]:
+        """Validate the fields a count groups by: text, integer or boolean columns."""
+        kinds = KINDS[self.table]
+        out = []
+        for f in fields:
+            if not isinstance(f, str) or kinds.get(f) not in (_TEXT, _INT, _BOOL):
+                raise ValidationError(
+                    f"{f!r} is not a text, integer or boolean field of {self.table}",
+                    field="group_by",
+                )
+            out.append(f)
+        return tuple(out)
+
+    def build_count(
+        self, group_by: Sequence[str] = (), dialect: Dialect = "sqlite"
+    ) -> tuple[str, list[Any]]:
+        """``SELECT <group_by...>, count(*)`` over the rows the query selects, as ``(sql,
+        params)``; ``group_by`` checked by :meth:`check_group_by`.
+
+        With a limit or an offset the rows are those of the page (the query as a subquery);
+        without, the count reads only the filtered rows, in no order.
+        """
+        params: list[Any] = []
+
+        def ph(value: Any) -> str:
+            params.append(value)
+            return "?" if dialect == "sqlite" else f"${len(params)}"
+
+        keys = ", ".join(group_by)
+        head = f"SELECT {keys + ', ' if keys else ''}count(*) FROM "
+        tail = f" GROUP BY {keys}" if keys else ""
+        if self._limit is not None or self._offset:
+            inner, params = self.build(dialect)
+            return f"{head}({inner}) AS page{tail}", params
+        return head + self.table + self._where_sql(dialect, ph) + tail, params
 
     def __str__(self) -> str:
         return self.build()[0]
@@ -343,6 +381,23 @@ class QueryBuilder(Generic[T]):
             rows = present + missing if desc else missing + present
         end = None if self._limit is None else self._offset + self._limit
         return rows[self._offset : end]
+
+    def count_records(
+        self, records: list[codec.Record], group_by: Sequence[str] = ()
+    ) -> list[tuple[Any, ...]]:
+        """What :meth:`build_count` selects, over records: ``(key..., count)`` rows."""
+        if self._limit is not None or self._offset:
+            rows = self.apply(records)
+        else:
+            match = self.matcher()
+            rows = [r for r in records if match(r)]
+        if not group_by:
+            return [(len(rows),)]
+        counts: dict[tuple[Any, ...], int] = {}
+        for r in rows:
+            key = tuple(r[f] for f in group_by)
+            counts[key] = counts.get(key, 0) + 1
+        return [(*k, n) for k, n in counts.items()]
 
 
 def like_regex(pattern: str) -> re.Pattern[str]:

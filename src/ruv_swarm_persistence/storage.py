@@ -457,6 +457,23 @@ class Storage(abc.ABC):
         """Run a query built with :class:`QueryBuilder`."""
 
     @abc.abstractmethod
+    async def count(self, builder: QueryBuilder[Any]) -> int:
+        """How many rows ``builder`` selects, its limit and offset applied.
+
+        The database counts them: no row is read into Python.
+        """
+
+    @abc.abstractmethod
+    async def count_by(self, builder: QueryBuilder[Any], *group_by: str) -> dict[Any, int]:
+        """The rows ``builder`` selects, counted per value of the ``group_by`` fields.
+
+        ``count_by(QueryBuilder(TaskModel), "status")`` → ``{"pending": 3, "completed": 5}``;
+        ``count_by(q, "task_type", "status")`` → ``{("build", "pending"): 3, ...}``. Fields
+        are text, integer or boolean ones; keys are the stored values (an enum's as text,
+        ``None`` where the field is empty). Values no row has are absent.
+        """
+
+    @abc.abstractmethod
     async def vacuum(self) -> None:
         """Reclaim free space."""
 

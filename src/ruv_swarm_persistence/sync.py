@@ -598,6 +598,23 @@ class _SyncAPI:
         """Run a query built with :class:`QueryBuilder`."""
         return self._run(lambda s: s.query(builder))
 
+    def count(self, builder: QueryBuilder[Any]) -> int:
+        """How many rows ``builder`` selects, its limit and offset applied.
+
+        The database counts them: no row is read into Python.
+        """
+        return self._run(lambda s: s.count(builder))
+
+    def count_by(self, builder: QueryBuilder[Any], *group_by: str) -> dict[Any, int]:
+        """The rows ``builder`` selects, counted per value of the ``group_by`` fields.
+
+        ``count_by(QueryBuilder(TaskModel), "status")`` → ``{"pending": 3, "completed": 5}``;
+        ``count_by(q, "task_type", "status")`` → ``{("build", "pending"): 3, ...}``. Fields
+        are text, integer or boolean ones; keys are the stored values (an enum's as text,
+        ``None`` where the field is empty). Values no row has are absent.
+        """
+        return self._run(lambda s: s.count_by(builder, *group_by))
+
     def vacuum(self) -> None:
         """Reclaim free space."""
         self._run(lambda s: s.vacuum())

@@ -263,6 +263,12 @@ class Engine(Protocol):
     async def query(self, tx: Any, builder: QueryBuilder[Any]) -> list[Record]:
         """The records a checked query selects, in its order."""
 
+    async def count(
+        self, tx: Any, builder: QueryBuilder[Any], group_by: tuple[str, ...]
+    ) -> list[tuple[Any, ...]]:
+        """``(key..., count)`` rows of what ``builder.build_count(group_by)`` selects (the
+        stored values as keys); one ``(count,)`` row without ``group_by``."""
+
     async def vacuum(self, tx: Any) -> None:
         """Reclaim free space."""
 

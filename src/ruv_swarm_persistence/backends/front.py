@@ -27,7 +27,7 @@ from ..aggregate import grouping_args, window_args
 from ..codec import Limits
 from ..errors import NotFoundError, SerializationError, ValidationError
 from ..models import AgentModel, AgentStatus, EventModel, MessageModel, MetricModel, TaskModel
-from ..query import QueryBuilder
+from ..query import KINDS, QueryBuilder
 from ..retention import (
     TABLES,
     RetentionPlan,
@@ -538,6 +538,31 @@ class Front(Storage):
         tx = await self._gate() if self._blocked else None
         decode = codec.DECODERS[builder.table]
         return [decode(r) for r in await self._engine.query(tx, builder)]
+
+    async def count(self, builder: QueryBuilder[Any]) -> int:
+        if not isinstance(builder, QueryBuilder):
+            raise ValidationError("expected a QueryBuilder", field="builder")
+        tx = await self._gate() if self._blocked else None
+        ((n,),) = await self._engine.count(tx, builder, ())
+        return int(n)
+
+    async def count_by(self, builder: QueryBuilder[Any], *group_by: str) -> dict[Any, int]:
+        if not isinstance(builder, QueryBuilder):
+            raise ValidationError("expected a QueryBuilder", field="builder")
+        if not group_by:
+            raise ValidationError("name at least one field", field="group_by")
+        fields = builder.check_group_by(group_by)
+        flags = [KINDS[builder.table][f] == "bool" for f in fields]
+        tx = await self._gate() if self._blocked else None
+        out: dict[Any, int] = {}
+        for *keys, n in await self._engine.count(tx, builder, fields):
+            # Booleans are stored as 0/1 by the SQL backends.
+            key = tuple(
+                bool(k) if flag and k is not None else k
+                for k, flag in zip(keys, flags, strict=True)
+            )
+            out[key[0] if len(key) == 1 else key] = int(n)
+        return out
 
     async def vacuum(self) -> None:
         tx = await self._gate() if self._blocked else None

@@ -105,10 +105,10 @@ def _first(limit: int, offset: int, shown: int) -> str:
 
 
 async def _status(storage: Storage, url: str, integrity: bool) -> dict[str, Any]:
-    tasks = await storage.query(QueryBuilder(TaskModel))
-    agents = await storage.list_agents()
+    tasks: dict[str, int] = await storage.count_by(QueryBuilder(TaskModel), "status")
+    agents: dict[str, int] = await storage.count_by(QueryBuilder(AgentModel), "status")
     last_event = await storage.query(QueryBuilder(EventModel).order_by("sequence", True).limit(1))
-    unread = await storage.query(QueryBuilder(MessageModel).where_eq("read", False))
+    unread = await storage.count(QueryBuilder(MessageModel).where_eq("read", False))
     last_metric = await storage.query(
         QueryBuilder(MetricModel).order_by("timestamp", True).limit(1)
     )
@@ -119,15 +119,14 @@ async def _status(storage: Storage, url: str, integrity: bool) -> dict[str, Any]
         "path": getattr(storage, "path", None),
         "size_bytes": await storage.get_storage_size(),
         "schema_version": None,
-        "agents": dict(sorted(Counter(a.status.value for a in agents).items())),
-        "agents_total": len(agents),
-        "tasks": {s.value: 0 for s in TaskStatus}
-        | dict(Counter(t.status.value for t in tasks).items()),
-        "tasks_total": len(tasks),
+        "agents": dict(sorted(agents.items())),
+        "agents_total": sum(agents.values()),
+        "tasks": {s.value: 0 for s in TaskStatus} | tasks,
+        "tasks_total": sum(tasks.values()),
         "tasks_ready": len(ready),
         "events_last_sequence": last_event[0].sequence if last_event else 0,
         "events_last_at": last_event[0].timestamp if last_event else None,
-        "messages_unread": len(unread),
+        "messages_unread": unread,
         "metrics_last_at": last_metric[0].timestamp if last_metric else None,
     }
     scheduled = await storage.list_schedules()

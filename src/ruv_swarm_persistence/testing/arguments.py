@@ -261,6 +261,15 @@ BAD_GROUP_BY: dict[str, Bad] = {
     "none": _v(None),
 }
 
+BAD_COUNT_FIELDS: dict[str, Bad] = {
+    "none-given": _new(lambda: ()),
+    "unknown": _new(lambda: ("colour",)),
+    "json": _new(lambda: ("capabilities",)),
+    "time": _new(lambda: ("created_at",)),
+    "int-item": _new(lambda: (1,)),
+    "hostile": _new(lambda: ("status; DROP TABLE agents",)),
+}
+
 BAD_BUILDERS: dict[str, Bad] = {
     "str": _v("SELECT 1"),
     "none": _v(None),
@@ -579,6 +588,12 @@ async def _block(fn: Callable[..., Any], args: list[Any]) -> Any:
         return tx
 
 
+async def _count_by(fn: Callable[..., Any], args: list[Any]) -> Any:
+    """``count_by``: the fields are its variadic arguments."""
+    query, fields = args
+    return await fn(query, *fields)
+
+
 async def _schedule(fn: Callable[..., Any], args: list[Any]) -> Any:
     """``store_schedule``: ``timezone`` and ``missed`` are keyword-only."""
     name, spec, template, timezone, missed = args
@@ -705,6 +720,13 @@ METHODS: list[Method] = [
     M("begin_transaction", run=_begin, timeout=duration(stored=False)),
     M("transaction", run=_block, timeout=duration(stored=False)),
     M("query", builder=builder()),
+    M("count", builder=builder()),
+    M(
+        "count_by",
+        run=_count_by,
+        builder=builder(),
+        group_by=Param(lambda: ("status",), BAD_COUNT_FIELDS),
+    ),
     M(
         "prune",
         events_before=time(None, optional=True),

@@ -408,6 +408,12 @@ ARGUMENTS: Final[dict[str, st.SearchStrategy[tuple[Any, ...]]]] = dict(
         _m("begin_transaction", timeout=DURATIONS),
         _m("transaction", timeout=DURATIONS),
         _m("query", builder=st.one_of(builders(), builders(), hostile)),
+        _m("count", builder=st.one_of(builders(), builders(), hostile)),
+        _m(
+            "count_by",
+            builder=st.one_of(builders(), builders(), hostile),
+            group_by=good_or_hostile("status", "id", "priority", "read", "created_at"),
+        ),
         _m("vacuum"),
         _m("checkpoint"),
         _m("get_storage_size"),

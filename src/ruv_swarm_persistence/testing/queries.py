@@ -194,6 +194,72 @@ async def test_query_inside_a_transaction_sees_its_writes(storage: Storage) -> N
         assert await _ids(tx, A) == ["tx-agent"]
 
 
+async def test_count_counts_what_the_query_selects(storage: Storage) -> None:
+    await _agents(storage)
+    assert await storage.count(A) == 6
+    assert await storage.count(A.where_eq("status", "idle")) == 2
+    assert await storage.count(A.where_like("name", "B%").where_ne("status", "idle")) == 1
+    assert await storage.count(A.where_in("status", [])) == 0
+    # The page, not the table: the limit and offset apply as they do to ``query``.
+    assert await storage.count(A.order_by("created_at").limit(4)) == 4
+    assert await storage.count(A.order_by("created_at").limit(4).offset(4)) == 2
+    assert await storage.count(A.offset(5)) == 1
+    assert await storage.count(Q(EventModel)) == 0
+
+
+async def test_count_by_groups_by_stored_values(storage: Storage) -> None:
+    await _agents(storage)
+    assert await storage.count_by(A, "status") == {"idle": 2, "busy": 2, "error": 1, "paused": 1}
+    assert await storage.count_by(A.where_ne("status", "idle"), "status", "name") == {
+        ("busy", "alpha"): 1,
+        ("busy", "gamma"): 1,
+        ("error", "Beta%2"): 1,
+        ("paused", "x' OR '1'='1"): 1,
+    }
+    assert await storage.count_by(A.order_by("created_at").limit(3), "status") == {
+        "idle": 2,
+        "busy": 1,
+    }
+    for id, prio, owner in [("t1", TaskPriority.Low, None), ("t2", TaskPriority.High, "a1")]:
+        await storage.store_task(TaskModel(id=id, task_type="work", priority=prio))
+        if owner:
+            assert await storage.claim_task(id, owner)
+    tasks = Q(TaskModel)
+    assert await storage.count_by(tasks, "priority") == {0: 1, 2: 1}
+    assert await storage.count_by(tasks, "assigned_to", "status") == {
+        (None, "pending"): 1,
+        ("a1", "assigned"): 1,
+    }
+    await storage.store_message(message("unread", "a", "b"))
+    seen = message("seen", "a", "b")
+    seen.read, seen.read_at = True, at(1)
+    await storage.store_message(seen)
+    await storage.store_message(message("unread2", "a", "c"))
+    assert await storage.count_by(Q(MessageModel), "read") == {False: 2, True: 1}
+    assert await storage.count_by(Q(MetricModel), "unit") == {}
+
+
+async def test_count_inside_a_transaction_sees_its_writes(storage: Storage) -> None:
+    await storage.store_agent(agent("before"))
+    async with storage.transaction() as tx:
+        await tx.store_agent(agent("tx-agent", status=AgentStatus.Idle))
+        assert await tx.count(A) == 2
+        assert await tx.count_by(A, "status") == {"active": 1, "idle": 1}
+        await tx.rollback()
+    assert await storage.count(A) == 1
+
+
+@pytest.mark.parametrize(
+    "fields", [(), ("capabilities",), ("created_at",), ("value",), ("colour",), ("id OR 1=1",)]
+)
+async def test_count_by_refuses_fields_it_cannot_group_by(
+    storage: Storage, fields: tuple[str, ...]
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await storage.count_by(A, *fields)
+    assert caught.value.field == "group_by"
+
+
 HOSTILE_FIELDS = [
     "id; DROP TABLE agents",
     "id OR 1=1",

@@ -695,7 +695,7 @@ class MemoryEngine(schedules.MemorySchedules):
 
     # --- queries and maintenance -----------------------------------------------------------
 
-    async def query(self, tx: Any, builder: QueryBuilder[Any]) -> list[Record]:
+    def _table_rows(self, table: str) -> list[Record]:
         t = self.tables
         source: list[Record] = {
             "agents": lambda: list(t.agents.values()),
@@ -703,8 +703,16 @@ class MemoryEngine(schedules.MemorySchedules):
             "events": lambda: list(t.events),
             "messages": lambda: list(t.messages.values()),
             "metrics": lambda: list(t.metrics.values()),
-        }[builder.table]()
-        return list(builder.apply(source))
+        }[table]()
+        return source
+
+    async def query(self, tx: Any, builder: QueryBuilder[Any]) -> list[Record]:
+        return list(builder.apply(self._table_rows(builder.table)))
+
+    async def count(
+        self, tx: Any, builder: QueryBuilder[Any], group_by: tuple[str, ...]
+    ) -> list[tuple[Any, ...]]:
+        return builder.count_records(self._table_rows(builder.table), group_by)
 
     async def vacuum(self, tx: Any) -> None:
         """Drop stale queue entries (the memory backend's only reclaimable space)."""

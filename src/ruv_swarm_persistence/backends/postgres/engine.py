@@ -492,6 +492,12 @@ class PostgresEngine:
         text, params = builder.build("postgres")
         return await self._rows(tx, COLUMNS[builder.table], text, *params)
 
+    async def count(
+        self, tx: Any, builder: QueryBuilder[Any], group_by: tuple[str, ...]
+    ) -> list[tuple[Any, ...]]:
+        text, params = builder.build_count(group_by, "postgres")
+        return [tuple(r) for r in await self._fetch(tx, text, *params)]
+
     async def vacuum(self, tx: Any) -> None:
         """``VACUUM ANALYZE`` the swarm's tables (only ``ANALYZE`` inside a transaction)."""
         if tx is not None:

@@ -325,6 +325,16 @@ class SqliteEngine:
             read = _reader(sql.READY_TASKS_LIMIT, (now, limit), _TASKS)
         return await self.read(tx, read, inline=limit is not None and limit <= INLINE_ROWS)
 
+    async def count(
+        self, tx: Any, builder: QueryBuilder[Any], group_by: tuple[str, ...]
+    ) -> list[tuple[Any, ...]]:
+        statement, params = builder.build_count(group_by, "sqlite")
+
+        def read(conn: apsw.Connection) -> list[tuple[Any, ...]]:
+            return list(conn.execute(statement, params))
+
+        return await self.read(tx, read, inline=False)
+
     async def tasks_by_agent(self, tx: Any, agent_id: str) -> list[Record]:
         return await self.read(tx, _reader(sql.TASKS_BY_AGENT, (agent_id,), _TASKS), inline=False)
 
