@@ -232,6 +232,22 @@ class Cut:
     before: int | None
     keep: int | None
 
+    def bound(self, edge: tuple[Any, Any] | None) -> tuple[int | None, Any]:
+        """The rows this cut removes, as one upper bound ``(t, id)`` on ``(time, id)``.
+
+        ``edge`` is the newest ``(time, id)`` beyond the count kept (``None`` when there is
+        none). A row goes when its time is before ``before`` or it is at or before ``edge``;
+        each of these is a range below the other's, so the wider one alone is the cut: up to
+        and including ``(t, id)``, or before ``t`` when ``id`` is ``None``. Statements take it
+        as ``time <= t AND (time < t OR id <= id)``, a range of one index. ``(None, None)``
+        removes nothing.
+        """
+        if edge is None or edge[0] is None:
+            return (self.before, None)
+        if self.before is not None and edge[0] < self.before:
+            return (self.before, None)
+        return (int(edge[0]), edge[1])
+
 
 @dataclass(frozen=True, slots=True)
 class RetentionPlan:

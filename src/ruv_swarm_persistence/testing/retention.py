@@ -30,6 +30,7 @@ __all__ = [
     "test_messages_only_read_ones_by_read_time",
     "test_completed_tasks_by_age_other_statuses_stay",
     "test_completed_tasks_by_count",
+    "test_age_and_count_together_remove_what_either_says",
     "test_a_dependency_stays_while_a_dependent_may_still_run",
     "test_the_storage_policy_and_the_report",
     "test_a_pass_in_a_rolled_back_transaction_is_undone",
@@ -153,6 +154,24 @@ async def test_completed_tasks_by_count(storage: Storage, clock: FakeClock) -> N
         clock.advance(1)
     assert await storage.apply_retention("tasks:2") == _removed(tasks=3)
     assert await _ids(storage, TaskModel) == ["t3", "t4"]
+
+
+async def test_age_and_count_together_remove_what_either_says(
+    storage: Storage, clock: FakeClock
+) -> None:
+    await storage.store_tasks([_task(f"t{i}") for i in range(6)])
+    for i in range(3):
+        await _completed(storage, f"t{i}")
+    clock.advance(3 * H)
+    for i in range(3, 5):
+        await _completed(storage, f"t{i}")
+    # The age takes more than the count: t0..t2 are 3h old; the count alone would keep two.
+    assert await storage.apply_retention("tasks:2h+4") == _removed(tasks=3)
+    assert await _ids(storage, TaskModel) == ["t3", "t4", "t5"]
+    # The count takes more than the age: t3..t5 finished together, the highest id is newest.
+    await _completed(storage, "t5")
+    assert await storage.apply_retention("tasks:2h+1") == _removed(tasks=2)
+    assert await _ids(storage, TaskModel) == ["t5"]
 
 
 async def test_a_dependency_stays_while_a_dependent_may_still_run(

@@ -97,20 +97,24 @@ QUERIES: list[tuple[str, str, tuple[Any, ...], tuple[str, ...]]] = [
     ("events_since", sql.EVENTS_SINCE, (NOW,), ()),
     ("read_events", sql.READ_EVENTS, (10, 100), ()),
     ("get_event", sql.GET_EVENT, ("e1",), ()),
-    ("failed_tasks", sql.FAILED_TASKS, (None, 100), ()),
-    ("failed_tasks_of_type", sql.FAILED_TASKS, ("t", 100), ()),
-    ("failed_task_states", sql.FAILED_TASK_STATES, (None,), ()),
+    ("failed_tasks", sql.FAILED_TASKS, (100,), ("tasks_failed",)),
+    ("failed_tasks_of_type", sql.FAILED_TASKS_OF_TYPE, ("t", 100), ()),
+    ("failed_task_states", sql.FAILED_TASK_STATES, (), ("tasks_failed",)),
+    ("failed_task_states_of_type", sql.FAILED_TASK_STATES_OF_TYPE, ("t",), ()),
     ("dead_dependency", sql.DEAD_DEPENDENCY, ("t1",), ()),
     ("delete_tasks", sql.DELETE_TASKS, (IDS,), ()),
     ("delete_edges_to", sql.DELETE_EDGES_TO, (IDS,), ()),
-    ("retained_tasks", sql.RETAINED_TASKS, (NOW, NOW, "t9"), ()),
-    ("task_keep_threshold", sql.TASK_KEEP_THRESHOLD, (10,), ()),
-    ("event_keep_threshold", sql.EVENT_KEEP_THRESHOLD, (10,), ()),
-    ("message_keep_threshold", sql.MESSAGE_KEEP_THRESHOLD, (10,), ()),
-    ("metric_keep_threshold", sql.METRIC_KEEP_THRESHOLD, (10,), ()),
+    ("retained_tasks", sql.RETAINED_TASKS, (NOW, "t9"), ()),
+    # A count threshold walks the newest rows, as many as are kept, from the end of the
+    # index in its order (the events table is its own index of sequences).
+    ("task_keep_threshold", sql.TASK_KEEP_THRESHOLD, (10,), ("tasks_completed",)),
+    ("event_keep_threshold", sql.EVENT_KEEP_THRESHOLD, (10,), ("events",)),
+    ("message_keep_threshold", sql.MESSAGE_KEEP_THRESHOLD, (10,), ("messages_read",)),
+    ("metric_keep_threshold", sql.METRIC_KEEP_THRESHOLD, (10,), ("metrics_by_time",)),
     ("retain_events", sql.RETAIN_EVENTS, (NOW, 10), ()),
-    ("retain_messages", sql.RETAIN_MESSAGES, (NOW, NOW, "m9"), ()),
-    ("retain_metrics", sql.RETAIN_METRICS, (NOW, NOW, "x9"), ()),
+    ("retain_messages", sql.RETAIN_MESSAGES, (NOW, "m9"), ()),
+    ("retain_messages_before", sql.RETAIN_MESSAGES, (NOW, None), ()),
+    ("retain_metrics", sql.RETAIN_METRICS, (NOW, "x9"), ()),
     ("retention_record", sql.RETENTION_RECORD, (), ()),
     ("get_schedule", sql.GET_SCHEDULE, ("s",), ()),
     ("list_schedules", sql.LIST_SCHEDULES, (), ()),
@@ -190,19 +194,9 @@ def _plan(conn: apsw.Connection, statement: str, params: tuple[Any, ...]) -> lis
     return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, params)]
 
 
-#: Statements that scan today, each marked as an expected failure until an index serves it
-#: (the indexes need a migration of their own). Strict: one that stops scanning fails here.
-KNOWN_SCANS = {
-    "failed_tasks": "dead letters: no index on failed tasks by completion time",
-    "failed_tasks_of_type": "dead letters: no index on failed tasks by completion time",
-    "failed_task_states": "dead letters: no index on failed tasks by completion time",
-    "retained_tasks": "retention: no index on completed tasks by completion time",
-    "task_keep_threshold": "retention: no index on completed tasks by completion time",
-    "event_keep_threshold": "retention: a count threshold walks the newest rows (OFFSET)",
-    "message_keep_threshold": "retention: no index on read messages by read time",
-    "metric_keep_threshold": "retention: no index on metrics by time and id",
-    "retain_messages": "retention: no index on read messages by read time",
-}
+#: Statements that scan today, each marked as an expected failure until an index serves it.
+#: Strict: one that stops scanning fails here.
+KNOWN_SCANS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
@@ -235,6 +229,10 @@ def test_no_full_scan_of_a_large_table(
             continue
         assert m.group(1) in (*LARGE_TABLES, "swarm_meta"), f"unexpected scan: {plan}"
         index = m.group(2)
+        if index is None and m.group(1) in whole:
+            # A rowid table walked in its own order, as far as the statement's OFFSET.
+            assert not any("TEMP B-TREE" in s for s in plan), plan
+            continue
         assert index is not None, f"full scan of {m.group(1)}: {plan}"
         assert index in whole, f"scan of the whole index {index}: {plan}"
 

@@ -293,7 +293,12 @@ class PostgresEngine:
         )
 
     async def failed_tasks(self, tx: Any, task_type: str | None, limit: int) -> list[Record]:
-        return [task(r) for r in await self._fetch(tx, sql.FAILED_TASKS, task_type, limit)]
+        rows = await (
+            self._fetch(tx, sql.FAILED_TASKS, limit)
+            if task_type is None
+            else self._fetch(tx, sql.FAILED_TASKS_OF_TYPE, task_type, limit)
+        )
+        return [task(r) for r in rows]
 
     async def retry_tasks(
         self, tx: Any, task_ids: list[str] | None, task_type: str | None

@@ -754,7 +754,12 @@ class PostgresOps:
 
         chosen: list[Record] = []
         if task_ids is None:
-            for row in await conn.fetch(sql.LOCK_FAILED_TASKS, task_type):
+            failed = await (
+                conn.fetch(sql.LOCK_FAILED_TASKS)
+                if task_type is None
+                else conn.fetch(sql.LOCK_FAILED_TASKS_OF_TYPE, task_type)
+            )
+            for row in failed:
                 rec = task(row)
                 if await dead_dependency(rec["id"]) is None:
                     chosen.append(rec)
@@ -819,27 +824,26 @@ class PostgresOps:
         """A retention pass, added to the record in ``swarm_counters``."""
         result = PruneResult()
 
-        async def threshold(statement: str, keep: int | None) -> tuple[Any, Any]:
+        async def threshold(statement: str, keep: int | None) -> tuple[Any, ...] | None:
             if keep is None:
-                return (None, None)
+                return None
             row = await conn.fetchrow(statement, keep)
-            if row is None:
-                return (None, None)
-            values = tuple(row)
-            return (values[0], values[1] if len(values) > 1 else None)
+            return None if row is None else tuple(row)
 
         if (cut := plan.events) is not None:
-            seq = (await threshold(sql.EVENT_KEEP_THRESHOLD, cut.keep))[0]
-            result.events = int(await conn.fetchval(sql.RETAIN_EVENTS, cut.before, seq))
+            seq = await threshold(sql.EVENT_KEEP_THRESHOLD, cut.keep)
+            result.events = int(
+                await conn.fetchval(sql.RETAIN_EVENTS, cut.before, None if seq is None else seq[0])
+            )
         if (cut := plan.metrics) is not None:
-            edge = await threshold(sql.METRIC_KEEP_THRESHOLD, cut.keep)
-            result.metrics = int(await conn.fetchval(sql.RETAIN_METRICS, cut.before, *edge))
+            bound = cut.bound(await threshold(sql.METRIC_KEEP_THRESHOLD, cut.keep))
+            result.metrics = int(await conn.fetchval(sql.RETAIN_METRICS, *bound))
         if (cut := plan.messages) is not None:
-            edge = await threshold(sql.MESSAGE_KEEP_THRESHOLD, cut.keep)
-            result.messages = int(await conn.fetchval(sql.RETAIN_MESSAGES, cut.before, *edge))
+            bound = cut.bound(await threshold(sql.MESSAGE_KEEP_THRESHOLD, cut.keep))
+            result.messages = int(await conn.fetchval(sql.RETAIN_MESSAGES, *bound))
         if (cut := plan.tasks) is not None:
-            edge = await threshold(sql.TASK_KEEP_THRESHOLD, cut.keep)
-            locked = [r[0] for r in await conn.fetch(sql.LOCK_RETAINED_TASKS, cut.before, *edge)]
+            bound = cut.bound(await threshold(sql.TASK_KEEP_THRESHOLD, cut.keep))
+            locked = [r[0] for r in await conn.fetch(sql.LOCK_RETAINED_TASKS, *bound)]
             ids = [r[0] for r in await conn.fetch(sql.STILL_UNPINNED, locked)] if locked else []
             if ids:
                 await conn.execute(sql.DELETE_EDGES_TO, ids)

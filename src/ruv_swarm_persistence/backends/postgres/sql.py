@@ -140,11 +140,17 @@ GET_TASK = f"SELECT {_T} FROM tasks WHERE id = $1"
 LOCK_TASK = GET_TASK + " FOR UPDATE"
 #: Dead letters, the most recent failure first (no ``completed_at``: the oldest).
 FAILED_TASKS = f"""
-SELECT {_T} FROM tasks WHERE status = 'failed' AND ($1::text IS NULL OR task_type = $1)
+SELECT {_T} FROM tasks WHERE status = 'failed'
+ORDER BY COALESCE(completed_at, 0) DESC, id DESC LIMIT $1"""
+FAILED_TASKS_OF_TYPE = f"""
+SELECT {_T} FROM tasks WHERE status = 'failed' AND task_type = $1
 ORDER BY COALESCE(completed_at, 0) DESC, id DESC LIMIT $2"""
 #: Dead letters to requeue in bulk, oldest failure first, locked.
 LOCK_FAILED_TASKS = f"""
-SELECT {_T} FROM tasks WHERE status = 'failed' AND ($1::text IS NULL OR task_type = $1)
+SELECT {_T} FROM tasks WHERE status = 'failed'
+ORDER BY COALESCE(completed_at, 0), id FOR UPDATE"""
+LOCK_FAILED_TASKS_OF_TYPE = f"""
+SELECT {_T} FROM tasks WHERE status = 'failed' AND task_type = $1
 ORDER BY COALESCE(completed_at, 0), id FOR UPDATE"""
 #: A dependency of the task that will never complete (the first in its list), if any.
 DEAD_DEPENDENCY = """
@@ -465,8 +471,8 @@ PRUNE_METRICS = (
     "WITH d AS (DELETE FROM metrics WHERE timestamp < $1 RETURNING 1) SELECT count(*) FROM d"
 )
 PRUNE_MESSAGES = """
-WITH d AS (DELETE FROM messages WHERE read = 1 AND read_at IS NOT NULL AND read_at < $1
-    RETURNING 1)
+WITH d AS (DELETE FROM messages WHERE read = 1 AND COALESCE(read_at, 0) < $1
+    AND read_at IS NOT NULL RETURNING 1)
 SELECT count(*) FROM d"""
 # Schedules.
 SCHEDULE_COLS: Final = (
@@ -495,9 +501,10 @@ FIRE_SCHEDULE = """
 UPDATE schedules SET next_due = $3, last_due = COALESCE($4::bigint, last_due), updated_at = $5
 WHERE name = $1 AND next_due = $2 AND paused = 0 RETURNING 1"""
 
-# Retention: a cut removes rows older than $1 or at or before the keep threshold ($2, $3),
-# the newest row beyond the count kept; NULL leaves a rule out.
+# Retention: a count threshold is the newest row beyond the count kept; a cut (``Cut.bound``)
+# removes rows up to ($1, $2) on (time, id), or before $1 when $2 is NULL: one index range.
 EVENT_KEEP_THRESHOLD = "SELECT sequence FROM events ORDER BY sequence DESC LIMIT 1 OFFSET $1"
+#: Events go by timestamp or by sequence: two indexes, a row goes when either says so.
 RETAIN_EVENTS = """
 WITH d AS (DELETE FROM events WHERE timestamp < $1::bigint OR sequence <= $2::bigint
     RETURNING 1)
@@ -507,14 +514,14 @@ METRIC_KEEP_THRESHOLD = (
 )
 RETAIN_METRICS = """
 WITH d AS (DELETE FROM metrics
-    WHERE timestamp < $1::bigint OR (timestamp, id) <= ($2::bigint, $3::text) RETURNING 1)
+    WHERE timestamp <= $1::bigint AND (timestamp < $1::bigint OR id <= $2::text) RETURNING 1)
 SELECT count(*) FROM d"""
 MESSAGE_KEEP_THRESHOLD = """
 SELECT COALESCE(read_at, 0), id FROM messages WHERE read = 1
 ORDER BY COALESCE(read_at, 0) DESC, id DESC LIMIT 1 OFFSET $1"""
 RETAIN_MESSAGES = """
-WITH d AS (DELETE FROM messages WHERE read = 1 AND (COALESCE(read_at, 0) < $1::bigint
-    OR (COALESCE(read_at, 0), id) <= ($2::bigint, $3::text)) RETURNING 1)
+WITH d AS (DELETE FROM messages WHERE read = 1 AND COALESCE(read_at, 0) <= $1::bigint
+    AND (COALESCE(read_at, 0) < $1::bigint OR id <= $2::text) RETURNING 1)
 SELECT count(*) FROM d"""
 TASK_KEEP_THRESHOLD = """
 SELECT COALESCE(completed_at, 0), id FROM tasks WHERE status = 'completed'
@@ -523,8 +530,8 @@ _UNPINNED = """NOT EXISTS (SELECT 1 FROM task_dependencies AS d JOIN tasks AS c 
     WHERE d.depends_on = tasks.id AND c.status NOT IN ('completed', 'cancelled'))"""
 #: Completed tasks a cut removes that no dependent which may still run needs, locked.
 LOCK_RETAINED_TASKS = f"""
-SELECT id FROM tasks WHERE status = 'completed' AND (COALESCE(completed_at, 0) < $1::bigint
-    OR (COALESCE(completed_at, 0), id) <= ($2::bigint, $3::text)) AND {_UNPINNED}
+SELECT id FROM tasks WHERE status = 'completed' AND COALESCE(completed_at, 0) <= $1::bigint
+    AND (COALESCE(completed_at, 0) < $1::bigint OR id <= $2::text) AND {_UNPINNED}
 ORDER BY id FOR UPDATE"""
 #: Of the locked ones, those still unneeded: a dependent stored meanwhile committed first.
 STILL_UNPINNED = f"SELECT id FROM tasks WHERE id = ANY ($1::text[]) AND {_UNPINNED}"

@@ -395,7 +395,11 @@ class SqliteEngine:
         return rec
 
     async def failed_tasks(self, tx: Any, task_type: str | None, limit: int) -> list[Record]:
-        read = _reader(sql.FAILED_TASKS, (task_type, limit), _TASKS)
+        read = (
+            _reader(sql.FAILED_TASKS, (limit,), _TASKS)
+            if task_type is None
+            else _reader(sql.FAILED_TASKS_OF_TYPE, (task_type, limit), _TASKS)
+        )
         return await self.read(tx, read, inline=False)
 
     async def retry_tasks(

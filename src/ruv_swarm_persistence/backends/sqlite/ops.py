@@ -538,11 +538,12 @@ class SqliteOps:
             return None if row is None else (row[0], row[1])
 
         if task_ids is None:
-            chosen = [
-                rec
-                for rec in map(task_state, conn.execute(sql.FAILED_TASK_STATES, (task_type,)))
-                if dead_dependency(rec["id"]) is None
-            ]
+            failed = (
+                conn.execute(sql.FAILED_TASK_STATES)
+                if task_type is None
+                else conn.execute(sql.FAILED_TASK_STATES_OF_TYPE, (task_type,))
+            )
+            chosen = [rec for rec in map(task_state, failed) if dead_dependency(rec["id"]) is None]
         else:
             chosen = []
             for task_id in dict.fromkeys(task_ids):  # once each, as asked
@@ -637,28 +638,28 @@ class SqliteOps:
         """A retention pass inside the open transaction, added to the record in swarm_meta."""
         result = PruneResult()
 
-        def threshold(statement: str, keep: int | None) -> tuple[Any, ...]:
+        def threshold(statement: str, keep: int | None) -> tuple[Any, ...] | None:
             if keep is None:
-                return (None, None)
+                return None
             row = conn.execute(statement, (keep,)).fetchone()
-            return (None, None) if row is None else tuple(row) + (None,) * (2 - len(row))
+            return None if row is None else tuple(row)
 
         if (cut := plan.events) is not None:
             conn.execute(sql.REMEMBER_SEQUENCE, conn.execute(sql.MAX_SEQUENCE).fetchone())
-            seq = threshold(sql.EVENT_KEEP_THRESHOLD, cut.keep)[0]
-            conn.execute(sql.RETAIN_EVENTS, (cut.before, seq))
+            seq = threshold(sql.EVENT_KEEP_THRESHOLD, cut.keep)
+            conn.execute(sql.RETAIN_EVENTS, (cut.before, None if seq is None else seq[0]))
             result.events = conn.changes()
         if (cut := plan.metrics) is not None:
-            conn.execute(sql.RETAIN_METRICS, (cut.before, *threshold(sql.METRIC_KEEP_THRESHOLD,
-                                                                     cut.keep)))  # fmt: skip
+            bound = cut.bound(threshold(sql.METRIC_KEEP_THRESHOLD, cut.keep))
+            conn.execute(sql.RETAIN_METRICS, bound)
             result.metrics = conn.changes()
         if (cut := plan.messages) is not None:
-            edge = threshold(sql.MESSAGE_KEEP_THRESHOLD, cut.keep)
-            conn.execute(sql.RETAIN_MESSAGES, (cut.before, *edge))
+            bound = cut.bound(threshold(sql.MESSAGE_KEEP_THRESHOLD, cut.keep))
+            conn.execute(sql.RETAIN_MESSAGES, bound)
             result.messages = conn.changes()
         if (cut := plan.tasks) is not None:
-            edge = threshold(sql.TASK_KEEP_THRESHOLD, cut.keep)
-            ids = [r[0] for r in conn.execute(sql.RETAINED_TASKS, (cut.before, *edge))]
+            bound = cut.bound(threshold(sql.TASK_KEEP_THRESHOLD, cut.keep))
+            ids = [r[0] for r in conn.execute(sql.RETAINED_TASKS, bound)]
             if ids:
                 conn.execute(sql.DELETE_EDGES_TO, (_ids_json(ids),))
                 conn.execute(sql.DELETE_TASKS, (_ids_json(ids),))

@@ -196,17 +196,20 @@ TASK_STATES: Final = (
     _select("tasks", TASK_COLUMNS) + " WHERE id IN (SELECT value FROM json_each(?))"
 )
 #: Dead letters: the most recent failure first (a task failed by ``update_task`` may have
-#: no ``completed_at``: it counts as the oldest).
-FAILED_TASKS: Final = (
-    _select("tasks")
-    + " WHERE status = 'failed' AND (?1 IS NULL OR task_type = ?1)"
-    + " ORDER BY coalesce(completed_at, 0) DESC, id DESC LIMIT ?2"
+#: no ``completed_at``: it counts as the oldest); ``tasks_failed`` is in this order.
+_FAILED_ORDER: Final = " ORDER BY coalesce(completed_at, 0) DESC, id DESC LIMIT ?"
+FAILED_TASKS: Final = _select("tasks") + " WHERE status = 'failed'" + _FAILED_ORDER
+FAILED_TASKS_OF_TYPE: Final = (
+    _select("tasks") + " WHERE status = 'failed' AND task_type = ?" + _FAILED_ORDER
 )
 #: Dead letters to requeue in bulk, oldest failure first.
 FAILED_TASK_STATES: Final = (
     _select("tasks", TASK_COLUMNS)
-    + " WHERE status = 'failed' AND (?1 IS NULL OR task_type = ?1)"
-    + " ORDER BY coalesce(completed_at, 0), id"
+    + " WHERE status = 'failed' ORDER BY coalesce(completed_at, 0), id"
+)
+FAILED_TASK_STATES_OF_TYPE: Final = (
+    _select("tasks", TASK_COLUMNS)
+    + " WHERE status = 'failed' AND task_type = ? ORDER BY coalesce(completed_at, 0), id"
 )
 #: A dependency of the task that will never complete (the first in its list), if any.
 DEAD_DEPENDENCY: Final = (
@@ -344,7 +347,10 @@ MARK_READ: Final = (
     "UPDATE messages SET read = 1, read_at = ? WHERE id = ? AND read = 0 RETURNING "
     + ", ".join(MESSAGE_COLUMNS)
 )
-PRUNE_MESSAGES: Final = "DELETE FROM messages WHERE read = 1 AND read_at < ?"
+#: In the terms of the index on read messages (``messages_read``), which also serves retention.
+PRUNE_MESSAGES: Final = (
+    "DELETE FROM messages WHERE read = 1 AND coalesce(read_at, 0) < ? AND read_at IS NOT NULL"
+)
 
 # --- metrics --------------------------------------------------------------------------------
 
@@ -398,31 +404,33 @@ FIRE_SCHEDULE: Final = (
 )
 
 # --- retention ------------------------------------------------------------------------------
-# A cut removes rows older than ?1 or at or before the row at the keep threshold (?2, ?3):
-# the newest row beyond the count kept. NULL arguments leave that rule out.
+# A count threshold is the newest row beyond the count kept; a cut (``Cut.bound``) removes
+# rows up to (?1, ?2) on (time, id), or before ?1 when ?2 is NULL: one range of an index.
 
 EVENT_KEEP_THRESHOLD: Final = "SELECT sequence FROM events ORDER BY sequence DESC LIMIT 1 OFFSET ?"
+#: Events go by timestamp or by sequence: two indexes, a row goes when either says so.
 RETAIN_EVENTS: Final = "DELETE FROM events WHERE timestamp < ?1 OR sequence <= ?2"
 METRIC_KEEP_THRESHOLD: Final = (
     "SELECT timestamp, id FROM metrics ORDER BY timestamp DESC, id DESC LIMIT 1 OFFSET ?"
 )
-RETAIN_METRICS: Final = "DELETE FROM metrics WHERE timestamp < ?1 OR (timestamp, id) <= (?2, ?3)"
+RETAIN_METRICS: Final = "DELETE FROM metrics WHERE timestamp <= ?1 AND (timestamp < ?1 OR id <= ?2)"
+_READ_AT: Final = "coalesce(read_at, 0)"
 MESSAGE_KEEP_THRESHOLD: Final = (
-    "SELECT coalesce(read_at, 0), id FROM messages WHERE read = 1"
-    " ORDER BY coalesce(read_at, 0) DESC, id DESC LIMIT 1 OFFSET ?"
+    f"SELECT {_READ_AT}, id FROM messages WHERE read = 1"
+    f" ORDER BY {_READ_AT} DESC, id DESC LIMIT 1 OFFSET ?"
 )
 RETAIN_MESSAGES: Final = (
-    "DELETE FROM messages WHERE read = 1"
-    " AND (coalesce(read_at, 0) < ?1 OR (coalesce(read_at, 0), id) <= (?2, ?3))"
+    f"DELETE FROM messages WHERE read = 1 AND {_READ_AT} <= ?1 AND ({_READ_AT} < ?1 OR id <= ?2)"
 )
+_COMPLETED_AT: Final = "coalesce(completed_at, 0)"
 TASK_KEEP_THRESHOLD: Final = (
-    "SELECT coalesce(completed_at, 0), id FROM tasks WHERE status = 'completed'"
-    " ORDER BY coalesce(completed_at, 0) DESC, id DESC LIMIT 1 OFFSET ?"
+    f"SELECT {_COMPLETED_AT}, id FROM tasks WHERE status = 'completed'"
+    f" ORDER BY {_COMPLETED_AT} DESC, id DESC LIMIT 1 OFFSET ?"
 )
 #: Completed tasks a cut removes, but none a dependent that may still run needs.
 RETAINED_TASKS: Final = (
     "SELECT id FROM tasks WHERE status = 'completed'"
-    " AND (coalesce(completed_at, 0) < ?1 OR (coalesce(completed_at, 0), id) <= (?2, ?3))"
+    f" AND {_COMPLETED_AT} <= ?1 AND ({_COMPLETED_AT} < ?1 OR id <= ?2)"
     " AND NOT EXISTS (SELECT 1 FROM task_dependencies AS d JOIN tasks AS c ON c.id = d.task_id"
     " WHERE d.depends_on = tasks.id AND c.status NOT IN ('completed', 'cancelled'))"
 )

@@ -100,7 +100,8 @@ CREATE TABLE messages (
 CREATE INDEX messages_unread ON messages (to_agent, priority DESC, created_at, id) WHERE read = 0;
 CREATE INDEX messages_by_pair ON messages (from_agent, to_agent, created_at, id);
 CREATE INDEX messages_by_recipient ON messages (to_agent);
-CREATE INDEX messages_read_at ON messages (read_at) WHERE read = 1;
+-- Read messages by read time (the epoch when there is none): pruning and retention (0004).
+CREATE INDEX messages_read ON messages (coalesce(read_at, 0), id) WHERE read = 1;
 
 CREATE TABLE metrics (
     id          TEXT PRIMARY KEY NOT NULL,
@@ -113,7 +114,7 @@ CREATE TABLE metrics (
 );
 CREATE INDEX metrics_by_type ON metrics (metric_type, timestamp);
 CREATE INDEX metrics_by_agent ON metrics (agent_id, timestamp, id) WHERE agent_id IS NOT NULL;
-CREATE INDEX metrics_by_time ON metrics (timestamp);
+CREATE INDEX metrics_by_time ON metrics (timestamp, id);
 
 CREATE TABLE swarm_meta (
     key   TEXT PRIMARY KEY NOT NULL,
@@ -161,3 +162,10 @@ CREATE TABLE schedules (
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Dead letters and retention (0004): dead letters newest failure first (of all types, or of
+-- one), completed tasks by completion time; a missing time counts as the epoch.
+CREATE INDEX tasks_failed ON tasks (coalesce(completed_at, 0), id) WHERE status = 'failed';
+CREATE INDEX tasks_failed_by_type ON tasks (task_type, coalesce(completed_at, 0), id)
+    WHERE status = 'failed';
+CREATE INDEX tasks_completed ON tasks (coalesce(completed_at, 0), id)
+    WHERE status = 'completed';
