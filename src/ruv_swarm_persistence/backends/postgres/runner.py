@@ -26,6 +26,12 @@ the write may or may not have been applied.
 
 Everything else is translated once (:func:`.errors.translate`) with the driver's exception as
 ``__cause__``. A connection a failure left unusable is terminated, so the pool replaces it.
+
+A lost connection also retires every other pooled one (:meth:`Runner.expire`): sessions die
+together (the server restarted, or an administrator ended them), and a killed session looks
+alive to the driver until it reads the end of the socket, so the pool would hand it out
+again. A retry therefore runs on a connection made after the failure, not on the next
+corpse, and one retry is enough after every pooled connection was killed at once.
 """
 
 from __future__ import annotations
@@ -165,6 +171,8 @@ class Runner:
     def __init__(self, pool: asyncpg.Pool[Any], options: PoolOptions) -> None:
         self.pool = pool
         self.options = options
+        #: Times the pool's connections were retired after a lost one.
+        self.expirations = 0
 
     async def acquire(self) -> Conn:
         """A pooled connection; :class:`PoolError` if none is free within acquire_timeout."""
@@ -183,6 +191,16 @@ class Runner:
         except asyncpg.InterfaceError as exc:
             log.debug("connection not released: %s", exc)
 
+    async def expire(self, seen: int) -> None:
+        """Retire the pooled connections after a lost one handed out at expiration ``seen``.
+
+        A connection handed out after a later expiration was made after it; only a failure
+        of such a connection is news (so concurrent failures retire the pool once).
+        """
+        if seen == self.expirations:
+            self.expirations += 1
+            await self.pool.expire_connections()
+
     async def run(
         self,
         policy: Policy,
@@ -200,8 +218,10 @@ class Runner:
         attempt = Attempt()
         while True:
             attempt.phase = Phase.CONNECTING
+            seen = self.expirations
             try:
                 conn = await self.acquire()
+                seen = self.expirations
                 ok = False
                 try:
                     attempt.phase = Phase.SENT
@@ -219,6 +239,8 @@ class Runner:
             except StorageError:
                 raise
             except Exception as exc:
+                if errors.connection_lost(exc):
+                    await self.expire(seen)
                 error = policy.verdict(exc, attempt)
                 if error is not None:
                     raise error from exc
