@@ -178,13 +178,24 @@ def _keep_text(text: str, field: str) -> Keep:
                 count=None if count is None else _count(count, field))  # fmt: skip
 
 
-def parse_retention(value: Any) -> RetentionPolicy | None:
+def parse_retention(value: Any, name: str = "retention") -> RetentionPolicy | None:
     """The ``retention`` option: a policy, a dict of table → Keep/text, or URL text.
 
     URL text lists ``table:rule`` pairs separated by commas, a rule being an age (``7d``), a
     count (``100000``) or both (``7d+100000``); ``every:5m`` sets how often the pass runs:
-    ``?retention=tasks:7d,events:30d,metrics:100000,every:5m``.
+    ``?retention=tasks:7d,events:30d,metrics:100000,every:5m``. ``name`` is what errors call
+    the value (``retention.events`` becomes ``policy.events`` for an argument ``policy``).
     """
+    try:
+        return _parse_retention(value)
+    except ValidationError as exc:
+        field = exc.field or ""
+        if name == "retention" or not (field == "retention" or field.startswith("retention.")):
+            raise
+        raise ValidationError(exc.message, field=name + field.removeprefix("retention")) from None
+
+
+def _parse_retention(value: Any) -> RetentionPolicy | None:
     if value is None or isinstance(value, RetentionPolicy):
         return value
     if isinstance(value, str):
@@ -217,10 +228,15 @@ def parse_retention(value: Any) -> RetentionPolicy | None:
             args[name] = rule
         elif isinstance(rule, str):
             args[name] = _keep_text(rule, field)
-        elif isinstance(rule, int) and not isinstance(rule, bool):
-            args[name] = Keep(count=rule)
         else:
-            args[name] = Keep(age=rule)
+            try:
+                if isinstance(rule, int) and not isinstance(rule, bool):
+                    args[name] = Keep(count=rule)
+                else:
+                    args[name] = Keep(age=rule)
+            except ValidationError as exc:
+                # Keep names its own parameter (count, age): name the table's rule instead.
+                raise ValidationError(exc.message, field=field) from None
     return RetentionPolicy(**args)
 
 

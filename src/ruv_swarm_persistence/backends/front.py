@@ -669,7 +669,7 @@ class Front(Storage):
     async def apply_retention(
         self, policy: RetentionPolicy | Mapping[str, Any] | str | None = None
     ) -> PruneResult:
-        chosen = self._retention if policy is None else parse_retention(policy)
+        chosen = self._retention if policy is None else parse_retention(policy, "policy")
         tx = await self._gate() if self._blocked else None
         if chosen is None:
             return PruneResult()

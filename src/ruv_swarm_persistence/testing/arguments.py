@@ -225,14 +225,18 @@ BAD_ID_LISTS: dict[str, Bad] = {
     "too-long-item": _new(lambda: ["x" * 257]),
 }
 
-#: A retention policy (``parse_retention``); the field named is the policy's part at fault.
+#: ``apply_retention``'s policy (``parse_retention``); the field named is the argument, or
+#: its part at fault.
 BAD_RETENTION: dict[str, Bad] = {
-    "int": Bad(lambda: 5, field="retention"),
-    "list": Bad(lambda: ["events:1d"], field="retention"),
-    "no-rule": Bad(lambda: "events", field="retention"),
-    "unknown-table": Bad(lambda: "trucks:1d", field="retention"),
-    "bad-age": Bad(lambda: "events:soon", field="retention.events"),
-    "negative-count": Bad(lambda: {"events": -1}, field="count"),
+    "int": _v(5),
+    "list": _new(lambda: ["events:1d"]),
+    "int-list": _new(lambda: [1]),
+    "no-rule": _v("events"),
+    "unknown-table": _v("trucks:1d"),
+    "bad-age": Bad(lambda: "events:soon", field="policy.events"),
+    "not-a-keep": Bad(lambda: {"events": [1]}, field="policy.events"),
+    "bad-every": Bad(lambda: "every:soon", field="policy.every"),
+    "negative-count": Bad(lambda: {"events": -1}, field="policy.events"),
 }
 
 #: A schedule's timing (cron expressions left out: checking one needs the ``cron`` extra).

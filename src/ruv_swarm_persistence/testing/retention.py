@@ -277,14 +277,15 @@ async def test_retention_arguments_are_checked(
         "every:0s": "retention.every",
     }
     for text, field in bad.items():
+        # The argument is called policy; the option, retention.
         with pytest.raises(ValidationError) as exc:
             await storage.apply_retention(text)
-        assert exc.value.field == field, text
+        assert exc.value.field == field.replace("retention", "policy"), text
         with pytest.raises(ValidationError) as exc:
             await storage_factory(retention=text)
         assert exc.value.field == field, text
     with pytest.raises(ValidationError) as exc:
         await storage.apply_retention(5)  # type: ignore[arg-type]
-    assert exc.value.field == "retention"
+    assert exc.value.field == "policy"
     with pytest.raises(ValidationError):
         Keep()
