@@ -3,13 +3,22 @@
 Works between any two storages (SQLite to PostgreSQL and back, memory, …) through the public
 API only. Agents go first, then tasks in dependency order (a task is stored after the tasks it
 depends on), then messages, metrics and events; events are appended in their sequence order,
-so the log keeps its order (the destination numbers them afresh from 1). Everything is
-written in one transaction of the destination, so a failed copy leaves it empty.
+so the log keeps its order (the destination numbers them afresh from 1). Then the queue
+controls: each key's concurrency and rate limits, the schedules exactly as they stand (next
+and last due times, paused or not), and the record of retention passes (when one last ran,
+what they removed). Everything is written in one transaction of the destination, so a failed
+copy leaves it empty.
+
+Not copied: the claims counted against a rate limit in its current window (the destination's
+window starts empty), and the retention policy, which is not stored in a database but is an
+option of the storage that opens it (``?retention=…`` in the destination's URL).
 
 The copy is verified: every table of both storages is read back and compared by row count and
 by a SHA-256 checksum over its rows in a canonical form (JSON fields with sorted keys, times
-in microseconds; events in log order without their sequence numbers). Stop the swarm's
-writers while copying: rows written to the source meanwhile are not guaranteed to be copied.
+in microseconds; events in log order without their sequence numbers); the limits, schedules
+and retention record (one row, or none if retention never ran) are checked the same way.
+Stop the swarm's writers while copying: rows written to the source meanwhile are not
+guaranteed to be copied.
 """
 
 from __future__ import annotations
@@ -18,14 +27,17 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from . import codec
+from ._time import to_us
 from .errors import StorageError, ValidationError
 from .models import AgentModel, EventModel, MessageModel, MetricModel, TaskModel
 from .query import QueryBuilder
-from .storage import Storage
+from .retention import RetentionReport
+from .schedules import ScheduleModel
+from .storage import QueueLimit, Storage
 
 __all__ = ["CopyReport", "TableCopy", "copy_storage", "table_checksums"]
 
@@ -46,6 +58,8 @@ _JSON_FIELDS: Final = {
     "messages": ("content",),
     "metrics": ("tags",),
 }
+#: The queue controls, copied after the tables and verified as tables are.
+_CONTROLS: Final = ("limits", "schedules", "retention")
 PAGE: Final = 1000
 
 
@@ -108,8 +122,37 @@ async def _pages(storage: Storage, model: type[T], key: str) -> AsyncIterator[li
         last = getattr(rows[-1], key)
 
 
+def _us(value: datetime | timedelta | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    return to_us(value)
+
+
+def _control_record(table: str, row: Any) -> dict[str, Any]:
+    """A queue control's row as a record of JSON values."""
+    if table == "limits":
+        limit: QueueLimit = row
+        return {"key": limit.key, "concurrency": limit.concurrency, "rate": limit.rate,
+                "per": _us(limit.per)}  # fmt: skip
+    if table == "schedules":
+        s: ScheduleModel = row
+        return {
+            "name": s.name, "spec": s.spec, "timezone": s.timezone, "missed": s.missed,
+            "task_template": s.task_template, "paused": s.paused, "next_due": _us(s.next_due),
+            "last_due": _us(s.last_due), "created_at": _us(s.created_at),
+            "updated_at": _us(s.updated_at),
+        }  # fmt: skip
+    report: RetentionReport = row
+    return {"last_run": _us(report.last_run), "removed": report.removed}
+
+
 def _canonical(table: str, model: Any) -> bytes:
     """A row as canonical bytes: the same on every backend for the same data."""
+    if table in _CONTROLS:
+        rec = _control_record(table, model)
+        return json.dumps(rec, sort_keys=True, separators=(",", ":")).encode() + b"\n"
     rec = codec.encode(model)
     for name in _JSON_FIELDS[table]:
         text = rec[name]
@@ -138,6 +181,17 @@ class _Tally:
         return self._hash.hexdigest()
 
 
+async def _controls(storage: Storage) -> dict[str, list[Any]]:
+    """The queue controls' rows: the limits, the schedules, the retention record."""
+    report = await storage.retention_report()
+    ran = report.last_run is not None or any(report.removed.values())
+    return {
+        "limits": await storage.list_queue_limits(),
+        "schedules": await storage.list_schedules(),
+        "retention": [report] if ran else [],
+    }
+
+
 class _Progress:
     """Reports rows written per table to a ``progress(table, done, total)`` callback."""
 
@@ -150,7 +204,9 @@ class _Progress:
             return
         for table, model, _ in _TABLES:
             self.totals[table] = await src.count(QueryBuilder(model))
-        for table, _, _ in _TABLES:
+        for table, rows in (await _controls(src)).items():
+            self.totals[table] = len(rows)
+        for table in self.totals:
             self.callback(table, 0, self.totals[table])
 
     def advance(self, table: str, done: int) -> None:
@@ -173,6 +229,10 @@ async def table_checksums(storage: Storage) -> dict[str, tuple[int, str]]:
         page: list[Any]
         async for page in _pages(storage, model, key):
             tally.add(page)
+        out[table] = (tally.rows, tally.checksum)
+    for table, rows in (await _controls(storage)).items():
+        tally = _Tally(table)
+        tally.add(rows)
         out[table] = (tally.rows, tally.checksum)
     return out
 
@@ -211,6 +271,35 @@ async def _ensure_empty(storage: Storage) -> None:
                 f"the destination is not empty (it has {table}); copy into an empty storage",
                 field="dst",
             )
+    controls = await _controls(storage)
+    for table in ("limits", "schedules"):
+        if controls[table]:
+            raise ValidationError(
+                f"the destination is not empty (it has {table}); copy into an empty storage",
+                field="dst",
+            )
+
+
+async def _copy_controls(
+    src: Storage, dst: Storage, tallies: dict[str, _Tally], meter: _Progress
+) -> None:
+    """Copy the limits, the schedules and the retention record (inside the transaction)."""
+    controls = await _controls(src)
+    for limit in controls["limits"]:
+        if limit.concurrency is not None:
+            await dst.set_concurrency_limit(limit.key, limit.concurrency)
+        if limit.rate is not None:
+            await dst.set_rate_limit(limit.key, limit.rate, limit.per or timedelta(seconds=1))
+    for schedule in controls["schedules"]:
+        await dst.restore_schedule(schedule)
+    # Written even when retention never ran: a record the destination had goes.
+    report = await src.retention_report()
+    await dst.restore_retention_record(report.last_run, report.removed)
+    for table, rows in controls.items():
+        tallies[table].add(rows)
+        if rows:
+            meter.advance(table, len(rows))
+        meter.finish(table, len(rows))
 
 
 async def copy_storage(
@@ -221,7 +310,8 @@ async def copy_storage(
     transaction_timeout: timedelta | float = timedelta(hours=1),
     progress: Callable[[str, int, int], None] | None = None,
 ) -> CopyReport:
-    """Copy every agent, task, message, metric and event of ``src`` into the empty ``dst``.
+    """Copy every agent, task, message, metric and event of ``src`` into the empty ``dst``,
+    then its queue controls: limits, schedules and the retention record (see the module).
 
     Returns the :class:`CopyReport`; with ``verify`` (the default) a copy whose counts or
     checksums differ raises :class:`StorageError` naming the tables. The writes to ``dst``
@@ -237,7 +327,7 @@ async def copy_storage(
     await _ensure_empty(dst)
     meter = _Progress(progress)
     await meter.start(src)
-    tallies = {table: _Tally(table) for table, _, _ in _TABLES}
+    tallies = {table: _Tally(table) for table in (*(t for t, _, _ in _TABLES), *_CONTROLS)}
     async with dst.transaction(transaction_timeout):
         async for agents in _pages(src, AgentModel, "id"):
             tallies["agents"].add(agents)
@@ -270,6 +360,7 @@ async def copy_storage(
             await dst.store_events(events)
             meter.advance("events", tallies["events"].rows)
         meter.finish("events", tallies["events"].rows)
+        await _copy_controls(src, dst, tallies, meter)
     copied = await table_checksums(dst)
     report = CopyReport(
         {

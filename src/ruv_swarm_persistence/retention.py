@@ -27,6 +27,7 @@ only repeat each other's work.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -42,6 +43,7 @@ __all__ = [
     "RetentionPolicy",
     "RetentionReport",
     "parse_retention",
+    "retention_counts",
 ]
 
 #: The tables a policy covers, in the order reports list them.
@@ -176,6 +178,24 @@ def _keep_text(text: str, field: str) -> Keep:
             age = part
     return Keep(age=None if age is None else _age_us(age, field) / 1e6,
                 count=None if count is None else _count(count, field))  # fmt: skip
+
+
+def retention_counts(removed: Any) -> dict[str, int]:
+    """``restore_retention_record``'s ``removed``: rows per table (a table left out: 0)."""
+    if not isinstance(removed, Mapping):
+        raise ValidationError(
+            f"must be a mapping of table to rows, got {type(removed).__name__}", field="removed"
+        )
+    counts = dict.fromkeys(TABLES, 0)
+    for name, rows in removed.items():
+        if name not in counts:
+            raise ValidationError(
+                f"unknown table {name!r}; known: {', '.join(TABLES)}", field="removed"
+            )
+        if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= _MAX_US:
+            raise ValidationError("must be a non-negative integer", field=f"removed.{name}")
+        counts[name] = int(rows)
+    return counts
 
 
 def parse_retention(value: Any, name: str = "retention") -> RetentionPolicy | None:

@@ -278,6 +278,51 @@ def schedule_record(
     }
 
 
+def _as_field(attr: str, check: Any, *args: Any) -> Any:
+    """``check(*args)``, its ``ValidationError`` naming the schedule's attribute."""
+    try:
+        return check(*args)
+    except ValidationError as exc:
+        raise ValidationError(exc.message, field=f"schedule.{attr}") from None
+
+
+def _time(value: Any, attr: str) -> int:
+    return int(_as_field(attr, codec.check_time, value, f"schedule.{attr}"))
+
+
+def restored_record(schedule: Any, limits: Limits) -> Record:
+    """The record of a schedule read from another storage (``restore_schedule``), every
+    field checked as ``store_schedule`` checks its arguments; its times kept as they are."""
+    if not isinstance(schedule, ScheduleModel):
+        raise ValidationError(
+            f"expected ScheduleModel, got {type(schedule).__name__}", field="schedule"
+        )
+    name = _as_field("name", check_name, schedule.name, limits)
+    when = _as_field("spec", timing, schedule.spec, "UTC")
+    when = _as_field("timezone", timing, when.spec, schedule.timezone)
+    template = _as_field("task_template", _template, schedule.task_template, limits)
+    if schedule.missed not in MISSED:
+        raise ValidationError(f"must be one of {', '.join(MISSED)}", field="schedule.missed")
+    if not isinstance(schedule.paused, bool):
+        raise ValidationError(
+            f"must be True or False, got {type(schedule.paused).__name__}",
+            field="schedule.paused",
+        )
+    last = schedule.last_due
+    return {
+        "name": name,
+        "spec": when.spec,
+        "timezone": when.timezone,
+        "missed": schedule.missed,
+        "template": template,
+        "paused": int(schedule.paused),
+        "next_due": _time(schedule.next_due, "next_due"),
+        "last_due": None if last is None else _time(last, "last_due"),
+        "created_at": _time(schedule.created_at, "created_at"),
+        "updated_at": _time(schedule.updated_at, "updated_at"),
+    }
+
+
 def decode_schedule(rec: Record) -> ScheduleModel:
     """A stored schedule record as a :class:`ScheduleModel`."""
     last = rec["last_due"]

@@ -45,6 +45,7 @@ __all__ = [
     "Duration",
     "MetricAggregate",
     "PruneResult",
+    "QueueLimit",
     "Storage",
     "TimeArg",
     "Transaction",
@@ -88,6 +89,20 @@ class PruneResult:
     extra: dict[str, int] = field(default_factory=dict)
     #: Completed tasks removed (by retention; ``prune`` keeps tasks).
     tasks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimit:
+    """The limits of one key, as ``list_queue_limits`` returns them.
+
+    ``concurrency`` is the ``limit`` of ``set_concurrency_limit``; ``rate`` and ``per`` those
+    of ``set_rate_limit`` (``None``: no such limit).
+    """
+
+    key: str
+    concurrency: int | None = None
+    rate: int | None = None
+    per: timedelta | None = None
 
 
 class Storage(abc.ABC):
@@ -234,6 +249,10 @@ class Storage(abc.ABC):
         """Let at most ``limit`` tasks whose ``concurrency_key`` is ``key`` be claimed in any
         window of ``per`` (a sliding window over the claims themselves, shared by every
         process); ``None`` removes the limit."""
+
+    @abc.abstractmethod
+    async def list_queue_limits(self) -> list[QueueLimit]:
+        """Every key with a limit (``set_concurrency_limit``, ``set_rate_limit``), by key."""
 
     @abc.abstractmethod
     async def start_task(self, task_id: str, agent_id: str) -> TaskModel:
@@ -509,6 +528,17 @@ class Storage(abc.ABC):
         """This storage's policy, and when retention last ran (any process) and what it
         removed in all."""
 
+    @abc.abstractmethod
+    async def restore_retention_record(
+        self, last_run: TimeArg | None, removed: Mapping[str, int]
+    ) -> None:
+        """Replace the record ``retention_report`` reads: when retention last ran and the
+        rows it removed per table (``tasks``, ``events``, ``messages``, ``metrics``).
+
+        For moving a database (``copy_storage`` carries the record over); retention passes
+        keep it up to date by themselves.
+        """
+
     # --- schedules ----------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -535,6 +565,13 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def list_schedules(self) -> list[ScheduleModel]:
         """Every schedule, by name."""
+
+    @abc.abstractmethod
+    async def restore_schedule(self, schedule: ScheduleModel) -> ScheduleModel:
+        """Store a schedule exactly as ``get_schedule`` or ``list_schedules`` read it from
+        another storage: its next and last due times, pause and times kept (where
+        ``store_schedule`` would compute them afresh). A name already stored is a
+        :class:`ConflictError`. For moving a database (``copy_storage`` uses it)."""
 
     @abc.abstractmethod
     async def delete_schedule(self, name: str) -> None:

@@ -69,7 +69,15 @@ from .query import QueryBuilder
 from .repository import Repository
 from .retention import RetentionPolicy, RetentionReport
 from .schedules import ScheduleModel
-from .storage import Duration, MetricAggregate, PruneResult, Storage, TimeArg, Transaction
+from .storage import (
+    Duration,
+    MetricAggregate,
+    PruneResult,
+    QueueLimit,
+    Storage,
+    TimeArg,
+    Transaction,
+)
 from .sync_worker import Worker
 from .urls import in_browser
 
@@ -406,6 +414,10 @@ class _SyncAPI:
         """
         self._run(lambda s: s.set_rate_limit(key, limit, per))
 
+    def list_queue_limits(self) -> list[QueueLimit]:
+        """Every key with a limit (``set_concurrency_limit``, ``set_rate_limit``), by key."""
+        return self._run(lambda s: s.list_queue_limits())
+
     def start_task(self, task_id: str, agent_id: str) -> TaskModel:
         """Mark a held task running; LeaseLostError if ``agent_id`` no longer holds it."""
         return self._run(lambda s: s.start_task(task_id, agent_id))
@@ -652,6 +664,17 @@ class _SyncAPI:
         """
         return self._run(lambda s: s.retention_report())
 
+    def restore_retention_record(
+        self, last_run: TimeArg | None, removed: Mapping[str, int]
+    ) -> None:
+        """Replace the record ``retention_report`` reads: when retention last ran and the
+        rows it removed per table (``tasks``, ``events``, ``messages``, ``metrics``).
+
+        For moving a database (``copy_storage`` carries the record over); retention passes
+        keep it up to date by themselves.
+        """
+        self._run(lambda s: s.restore_retention_record(last_run, removed))
+
     def store_schedule(
         self,
         name: str,
@@ -680,6 +703,14 @@ class _SyncAPI:
     def list_schedules(self) -> list[ScheduleModel]:
         """Every schedule, by name."""
         return self._run(lambda s: s.list_schedules())
+
+    def restore_schedule(self, schedule: ScheduleModel) -> ScheduleModel:
+        """Store a schedule exactly as ``get_schedule`` or ``list_schedules`` read it from
+        another storage: its next and last due times, pause and times kept (where
+        ``store_schedule`` would compute them afresh). A name already stored is a
+        :class:`ConflictError`. For moving a database (``copy_storage`` uses it).
+        """
+        return self._run(lambda s: s.restore_schedule(schedule))
 
     def delete_schedule(self, name: str) -> None:
         """Delete a schedule (idempotent); the tasks it enqueued stay."""

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ruv_swarm_persistence import AgentModel, EventModel, MetricModel, TaskModel
+from ruv_swarm_persistence import AgentModel, EventModel, MetricModel, TaskModel, init_storage
 from ruv_swarm_persistence.backends.memory import MemoryStorage
+from ruv_swarm_persistence.backends.sqlite import SqliteStorage
 from ruv_swarm_persistence.cli import main, maintenance
 from ruv_swarm_persistence.copy import PAGE, CopyReport, TableCopy, copy_storage
+from ruv_swarm_persistence.storage import QueueLimit
+from tests import pgserver
 
 from .conftest import Demo, swarmdb
 
-COPIED = ("agents", "tasks", "messages", "metrics", "events")
+COPIED = ("agents", "tasks", "messages", "metrics", "events", "limits", "schedules", "retention")
 
 
 def test_copy_prints_a_verified_row_per_table(demo: Demo, tmp_path: Path) -> None:
@@ -90,5 +95,45 @@ async def test_copy_storage_reports_increasing_counts_ending_at_the_totals() -> 
         assert seen[-1] == (rows, rows), table
     assert [d for d, _ in calls["events"]] == [0, PAGE, 2 * PAGE, 2 * PAGE + 7]
     assert calls["messages"] == [(0, 0)]
+    assert calls["retention"] == [(0, 0)]
     await src.close()
     await dst.close()
+
+
+def test_copy_carries_the_queue_controls_from_sqlite_to_postgresql_and_back(
+    tmp_path: Path, pg_url: str
+) -> None:
+    source, back = tmp_path / "source.db", tmp_path / "back.db"
+    schema = pgserver.new_schema_name("copycli")
+    middle = f"{pg_url}?schema={schema}"
+
+    async def make() -> None:
+        async with await SqliteStorage.open(source) as s:
+            await s.store_tasks([TaskModel.new("x", concurrency_key="k") for _ in range(3)])
+            await s.set_concurrency_limit("k", 1)
+            await s.set_rate_limit("k", 5, per=timedelta(minutes=1))
+            await s.store_schedule("tick", "30s", {"task_type": "x"})
+            await s.store_schedule("paused", "1h", {"task_type": "x"})
+            await s.pause_schedule("paused")
+            await s.apply_retention("events:1d")
+
+    async def controls(url: str) -> tuple[Any, ...]:
+        async with await init_storage(url) as s:
+            report = await s.retention_report()
+            return (await s.list_queue_limits(), await s.list_schedules(), report.last_run)
+
+    asyncio.run(make())
+    try:
+        there = swarmdb("copy", str(source), middle, "--json")
+        again = swarmdb("copy", middle, str(back), "--json")
+        for ran in (there, again):
+            doc = ran.json()
+            assert doc["ok"] is True
+            counts = {name: doc["tables"][name]["rows_copied"] for name in COPIED[-3:]}
+            assert counts == {"limits": 1, "schedules": 2, "retention": 1}
+        want = asyncio.run(controls(str(source)))
+        assert want[0] == [QueueLimit("k", 1, 5, timedelta(minutes=1))]
+        assert asyncio.run(controls(middle)) == want
+        assert asyncio.run(controls(str(back))) == want
+    finally:
+        asyncio.run(pgserver.drop_schema(pg_url, schema))

@@ -110,6 +110,10 @@ class Engine(Protocol):
         """Set (``None``: remove) a key's ``"concurrency"`` or ``"rate"`` limit; claims
         (``claim_task``, ``claim_next_task``, ``next_ready``) obey ``rules.claim_admitted``."""
 
+    async def queue_limits(self, tx: Any) -> list[Record]:
+        """Every key with a limit, by key: ``key``, ``max_running``, ``rate_limit``,
+        ``rate_period`` (µs), each limit ``None`` when unset."""
+
     async def start_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
         """Held task → running."""
 
@@ -230,6 +234,9 @@ class Engine(Protocol):
         ``last_due``, ``paused`` and ``created_at`` unless ``spec`` or ``timezone`` changed,
         which takes the new ``next_due``); the stored record."""
 
+    async def restore_schedule(self, tx: Any, rec: Record) -> None:
+        """Store a schedule record as it is; a stored name is a ``ConflictError``."""
+
     async def get_schedule(self, tx: Any, name: str) -> Record | None:
         """The schedule, or ``None``."""
 
@@ -290,3 +297,6 @@ class Engine(Protocol):
     async def retention_record(self, tx: Any) -> dict[str, int]:
         """The record of maintenance: ``ran_at`` (µs; absent if no pass ever ran) and rows
         removed in all per table (``tasks``, ``events``, ``messages``, ``metrics``)."""
+
+    async def set_retention_record(self, tx: Any, record: dict[str, int]) -> None:
+        """Replace the record of maintenance with ``record`` (``retention_record``'s form)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from .. import _json, codec, rules, schedules
@@ -34,9 +34,10 @@ from ..retention import (
     RetentionPolicy,
     RetentionReport,
     parse_retention,
+    retention_counts,
 )
 from ..schedules import ScheduleModel
-from ..storage import Duration, MetricAggregate, PruneResult, Storage, TimeArg
+from ..storage import Duration, MetricAggregate, PruneResult, QueueLimit, Storage, TimeArg
 from ._wake import EVENTS, FINISHED, TASKS, Deadline, Wakeups, mail
 from .engine import Engine
 
@@ -224,6 +225,18 @@ class Front(Storage):
         per_us = codec.duration_arg(per, "per")
         tx = await self._gate() if self._blocked else None
         await self._engine.set_queue_limit(tx, key, "rate", n, None if n is None else per_us)
+
+    async def list_queue_limits(self) -> list[QueueLimit]:
+        tx = await self._gate() if self._blocked else None
+        return [
+            QueueLimit(
+                r["key"],
+                r["max_running"],
+                r["rate_limit"],
+                None if r["rate_period"] is None else timedelta(microseconds=r["rate_period"]),
+            )
+            for r in await self._engine.queue_limits(tx)
+        ]
 
     def _held_args(self, task_id: str, agent_id: str) -> None:
         codec.check_id(task_id, "task_id", self._limits)
@@ -616,6 +629,12 @@ class Front(Storage):
         tx = await self._gate() if self._blocked else None
         return [schedules.decode_schedule(r) for r in await self._engine.list_schedules(tx)]
 
+    async def restore_schedule(self, schedule: ScheduleModel) -> ScheduleModel:
+        rec = schedules.restored_record(schedule, self._limits)
+        tx = await self._gate() if self._blocked else None
+        await self._engine.restore_schedule(tx, rec)
+        return schedules.decode_schedule(rec)
+
     async def delete_schedule(self, name: str) -> None:
         schedules.check_name(name, self._limits)
         tx = await self._gate() if self._blocked else None
@@ -684,3 +703,13 @@ class Front(Storage):
             None if ran_at is None else from_us(ran_at),
             {table: record.get(table, 0) for table in TABLES},
         )
+
+    async def restore_retention_record(
+        self, last_run: TimeArg | None, removed: Mapping[str, int]
+    ) -> None:
+        ran_at = codec.opt_time_arg(last_run, "last_run")
+        record = retention_counts(removed)
+        if ran_at is not None:
+            record["ran_at"] = ran_at
+        tx = await self._gate() if self._blocked else None
+        await self._engine.set_retention_record(tx, record)

@@ -344,9 +344,16 @@ def copy(
 ) -> None:
     """Copy a whole swarm from SRC into an empty DST (SQLite or PostgreSQL), verified.
 
-    Prints one row per table: the rows copied and whether the copy matches the source (row
-    counts and a checksum over every row); a bar per table shows the progress on a terminal.
-    Exit status 1 when any table does not match.
+    Every table, then the queue controls: each key's concurrency and rate limits, the
+    schedules as they stand (next and last due times, paused or not) and the record of
+    retention passes. Not copied: the claims counted in a rate limit's current window, and
+    the retention policy, which is not stored in a database: give it in DST's URL
+    (?retention=...) wherever the copy is opened.
+
+    Prints one row per table (limits, schedules and retention included): the rows copied
+    and whether the copy matches the source (row counts and a checksum over every row); a
+    bar per table shows the progress on a terminal. Exit status 1 when any table does not
+    match.
     """
     locate(src, must_exist=True)
     locate(dst, must_exist=False)

@@ -62,6 +62,7 @@ import pytest
 from ..errors import ValidationError
 from ..models import AgentModel, EventModel, MessageModel, MetricModel, TaskModel
 from ..query import QueryBuilder
+from ..schedules import ScheduleModel
 from ..storage import Storage, Transaction
 from ._support import agent, at, event, message, metric, snapshot, within
 
@@ -255,6 +256,37 @@ BAD_TEMPLATES: dict[str, Bad] = {
 }
 BAD_ZONES: dict[str, Bad] = {"unknown": _v("Mars/Olympus"), "int": _v(5), "empty": _v("")}
 BAD_MISSED: dict[str, Bad] = {"unknown": _v("catch_up"), "none": _v(None)}
+
+
+def _schedule_model(**fields: Any) -> ScheduleModel:
+    """A schedule as ``list_schedules`` reads it (``restore_schedule``'s argument)."""
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    template = {"task_type": "work", "payload": None, "priority": 2, "max_retries": 3}
+    schedule = ScheduleModel("r1", "1m", template, "UTC", "skip", False, t, None, t, t)
+    return replace(schedule, **fields)
+
+
+BAD_SCHEDULES: dict[str, Bad] = {
+    "none": Bad(lambda: None, "schedule"),
+    "dict": Bad(lambda: {"name": "r1"}, "schedule"),
+    "empty-name": Bad(lambda: _schedule_model(name=""), "schedule.name"),
+    "zero-interval": Bad(lambda: _schedule_model(spec="0s"), "schedule.spec"),
+    "unknown-zone": Bad(lambda: _schedule_model(timezone="Mars/Olympus"), "schedule.timezone"),
+    "no-type": Bad(lambda: _schedule_model(task_template={}), "schedule.task_template"),
+    "missed": Bad(lambda: _schedule_model(missed="catch_up"), "schedule.missed"),
+    "paused-int": Bad(lambda: _schedule_model(paused=1), "schedule.paused"),
+    "naive-next": Bad(lambda: _schedule_model(next_due=_naive()), "schedule.next_due"),
+    "str-last": Bad(lambda: _schedule_model(last_due="today"), "schedule.last_due"),
+}
+#: ``restore_retention_record``'s rows removed per table.
+BAD_REMOVED: dict[str, Bad] = {
+    "none": _v(None),
+    "list": _new(lambda: [("events", 1)]),
+    "unknown-table": _new(lambda: {"trucks": 1}),
+    "negative": Bad(lambda: {"events": -1}, "removed.events"),
+    "float": Bad(lambda: {"events": 1.5}, "removed.events"),
+    "beyond-int64": Bad(lambda: {"events": 2**63}, "removed.events"),
+}
 
 BAD_GROUP_BY: dict[str, Bad] = {
     "unknown": _new(lambda: ["unit"]),
@@ -671,6 +703,12 @@ METHODS: list[Method] = [
     M("claim_task", task_id=ident("t2"), agent_id=ident("a1"), lease=duration()),
     M("claim_next_task", agent_id=ident("a1"), task_types=types(), lease=duration()),
     M("set_concurrency_limit", key=ident("k"), limit=count(2, optional=True)),
+    M("restore_schedule", schedule=Param(_schedule_model, BAD_SCHEDULES)),
+    M(
+        "restore_retention_record",
+        last_run=time(None, optional=True),
+        removed=Param(lambda: {"events": 1}, BAD_REMOVED),
+    ),
     M(
         "set_rate_limit",
         key=ident("k"),

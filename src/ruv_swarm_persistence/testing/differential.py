@@ -43,6 +43,7 @@ from ..errors import ConflictError, StorageError, ValidationError
 from ..models import AgentStatus, MessagePriority, TaskModel, TaskPriority, TaskStatus
 from ..query import QueryBuilder
 from ..rules import RetryPolicy
+from ..schedules import ScheduleModel
 from ..storage import Storage
 from . import FakeClock
 from ._support import agent, at, event, message, metric, snapshot
@@ -264,6 +265,7 @@ class Differential(RuleBasedStateMachine):
                 lambda s: s.set_concurrency_limit(key, limit),
                 f"set_concurrency_limit({key}, {limit})",
             )
+        self.both(lambda s: s.list_queue_limits(), "list_queue_limits")
 
     @rule(agent_id=agents, types=task_types, lease=st.sampled_from([None, 1, 30]))
     def claim_next_task(self, agent_id: str, types: list[str] | None, lease: int | None) -> None:
@@ -554,8 +556,16 @@ class Differential(RuleBasedStateMachine):
 
         self.both(lambda s: s.query(build()), f"query({model}, {pattern}, {desc}, {limit})")
 
-    @rule(policy=st.sampled_from(["events:1h", "tasks:10,messages:1d", "metrics:2", "events:3"]))
-    def retention(self, policy: str) -> None:
+    @rule(
+        policy=st.sampled_from(["events:1h", "tasks:10,messages:1d", "metrics:2", "events:3"]),
+        restore=st.booleans(),
+    )
+    def retention(self, policy: str, restore: bool) -> None:
+        if restore:
+            self.both(
+                lambda s: s.restore_retention_record(at(5), {"events": 2, "tasks": 1}),
+                "restore_retention_record",
+            )
         self.both(lambda s: s.apply_retention(policy), f"apply_retention({policy})")
         self.both(lambda s: s.retention_report(), "retention_report")
 
@@ -563,7 +573,7 @@ class Differential(RuleBasedStateMachine):
         name=st.sampled_from(["s1", "s2", "ghost"]),
         every=st.sampled_from([1, 60, timedelta(hours=1)]),
         missed=st.sampled_from(["skip", "run_once"]),
-        action=st.sampled_from(["store", "store", "pause", "resume", "delete", "fire"]),
+        action=st.sampled_from(["store", "store", "pause", "resume", "delete", "restore", "fire"]),
     )
     def schedules(self, name: str, every: Any, missed: str, action: str) -> None:
         template = {"task_type": "build", "payload": {"from": name}}
@@ -578,6 +588,11 @@ class Differential(RuleBasedStateMachine):
             self.both(lambda s: s.resume_schedule(name), f"resume_schedule({name})")
         elif action == "delete":
             self.both(lambda s: s.delete_schedule(name), f"delete_schedule({name})")
+        elif action == "restore":
+            restored = ScheduleModel(
+                name, "30s", template, "UTC", missed, False, at(90), at(60), at(0), at(1)
+            )
+            self.both(lambda s: s.restore_schedule(restored), f"restore_schedule({name})")
         self.both(lambda s: s.fire_due_schedules(), "fire_due_schedules")
         self.both(lambda s: s.get_schedule(name), f"get_schedule({name})")
         self.both(lambda s: s.list_schedules(), "list_schedules")

@@ -48,6 +48,7 @@ from ..errors import (
 )
 from ..models import AgentModel, EventModel, MessageModel, MetricModel, TaskModel
 from ..query import QueryBuilder
+from ..schedules import ScheduleModel
 from ..storage import Storage
 from ._support import agent, at, event, message, metric, snapshot
 
@@ -337,6 +338,13 @@ def args(**params: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, ...]]
 _SIGNATURE_NAMES: dict[str, tuple[str, ...]] = {}
 
 
+_SCHEDULE: Final = ScheduleModel(
+    "r1", "30s", {"task_type": "work", "payload": None, "priority": 2, "max_retries": 3}, "UTC",
+    "skip", False, at(60), None, at(0), at(0),
+)  # fmt: skip
+_PAUSED_SCHEDULE: Final = dataclasses.replace(_SCHEDULE, name="r2", paused=True, last_due=at(30))
+
+
 def _m(name: str, /, **params: st.SearchStrategy[Any]) -> tuple[str, st.SearchStrategy[Any]]:
     _SIGNATURE_NAMES[name] = tuple(params)
     return name, args(**params)
@@ -375,6 +383,7 @@ ARGUMENTS: Final[dict[str, st.SearchStrategy[tuple[Any, ...]]]] = dict(
         _m("get_failed_tasks", task_type=good_or_hostile(None, "work"), limit=COUNTS),
         _m("set_concurrency_limit", key=IDS, limit=good_or_hostile(None, 0, 1, 10)),
         _m("set_rate_limit", key=IDS, limit=good_or_hostile(None, 0, 1, 10), per=DURATIONS),
+        _m("list_queue_limits"),
         _m("retry_task", task_id=IDS),
         _m("retry_tasks", task_ids=ID_LISTS),
         _m("retry_failed_tasks", task_type=good_or_hostile(None, "work")),
@@ -421,6 +430,11 @@ ARGUMENTS: Final[dict[str, st.SearchStrategy[tuple[Any, ...]]]] = dict(
         _m("apply_retention", policy=good_or_hostile(None, "events:1h", "tasks:10,messages:1d")),
         _m("retention_report"),
         _m(
+            "restore_retention_record",
+            last_run=TIMES,
+            removed=good_or_hostile({}, {"events": 3}, {"tasks": 1, "metrics": 0}),
+        ),
+        _m(
             "store_schedule",
             name=good_or_hostile("s1", "s2"),
             cron_or_interval=good_or_hostile("1m", 30, timedelta(hours=1), "every 5s"),
@@ -430,6 +444,7 @@ ARGUMENTS: Final[dict[str, st.SearchStrategy[tuple[Any, ...]]]] = dict(
         ),
         _m("get_schedule", name=good_or_hostile("s1", "ghost")),
         _m("list_schedules"),
+        _m("restore_schedule", schedule=good_or_hostile(_SCHEDULE, _PAUSED_SCHEDULE)),
         _m("delete_schedule", name=good_or_hostile("s2", "ghost")),
         _m("pause_schedule", name=good_or_hostile("s1", "ghost")),
         _m("resume_schedule", name=good_or_hostile("s1", "ghost")),

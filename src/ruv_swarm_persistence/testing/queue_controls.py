@@ -10,13 +10,14 @@ are run by ``tests/conformance/test_queue_controls.py`` on SQLite and PostgreSQL
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from ..errors import ConflictError, ValidationError
 from ..models import TaskModel, TaskPriority, TaskStatus
-from ..storage import Storage
+from ..storage import QueueLimit, Storage
 from . import FakeClock
 from ._support import within
 from .plugin import StorageFactory
@@ -296,6 +297,25 @@ async def test_rate_and_concurrency_limits_of_one_key_both_hold(
     assert done == ["t0", "t1", "t2"]
     await storage.set_rate_limit("k", None)
     assert await _claim_all(storage) == ["t3"]
+
+
+async def test_the_limits_are_listed_by_key(storage: Storage) -> None:
+    assert await storage.list_queue_limits() == []
+    await storage.set_rate_limit("r", 1, per=0.5)
+    await storage.set_concurrency_limit("k", 2)
+    await storage.set_rate_limit("k", 3, per=timedelta(minutes=1))
+    await storage.set_concurrency_limit("z", 0)
+    assert await storage.list_queue_limits() == [
+        QueueLimit("k", concurrency=2, rate=3, per=timedelta(minutes=1)),
+        QueueLimit("r", rate=1, per=timedelta(milliseconds=500)),
+        QueueLimit("z", concurrency=0),
+    ]
+    await storage.set_concurrency_limit("k", None)
+    await storage.set_rate_limit("r", None)
+    assert await storage.list_queue_limits() == [
+        QueueLimit("k", rate=3, per=timedelta(minutes=1)),
+        QueueLimit("z", concurrency=0),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,8 @@ __all__ = [
     "test_a_pass_in_a_rolled_back_transaction_is_undone",
     "test_retention_runs_by_itself_in_the_background",
     "test_retention_arguments_are_checked",
+    "test_a_restored_record_is_the_report_and_passes_add_to_it",
+    "test_a_restored_record_is_checked",
 ]
 
 H = timedelta(hours=1)
@@ -289,3 +291,45 @@ async def test_retention_arguments_are_checked(
     assert exc.value.field == "policy"
     with pytest.raises(ValidationError):
         Keep()
+
+
+async def test_a_restored_record_is_the_report_and_passes_add_to_it(
+    storage: Storage, clock: FakeClock
+) -> None:
+    await _events_aged(storage, clock, {"a": 2, "b": 0})
+    assert await storage.apply_retention("events:1h") == _removed(events=1)
+    ran = clock() - 3 * H
+    await storage.restore_retention_record(ran, {"tasks": 7, "metrics": 2})
+    report = await storage.retention_report()
+    assert report.last_run == ran
+    assert report.removed == {"tasks": 7, "events": 0, "messages": 0, "metrics": 2}
+    clock.advance(2)
+    assert await storage.apply_retention("events:1s") == _removed(events=1)
+    report = await storage.retention_report()
+    assert report.last_run == clock()
+    assert report.removed == {"tasks": 7, "events": 1, "messages": 0, "metrics": 2}
+    # Never ran: no time, nothing removed, as on a new database.
+    await storage.restore_retention_record(None, {})
+    report = await storage.retention_report()
+    assert report.last_run is None
+    assert report.removed == {"tasks": 0, "events": 0, "messages": 0, "metrics": 0}
+
+
+async def test_a_restored_record_is_checked(storage: Storage, clock: FakeClock) -> None:
+    bad: list[tuple[Any, Any, str]] = [
+        ("yesterday", {}, "last_run"),
+        (clock().replace(tzinfo=None), {}, "last_run"),
+        (None, [("events", 1)], "removed"),
+        (None, {"trucks": 1}, "removed"),
+        (None, {"events": -1}, "removed.events"),
+        (None, {"events": 1.5}, "removed.events"),
+        (None, {"events": True}, "removed.events"),
+        (None, {"events": "3"}, "removed.events"),
+    ]
+    await storage.restore_retention_record(clock(), {"events": 4})
+    for last_run, removed, field in bad:
+        with pytest.raises(ValidationError) as exc:
+            await storage.restore_retention_record(last_run, removed)
+        assert exc.value.field == field, (last_run, removed)
+    report = await storage.retention_report()
+    assert (report.last_run, report.removed["events"]) == (clock(), 4)

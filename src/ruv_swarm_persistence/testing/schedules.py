@@ -7,6 +7,7 @@ takes "now" from a fake clock. Cron schedules need the ``cron`` extra (``cronsim
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,8 @@ __all__ = [
     "test_a_pass_in_a_rolled_back_transaction_is_undone",
     "test_a_task_id_taken_by_another_task_is_a_conflict",
     "test_schedule_arguments_are_checked",
+    "test_a_restored_schedule_keeps_its_due_times_and_pause",
+    "test_a_restored_schedule_is_checked",
 ]
 
 TEMPLATE: dict[str, Any] = {"task_type": "tick", "payload": {"n": 1}, "priority": 3}
@@ -280,3 +283,58 @@ async def test_schedule_arguments_are_checked(storage: Storage) -> None:
     with pytest.raises(ValidationError) as exc:
         await storage.get_schedule("")
     assert exc.value.field == "name"
+
+
+async def test_a_restored_schedule_keeps_its_due_times_and_pause(
+    storage: Storage, clock: FakeClock
+) -> None:
+    await storage.store_schedule("a", "10s", TEMPLATE, missed="run_once")
+    await storage.store_schedule("b", "1h", {"task_type": "other", "concurrency_key": "k"})
+    clock.advance(10)
+    assert len(await storage.fire_due_schedules()) == 1
+    await storage.pause_schedule("b")
+    clock.advance(3)
+    before = await storage.list_schedules()
+    assert before[0].last_due is not None
+    assert before[1].paused
+    for schedule in before:
+        await storage.delete_schedule(schedule.name)
+    for schedule in reversed(before):
+        assert await storage.restore_schedule(schedule) == schedule
+    assert await storage.list_schedules() == before
+    with pytest.raises(ConflictError):
+        await storage.restore_schedule(dataclasses.replace(before[0], paused=True))
+    assert await storage.list_schedules() == before
+    # It fires at the due time it kept (20 s in, not 10 s after the restore).
+    clock.advance(6)
+    assert await storage.fire_due_schedules() == []
+    clock.advance(1)
+    assert [f.split("@")[0] for f in await storage.fire_due_schedules()] == ["a"]
+
+
+async def test_a_restored_schedule_is_checked(storage: Storage, clock: FakeClock) -> None:
+    good = await storage.store_schedule("s", "1m", TEMPLATE)
+    await storage.delete_schedule("s")
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"name": ""}, "schedule.name"),
+        ({"name": "x" * 201}, "schedule.name"),
+        ({"spec": "0s"}, "schedule.spec"),
+        ({"spec": "every other day"}, "schedule.spec"),
+        ({"timezone": "Mars/Olympus"}, "schedule.timezone"),
+        ({"task_template": {"payload": 1}}, "schedule.task_template"),
+        ({"task_template": {"task_type": "t", "payload": float("nan")}}, "schedule.task_template"),
+        ({"missed": "catch_up"}, "schedule.missed"),
+        ({"paused": 1}, "schedule.paused"),
+        ({"next_due": good.next_due.replace(tzinfo=None)}, "schedule.next_due"),
+        ({"last_due": "yesterday"}, "schedule.last_due"),
+        ({"created_at": None}, "schedule.created_at"),
+        ({"updated_at": 5}, "schedule.updated_at"),
+    ]
+    for change, field in bad:
+        with pytest.raises(ValidationError) as exc:
+            await storage.restore_schedule(dataclasses.replace(good, **change))
+        assert exc.value.field == field, change
+    with pytest.raises(ValidationError) as exc:
+        await storage.restore_schedule({"name": "s"})  # type: ignore[arg-type]
+    assert exc.value.field == "schedule"
+    assert await storage.list_schedules() == []

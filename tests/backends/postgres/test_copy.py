@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,19 @@ async def _populate(s: Storage, clock: FakeClock) -> None:
     )
     await s.store_events([event(f"e{i}", ts=i, agent_id="a1") for i in range(30)])
     await s.prune(events_before=at(5))  # the log now starts at sequence 6
+    # The queue controls: limits, schedules (one fired, one paused), a retention record.
+    await s.set_concurrency_limit("gpu", 2)
+    await s.set_rate_limit("gpu", 10, per=timedelta(minutes=1))
+    await s.set_rate_limit("api", 3, per=0.25)
+    await s.set_concurrency_limit("paused-key", 0)
+    await s.store_schedule("every-10s", "10s", {"task_type": "tick", "payload": {"n": 1}})
+    await s.store_schedule(
+        "hourly", "1h", {"task_type": "report", "concurrency_key": "gpu"}, missed="run_once"
+    )
+    clock.advance(10)
+    assert len(await s.fire_due_schedules()) == 1
+    await s.pause_schedule("hourly")
+    await s.apply_retention("metrics:18")  # removes the two oldest metrics
     clock.advance(1)
 
 
@@ -83,6 +97,9 @@ async def _everything(s: Storage) -> dict[str, Any]:
         "ready": [t.id for t in await s.get_ready_tasks()],
         "pending": [t.id for t in await s.get_pending_tasks()],
         "unread": [m.id for m in await s.get_unread_messages("a1")],
+        "limits": await s.list_queue_limits(),
+        "schedules": await s.list_schedules(),
+        "retention": dataclasses.replace(await s.retention_report(), policy=None),
     }
 
 
@@ -107,7 +124,10 @@ async def test_round_trip_through_postgres_keeps_every_row(
         there = await copy_storage(source, middle)
         assert there.ok, str(there)
         assert there.tables["events"].source_rows == 25
-        assert there.rows == 2 + 7 + 2 + 20 + 25
+        assert there.tables["limits"].source_rows == 3
+        assert there.tables["schedules"].source_rows == 2
+        assert there.tables["retention"].source_rows == 1
+        assert there.rows == 2 + 8 + 2 + 18 + 25 + 3 + 2 + 1
         again = await copy_storage(middle, back)
         assert again.ok
         want = await _everything(source)
@@ -120,9 +140,38 @@ async def test_round_trip_through_postgres_keeps_every_row(
         assert claimed.id == "idle"
         nxt = await back.store_event(EventModel.new("after-copy", {}))
         assert nxt == 26
+        # The schedules go on from where they were: the next due time of the copy's.
+        clock.advance(8)
+        assert await back.fire_due_schedules() == []
+        clock.advance(1)
+        fired = await back.fire_due_schedules()
+        assert fired == [f"every-10s@{at(20).isoformat()}"]
+        # The limits hold on the copy: a key at 0 admits no claim.
+        await back.store_task(_task("held-back", 30, concurrency_key="paused-key"))
+        assert not await back.claim_task("held-back", "a3")
     finally:
         await source.close()
         await back.close()
+
+
+@pytest.mark.parametrize(
+    "control",
+    [
+        lambda s: s.set_rate_limit("k", 1),
+        lambda s: s.store_schedule("s", "1m", {"task_type": "t"}),
+    ],
+    ids=["limit", "schedule"],
+)
+async def test_copy_refuses_a_destination_with_queue_controls(
+    open_storage: Opener, control: Any
+) -> None:
+    source = MemoryStorage()
+    await source.store_agent(agent("a"))
+    target = await open_storage()
+    await control(target)
+    with pytest.raises(ValidationError, match="not empty"):
+        await copy_storage(source, target)
+    assert await target.list_agents() == []
 
 
 async def test_copy_refuses_a_destination_with_data(open_storage: Opener) -> None:

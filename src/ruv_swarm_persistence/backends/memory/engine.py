@@ -404,6 +404,12 @@ class MemoryEngine(schedules.MemorySchedules):
             t.put(t.limits, key, (max_running, rate, period))
         self._changed(TASKS)  # a raised limit may let waiting tasks be claimed
 
+    async def queue_limits(self, tx: Any) -> list[Record]:
+        return [
+            {"key": key, "max_running": m, "rate_limit": r, "rate_period": p}
+            for key, (m, r, p) in sorted(self.tables.limits.items())
+        ]
+
     async def start_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
         now = self._now()
         rec = self._held(task_id, agent_id, now)
@@ -756,3 +762,6 @@ class MemoryEngine(schedules.MemorySchedules):
 
     async def retention_record(self, tx: Any) -> dict[str, int]:
         return dict(self.tables.meta)
+
+    async def set_retention_record(self, tx: Any, record: dict[str, int]) -> None:
+        self.tables.set_attr("meta", dict(record))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ...codec import Record
+from ...errors import ConflictError
 
 __all__ = ["MemorySchedules"]
 
@@ -77,6 +78,12 @@ class MemorySchedules:
 
     async def put_schedule(self, tx: Any, rec: Record) -> Record:
         return put_schedule(self._schedule_tables(), rec)
+
+    async def restore_schedule(self, tx: Any, rec: Record) -> None:
+        t = self._schedule_tables()
+        if rec["name"] in t.schedules:
+            raise ConflictError("schedule", rec["name"])
+        t.put(t.schedules, rec["name"], rec)
 
     async def get_schedule(self, tx: Any, name: str) -> Record | None:
         return self._schedule_tables().schedules.get(name)

@@ -239,6 +239,9 @@ class PostgresEngine:
         op = self.ops.set_queue_limit
         await self._write(tx, lambda conn, fx: op(conn, fx, key, kind, limit, period_us))
 
+    async def queue_limits(self, tx: Any) -> list[Record]:
+        return await self._rows(tx, sql.QUEUE_LIMIT_COLS, sql.QUEUE_LIMITS)
+
     async def start_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
         now = self._now()
         return await self._write(
@@ -460,6 +463,11 @@ class PostgresEngine:
         (row,) = await self._statement(tx, sql.PUT_SCHEDULE, *args)
         return row_record(sql.SCHEDULE_COLS, row)
 
+    async def restore_schedule(self, tx: Any, rec: Record) -> None:
+        args = [rec[c] for c in sql.SCHEDULE_COLS]
+        if not await self._statement(tx, sql.RESTORE_SCHEDULE, *args):
+            raise ConflictError("schedule", rec["name"])
+
     async def get_schedule(self, tx: Any, name: str) -> Record | None:
         row = await self._fetchrow(tx, sql.GET_SCHEDULE, name)
         return None if row is None else row_record(sql.SCHEDULE_COLS, row)
@@ -549,3 +557,7 @@ class PostgresEngine:
     async def retention_record(self, tx: Any) -> dict[str, int]:
         rows = await self._fetch(tx, sql.RETENTION_RECORD)
         return {str(name).removeprefix("retention."): int(value) for name, value in rows}
+
+    async def set_retention_record(self, tx: Any, record: dict[str, int]) -> None:
+        names = [f"retention.{key}" for key in record]
+        await self._statement(tx, sql.SET_RECORD, names, list(record.values()))

@@ -223,6 +223,8 @@ SET_RATE_LIMIT = """
 INSERT INTO queue_limits (key, rate_limit, rate_period) VALUES ($1, $2, $3)
 ON CONFLICT (key) DO UPDATE SET rate_limit = excluded.rate_limit,
     rate_period = excluded.rate_period"""
+QUEUE_LIMIT_COLS: Final = ("key", "max_running", "rate_limit", "rate_period")
+QUEUE_LIMITS = f"SELECT {_cols(QUEUE_LIMIT_COLS)} FROM queue_limits ORDER BY key"
 DROP_EMPTY_LIMIT = (
     "DELETE FROM queue_limits WHERE key = $1 AND max_running IS NULL AND rate_limit IS NULL"
 )
@@ -489,6 +491,9 @@ ON CONFLICT (name) DO UPDATE SET missed = EXCLUDED.missed, template = EXCLUDED.t
         THEN schedules.next_due ELSE EXCLUDED.next_due END,
     spec = EXCLUDED.spec, timezone = EXCLUDED.timezone
 RETURNING {_S}"""
+RESTORE_SCHEDULE = f"""
+INSERT INTO schedules ({_S}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (name) DO NOTHING RETURNING name"""
 GET_SCHEDULE = f"SELECT {_S} FROM schedules WHERE name = $1"
 LIST_SCHEDULES = f"SELECT {_S} FROM schedules ORDER BY name"
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE name = $1"
@@ -541,6 +546,13 @@ RETENTION_RECORD = "SELECT name, value FROM swarm_counters WHERE name LIKE 'rete
 ADD_TO_RECORD = """
 INSERT INTO swarm_counters (name, value) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET value = swarm_counters.value + EXCLUDED.value"""
+#: The record replaced whole by names $1 and values $2 (its other names go).
+SET_RECORD = """
+WITH cleared AS (
+    DELETE FROM swarm_counters WHERE name LIKE 'retention.%' AND name <> ALL ($1::text[])
+)
+INSERT INTO swarm_counters (name, value) SELECT * FROM unnest($1::text[], $2::bigint[])
+ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"""
 SET_IN_RECORD = """
 INSERT INTO swarm_counters (name, value) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"""

@@ -28,7 +28,7 @@ import apsw
 from ... import rules
 from ...aggregate import MetricRow, aggregate, crate_aggregate, crate_metric, crate_order
 from ...codec import COLUMNS, EventValues, Record
-from ...errors import StorageError
+from ...errors import ConflictError, StorageError
 from ...models import MetricModel
 from ...query import QueryBuilder
 from ...retention import RetentionPlan
@@ -358,6 +358,10 @@ class SqliteEngine:
         op = SqliteOps.set_queue_limit
         await self._write(tx, lambda ctx: op(ctx, key, kind, limit, period_us))
 
+    async def queue_limits(self, tx: Any) -> list[Record]:
+        read = _reader(sql.QUEUE_LIMITS, (), sql.QUEUE_LIMIT_COLUMNS)
+        return await self.read(tx, read, inline=True)
+
     async def start_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
         rec: Record = await self._write(tx, lambda ctx: self.ops.start_task(ctx, task_id, agent_id))
         return rec
@@ -586,6 +590,15 @@ class SqliteEngine:
         stored: Record = await self._write(tx, put)
         return stored
 
+    async def restore_schedule(self, tx: Any, rec: Record) -> None:
+        values = tuple(rec[c] for c in sql.SCHEDULE_COLUMNS)
+
+        def insert(ctx: WriteContext) -> None:
+            if ctx.conn.execute(sql.RESTORE_SCHEDULE, values).fetchone() is None:
+                raise ConflictError("schedule", rec["name"])
+
+        await self._write(tx, insert)
+
     async def get_schedule(self, tx: Any, name: str) -> Record | None:
         return await self.read(
             tx, _point(sql.GET_SCHEDULE, name, sql.SCHEDULE_COLUMNS), inline=True
@@ -703,6 +716,15 @@ class SqliteEngine:
             return {str(k).removeprefix("retention."): int(v or 0) for k, v in rows}
 
         return await self.read(tx, read, inline=True)
+
+    async def set_retention_record(self, tx: Any, record: dict[str, int]) -> None:
+        rows = [(f"retention.{key}", value) for key, value in record.items()]
+
+        def replace(ctx: WriteContext) -> None:
+            ctx.conn.execute(sql.CLEAR_RETENTION_RECORD)
+            ctx.conn.executemany(sql.SET_IN_RECORD, rows)
+
+        await self._write(tx, replace)
 
 
 def _done(value: Any) -> Awaitable[Any]:

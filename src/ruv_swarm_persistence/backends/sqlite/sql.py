@@ -247,6 +247,8 @@ FORGET_OLD_CLAIMS: Final = (
     "DELETE FROM queue_claims WHERE key = ?1"
     " AND claimed_at <= ?2 - (SELECT rate_period FROM queue_limits WHERE key = ?1)"
 )
+QUEUE_LIMIT_COLUMNS: Final = ("key", "max_running", "rate_limit", "rate_period")
+QUEUE_LIMITS: Final = f"SELECT {', '.join(QUEUE_LIMIT_COLUMNS)} FROM queue_limits ORDER BY key"
 SET_CONCURRENCY_LIMIT: Final = (
     "INSERT INTO queue_limits (key, max_running) VALUES (?, ?)"
     " ON CONFLICT (key) DO UPDATE SET max_running = excluded.max_running"
@@ -390,6 +392,10 @@ PUT_SCHEDULE: Final = (
     " spec = excluded.spec, timezone = excluded.timezone"
     f" RETURNING {', '.join(SCHEDULE_COLUMNS)}"
 )
+RESTORE_SCHEDULE: Final = (
+    f"INSERT INTO schedules ({', '.join(SCHEDULE_COLUMNS)}) VALUES ({', '.join('?' * 10)})"
+    " ON CONFLICT (name) DO NOTHING RETURNING name"
+)
 GET_SCHEDULE: Final = _SCHEDULE_SELECT + " WHERE name = ?"
 LIST_SCHEDULES: Final = _SCHEDULE_SELECT + " ORDER BY name"
 DELETE_SCHEDULE: Final = "DELETE FROM schedules WHERE name = ?"
@@ -443,6 +449,7 @@ ADD_TO_RECORD: Final = (
     "INSERT INTO swarm_meta (key, value) VALUES (?, ?)"
     " ON CONFLICT (key) DO UPDATE SET value = value + excluded.value"
 )
+CLEAR_RETENTION_RECORD: Final = "DELETE FROM swarm_meta WHERE key LIKE 'retention.%'"
 SET_IN_RECORD: Final = (
     "INSERT INTO swarm_meta (key, value) VALUES (?, ?)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
