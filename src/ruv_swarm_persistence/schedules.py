@@ -39,7 +39,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final, Protocol
 
 from . import _json, codec
@@ -90,6 +90,15 @@ class ScheduleModel:
     updated_at: datetime
 
 
+def _zone(name: str) -> tzinfo:
+    """The time zone ``name``; UTC without the time zone database, which Pyodide lacks."""
+    if name == "UTC":
+        return UTC
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
 @dataclass(frozen=True, slots=True)
 class Timing:
     """A schedule's due times: a cron expression in a time zone, or a fixed interval."""
@@ -102,11 +111,9 @@ class Timing:
         """The first due time strictly after ``us``."""
         if self.interval_us is not None:
             return us + self.interval_us
-        from zoneinfo import ZoneInfo
-
         from cronsim import CronSim
 
-        local = from_us(us).astimezone(ZoneInfo(self.timezone))
+        local = from_us(us).astimezone(_zone(self.timezone))
         return to_us(next(CronSim(self.spec, local)))
 
     def latest_at_or_before(self, first: int, now: int) -> int:
@@ -120,11 +127,9 @@ class Timing:
                 return latest
             latest = probe
         # Far behind (a frequent schedule after a long downtime): look back from now.
-        from zoneinfo import ZoneInfo
-
         from cronsim import CronSim
 
-        local = from_us(now + 1).astimezone(ZoneInfo(self.timezone))
+        local = from_us(now + 1).astimezone(_zone(self.timezone))
         return max(to_us(next(CronSim(self.spec, local, reverse=True))), latest)
 
 
@@ -159,10 +164,8 @@ def timing(cron_or_interval: Any, timezone: Any) -> Timing:
     if not isinstance(timezone, str) or not timezone:
         raise ValidationError("must be an IANA time zone name like 'UTC'", field="timezone")
     codec.check_text(timezone, "timezone")
-    from zoneinfo import ZoneInfo
-
     try:
-        ZoneInfo(timezone)
+        _zone(timezone)
     except Exception:  # not found, or not a key at all (a path, a NUL)
         raise ValidationError(f"unknown time zone {timezone!r}", field="timezone") from None
     interval = _interval_us(cron_or_interval)
