@@ -146,7 +146,10 @@ def _plain(value: Any) -> Any:
 async def swarm_snapshot(name: str) -> str:
     """Everything the database holds, as JSON (sorted by id where the API has no order)."""
     async with await IndexedDBStorage.open(name) as s:
-        rows = await snapshot(s)
+        rows: dict[str, Any] = await snapshot(s)
+        rows["limits"] = await s.list_queue_limits()
+        rows["schedules"] = await s.list_schedules()
+        rows["retention"] = await s.retention_report()
     for table in ("agents", "tasks", "messages", "metrics"):
         rows[table].sort(key=lambda m: m.id)
     return json.dumps(_plain(rows), sort_keys=True)
@@ -188,7 +191,63 @@ async def write_swarm(name: str) -> str:
         await s.mark_message_read(unread[0].id)
         await s.update_agent(agents[2])
         await s.delete_agent(agents[2].id)
+        # The queue controls: limits, a claim in a rate limit's window, schedules, retention.
+        await s.set_concurrency_limit("gpu", 2)
+        await s.set_rate_limit("api", 1, per=3600)
+        calls = [TaskModel.new("call", {"n": n}, concurrency_key="api") for n in (1, 2)]
+        await s.store_tasks(calls)
+        called = await s.claim_next_task(agents[0].id, ["call"])
+        assert called is not None
+        await s.store_schedule("tick", "1h", {"task_type": "tick", "concurrency_key": "gpu"})
+        await s.store_schedule("paused", "30m", {"task_type": "tock"}, missed="run_once")
+        await s.pause_schedule("paused")
+        await s.apply_retention("metrics:3")
     return await swarm_snapshot(name)
+
+
+async def rate_room(name: str) -> str:
+    """Whether a claim of the rate-limited key ``write_swarm`` claimed once would go through
+    (tried in a transaction rolled back: nothing is written)."""
+    async with await IndexedDBStorage.open(name) as s:
+        tx = await s.begin_transaction()
+        try:
+            claimed = await tx.claim_next_task("probe", ["call"])
+        finally:
+            await tx.rollback()
+    return json.dumps(claimed is not None)
+
+
+async def upgraded_from_version_1(name: str) -> str:
+    """A database as version 1 of the layout left it (no queue-control stores), opened: its
+    swarm, and the limit and schedule set then, read back after a reopen."""
+    from pyodide.code import run_js
+
+    from ruv_swarm_persistence import codec
+
+    agent = AgentModel.new("old-worker", "researcher", ["analysis"], id="old-worker")
+    make = run_js(
+        """(name, agent) => new Promise((resolve, reject) => {
+             const r = indexedDB.open(name, 1);
+             r.onupgradeneeded = () => {
+               for (const s of ["agents", "tasks", "events", "messages", "metrics", "meta"]) {
+                 r.result.createObjectStore(s);
+               }
+               r.transaction.objectStore("agents").put(agent, "old-worker");
+             };
+             r.onsuccess = () => { r.result.close(); resolve(); };
+             r.onerror = () => reject(r.error);
+           })"""
+    )
+    await make(name, json.dumps(codec.encode_agent(agent)))
+    async with await IndexedDBStorage.open(name) as s:
+        agents = [a.id for a in await s.list_agents()]
+        await s.set_concurrency_limit("gpu", 3)
+        await s.store_schedule("tick", "1h", {"task_type": "tick"})
+    async with await IndexedDBStorage.open(name, migrate=False) as s:
+        limits = await s.list_queue_limits()
+        schedules = [x.name for x in await s.list_schedules()]
+    await delete_database(name)
+    return json.dumps({"agents": agents, "limits": _plain(limits), "schedules": schedules})
 
 
 async def delete_swarm(name: str) -> str:

@@ -116,9 +116,14 @@ def test_committed_writes_survive_a_reload_a_crash_mid_write_and_a_browser_resta
         written = harness.call(page, "await write_swarm('kept')")
         assert len(written["agents"]) == 2
         assert len(written["events"]) == 51
+        assert len(written["limits"]) == 2
+        assert len(written["schedules"]) == 2
+        assert written["retention"]["removed"]["metrics"] == 2
         page.reload()
         harness.wait_booted(page)
         assert harness.call(page, "await swarm_snapshot('kept')") == written
+        # The claim in the rate limit's window was kept: the key has no room left.
+        assert harness.call(page, "await rate_room('kept')") is False
 
         # A write load (transactions and batches, each logged once acknowledged), and the
         # renderer killed in the middle of it.
@@ -155,12 +160,19 @@ def test_committed_writes_survive_a_reload_a_crash_mid_write_and_a_browser_resta
         assert harness.call(page, "await delete_swarm('kept')") is True
         guards = harness.call(page, "await pyodide_guards()")
         newer = harness.call(page, "await newer_schema('from-the-future')")
+        upgraded = harness.call(page, "await upgraded_from_version_1('from-the-past')")
     finally:
         context.close()
     assert newer == (
-        "IndexedDB database 'from-the-future' has schema version 2, written by a newer version "
-        "of ruv-swarm-persistence than this one (schema version 1): open it with that version"
+        "IndexedDB database 'from-the-future' has schema version 3, written by a newer version "
+        "of ruv-swarm-persistence than this one (schema version 2): open it with that version"
     )
+    # A database of the first layout opens with its swarm, and keeps queue controls from then.
+    assert upgraded == {
+        "agents": ["old-worker"],
+        "limits": [{"key": "gpu", "concurrency": 3, "rate": None, "per": None}],
+        "schedules": ["tick"],
+    }
     # What cannot run in a browser says so, in the browser, with what to use instead.
     assert guards["default"] == ["IndexedDBStorage", "swarm"]
     assert isinstance(guards["persisted"], bool)

@@ -31,6 +31,9 @@ from ruv_swarm_persistence import (
 from ruv_swarm_persistence.backends.browser import IndexedDBStorage, delete_database
 from ruv_swarm_persistence.backends.browser.engine import SCHEMA_VERSION, SEGMENT
 from ruv_swarm_persistence.backends.browser.idb import PyodideBridge
+from ruv_swarm_persistence.storage import QueueLimit
+from ruv_swarm_persistence.testing import FakeClock
+from ruv_swarm_persistence.testing._support import T0
 from tests.browser.fake_idb import FakeDatabase, FakeIndexedDB
 
 
@@ -495,3 +498,106 @@ async def test_a_closed_storage_is_freed_without_the_cycle_collector(idb: FakeIn
         assert tables() is None
     finally:
         gc.enable()
+
+
+async def test_the_queue_controls_survive_a_reopen(idb: FakeIndexedDB) -> None:
+    clock = FakeClock(T0)
+    async with await open_storage(idb, clock=clock, lease=3600) as s:
+        await s.set_concurrency_limit("gpu", 1)
+        await s.set_rate_limit("api", 2, per=60)
+        await s.store_tasks(
+            [TaskModel.new("x", concurrency_key="gpu") for _ in range(2)]
+            + [TaskModel.new("x", concurrency_key="api") for _ in range(3)]
+        )
+        claimed = [await s.claim_next_task("w1") for _ in range(5)]
+        assert sum(t is not None for t in claimed) == 3  # one gpu, two api
+        await s.store_schedule("tick", "10s", {"task_type": "tick"})
+        await s.store_schedule("nightly", "1d", {"task_type": "report"}, missed="run_once")
+        clock.advance(10)
+        assert len(await s.fire_due_schedules()) == 1
+        await s.pause_schedule("nightly")
+        await s.apply_retention("events:1h")
+        limits = await s.list_queue_limits()
+        schedules = await s.list_schedules()
+        report = await s.retention_report()
+    clock.advance(1)
+    async with await open_storage(idb, clock=clock, lease=3600) as s:
+        assert await s.list_queue_limits() == limits
+        assert await s.list_schedules() == schedules
+        assert await s.retention_report() == report
+        # The key at its limit and the rate window's claims are still counted.
+        assert await s.claim_next_task("w2", ["x"]) is None
+        clock.advance(60)
+        got = await s.claim_next_task("w2", ["x"])
+        assert got is not None
+        assert got.concurrency_key == "api"
+        # The schedule goes on from the due time it kept.
+        assert [f.split("@")[0] for f in await s.fire_due_schedules()] == ["tick"]
+        await s.set_rate_limit("api", None)
+        await s.delete_schedule("nightly")
+        await s.restore_retention_record(None, {})
+    assert set(idb.values("swarm", "queue_limits")) == {"gpu"}
+    assert idb.values("swarm", "queue_claims") == {}
+    assert set(idb.values("swarm", "schedules")) == {"tick"}
+    assert "retention.ran_at" not in idb.values("swarm", "meta")
+    async with await open_storage(idb, clock=clock) as s:
+        assert await s.list_queue_limits() == [QueueLimit("gpu", concurrency=1)]
+        assert [x.name for x in await s.list_schedules()] == ["tick"]
+        assert (await s.retention_report()).last_run is None
+
+
+async def test_queue_controls_of_a_rolled_back_transaction_are_not_written(
+    idb: FakeIndexedDB,
+) -> None:
+    async with await open_storage(idb) as s:
+
+        async def change_then_fail() -> None:
+            async with s.transaction() as tx:
+                await tx.set_concurrency_limit("k", 3)
+                await tx.store_schedule("s", "1m", {"task_type": "t"})
+                raise RuntimeError("roll back")
+
+        with pytest.raises(RuntimeError):
+            await change_then_fail()
+        await s.set_rate_limit("r", 1)
+    assert set(idb.values("swarm", "queue_limits")) == {"r"}
+    assert idb.values("swarm", "schedules") == {}
+
+
+async def test_a_database_of_schema_version_1_is_upgraded_keeping_its_swarm(
+    idb: FakeIndexedDB,
+) -> None:
+    assert SCHEMA_VERSION == 2
+    async with await open_storage(idb) as s:
+        await s.store_agent(AgentModel.new("w1", "worker", id="w1"))
+        await s.store_task(TaskModel.new("x", id="t1", concurrency_key="k"))
+    # What version 1 left: the same stores but the queue controls' (they lived in memory).
+    old = idb.databases["swarm"]
+    old.version = 1
+    for store in ("queue_limits", "queue_claims", "schedules"):
+        del old.stores[store]
+    with pytest.raises(MigrationError, match="migrate=False"):
+        await open_storage(idb, migrate=False)
+    assert old.version == 1
+    async with await open_storage(idb) as s:
+        assert [a.id for a in await s.list_agents()] == ["w1"]
+        assert await s.list_queue_limits() == []
+        await s.set_concurrency_limit("k", 0)
+        await s.store_schedule("s", "1m", {"task_type": "t"})
+    assert old.version == SCHEMA_VERSION
+    async with await open_storage(idb, migrate=False) as s:
+        assert await s.list_queue_limits() == [QueueLimit("k", concurrency=0)]
+        assert [x.name for x in await s.list_schedules()] == ["s"]
+        assert not await s.claim_task("t1", "w1")
+
+
+async def test_a_stored_limit_that_is_not_three_values_is_a_serialization_error(
+    idb: FakeIndexedDB,
+) -> None:
+    from ruv_swarm_persistence import SerializationError
+
+    await (await open_storage(idb)).close()
+    idb.databases["swarm"].stores["queue_limits"]["k"] = "[1, 2]"
+    with pytest.raises(SerializationError, match="queue_limits"):
+        await open_storage(idb)
+    assert not idb.locks

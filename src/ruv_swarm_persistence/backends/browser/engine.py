@@ -16,7 +16,14 @@ Layout in IndexedDB (schema version :data:`SCHEMA_VERSION`), every value JSON te
   :data:`SEGMENT` of them), keyed by the sequence of the first; ``prune`` rewrites or deletes
   the segments it touches (a put per event costs many times a put per segment: bench/README.md);
 - ``meta``: ``event_seq``, the last sequence handed out (pruning every event must not let
-  sequences start again).
+  sequences start again), and the record of retention passes (``retention.ran_at``,
+  ``retention.<table>``: rows removed);
+- ``queue_limits``: a key's ``[max_running, rate_limit, rate_period]``, by key;
+- ``queue_claims``: a rate-limited key's claims within its window, by key;
+- ``schedules``: one schedule record per name.
+
+Version 1 had no queue-control stores (limits and schedules lived in memory only): opening
+such a database creates them, empty, in its upgrade to version 2.
 
 The derived state (dependency counts, dependents, the event indexes, the task queue) is not
 stored: :meth:`BrowserEngine.load` rebuilds it at open.
@@ -53,13 +60,18 @@ __all__ = ["SCHEMA_VERSION", "SEGMENT", "STORES", "BrowserEngine"]
 log = logging.getLogger(__name__)
 
 #: The IndexedDB version of the layout above; a database of a higher one is refused.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 #: Object stores of :data:`SCHEMA_VERSION`.
-STORES: Final = ("agents", "tasks", "events", "messages", "metrics", "meta")
+STORES: Final = (
+    "agents", "tasks", "events", "messages", "metrics", "meta",
+    "queue_limits", "queue_claims", "schedules",
+)  # fmt: skip
 #: Most events in one segment (one IndexedDB value).
 SEGMENT: Final = 1000
 
 _RECORD_STORES: Final = ("agents", "tasks", "messages", "metrics")
+#: Prefix of the retention record's keys in the ``meta`` store.
+_RETENTION: Final = "retention."
 _COMPLETED = rules.COMPLETED
 
 
@@ -135,6 +147,12 @@ class _TrackedTables(_Tables):
             return "messages"
         if table is self.metrics:
             return "metrics"
+        if table is self.claim_log:
+            return "queue_claims"
+        if table is self.limits:
+            return "queue_limits"
+        if table is self.schedules:
+            return "schedules"
         return None  # derived state (dependency counts, indexes): rebuilt at load
 
     def put(self, table: dict[str, Any], key: str, value: Any) -> None:
@@ -161,7 +179,13 @@ class _TrackedTables(_Tables):
             return
         old = getattr(self, name)
         super().set_attr(name, value)
-        if name == "event_ids":
+        if name == "meta":  # the retention record, replaced whole
+            records = self._target().records
+            for key in old.keys() - value.keys():
+                records[("meta", _RETENTION + key)] = None
+            for key, number in value.items():
+                records[("meta", _RETENTION + key)] = number
+        elif name == "event_ids":
             self._target().dropped_events.update(
                 rec["sequence"] for key, rec in old.items() if key not in value
             )
@@ -368,6 +392,18 @@ class BrowserEngine(MemoryEngine):
         meta = dict(zip(*stored["meta"], strict=True))
         last = t.events[-1]["sequence"] if t.events else 0
         t.event_seq = max(last, int(_load("meta", "event_seq", meta.get("event_seq", "0"))))
+        for key, text in meta.items():
+            if isinstance(key, str) and key.startswith(_RETENTION):
+                t.meta[key.removeprefix(_RETENTION)] = _number("meta", key, text)
+        for key, text in zip(*stored["queue_limits"], strict=True):
+            limit = _load("queue_limits", key, text)
+            if not isinstance(limit, list) or len(limit) != 3:
+                raise SerializationError("queue_limits", str(key), "a limit is a list of three")
+            t.limits[key] = (limit[0], limit[1], limit[2])
+        for key, text in zip(*stored["queue_claims"], strict=True):
+            t.claim_log[key] = _load("queue_claims", key, text)
+        for key, text in zip(*stored["schedules"], strict=True):
+            t.schedules[key] = _load("schedules", key, text)
         t.rebuild_queue()
 
     # --- events ---------------------------------------------------------------------------
@@ -566,6 +602,14 @@ class BrowserEngine(MemoryEngine):
     def close(self) -> None:
         """Close the IndexedDB connection (after :meth:`drain`)."""
         self._connection.close()
+
+
+def _number(store: str, key: Any, text: Any) -> int:
+    """A stored integer; anything else is a ``SerializationError``."""
+    value = _load(store, key, text)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SerializationError(store, str(key), f"expected an integer, found {value!r}")
+    return value
 
 
 def _load(store: str, key: Any, text: Any) -> Any:

@@ -2,8 +2,7 @@
 
 :class:`MemorySchedules` is a base of the memory engine. Every change goes through the
 tables' undo-logged primitives, so it rolls back with a
-transaction. The browser engine keeps schedules in memory only: they are not written to
-IndexedDB (an application declares its schedules at each start).
+transaction; the browser engine writes them through to IndexedDB as it does tasks.
 """
 
 from __future__ import annotations
