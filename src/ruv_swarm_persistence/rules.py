@@ -39,11 +39,13 @@ __all__ = [
     "failure_changes",
     "is_ready",
     "lease_expired",
+    "limit_reached",
     "release_changes",
     "retry_changes",
     "start_changes",
     "topological",
     "update_changes",
+    "update_claims",
 ]
 
 PENDING: Final = TaskStatus.Pending.value
@@ -192,6 +194,22 @@ def update_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, 
         if old[key] != new[key]:
             raise ValidationError(f"{key} cannot change after creation", field=f"task.{key}")
     return {k: v for k, v in new.items() if k not in ("id", *FIXED_FIELDS)}
+
+
+def update_claims(old_status: str, new_status: str) -> bool:
+    """Whether ``update_task`` puts a task into a worker's hands (pending to assigned or
+    running): it is then held to its key's limits as a claim is, and counts as one."""
+    return old_status not in ACTIVE and new_status in ACTIVE
+
+
+def limit_reached(task_id: str, key: str) -> ConflictError:
+    """The error of an ``update_task`` that would hold a task its key's limits do not admit."""
+    return ConflictError(
+        "task",
+        task_id,
+        f"cannot be held now: its concurrency_key {key!r} is at its limit "
+        "(claim_next_task takes it once the key admits a claim)",
+    )
 
 
 def start_changes(now: int) -> dict[str, Any]:

@@ -202,7 +202,9 @@ class Storage(abc.ABC):
         """Replace a stored task (the crate's update).
 
         A status change must be legal and goes through the same transition routine as every
-        other method; dependencies cannot change.
+        other method; dependencies cannot change. Putting a pending task into a worker's
+        hands (``assigned`` or ``running``) is held to its ``concurrency_key``'s limits as a
+        claim is, and counts as one: :class:`ConflictError` when the key admits no claim now.
         """
 
     @abc.abstractmethod

@@ -299,6 +299,54 @@ async def test_rate_and_concurrency_limits_of_one_key_both_hold(
     assert await _claim_all(storage) == ["t3"]
 
 
+async def _held_by_update(storage: Storage, task_id: str, status: TaskStatus) -> None:
+    task = await storage.get_task(task_id)
+    assert task is not None
+    task.status, task.assigned_to = status, "w2"
+    await storage.update_task(task)
+
+
+async def test_update_task_holding_a_task_obeys_its_keys_concurrency_limit(
+    storage: Storage,
+) -> None:
+    await storage.set_concurrency_limit("k", 1)
+    await storage.store_tasks([_task(f"t{i}", concurrency_key="k") for i in range(3)])
+    assert await _claim_all(storage) == ["t0"]
+    for status in (TaskStatus.Assigned, TaskStatus.Running):
+        with pytest.raises(ConflictError, match="concurrency_key 'k' is at its limit"):
+            await _held_by_update(storage, "t1", status)
+    after = await storage.get_task("t1")
+    assert after is not None
+    assert (after.status, after.assigned_to) == (TaskStatus.Pending, None)
+    await storage.complete_task("t0", "w1")
+    await _held_by_update(storage, "t1", TaskStatus.Assigned)  # the free slot: taken
+    assert await _claim_all(storage) == []  # and held, as a claim's would be
+    held = await storage.get_task("t1")
+    assert held is not None
+    held.payload = {"edited": True}
+    await storage.update_task(held)  # no status change: no claim, not refused
+    with pytest.raises(ConflictError):
+        await _held_by_update(storage, "t2", TaskStatus.Running)
+    await storage.set_concurrency_limit("k", 2)
+    await _held_by_update(storage, "t2", TaskStatus.Running)
+    assert sorted(t.id for t in await storage.get_tasks_by_agent("w2")) == ["t1", "t2"]
+
+
+async def test_update_task_holding_a_task_counts_against_its_keys_rate_limit(
+    storage: Storage, clock: FakeClock
+) -> None:
+    await storage.set_rate_limit("k", 1, per=60)
+    await storage.store_tasks([_task(f"t{i}", concurrency_key="k") for i in range(3)])
+    await _held_by_update(storage, "t0", TaskStatus.Assigned)
+    assert await _claim_all(storage) == []  # the update was the window's one claim
+    with pytest.raises(ConflictError):
+        await _held_by_update(storage, "t1", TaskStatus.Assigned)
+    clock.advance(60)
+    assert await _claim_all(storage) == ["t1"]
+    with pytest.raises(ConflictError):
+        await _held_by_update(storage, "t2", TaskStatus.Assigned)
+
+
 async def test_the_limits_are_listed_by_key(storage: Storage) -> None:
     assert await storage.list_queue_limits() == []
     await storage.set_rate_limit("r", 1, per=0.5)

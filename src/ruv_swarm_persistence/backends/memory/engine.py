@@ -315,10 +315,18 @@ class MemoryEngine(schedules.MemorySchedules):
         return self.tables.tasks.get(task_id)
 
     async def replace_task(self, tx: Any, rec: Record) -> None:
-        old = self.tables.tasks.get(rec["id"])
+        t = self.tables
+        old = t.tasks.get(rec["id"])
         if old is None:
             raise NotFoundError("task", rec["id"])
-        self._transition(old, rules.update_changes(old, rec), self._now())
+        changes, now = rules.update_changes(old, rec), self._now()
+        claims = rules.update_claims(old["status"], changes["status"])
+        key = old["concurrency_key"]
+        if claims and not t.admits(key, now):
+            raise rules.limit_reached(old["id"], key)
+        new = self._transition(old, changes, now)
+        if claims:
+            t.note_claim(new, now)
 
     async def delete_task(self, tx: Any, task_id: str) -> None:
         t = self.tables

@@ -596,8 +596,18 @@ class PostgresOps:
         if row is None:
             raise NotFoundError("task", rec["id"])
         old = task(row)
-        changes = rules.update_changes(old, rec)
-        await self.transition(conn, old, changes, self.now(), fx)
+        changes, now = rules.update_changes(old, rec), self.now()
+        key = old["concurrency_key"]
+        slot = None
+        if key is not None and rules.update_claims(old["status"], changes["status"]):
+            # A slot as a claim takes one, held to the end of the transaction: a claim
+            # running beside this update cannot take it too.
+            slot = await conn.fetchval(sql.UPDATE_SLOT, key, now)
+            if slot is None:
+                raise rules.limit_reached(old["id"], key)
+        await self.transition(conn, old, changes, now, fx)
+        if slot is not None:
+            await conn.execute(sql.HELD_BY_UPDATE, now, slot, old["id"])
 
     async def delete_task(self, conn: Conn, fx: Effects, task_id: str) -> None:
         """Delete a task no other task depends on."""

@@ -138,6 +138,16 @@ MARK_AGENT_ERROR = "UPDATE agents SET status = 'error', updated_at = $2 WHERE id
 
 GET_TASK = f"SELECT {_T} FROM tasks WHERE id = $1"
 LOCK_TASK = GET_TASK + " FOR UPDATE"
+#: The slot an ``update_task`` holding a task of key $1 takes at $2, as a claim's (``_SLOT``).
+UPDATE_SLOT = """SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM queue_limits WHERE key = $1)
+    THEN -1 ELSE queue_slot($1, $2) END"""
+#: An ``update_task`` that held task $3 at $1: the slot $2 it took, and the claim logged.
+HELD_BY_UPDATE = f"""
+WITH claimed AS (
+    UPDATE tasks SET concurrency_slot = NULLIF($2::int, -1) WHERE id = $3
+    RETURNING concurrency_key
+),{_LOG_CLAIM}
+SELECT 1"""
 #: Dead letters, the most recent failure first (no ``completed_at``: the oldest).
 FAILED_TASKS = f"""
 SELECT {_T} FROM tasks WHERE status = 'failed'

@@ -394,9 +394,15 @@ class SqliteOps:
         old = self._state(conn, rec["id"])
         if old is None:
             raise NotFoundError("task", rec["id"])
-        changes = rules.update_changes(old, rec)
+        changes, now = rules.update_changes(old, rec), self.now()
+        key = old["concurrency_key"]
+        claims = key is not None and rules.update_claims(old["status"], changes["status"])
+        if claims and not conn.execute(sql.KEY_ADMITS, (now, old["id"])).fetchall()[0][0]:
+            raise rules.limit_reached(old["id"], key)
         with savepoint(conn):
-            self.transition(ctx, old, changes, self.now())
+            self.transition(ctx, old, changes, now)
+            if claims:
+                self._log_claim(conn, key, now)
         ctx.tasks = True
 
     def delete_task(self, ctx: WriteContext, task_id: str) -> None:

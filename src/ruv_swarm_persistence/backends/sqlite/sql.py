@@ -113,6 +113,8 @@ _ADMITTED: Final = (
     " WHERE c.key = l.key AND c.claimed_at > ? - l.rate_period)))))"
 )
 GET_TASK: Final = _select("tasks") + " WHERE id = ?"
+#: Whether a task's key admits one more claim at ``?1`` (``update_task`` holding it).
+KEY_ADMITS: Final = "SELECT " + _ADMITTED + " FROM tasks WHERE id = ?"
 #: A task with its count of unfinished dependencies, for the transition routine.
 GET_TASK_STATE: Final = _select("tasks", TASK_COLUMNS) + " WHERE id = ?"
 INSERT_TASK: Final = _insert("tasks", TASK_COLUMNS)
