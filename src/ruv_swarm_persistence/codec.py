@@ -9,7 +9,7 @@ validation and precision are the same everywhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -710,6 +710,45 @@ def ids_arg(ids: Any, field: str, limits: Limits = DEFAULT_LIMITS) -> list[str]:
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
         raise ValidationError("must be a list of ids, not a single string", field=field)
     return list(dict.fromkeys(check_id(i, field, limits) for i in ids))
+
+
+#: Most tasks one ``claim_next_tasks`` call claims.
+MAX_BATCH: Final = 1000
+
+
+def batch_size_arg(value: Any, field: str = "n") -> int:
+    """How many tasks a batch call takes: an integer from 1 to :data:`MAX_BATCH`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH:
+        raise ValidationError(f"must be an integer from 1 to {MAX_BATCH}", field=field)
+    return int(value)
+
+
+def results_arg(results: Any, limits: Limits = DEFAULT_LIMITS) -> list[tuple[str, str | None]]:
+    """``complete_tasks``'s ``results``: ``(task_id, result)`` pairs or a mapping, as
+    ``(task_id, JSON text or None)`` in order; a task listed twice is refused."""
+    items: list[tuple[Any, Any]]
+    if isinstance(results, Mapping):
+        items = list(results.items())
+    elif isinstance(results, (str, bytes)) or not isinstance(results, Sequence):
+        raise ValidationError(
+            f"must be a list of (task_id, result) pairs or a dict, got {type(results).__name__}",
+            field="results",
+        )
+    else:
+        items = []
+        for item in results:
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ValidationError("each item must be a (task_id, result) pair", field="results")
+            items.append((item[0], item[1]))
+    out: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    for task_id, result in items:
+        check_id(task_id, "task_id", limits)
+        if task_id in seen:
+            raise ValidationError(f"{task_id!r} is listed twice", field="task_id")
+        seen.add(task_id)
+        out.append((task_id, None if result is None else _json_field(result, "result", limits)))
+    return out
 
 
 def encode_batch(

@@ -237,6 +237,25 @@ class Storage(abc.ABC):
         """Atomically claim the highest-priority, oldest ready task (of these types)."""
 
     @abc.abstractmethod
+    async def claim_next_tasks(
+        self,
+        agent_id: str,
+        n: int,
+        *,
+        task_types: Sequence[str] | None = None,
+        lease: Duration | None = None,
+    ) -> list[TaskModel]:
+        """Claim up to ``n`` ready tasks at once, best first; ``[]`` when none is ready.
+
+        What ``n`` calls of :meth:`claim_next_task` would claim, in one call: the same order
+        (highest priority, then oldest), the same filter by type, the same lease for each,
+        the expired leases requeued first, and the queue controls applied task by task, so
+        a batch never holds more of a key than its concurrency limit lets, nor claims more
+        of it than its rate limit admits. No task is ever in two batches. ``n``: from 1 to
+        1,000.
+        """
+
+    @abc.abstractmethod
     async def set_concurrency_limit(self, key: str, limit: int | None) -> None:
         """Let at most ``limit`` tasks whose ``concurrency_key`` is ``key`` be held at once.
 
@@ -263,6 +282,22 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def complete_task(self, task_id: str, agent_id: str, result: Any = None) -> TaskModel:
         """Complete a held task; its dependents may become ready."""
+
+    @abc.abstractmethod
+    async def complete_tasks(
+        self, results: Mapping[str, Any] | Sequence[tuple[str, Any]], agent_id: str
+    ) -> list[TaskModel]:
+        """Complete several tasks ``agent_id`` holds, all or none; the tasks, in that order.
+
+        ``results``: ``(task_id, result)`` pairs, or a mapping of task id to result (a task
+        listed twice is a :class:`ValidationError`). Each task is completed as by
+        :meth:`complete_task`, in one transaction: dependents that become ready wake
+        ``wait_for_tasks``, and waiters of ``wait_for_task`` wake, after the commit. If any
+        task is not held by ``agent_id``, none is completed: the call raises what
+        :meth:`complete_task` of the first such task would (:class:`LeaseLostError`, or
+        :class:`NotFoundError` for an unknown id), after requeueing expired leases as that
+        call would.
+        """
 
     @abc.abstractmethod
     async def fail_task(self, task_id: str, agent_id: str, error: str) -> TaskModel:

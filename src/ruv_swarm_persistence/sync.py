@@ -399,6 +399,27 @@ class _SyncAPI:
         """Atomically claim the highest-priority, oldest ready task (of these types)."""
         return self._run(lambda s: s.claim_next_task(agent_id, task_types, lease))
 
+    def claim_next_tasks(
+        self,
+        agent_id: str,
+        n: int,
+        *,
+        task_types: Sequence[str] | None = None,
+        lease: Duration | None = None,
+    ) -> list[TaskModel]:
+        """Claim up to ``n`` ready tasks at once, best first; ``[]`` when none is ready.
+
+        What ``n`` calls of :meth:`claim_next_task` would claim, in one call: the same order
+        (highest priority, then oldest), the same filter by type, the same lease for each,
+        the expired leases requeued first, and the queue controls applied task by task, so
+        a batch never holds more of a key than its concurrency limit lets, nor claims more
+        of it than its rate limit admits. No task is ever in two batches. ``n``: from 1 to
+        1,000.
+        """
+        return self._run(
+            lambda s: s.claim_next_tasks(agent_id, n, task_types=task_types, lease=lease)
+        )
+
     def set_concurrency_limit(self, key: str, limit: int | None) -> None:
         """Let at most ``limit`` tasks whose ``concurrency_key`` is ``key`` be held at once.
 
@@ -427,6 +448,22 @@ class _SyncAPI:
     def complete_task(self, task_id: str, agent_id: str, result: Any = None) -> TaskModel:
         """Complete a held task; its dependents may become ready."""
         return self._run(lambda s: s.complete_task(task_id, agent_id, result))
+
+    def complete_tasks(
+        self, results: Mapping[str, Any] | Sequence[tuple[str, Any]], agent_id: str
+    ) -> list[TaskModel]:
+        """Complete several tasks ``agent_id`` holds, all or none; the tasks, in that order.
+
+        ``results``: ``(task_id, result)`` pairs, or a mapping of task id to result (a task
+        listed twice is a :class:`ValidationError`). Each task is completed as by
+        :meth:`complete_task`, in one transaction: dependents that become ready wake
+        ``wait_for_tasks``, and waiters of ``wait_for_task`` wake, after the commit. If any
+        task is not held by ``agent_id``, none is completed: the call raises what
+        :meth:`complete_task` of the first such task would (:class:`LeaseLostError`, or
+        :class:`NotFoundError` for an unknown id), after requeueing expired leases as that
+        call would.
+        """
+        return self._run(lambda s: s.complete_tasks(results, agent_id))
 
     def fail_task(self, task_id: str, agent_id: str, error: str) -> TaskModel:
         """Record a failed attempt: retry after backoff, or fail for good and cancel dependents."""

@@ -104,6 +104,14 @@ class Engine(Protocol):
     ) -> Record | None:
         """Claim the highest-priority, oldest ready task (of the types)."""
 
+    async def claim_next_tasks(
+        self, tx: Any, agent_id: str, types: list[str] | None, lease_us: int, n: int
+    ) -> list[Record]:
+        """Claim up to ``n`` ready tasks (of the types), in claim order: what ``n`` calls of
+        :meth:`claim_next_task` would claim, each obeying ``rules.claim_admitted`` after the
+        claims before it (a SQL engine may claim them in one statement where no limit is at
+        stake)."""
+
     async def set_queue_limit(
         self, tx: Any, key: str, kind: str, limit: int | None, period_us: int | None
     ) -> None:
@@ -121,6 +129,13 @@ class Engine(Protocol):
         self, tx: Any, task_id: str, agent_id: str, result: str | None
     ) -> Record:
         """Held task → completed with its JSON result."""
+
+    async def complete_tasks(
+        self, tx: Any, agent_id: str, pairs: list[tuple[str, str | None]]
+    ) -> list[Record]:
+        """Held tasks → completed, each with its JSON result, all or none (expired leases
+        requeued first, and kept); the first task not held raises what
+        :meth:`complete_task` would, and nothing is completed. The records, in order."""
 
     async def fail_task(self, tx: Any, task_id: str, agent_id: str, error: str) -> Record:
         """Held task: a failed attempt (retry with backoff, or failed for good)."""

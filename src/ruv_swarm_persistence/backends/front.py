@@ -213,6 +213,22 @@ class Front(Storage):
         rec = await self._engine.claim_next_task(tx, agent_id, types, lease_us)
         return None if rec is None else _decode_task(rec)
 
+    async def claim_next_tasks(
+        self,
+        agent_id: str,
+        n: int,
+        *,
+        task_types: Sequence[str] | None = None,
+        lease: Duration | None = None,
+    ) -> list[TaskModel]:
+        codec.check_id(agent_id, "agent_id", self._limits)
+        count = codec.batch_size_arg(n)
+        types = codec.types_arg(task_types)
+        lease_us = self._lease(lease)
+        tx = await self._gate() if self._blocked else None
+        recs = await self._engine.claim_next_tasks(tx, agent_id, types, lease_us, count)
+        return [_decode_task(r) for r in recs]
+
     async def set_concurrency_limit(self, key: str, limit: int | None) -> None:
         codec.check_id(key, "key", self._limits)
         n = codec.queue_limit_arg(limit, "limit")
@@ -252,6 +268,16 @@ class Front(Storage):
         encoded = None if result is None else codec._json_field(result, "result", self._limits)
         tx = await self._gate() if self._blocked else None
         return _decode_task(await self._engine.complete_task(tx, task_id, agent_id, encoded))
+
+    async def complete_tasks(
+        self, results: Mapping[str, Any] | Sequence[tuple[str, Any]], agent_id: str
+    ) -> list[TaskModel]:
+        pairs = codec.results_arg(results, self._limits)
+        codec.check_id(agent_id, "agent_id", self._limits)
+        tx = await self._gate() if self._blocked else None
+        if not pairs:
+            return []
+        return [_decode_task(r) for r in await self._engine.complete_tasks(tx, agent_id, pairs)]
 
     async def fail_task(self, task_id: str, agent_id: str, error: str) -> TaskModel:
         self._held_args(task_id, agent_id)

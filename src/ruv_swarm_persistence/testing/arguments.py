@@ -226,6 +226,32 @@ BAD_ID_LISTS: dict[str, Bad] = {
     "too-long-item": _new(lambda: ["x" * 257]),
 }
 
+#: How many tasks a batch takes (``batch_size_arg``): 1 to 1,000.
+BAD_BATCH_SIZES: dict[str, Bad] = {
+    **BAD_COUNTS,
+    "zero": _v(0),
+    "too-many": _v(1001),
+}
+
+#: ``complete_tasks``'s results: ``(task_id, result)`` pairs or a mapping; the field named is
+#: the batch's when its shape is wrong, else the item's part at fault.
+BAD_RESULTS: dict[str, Bad] = {
+    "bare-str": _v("t1"),
+    "int": _v(5),
+    "none": _v(None),
+    "set": _new(lambda: {("t1", None)}),
+    "iterator": _new(lambda: iter([("t1", None)])),
+    "bare-id-item": _new(lambda: ["t1"]),
+    "triple-item": _new(lambda: [("t1", None, None)]),
+    "empty-id": Bad(lambda: [("", None)], "task_id"),
+    "int-id": Bad(lambda: [(1, None)], "task_id"),
+    "int-key": Bad(lambda: {1: None}, "task_id"),
+    "repeated-id": Bad(lambda: [("t1", 1), ("t1", 2)], "task_id"),
+    "nan-result": Bad(lambda: [("t1", math.nan)], "result"),
+    "set-result": Bad(lambda: {"t1": {1, 2}}, "result"),
+    "bad-second-item": Bad(lambda: [("t1", None), ("t2", _cyclic())], "result"),
+}
+
 #: ``apply_retention``'s policy (``parse_retention``); the field named is the argument, or
 #: its part at fault.
 BAD_RETENTION: dict[str, Bad] = {
@@ -630,6 +656,12 @@ async def _count_by(fn: Callable[..., Any], args: list[Any]) -> Any:
     return await fn(query, *fields)
 
 
+async def _claim_batch(fn: Callable[..., Any], args: list[Any]) -> Any:
+    """``claim_next_tasks``: ``task_types`` and ``lease`` are keyword-only."""
+    agent_id, n, task_types, lease = args
+    return await fn(agent_id, n, task_types=task_types, lease=lease)
+
+
 async def _schedule(fn: Callable[..., Any], args: list[Any]) -> Any:
     """``store_schedule``: ``timezone`` and ``missed`` are keyword-only."""
     name, spec, template, timezone, missed = args
@@ -702,6 +734,14 @@ METHODS: list[Method] = [
     M("get_tasks_by_agent", agent_id=ident("a1")),
     M("claim_task", task_id=ident("t2"), agent_id=ident("a1"), lease=duration()),
     M("claim_next_task", agent_id=ident("a1"), task_types=types(), lease=duration()),
+    M(
+        "claim_next_tasks",
+        run=_claim_batch,
+        agent_id=ident("a1"),
+        n=Param(lambda: 2, BAD_BATCH_SIZES),
+        task_types=types(),
+        lease=duration(),
+    ),
     M("set_concurrency_limit", key=ident("k"), limit=count(2, optional=True)),
     M("restore_schedule", schedule=Param(_schedule_model, BAD_SCHEDULES)),
     M(
@@ -717,6 +757,7 @@ METHODS: list[Method] = [
     ),
     M("start_task", task_id=ident("t1"), agent_id=ident("a1")),
     M("complete_task", task_id=ident("t1"), agent_id=ident("a1"), result=json_value()),
+    M("complete_tasks", results=Param(lambda: [("t1", None)], BAD_RESULTS), agent_id=ident("a1")),
     M("fail_task", task_id=ident("t1"), agent_id=ident("a1"), error=text("boom", empty_ok=True)),
     M("cancel_task", task_id=ident("t2"), reason=text(None, empty_ok=True, optional=True)),
     M("heartbeat_task", task_id=ident("t1"), agent_id=ident("a1"), lease=duration()),
@@ -808,10 +849,15 @@ SEVERAL_BAD: list[tuple[str, dict[str, str]]] = [
     ("claim_task", {"agent_id": "nul", "lease": "str"}),
     ("claim_next_task", {"agent_id": "empty", "task_types": "bare-str", "lease": "nan"}),
     ("claim_next_task", {"task_types": "int-item", "lease": "nan"}),
+    ("claim_next_tasks", {"agent_id": "empty", "n": "zero", "lease": "nan"}),
+    ("claim_next_tasks", {"n": "str", "task_types": "bare-str", "lease": "negative"}),
+    ("claim_next_tasks", {"task_types": "int-item", "lease": "nan"}),
     ("start_task", {"task_id": "int", "agent_id": "none"}),
     ("complete_task", {"task_id": "empty", "result": "nan"}),
     ("complete_task", {"agent_id": "empty", "result": "set"}),
     ("complete_task", {"task_id": "int", "agent_id": "none", "result": "cycle"}),
+    ("complete_tasks", {"results": "nan-result", "agent_id": "empty"}),
+    ("complete_tasks", {"results": "repeated-id", "agent_id": "int"}),
     ("fail_task", {"task_id": "empty", "agent_id": "empty", "error": "none"}),
     ("fail_task", {"agent_id": "too-long", "error": "int"}),
     ("cancel_task", {"task_id": "empty", "reason": "int"}),

@@ -274,6 +274,35 @@ class Differential(RuleBasedStateMachine):
             f"claim_next_task({agent_id}, {types}, {lease})",
         )
 
+    @rule(
+        agent_id=agents,
+        n=st.integers(1, 4),
+        types=task_types,
+        lease=st.sampled_from([None, 1, 30]),
+    )
+    def claim_next_tasks(
+        self, agent_id: str, n: int, types: list[str] | None, lease: int | None
+    ) -> None:
+        self.both(
+            lambda s: s.claim_next_tasks(agent_id, n, task_types=types, lease=lease),
+            f"claim_next_tasks({agent_id}, {n}, {types}, {lease})",
+        )
+
+    @rule(data=st.data(), agent_id=agents)
+    def complete_tasks(self, data: st.DataObject, agent_id: str) -> None:
+        """Mostly tasks the agent holds; now and then another's, a finished or unknown one."""
+        held = [
+            t.id
+            for t in self.run(self.reference.get_tasks_by_agent(agent_id))
+            if t.status in (TaskStatus.Assigned, TaskStatus.Running)
+        ]
+        pool = [*held, *held, *held, *self.tasks[-3:], "ghost"]
+        ids = data.draw(st.lists(st.sampled_from(pool), max_size=3, unique=True), label="ids")
+        results = [(task_id, {"n": i}) for i, task_id in enumerate(ids)]
+        self.both(
+            lambda s: s.complete_tasks(results, agent_id), f"complete_tasks({ids}, {agent_id})"
+        )
+
     @rule(data=st.data(), agent_id=agents)
     def claim_task(self, data: st.DataObject, agent_id: str) -> None:
         task_id = self.some(data, self.tasks, "ghost")

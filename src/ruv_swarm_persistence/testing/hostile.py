@@ -243,6 +243,12 @@ TIMES = good_or_hostile(None, 0, at(0), at(60), 1.5e9)
 WAIT_TIMEOUTS = good_or_hostile(0, 0.01)
 TYPE_LISTS = good_or_hostile(None, ["work"], ("work", "other"), [])
 ID_LISTS = good_or_hostile([], ["t1"], ("t2", "t1"), ["ghost"])
+#: ``complete_tasks``'s results: pairs or a mapping, of tasks held, not held, unknown.
+RESULTS = st.one_of(
+    good_or_hostile([], [("t1", None)], {"t1": {"ok": True}}, [("t1", 1), ("t2", 2)]),
+    st.lists(st.tuples(IDS, st.one_of(json_values, hostile)), max_size=3),
+    st.dictionaries(st.sampled_from(["t1", "t2", "ghost"]), st.one_of(json_values, hostile)),
+)
 
 
 # --- models with hostile fields ---------------------------------------------------------------
@@ -371,8 +377,16 @@ ARGUMENTS: Final[dict[str, st.SearchStrategy[tuple[Any, ...]]]] = dict(
         _m("get_tasks_by_agent", agent_id=IDS),
         _m("claim_task", task_id=IDS, agent_id=IDS, lease=DURATIONS),
         _m("claim_next_task", agent_id=IDS, task_types=TYPE_LISTS, lease=DURATIONS),
+        _m(
+            "claim_next_tasks",
+            agent_id=IDS,
+            n=good_or_hostile(1, 2, 1000),
+            task_types=TYPE_LISTS,
+            lease=DURATIONS,
+        ),
         _m("start_task", task_id=IDS, agent_id=IDS),
         _m("complete_task", task_id=IDS, agent_id=IDS, result=st.one_of(json_values, hostile)),
+        _m("complete_tasks", results=RESULTS, agent_id=IDS),
         _m("fail_task", task_id=IDS, agent_id=IDS, error=TEXTS),
         _m("cancel_task", task_id=IDS, reason=good_or_hostile(None, "not needed")),
         _m("heartbeat_task", task_id=IDS, agent_id=IDS, lease=DURATIONS),

@@ -66,3 +66,37 @@ async def test_a_task_with_dependencies_is_checked_in_a_transaction(open_storage
     await settled()
     assert queries[0].strip().upper().startswith("BEGIN"), queries
     assert [t.id for t in await storage.get_pending_tasks()] == ["a", "b"]
+
+
+async def test_a_batch_is_claimed_and_completed_in_one_statement_each(
+    open_storage: Opener,
+) -> None:
+    storage = await open_storage()
+    # A limit on a key none of the batch's tasks has leaves the batch one statement.
+    await storage.set_concurrency_limit("other", 1)
+    await storage.store_tasks([TaskModel.new("job", {"n": i}, id=f"t{i}") for i in range(4)])
+    await storage.store_task(TaskModel.new("job", {}, id="after", dependencies=["t0", "t1"]))
+    queries = log_queries(storage)
+    claimed = await storage.claim_next_tasks("w1", 3)
+    assert [t.id for t in claimed] == ["t0", "t1", "t2"]
+    done = await storage.complete_tasks([(t.id, t.id) for t in claimed], "w1")
+    await settled()
+    assert len(queries) == 2, queries
+    assert [t.result for t in done] == ["t0", "t1", "t2"]
+    assert [t.id for t in await storage.claim_next_tasks("w1", 3)] == ["t3", "after"]
+
+
+async def test_a_batch_meeting_a_limited_key_claims_the_rest_one_by_one(
+    open_storage: Opener,
+) -> None:
+    storage = await open_storage()
+    await storage.set_concurrency_limit("k", 1)
+    await storage.store_tasks(
+        [TaskModel.new("job", {}, id="free")]
+        + [TaskModel.new("job", {}, id=f"k{i}", concurrency_key="k") for i in range(3)]
+        + [TaskModel.new("job", {}, id="late")]
+    )
+    claimed = await storage.claim_next_tasks("w1", 10)
+    assert [t.id for t in claimed] == ["free", "k0", "late"]
+    stored = await storage.get_task("k0")
+    assert stored == claimed[1]

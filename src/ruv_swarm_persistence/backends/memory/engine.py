@@ -395,6 +395,20 @@ class MemoryEngine(schedules.MemorySchedules):
         t.note_claim(new, now)
         return new
 
+    async def claim_next_tasks(
+        self, tx: Any, agent_id: str, types: list[str] | None, lease_us: int, n: int
+    ) -> list[Record]:
+        t, now = self.tables, self._now()
+        self._expire_leases(now)
+        changes = rules.claim_changes(agent_id, now, lease_us)
+        out: list[Record] = []
+        # Each claim is noted before the next pick, so the keys' limits count it.
+        while len(out) < n and (rec := t.pop_ready(types, now)) is not None:
+            new = self._transition(rec, changes, now)
+            t.note_claim(new, now)
+            out.append(new)
+        return out
+
     async def set_queue_limit(
         self, tx: Any, key: str, kind: str, limit: int | None, period_us: int | None
     ) -> None:
@@ -429,6 +443,18 @@ class MemoryEngine(schedules.MemorySchedules):
         now = self._now()
         rec = self._held(task_id, agent_id, now)
         return self._transition(rec, rules.complete_changes(result, now), now)
+
+    async def complete_tasks(
+        self, tx: Any, agent_id: str, pairs: list[tuple[str, str | None]]
+    ) -> list[Record]:
+        now = self._now()
+        # Every task is checked before any is completed: a refused batch changes nothing
+        # (but the leases found expired stay requeued, as for complete_task).
+        held = [self._held(task_id, agent_id, now) for task_id, _ in pairs]
+        return [
+            self._transition(rec, rules.complete_changes(result, now), now)
+            for rec, (_, result) in zip(held, pairs, strict=True)
+        ]
 
     async def fail_task(self, tx: Any, task_id: str, agent_id: str, error: str) -> Record:
         now = self._now()

@@ -233,6 +233,25 @@ class PostgresEngine:
             tx, lambda conn, fx: self.ops.claim_next(conn, fx, agent_id, types, lease_us)
         )
 
+    async def claim_next_tasks(
+        self, tx: Any, agent_id: str, types: list[str] | None, lease_us: int, n: int
+    ) -> list[Record]:
+        got: list[Record] = []
+        if tx is None:
+            rest, got = await self._runner.self_committing(
+                lambda conn: self.ops.claim_batch_at_once(conn, agent_id, types, lease_us, n)
+            )
+            if not rest or len(got) == n:
+                return got
+            # A lease ran out, or a task of a limited key came up: the rest one by one.
+        more = await self._write(
+            tx,
+            lambda conn, fx: self.ops.claim_batch(
+                conn, fx, agent_id, types, lease_us, n - len(got)
+            ),
+        )
+        return got + more
+
     async def set_queue_limit(
         self, tx: Any, key: str, kind: str, limit: int | None, period_us: int | None
     ) -> None:
@@ -268,6 +287,27 @@ class PostgresEngine:
         return await self._write(
             tx,
             lambda conn, fx: self.ops.complete_task(conn, fx, task_id, agent_id, result, now),
+        )
+
+    async def complete_tasks(
+        self, tx: Any, agent_id: str, pairs: list[tuple[str, str | None]]
+    ) -> list[Record]:
+        now = self._now()
+        if tx is None:
+            done, woke = await self._runner.self_committing(
+                lambda conn: self.ops.complete_batch_at_once(
+                    conn, agent_id, pairs, now, self.channel
+                )
+            )
+            if done is not None:
+                if woke:
+                    self._wake.wake(TASKS)
+                self._wake.wake(FINISHED)
+                return done
+            # A lease ran out somewhere, or a task is not held as asked: the full path
+            # requeues expired leases and says what went wrong.
+        return await self._write(
+            tx, lambda conn, fx: self.ops.complete_tasks(conn, fx, agent_id, pairs, now)
         )
 
     async def fail_task(self, tx: Any, task_id: str, agent_id: str, error: str) -> Record:

@@ -395,6 +395,10 @@ async def _append_copy(conn: Conn, rows: Sequence[EventValues], channel: str) ->
 # --- the operations of tasks and agents --------------------------------------------------------
 
 
+def _claim_order(rec: Record) -> tuple[int, int, str]:
+    return (-rec["priority"], rec["created_at"], rec["id"])
+
+
 def _claim_args(agent_id: str, lease_us: int, now: int, last: Any) -> tuple[Any, ...]:
     """A claim's parameters: $1 now, $2..$4 what the claim writes, $5 ``last``."""
     c = rules.claim_changes(agent_id, now, lease_us)
@@ -669,6 +673,38 @@ class PostgresOps:
         got = await conn.fetchrow(sql.CLAIM_NEXT, *_claim_args(agent_id, lease_us, now, types))
         return None if got is None else task(got)
 
+    async def claim_batch_at_once(
+        self, conn: Conn, agent_id: str, types: list[str] | None, lease_us: int, n: int
+    ) -> tuple[bool, list[Record]]:
+        """Claim up to ``n`` ready tasks in one statement, as far as no limit is at stake:
+        (whether the rest must be claimed one by one, the tasks in claim order)."""
+        claim = _claim_args(agent_id, lease_us, self.now(), types)
+        rows = await conn.fetch(sql.CLAIM_BATCH_FAST, *claim, n)
+        if rows[0][0]:
+            return True, []
+        got = [task(tuple(row)[2:]) for row in rows if row[2] is not None]
+        got.sort(key=_claim_order)
+        return bool(rows[0][1]), got
+
+    async def claim_batch(
+        self,
+        conn: Conn,
+        fx: Effects,
+        agent_id: str,
+        types: list[str] | None,
+        lease_us: int,
+        n: int,
+    ) -> list[Record]:
+        """Claim up to ``n`` ready tasks one after another, expired leases requeued first:
+        each claim counts those before it against its key's limits."""
+        now = self.now()
+        await self.expire_leases(conn, now, fx)
+        claim = _claim_args(agent_id, lease_us, now, types)
+        out: list[Record] = []
+        while len(out) < n and (got := await conn.fetchrow(sql.CLAIM_NEXT, *claim)) is not None:
+            out.append(task(got))
+        return out
+
     async def start_task(
         self, conn: Conn, fx: Effects, task_id: str, agent_id: str, now: int
     ) -> Record:
@@ -713,6 +749,51 @@ class PostgresOps:
         rec = await self.held(conn, task_id, agent_id, now, fx)
         changes = rules.complete_changes(encoded, now)
         return await self.transition(conn, rec, changes, now, fx)
+
+    async def complete_batch_at_once(
+        self,
+        conn: Conn,
+        agent_id: str,
+        pairs: Sequence[tuple[str, str | None]],
+        now: int,
+        channel: str,
+    ) -> tuple[list[Record] | None, bool]:
+        """Complete held tasks in one statement, all or none: (the tasks in the order given,
+        whether a dependent is ready). ``None`` when it could not be done so: the full
+        :meth:`complete_tasks` says what went wrong. The statement notifies by itself."""
+        c = rules.complete_changes(None, now)
+        rows = await conn.fetch(
+            sql.COMPLETE_BATCH_FAST,
+            now,
+            [task_id for task_id, _ in pairs],
+            [opt_jsonb(result) for _, result in pairs],
+            agent_id,
+            c["status"],
+            c["completed_at"],
+            c["lease_expires_at"],
+            c["updated_at"],
+            channel,
+        )
+        first = rows[0]
+        if first[0] or not first[1]:
+            return None, False
+        by_id = {rec["id"]: rec for rec in (task(tuple(row)[4:]) for row in rows)}
+        return [by_id[task_id] for task_id, _ in pairs], bool(first[2])
+
+    async def complete_tasks(
+        self,
+        conn: Conn,
+        fx: Effects,
+        agent_id: str,
+        pairs: Sequence[tuple[str, str | None]],
+        now: int,
+    ) -> list[Record]:
+        """Complete held tasks, all or none: each is checked (and locked) before any is."""
+        held = [await self.held(conn, task_id, agent_id, now, fx) for task_id, _ in pairs]
+        return [
+            await self.transition(conn, rec, rules.complete_changes(result, now), now, fx)
+            for rec, (_, result) in zip(held, pairs, strict=True)
+        ]
 
     async def fail_task(
         self, conn: Conn, fx: Effects, task_id: str, agent_id: str, error: str, now: int

@@ -266,6 +266,21 @@ released AS (
     WHERE t.id = locked.id
     RETURNING t.status = 'pending' AND t.unfinished_deps = 0 AS ready
 )"""
+#: The same for a batch of completed tasks: a dependent counts down once per dependency in
+#: ``done``.
+_RELEASED_MANY = """
+released AS (
+    UPDATE tasks AS t SET unfinished_deps = t.unfinished_deps - locked.n
+    FROM (
+        SELECT tasks.id, c.n FROM tasks JOIN (
+            SELECT d.task_id, count(DISTINCT d.depends_on) AS n
+            FROM task_dependencies d JOIN done ON d.depends_on = done.id GROUP BY d.task_id
+        ) AS c ON c.task_id = tasks.id
+        ORDER BY tasks.id FOR UPDATE OF tasks
+    ) AS locked
+    WHERE t.id = locked.id
+    RETURNING t.status = 'pending' AND t.unfinished_deps = 0 AS ready
+)"""
 #: A dependency ($1) completed: its dependents count down (see ``_RELEASED``).
 DEPENDENCY_COMPLETED = f"""
 WITH done AS (SELECT $1::text AS id),{_RELEASED}
@@ -389,6 +404,77 @@ finished AS (SELECT pg_notify($9, 'f') FROM done)
 SELECT expired.found, (SELECT count(*) FROM woken) AS woken,
     (SELECT count(*) FROM finished) AS finished, done.*
 FROM expired LEFT JOIN done ON TRUE"""
+#: Claim up to $6 ready tasks in one statement: $1 now, $2..$4 what the claim writes, $5 types.
+#: Only tasks whose key has no limits are claimed so (a batch's own claims could not be
+#: counted against a limit): of the $6 best, those before the first task of a limited key.
+#: The first column says a lease has run out (then nothing is claimed), the second that a
+#: task of a limited key stopped the batch; the caller claims the rest one by one.
+CLAIM_BATCH_FAST = f"""
+WITH expired AS (SELECT {_ANY_EXPIRED} AS found),
+candidates AS (
+    SELECT tasks.id, tasks.priority, tasks.created_at,
+        tasks.concurrency_key IS NOT NULL AND EXISTS (
+            SELECT 1 FROM queue_limits AS l WHERE l.key = tasks.concurrency_key) AS limited
+    FROM tasks
+    WHERE {_READY} AND ($5::text[] IS NULL OR task_type = ANY ($5::text[]))
+        AND NOT (SELECT found FROM expired)
+    ORDER BY {_CLAIM_ORDER} LIMIT $6 FOR UPDATE OF tasks SKIP LOCKED
+),
+ranked AS (
+    SELECT id, limited, row_number() OVER (ORDER BY {_CLAIM_ORDER}) AS rank FROM candidates
+),
+stop AS (SELECT min(rank) AS rank FROM ranked WHERE limited),
+claimed AS (
+    UPDATE tasks AS t SET status = $2, assigned_to = $3, lease_expires_at = $4, updated_at = $1,
+        concurrency_slot = NULL
+    FROM ranked
+    WHERE t.id = ranked.id AND ranked.rank < COALESCE((SELECT rank FROM stop), $6 + 1)
+    RETURNING {_TP}
+)
+SELECT expired.found, (SELECT rank FROM stop) IS NOT NULL AS stopped, claimed.*
+FROM expired LEFT JOIN claimed ON TRUE"""
+
+#: Complete held tasks in one statement, all or none, when nothing stands in the way: $1 now,
+#: $2 the tasks' ids, $3 their results (JSON text), $4 agent, $5..$8 what completing writes
+#: (but the result), $9 the channel. Notifies as ``COMPLETE_FAST`` does. The first column
+#: says a lease has run out somewhere, the second whether every task is held as asked: if
+#: either stands in the way nothing was done, and the caller completes them in a
+#: transaction (which says what went wrong).
+COMPLETE_BATCH_FAST = f"""
+WITH expired AS (SELECT {_ANY_EXPIRED} AS found),
+given AS (SELECT * FROM unnest($2::text[], $3::text[]) AS g(id, result)),
+held AS (
+    SELECT tasks.id FROM tasks JOIN given ON given.id = tasks.id
+    WHERE tasks.assigned_to = $4 AND tasks.status IN {_HELD} AND tasks.unfinished_deps = 0
+        AND (tasks.lease_expires_at IS NULL OR tasks.lease_expires_at > $1)
+    ORDER BY tasks.id FOR UPDATE OF tasks
+),
+ok AS (
+    SELECT NOT (SELECT found FROM expired)
+        AND (SELECT count(*) FROM held) = cardinality($2::text[]) AS all_held
+),
+done AS (
+    UPDATE tasks SET status = $5, result = given.result::jsonb, completed_at = $6,
+        lease_expires_at = $7, updated_at = $8
+    FROM given
+    WHERE tasks.id = given.id AND (SELECT all_held FROM ok)
+        AND tasks.assigned_to = $4 AND tasks.status IN {_HELD}
+    RETURNING {_cols(TASK_COLS, "tasks.")}
+),{_RELEASED_MANY},
+woken AS (
+    SELECT pg_notify($9, 't') FROM (
+        SELECT 1 FROM released WHERE ready
+        UNION ALL
+        -- A slot of a limited key is free again.
+        SELECT 1 FROM done JOIN queue_limits AS l ON l.key = done.concurrency_key
+        WHERE l.max_running IS NOT NULL
+    ) AS why LIMIT 1
+),
+finished AS (SELECT pg_notify($9, 'f') FROM (SELECT 1 FROM done LIMIT 1) AS any_done)
+SELECT expired.found, ok.all_held, (SELECT count(*) FROM woken) AS woken,
+    (SELECT count(*) FROM finished) AS finished, done.*
+FROM expired CROSS JOIN ok LEFT JOIN done ON TRUE"""
+
 #: Take $1 event sequences (the counter row stays locked until commit); returns the last.
 TAKE_SEQUENCES = (
     "UPDATE swarm_counters SET value = value + $1 WHERE name = 'events' RETURNING value"

@@ -352,6 +352,14 @@ class SqliteEngine:
         )
         return rec
 
+    async def claim_next_tasks(
+        self, tx: Any, agent_id: str, types: list[str] | None, lease_us: int, n: int
+    ) -> list[Record]:
+        recs: list[Record] = await self._write(
+            tx, lambda ctx: self.ops.claim_next_tasks(ctx, agent_id, types, lease_us, n)
+        )
+        return recs
+
     async def set_queue_limit(
         self, tx: Any, key: str, kind: str, limit: int | None, period_us: int | None
     ) -> None:
@@ -373,6 +381,16 @@ class SqliteEngine:
             tx, lambda ctx: self.ops.complete_task(ctx, task_id, agent_id, result)
         )
         return rec
+
+    async def complete_tasks(
+        self, tx: Any, agent_id: str, pairs: list[tuple[str, str | None]]
+    ) -> list[Record]:
+        recs: list[Record] = await self._write(
+            tx,
+            lambda ctx: self.ops.complete_tasks(ctx, agent_id, pairs),
+            heavy=len(pairs) > HEAVY_ROWS,
+        )
+        return recs
 
     async def fail_task(self, tx: Any, task_id: str, agent_id: str, error: str) -> Record:
         rec: Record = await self._write(

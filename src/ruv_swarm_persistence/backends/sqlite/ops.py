@@ -62,6 +62,10 @@ def _ids_json(ids: Sequence[str]) -> str:
     return json.dumps(list(ids))
 
 
+def _claim_order(rec: Record) -> tuple[int, int, str]:
+    return (-rec["priority"], rec["created_at"], rec["id"])
+
+
 #: A metric record's values in insert order, as one tuple (``itemgetter`` builds it in C).
 METRIC_VALUES: Final = operator.itemgetter(*sql.METRIC_COLUMNS)
 
@@ -472,6 +476,37 @@ class SqliteOps:
             self._log_claim(conn, rec["concurrency_key"], now)
         return rec
 
+    def claim_next_tasks(
+        self, ctx: WriteContext, agent_id: str, types: list[str] | None, lease_us: int, n: int
+    ) -> list[Record]:
+        """Claim up to ``n`` of the best ready tasks (of these types); their records, in
+        claim order. One statement while no key has limits; else one claim after another,
+        each counting the ones before it against its key's limits."""
+        conn = ctx.conn
+        now = self.now()
+        self.expire_leases(ctx, now)
+        if types is not None and not types:
+            return []
+        if conn.execute(sql.ANY_QUEUE_LIMIT).fetchone() is not None:
+            out: list[Record] = []
+            while len(out) < n and (rec := self.claim_next_task(ctx, agent_id, types, lease_us)):
+                out.append(rec)
+            return out
+        params: list[Any] = list(rules.claim_changes(agent_id, now, lease_us).values())
+        if types is None:
+            params += (now, n)
+        else:
+            for t in types:
+                params += (now, t, n)
+            params.append(n)
+        statement = sql.claim_batch(None if types is None else len(types))
+        recs = [
+            dict(zip(sql.PUBLIC_TASK_COLUMNS, row, strict=True))
+            for row in conn.execute(statement, params)
+        ]
+        recs.sort(key=_claim_order)
+        return recs
+
     def start_task(self, ctx: WriteContext, task_id: str, agent_id: str) -> Record:
         """Mark a held task running."""
         now = self.now()
@@ -487,6 +522,34 @@ class SqliteOps:
         new = self.transition(ctx, rec, rules.complete_changes(result, now), now)
         ctx.tasks = True
         return new
+
+    def complete_tasks(
+        self, ctx: WriteContext, agent_id: str, pairs: Sequence[tuple[str, str | None]]
+    ) -> list[Record]:
+        """Complete held tasks, all or none (each checked before any is written)."""
+        conn = ctx.conn
+        now = self.now()
+        self.expire_leases(ctx, now)
+        ids = [task_id for task_id, _ in pairs]
+        states = {
+            rec["id"]: rec
+            for rec in map(task_state, conn.execute(sql.TASK_STATES, (_ids_json(ids),)))
+        }
+        held: list[Record] = []
+        for task_id in ids:
+            rec = states.get(task_id)
+            if rec is None:
+                raise NotFoundError("task", task_id)
+            if rec["status"] not in rules.ACTIVE or rec["assigned_to"] != agent_id:
+                raise LeaseLostError(task_id, agent_id, f"task is {rec['status']}")
+            held.append(rec)
+        with savepoint(conn):
+            out = [
+                self.transition(ctx, rec, rules.complete_changes(result, now), now)
+                for rec, (_, result) in zip(held, pairs, strict=True)
+            ]
+        ctx.tasks = True
+        return out
 
     def fail_task(self, ctx: WriteContext, task_id: str, agent_id: str, error: str) -> Record:
         """Record a failed attempt of a held task."""

@@ -14,7 +14,7 @@ from ... import rules
 from ...codec import COLUMNS
 from ..sql_common import TASK_COLUMNS
 
-__all__ = ["task_update", "claim_next"]
+__all__ = ["claim_batch", "claim_next", "task_update"]
 
 
 def _select(table: str, columns: tuple[str, ...] | None = None) -> str:
@@ -290,6 +290,34 @@ def claim_next(type_count: int | None) -> str:
         arms = " UNION ALL ".join([arm] * type_count)
         pick = f"(SELECT id FROM ({arms}){_TASK_ORDER} LIMIT 1)"
     return head + pick + _RETURNING_TASK + ", " + _RATE_LIMITED
+
+
+#: Whether any key has limits: without any, a batch of claims is one statement.
+ANY_QUEUE_LIMIT: Final = "SELECT 1 FROM queue_limits LIMIT 1"
+
+
+@functools.cache
+def claim_batch(type_count: int | None) -> str:
+    """Claim the ``LIMIT`` best ready tasks (of ``type_count`` types) in one statement.
+
+    Only while no key has limits (``ANY_QUEUE_LIMIT``): the pick is read before any of its
+    claims is written, so it could not count the batch's own claims against a limit.
+    Parameters: the claim's values (in :func:`rules.claim_changes` order), then ``now, n``
+    without types, or ``now, type, n`` once per type and ``n``. The rows come back in no
+    particular order.
+    """
+    head = "UPDATE tasks SET " + ", ".join(f"{c} = ?" for c in _CLAIM_SET) + " WHERE id IN "
+    if type_count is None:
+        pick = f"(SELECT id FROM tasks INDEXED BY tasks_ready WHERE {_READY}{_TASK_ORDER} LIMIT ?)"
+    else:
+        arm = (
+            "SELECT * FROM (SELECT id, priority, created_at FROM tasks"
+            f" INDEXED BY tasks_ready_by_type WHERE {_READY} AND task_type = ?"
+            f"{_TASK_ORDER} LIMIT ?)"
+        )
+        arms = " UNION ALL ".join([arm] * type_count)
+        pick = f"(SELECT id FROM ({arms}){_TASK_ORDER} LIMIT ?)"
+    return head + pick + _RETURNING_TASK
 
 
 _task_updates: dict[tuple[str, ...], str] = {}
