@@ -15,11 +15,18 @@ Rows (``--only`` keys; 10,000 tasks or events unless said, ``--quick`` a few hun
 * ``sqlite.claims``: 4 worker coroutines on one storage, ``claim_next_task`` → ``complete_task``;
   sqlite3 in 4 threads, a connection each, an ``UPDATE … RETURNING`` claim and an ``UPDATE``
   completion; huey's consumer with 4 worker threads, started and stopped in this process.
+* ``sqlite.batches``: 4 worker coroutines on one storage, ``claim_next_tasks(agent, 16)`` →
+  ``complete_tasks``; sqlite3 in 4 threads, a connection each, one ``UPDATE … WHERE id IN
+  (SELECT … LIMIT 16) RETURNING`` claim and one ``UPDATE … WHERE id IN (…)`` completion per
+  batch. Apart from ``sqlite.claims``: its ratio is batched against batched.
 * ``pg.store``: the same producer on PostgreSQL; asyncpg with one ``INSERT`` per task;
   procrastinate's ``defer_async`` per job.
 * ``pg.claims``: 4 coroutines on one storage; asyncpg on 4 connections, a
   ``FOR UPDATE SKIP LOCKED`` claim and an ``UPDATE`` completion; procrastinate's worker with
   concurrency 4 until the queue is empty.
+* ``pg.batches``: as ``sqlite.batches`` on PostgreSQL; asyncpg on 4 connections, one
+  ``FOR UPDATE SKIP LOCKED LIMIT 16`` claim and one ``UPDATE … WHERE id = ANY (…)``
+  completion per batch.
 * ``sqlite.get_task``, ``sqlite.tasks.find_by_id``, ``sqlite.events.find_by_id``: point reads
   (20,000 a run over 10,000 stored rows) beside sqlite3 running the same ``SELECT`` on the same
   file, its row decoded by hand (``json.loads``, ``datetime``) into the same model, and
@@ -236,6 +243,18 @@ SQLITE_CLAIM = (
     " RETURNING id, task_type, payload"
 )
 SQLITE_COMPLETE = "UPDATE tasks SET status = 'done', result = ?, completed_at = ? WHERE id = ?"
+#: Batches of this many tasks (``sqlite.batches``, ``pg.batches``).
+BATCH = 16
+SQLITE_CLAIM_BATCH = (
+    "UPDATE tasks SET status = 'running', assigned_to = ?, updated_at = ?"
+    " WHERE id IN (SELECT id FROM tasks WHERE status = 'pending'"
+    " ORDER BY priority DESC, id LIMIT ?)"
+    " RETURNING id, task_type, payload"
+)
+SQLITE_COMPLETE_BATCH = (
+    "UPDATE tasks SET status = 'done', result = NULL, completed_at = ?"
+    " WHERE id IN (SELECT value FROM json_each(?))"
+)
 SQLITE_INSERT_EVENT = (
     "INSERT INTO events (event_type, agent_id, payload, timestamp) VALUES (?, ?, ?, ?)"
 )
@@ -588,6 +607,97 @@ def raw_drain(path: Path, total: int, deadline: Deadline) -> None:
     assert done == total, f"sqlite3 completed {done} of {total}"
 
 
+async def bench_sqlite_batches(opts: Options, work: Workdir) -> list[Result]:
+    key = "sqlite.batches"
+    if not opts.wants(key):
+        return []
+    n = tasks_n(opts)
+    limit = limit_s(opts)
+
+    async def library() -> Timing:
+        storage = await open_storage(work.path("lib-batches"))
+        try:
+            await seed_library_tasks(storage, n)
+            return await timed_async(n, lambda: drain_in_batches(storage, n, limit))
+        finally:
+            await storage.close()
+
+    async def raw() -> Timing:
+        path = raw_file(work.path("raw-batches"))
+        conn = sqlite_connect(path)
+        seed_raw_tasks(conn, n)
+        conn.close()
+        deadline = Deadline(limit, "sqlite3 batches")
+        return timed(n, lambda: raw_drain_batches(path, n, deadline))
+
+    raw_name = f"sqlite3: 4 threads, UPDATE … LIMIT {BATCH} RETURNING + one UPDATE per batch"
+    lib_name = f"4 coroutines: claim_next_tasks({BATCH}) → complete_tasks"
+    results, failed = await rounds(opts.repeat, [Side(raw_name, raw), Side(lib_name, library)])
+    return rows(
+        key,
+        "tasks",
+        results,
+        failed,
+        raw=raw_name,
+        library=[(lib_name, raw_name)],
+        note=f"{n:,} independent tasks, 4 priorities, 4 workers, batches of {BATCH}",
+    )
+
+
+async def drain_in_batches(storage: Storage, total: int, limit: float) -> None:
+    """4 coroutines claim batches and complete each batch in one call, until none is left."""
+    done = 0
+
+    async def worker(agent: str) -> None:
+        nonlocal done
+        claim, complete = storage.claim_next_tasks, storage.complete_tasks
+        while batch := await claim(agent, BATCH):
+            await complete([(task.id, None) for task in batch], agent)
+            done += len(batch)
+
+    async with asyncio.timeout(limit):
+        await asyncio.gather(*(worker(f"worker-{w}") for w in range(WORKERS)))
+    assert done == total, f"library completed {done} of {total}"
+
+
+def raw_drain_batches(path: Path, total: int, deadline: Deadline) -> None:
+    """4 threads, a connection each, claim and complete batches until the queue is empty."""
+    done = 0
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def worker(w: int) -> None:
+        nonlocal done
+        agent = f"worker-{w}"
+        conn = sqlite_connect(path)
+        execute = conn.execute
+        try:
+            while True:
+                deadline.check()
+                got = execute(SQLITE_CLAIM_BATCH, (agent, time.time(), BATCH)).fetchall()
+                if not got:
+                    return
+                for _task_id, _task_type, payload in got:
+                    json.loads(payload)
+                ids = json.dumps([row[0] for row in got])
+                execute(SQLITE_COMPLETE_BATCH, (time.time(), ids))
+                with lock:
+                    done += len(got)
+        except BaseException as exc:  # surfaced after join
+            failures.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    assert done == total, f"sqlite3 completed {done} of {total}"
+
+
 @dataclass
 class ReadFixture:
     """A library file with tasks and events, the storage on it, and a sqlite3 connection."""
@@ -923,6 +1033,19 @@ WHERE id = (
 RETURNING id, task_type, payload
 """
 PG_COMPLETE = "UPDATE tasks SET status = 'done', result = $2, completed_at = now() WHERE id = $1"
+PG_CLAIM_BATCH = """
+UPDATE tasks SET status = 'running', assigned_to = $1, updated_at = now()
+WHERE id IN (
+    SELECT id FROM tasks WHERE status = 'pending'
+    ORDER BY priority DESC, id
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+RETURNING id, task_type, payload
+"""
+PG_COMPLETE_BATCH = (
+    "UPDATE tasks SET status = 'done', result = NULL, completed_at = now()"
+    " WHERE id = ANY ($1::bigint[])"
+)
 PG_AGGREGATE = """
 SELECT agent_id, unit, count(*), sum(value), min(value), max(value), max(timestamp)
 FROM metrics
@@ -1173,6 +1296,68 @@ async def bench_pg_claims(opts: Options, env: PgEnv) -> list[Result]:
         peer=peer_name if peer is not None else None,
         peer_missing=env.peer_missing,
         note=f"{n:,} independent tasks, 4 priorities, 4 workers",
+    )
+
+
+async def bench_pg_batches(opts: Options, env: PgEnv) -> list[Result]:
+    key = "pg.batches"
+    if not opts.wants(key):
+        return []
+    n = tasks_n(opts)
+    limit = limit_s(opts)
+
+    async def library() -> Timing:
+        await env.truncate_library("tasks", "task_dependencies")
+        storage = await env.open_storage()
+        try:
+            await seed_library_tasks(storage, n)
+            await env.admin.execute(f"ANALYZE {env.lib_schema}.tasks")
+            return await timed_async(n, lambda: drain_in_batches(storage, n, limit))
+        finally:
+            await storage.close()
+
+    async def raw() -> Timing:
+        await env.truncate_raw()
+        await env.admin.executemany(
+            f"INSERT INTO {env.raw_schema}.tasks (task_type, priority, payload)"
+            " VALUES ($1, $2, $3)",
+            [("work", i % 4, json.dumps({"i": i})) for i in range(n)],
+        )
+        await env.admin.execute(f"ANALYZE {env.raw_schema}.tasks")
+        conns = [await env.connect(env.raw_schema) for _ in range(WORKERS)]
+        try:
+
+            async def drain() -> None:
+                done = 0
+
+                async def worker(conn: Any, agent: str) -> None:
+                    nonlocal done
+                    while rows := await conn.fetch(PG_CLAIM_BATCH, agent, BATCH):
+                        for row in rows:
+                            json.loads(row["payload"])
+                        await conn.execute(PG_COMPLETE_BATCH, [row["id"] for row in rows])
+                        done += len(rows)
+
+                async with asyncio.timeout(limit):
+                    await asyncio.gather(*(worker(c, f"worker-{w}") for w, c in enumerate(conns)))
+                assert done == n, f"asyncpg completed {done} of {n}"
+
+            return await timed_async(n, drain)
+        finally:
+            for c in conns:
+                await c.close()
+
+    raw_name = f"asyncpg: 4 connections, SKIP LOCKED LIMIT {BATCH} claim + one UPDATE per batch"
+    lib_name = f"4 coroutines on one storage: claim_next_tasks({BATCH}) → complete_tasks"
+    results, failed = await rounds(opts.repeat, [Side(raw_name, raw), Side(lib_name, library)])
+    return rows(
+        key,
+        "tasks",
+        results,
+        failed,
+        raw=raw_name,
+        library=[(lib_name, raw_name)],
+        note=f"{n:,} independent tasks, 4 priorities, 4 workers, batches of {BATCH}",
     )
 
 
@@ -1739,7 +1924,8 @@ async def run_all(opts: Options, *, peers: bool = True, pg_url: str | None = Non
     try:
         results += await bench_sqlite_store(opts, work, peers)
         results += await bench_sqlite_claims(opts, work, peers)
-        pg_keys = ("pg.store", "pg.claims", "pg.aggregate", "pg.counts")
+        results += await bench_sqlite_batches(opts, work)
+        pg_keys = ("pg.store", "pg.claims", "pg.batches", "pg.aggregate", "pg.counts")
         pg_results: list[Result] = []
         if any(opts.wants(k) for k in pg_keys):
             try:
@@ -1751,6 +1937,7 @@ async def run_all(opts: Options, *, peers: bool = True, pg_url: str | None = Non
                 async with pg_env(peers, pg_url) as env:
                     pg_results += await bench_pg_store(opts, env)
                     pg_results += await bench_pg_claims(opts, env)
+                    pg_results += await bench_pg_batches(opts, env)
                     pg_results += await bench_pg_aggregate(opts, env)
                     if opts.wants("pg.counts"):
                         counts += await count_pg(opts, env)

@@ -20,8 +20,10 @@ def test_quick_run_without_peers(pg_url: str) -> None:
     assert benches == {
         "sqlite.store",
         "sqlite.claims",
+        "sqlite.batches",
         "pg.store",
         "pg.claims",
+        "pg.batches",
         "sqlite.get_task",
         "sqlite.tasks.find_by_id",
         "sqlite.events.find_by_id",

@@ -1,15 +1,17 @@
 """Exactly once across processes: 4 processes x 4 coroutines drain 10,000 dependent tasks.
 
-The workers use the plain API (``claim_next_task`` → ``complete_task``), so 16 claimers race
-for the same rows. A witness trigger, installed by the test in the swarm's schema, logs every
-status change of a task with a number from a sequence, drawn inside the statement that makes
-the change. A dependent is correctly claimed only after its dependency's completion committed,
-so the completion's number is lower than the claim's; a claim that ignored an unfinished
-dependency would draw its number first. Every edge of the dependency graph is checked that
-way, and every task must leave ``pending`` once and complete once.
+The workers use the plain API (``claim_next_task`` → ``complete_task``, or in batches
+``claim_next_tasks`` → ``complete_tasks``), so 16 claimers race for the same rows. A witness
+trigger, installed by the test in the swarm's schema, logs every status change of a task with
+a number from a sequence, drawn inside the statement that makes the change. A dependent is
+correctly claimed only after its dependency's completion committed, so the completion's number
+is lower than the claim's; a claim that ignored an unfinished dependency would draw its number
+first. Every edge of the dependency graph is checked that way, and every task must leave
+``pending`` once and complete once.
 
 This file is also the worker: ``python test_exactly_once.py URL SCHEMA WORKER COROUTINES
-SECONDS`` drains tasks and prints what it claimed and completed as JSON.
+SECONDS BATCH`` drains tasks (``BATCH`` at a time when above 1) and prints what it claimed and
+completed as JSON.
 """
 
 from __future__ import annotations
@@ -65,11 +67,26 @@ async def _unfinished_left(storage: Storage) -> bool:
     return bool(await storage.query(query))
 
 
-async def _drain(storage: Storage, agent: str, deadline: float, out: dict[str, Any]) -> None:
+async def _claim(storage: Storage, agent: str, batch: int) -> list[TaskModel]:
+    if batch > 1:
+        return await storage.claim_next_tasks(agent, batch)
+    task = await storage.claim_next_task(agent)
+    return [] if task is None else [task]
+
+
+async def _complete(storage: Storage, agent: str, tasks: list[TaskModel]) -> list[TaskModel]:
+    if len(tasks) > 1:
+        return await storage.complete_tasks([(t.id, {"by": agent}) for t in tasks], agent)
+    return [await storage.complete_task(tasks[0].id, agent, {"by": agent})]
+
+
+async def _drain(
+    storage: Storage, agent: str, deadline: float, out: dict[str, Any], batch: int
+) -> None:
     idle = 0.002
     while time.monotonic() < deadline:
-        task = await storage.claim_next_task(agent)
-        if task is None:
+        tasks = await _claim(storage, agent, batch)
+        if not tasks:
             if not await _unfinished_left(storage):
                 return
             # Ready work is held by others; their completions will release more.
@@ -77,20 +94,22 @@ async def _drain(storage: Storage, agent: str, deadline: float, out: dict[str, A
             idle = min(idle * 2, 0.05)
             continue
         idle = 0.002
-        out["claimed"].append(task.id)
-        done = await storage.complete_task(task.id, agent, {"by": agent})
-        assert done.status == "completed", done
-        out["completed"].append(task.id)
+        out["claimed"] += [t.id for t in tasks]
+        for done in await _complete(storage, agent, tasks):
+            assert done.status == "completed", done
+            out["completed"].append(done.id)
     out["errors"].append(f"{agent}: deadline passed with tasks unfinished")
 
 
-async def _worker(url: str, schema: str, worker: int, coroutines: int, seconds: float) -> None:
+async def _worker(
+    url: str, schema: str, worker: int, coroutines: int, seconds: float, batch: int
+) -> None:
     out: dict[str, Any] = {"claimed": [], "completed": [], "errors": []}
     deadline = time.monotonic() + seconds
 
     async def run(agent: str) -> None:
         try:
-            await _drain(storage, agent, deadline, out)
+            await _drain(storage, agent, deadline, out, batch)
         except Exception as exc:
             out["errors"].append(f"{agent}: {type(exc).__module__}.{type(exc).__name__}: {exc}")
 
@@ -118,7 +137,7 @@ def make_tasks(n: int, rng: random.Random) -> list[TaskModel]:
     return tasks
 
 
-async def _run_workers(url: str, schema: str) -> list[dict[str, Any]]:
+async def _run_workers(url: str, schema: str, batch: int) -> list[dict[str, Any]]:
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -128,6 +147,7 @@ async def _run_workers(url: str, schema: str) -> list[dict[str, Any]]:
             str(n),
             str(COROUTINES),
             str(WORKER_SECONDS),
+            str(batch),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -178,7 +198,8 @@ async def read_witness(url: str, schema: str) -> list[Any]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(WORKER_SECONDS + 60)
-async def test_tasks_complete_exactly_once_in_dependency_order(pg_url: str) -> None:
+@pytest.mark.parametrize("batch", [1, 8], ids=["one-by-one", "batches"])
+async def test_tasks_complete_exactly_once_in_dependency_order(pg_url: str, batch: int) -> None:
     from tests import pgserver
 
     schema = pgserver.new_schema_name("exactly_once")
@@ -190,7 +211,7 @@ async def test_tasks_complete_exactly_once_in_dependency_order(pg_url: str) -> N
         for i in range(0, TASKS, 500):
             await storage.store_tasks(tasks[i : i + 500])
 
-        reports = await _run_workers(pg_url, schema)
+        reports = await _run_workers(pg_url, schema, batch)
 
         errors = [e for r in reports for e in r["errors"]]
         assert errors == [], f"seed {seed}: {errors[:5]}"
@@ -242,5 +263,7 @@ async def test_tasks_complete_exactly_once_in_dependency_order(pg_url: str) -> N
 
 
 if __name__ == "__main__":
-    _url, _schema, _worker_no, _coroutines, _seconds = sys.argv[1:6]
-    asyncio.run(_worker(_url, _schema, int(_worker_no), int(_coroutines), float(_seconds)))
+    _url, _schema, _worker_no, _coroutines, _seconds, _batch = sys.argv[1:7]
+    asyncio.run(
+        _worker(_url, _schema, int(_worker_no), int(_coroutines), float(_seconds), int(_batch))
+    )
