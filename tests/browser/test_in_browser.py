@@ -24,12 +24,13 @@ import pytest
 from tests.browser import harness
 from tests.browser.conftest import BrowserSite
 
-#: The suite's modules run in the page: agents, tasks (dependencies, claims, leases),
+#: The suite's modules run in the page: agents, tasks (dependencies, claims, leases, batches),
 #: dead letters, retention, events, messages, metrics, transactions.
 CORE_MODULES = [
     "agents",
     "tasks",
     "task_lifecycle",
+    "batch_tasks",
     "dead_letters",
     "retention",
     "events",
