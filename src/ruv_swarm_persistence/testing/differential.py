@@ -584,6 +584,12 @@ class Differential(RuleBasedStateMachine):
             return b.offset(offset)
 
         self.both(lambda s: s.query(build()), f"query({model}, {pattern}, {desc}, {limit})")
+        self.both(lambda s: s.count(build()), f"count({model}, {pattern}, {limit}, {offset})")
+        fields = {"tasks": ("status", "priority"), "agents": ("status",), "events": ("agent_id",)}
+        self.both(
+            lambda s: s.count_by(build(), *fields[model]),
+            f"count_by({model}, {pattern}, {limit}, {offset})",
+        )
 
     @rule(
         policy=st.sampled_from(["events:1h", "tasks:10,messages:1d", "metrics:2", "events:3"]),
