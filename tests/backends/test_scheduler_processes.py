@@ -106,7 +106,9 @@ def _check(reports: list[dict[str, Any]], stored_ids: list[str]) -> None:
     for name, seconds in INTERVALS.items():
         ids = [i for i in fired if i.startswith(f"{name}@")]
         dues = sorted(datetime.fromisoformat(i.split("@")[1]) for i in ids)
-        assert len(dues) >= SECONDS / seconds - 3, (name, len(dues))
+        # Enough due times to see their spacing; how many fit in the run depends on how busy
+        # the machine is (a count per second would be a timing assertion).
+        assert len(dues) >= 3, (name, len(dues))
         steps = {b - a for a, b in itertools.pairwise(dues)}
         assert steps == {timedelta(microseconds=round(seconds * 1e6))}, (name, steps)
 
