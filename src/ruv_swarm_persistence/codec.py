@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from . import _json
@@ -617,8 +617,6 @@ def duration_arg(value: Any, field: str, *, allow_zero: bool = False, bounded: b
     time computed from it (a lease's end, a cut-off) can be stored and read back; a wait's
     timeout is not stored and may be as long as the caller likes.
     """
-    from datetime import timedelta
-
     if isinstance(value, timedelta):
         us = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
     elif isinstance(value, bool) or not isinstance(value, (int, float)):
