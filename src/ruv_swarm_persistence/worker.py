@@ -75,6 +75,7 @@ import inspect
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -99,6 +100,7 @@ from .worker_reports import (
     TaskReport,
     WorkerStats,
     error_text,
+    new_report,
 )
 
 __all__ = [
@@ -130,6 +132,10 @@ _TRANSIENT: Final = (DatabaseError, PoolError)
 _STORAGE: Final = 0
 _HANDLER: Final = 1
 
+#: When a handler began and when its lease was renewed: the same clock as asyncio's loops, read
+#: without a method call.
+_clock: Final = time.monotonic
+
 # Why the worker gave up on a job: it stops (past the grace), or it lost the lease.
 _STOP: Final = "stop"
 _LOST: Final = "lost"
@@ -143,7 +149,15 @@ class TaskContext:
     extend the lease now, and :attr:`cancel_requested`.
     """
 
-    __slots__ = ("_cancel", "_job", "_lease", "agent_id", "dependency_results", "storage", "task")
+    __slots__ = (
+        "_cancel",
+        "_lease",
+        "_worker",
+        "agent_id",
+        "dependency_results",
+        "storage",
+        "task",
+    )
 
     def __init__(
         self,
@@ -153,14 +167,14 @@ class TaskContext:
         dependency_results: dict[str, Any],
         *,
         lease: timedelta = timedelta(seconds=30),
-        job: _Job | None = None,
     ) -> None:
         self.task = task
         self.agent_id = agent_id
         self.storage = storage
         self.dependency_results = dependency_results
         self._lease = lease
-        self._job = job
+        #: The worker running the attempt (``None``: a context made by hand).
+        self._worker: Worker | None = None
         # A plain flag: a handler running in a thread reads it (one attribute read is atomic).
         self._cancel = False
 
@@ -191,31 +205,35 @@ class TaskContext:
         try:
             return await self.storage.heartbeat_task(self.task.id, self.agent_id, self._lease)
         except LeaseLostError:
-            if self._job is not None and self._job.worker is not None:
-                self._job.worker._interrupt(self._job, _LOST)
+            if self._worker is not None and isinstance(self, _Job):
+                self._worker._interrupt(self, _LOST)
             raise
 
 
-class _Job:
-    """One claimed task on its way through a lane."""
+class _Job(TaskContext):
+    """One claimed task on its way through a lane; its handler gets it as its context (one
+    object per task, not two pointing at each other)."""
 
     __slots__ = (
         "began",
         "cancelled",
-        "ctx",
         "lane",
         "phase",
         "reason",
         "renewed",
         "renewing",
         "settled",
-        "task",
-        "worker",
     )
 
-    def __init__(self, task: TaskModel, worker: Worker | None, lane: asyncio.Task[Any]) -> None:
+    def __init__(self, task: TaskModel, worker: Worker, lane: asyncio.Task[Any]) -> None:
         self.task = task
-        self.worker = worker
+        self.agent_id = worker._agent_id
+        self.storage = worker._storage
+        #: Filled in once the task is started, if it has dependencies.
+        self.dependency_results = {}
+        self._lease = worker._lease
+        self._worker = worker
+        self._cancel = False
         #: The lane's asyncio task: cancelled (only while in the handler) to interrupt it.
         self.lane = lane
         self.phase = _STORAGE
@@ -226,9 +244,9 @@ class _Job:
         #: Whether the outcome was written by someone else than the lane (a stopping worker
         #: giving up on a handler that ignores its cancellation): the lane writes nothing.
         self.settled = False
-        self.ctx: TaskContext | None = None
+        #: When the handler began (``_clock``); ``None`` before.
         self.began: float | None = None
-        #: When the lease was last renewed (loop time), and whether a renewal is in flight.
+        #: When the lease was last renewed (``_clock``), and whether a renewal is in flight.
         self.renewed = 0.0
         self.renewing = False
 
@@ -316,8 +334,8 @@ class Worker:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be a positive integer")
         self._storage = storage
-        self._handlers = {t: handlers[t] for t in types}
-        self._async = {t: _is_async(h) for t, h in self._handlers.items()}
+        # Each type's handler and whether it is async, looked up once per task.
+        self._handlers = {t: (handlers[t], _is_async(handlers[t])) for t in types}
         self._types = types
         self._concurrency = concurrency
         self._lease = timedelta(seconds=_seconds(lease, "lease"))
@@ -451,14 +469,22 @@ class Worker:
     # --- lanes ----------------------------------------------------------------------------
 
     async def _lane(self) -> None:
-        """Claim, run and write one task at a time until the worker stops."""
+        """Claim, run and write one task at a time until the worker stops.
+
+        One coroutine for all of it, the attempt written inline: on a fast storage a coroutine
+        more per task is a measurable share of what the worker adds to a hand-written loop."""
         s, me, types, lease = self._storage, self._agent_id, self._types, self._lease
+        jobs, stats, handlers = self._jobs, self._stats, self._handlers
         lane = asyncio.current_task()
         assert lane is not None
-        while not self._stop_requested:
+        # "while True" and not "while not stopping": CPython 3.11 warms a loop up for its
+        # specializing interpreter only on an unconditional jump back, and a lane runs once.
+        while True:
+            if self._stop_requested:
+                return
             try:
                 # Never cancelled (it may have taken a task): a worker that stops meanwhile
-                # gives back what it took (_attempt).
+                # gives back what it took (below).
                 task = await s.claim_next_task(me, types, lease)
             except _TRANSIENT as exc:
                 await self._pause(exc)
@@ -475,17 +501,92 @@ class Worker:
                 if not fut.done():
                     fut.set_result(None)
             job = _Job(task, self, lane)
-            self._jobs.add(job)
-            stats = self._stats
+            jobs.add(job)
             stats.claimed += 1
             stats.running += 1
             try:
-                await self._attempt(job)
+                if self._stop_requested:  # claimed as the worker was told to stop: not started
+                    await self._release(job)
+                    continue
+                try:
+                    job.task = task = await s.start_task(task.id, me)
+                    if task.dependencies:
+                        job.dependency_results = await s.get_dependency_results(task.id)
+                except LeaseLostError:
+                    await self._lost(job)
+                    continue
+                except SerializationError as exc:
+                    # A dependency's stored result cannot be read: the same on every try, so
+                    # the attempt fails (and the task, once its retries are used) instead of
+                    # looping.
+                    await self._fail(job, error_text(exc), None)
+                    continue
+                except _TRANSIENT as exc:
+                    log.warning("worker %s: task %s could not start: %s", me, task.id, exc)
+                    await self._release(job)
+                    continue
+                if job.reason is not None:  # given up on before the handler began
+                    await (self._release(job) if job.reason == _STOP else self._lost(job))
+                    continue
+                handler, is_async = handlers[task.task_type]
+                failure: BaseException | None = None
+                result: Any = None
+                job.began = job.renewed = _clock()
+                job.phase = _HANDLER
+                try:
+                    if is_async:
+                        result = await handler(task, job)
+                    else:
+                        result = await _in_thread(handler, task, job)
+                except asyncio.CancelledError as exc:
+                    job.phase = _STORAGE
+                    if job.cancelled:
+                        lane.uncancel()
+                    elif job.reason is None and lane.cancelling():
+                        raise  # the lane itself is cancelled: the loop is going away
+                    failure = exc
+                except Exception as exc:
+                    job.phase = _STORAGE
+                    if job.cancelled:
+                        lane.uncancel()
+                    failure = exc
+                else:
+                    job.phase = _STORAGE
+                    if job.cancelled:
+                        lane.uncancel()
+                if job.settled:
+                    continue
+                if job.reason is None and failure is None:
+                    if self._dead:
+                        continue
+                    try:
+                        stored = await s.complete_task(task.id, me, result)
+                    except LeaseLostError:
+                        await self._lost(job, result)
+                    except ValidationError as exc:  # the result is not strict JSON
+                        await self._fail(job, error_text(exc), result)
+                    except StorageError as exc:
+                        await self._unrecorded(job, exc, result)
+                    else:
+                        rest = self._settle(job, Outcome.Completed, stored, result, None)
+                        if rest is not None:
+                            await rest
+                elif job.reason == _STOP:
+                    await self._release(job)
+                elif job.reason == _LOST:
+                    await self._lost(job, result)
+                elif isinstance(failure, asyncio.CancelledError):
+                    # Cancelled by someone else than this worker (the handler itself, a task it
+                    # awaited): the attempt failed.
+                    await self._fail(job, "CancelledError: the handler was cancelled", None)
+                else:
+                    assert failure is not None
+                    await self._fail(job, error_text(failure), None)
             except Exception:
                 log.exception("worker %s: task %s: unexpected error", me, job.task.id)
             finally:
-                if job in self._jobs:  # else a stopping worker gave up on it (_drain)
-                    self._jobs.discard(job)
+                if job in jobs:  # else a stopping worker gave up on it (_drain)
+                    jobs.discard(job)
                     stats.running -= 1
 
     async def _idle(self) -> None:
@@ -529,81 +630,11 @@ class Worker:
         if not fut.cancelled():
             fut.result()  # what it raised, raised here
 
-    # --- one task -------------------------------------------------------------------------
-
-    async def _attempt(self, job: _Job) -> None:
-        s, me = self._storage, self._agent_id
-        task = job.task
-        if self._stop_requested:  # claimed as the worker was told to stop: not started at all
-            await self._release(job)
-            return
-        try:
-            job.task = task = await s.start_task(task.id, me)
-            deps = await s.get_dependency_results(task.id) if task.dependencies else {}
-        except LeaseLostError:
-            await self._lost(job)
-            return
-        except SerializationError as exc:
-            # A dependency's stored result cannot be read: the same on every try, so the
-            # attempt fails (and the task, once its retries are used) instead of looping.
-            await self._fail(job, error_text(exc), None)
-            return
-        except _TRANSIENT as exc:
-            log.warning("worker %s: task %s could not start: %s", me, task.id, exc)
-            await self._release(job)
-            return
-        if job.reason is not None:  # given up on before the handler began
-            await (self._release(job) if job.reason == _STOP else self._lost(job))
-            return
-        ctx = job.ctx = TaskContext(task, me, s, deps, lease=self._lease, job=job)
-        loop = asyncio.get_running_loop()
-        job.began = job.renewed = loop.time()
-        handler = self._handlers[task.task_type]
-        failure: BaseException | None = None
-        result: Any = None
-        job.phase = _HANDLER
-        try:
-            if self._async[task.task_type]:
-                result = await handler(task, ctx)
-            else:
-                result = await _in_thread(handler, task, ctx)
-        except asyncio.CancelledError as exc:
-            job.phase = _STORAGE
-            if job.cancelled:
-                job.lane.uncancel()
-            elif job.reason is None and job.lane.cancelling():
-                raise  # the lane itself is cancelled: the loop is going away
-            failure = exc
-        except Exception as exc:
-            job.phase = _STORAGE
-            if job.cancelled:
-                job.lane.uncancel()
-            failure = exc
-        else:
-            job.phase = _STORAGE
-            if job.cancelled:
-                job.lane.uncancel()
-        if job.settled:
-            return
-        if job.reason == _STOP:
-            await self._release(job)
-        elif job.reason == _LOST:
-            await self._lost(job, result)
-        elif isinstance(failure, asyncio.CancelledError):
-            # Cancelled by someone else than this worker (the handler itself, a task it
-            # awaited): the attempt failed.
-            await self._fail(job, "CancelledError: the handler was cancelled", None)
-        elif failure is not None:
-            await self._fail(job, error_text(failure), None)
-        else:
-            await self._complete(job, result)
-
     def _interrupt(self, job: _Job, reason: str) -> None:
         """Give up on a job: its handler is cancelled, its outcome decided by ``reason``."""
         if job.reason is None:
             job.reason = reason
-        if job.ctx is not None:
-            job.ctx._cancel = True
+        job._cancel = True
         # Soon, not now: this may run inside the handler (a renewal it made), which is told by
         # the LeaseLostError it gets; the lane is cancelled only if still in the handler then.
         asyncio.get_running_loop().call_soon(self._cancel_handler, job)
@@ -619,7 +650,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(every / 4)
-            now = loop.time()
+            now = _clock()
             for job in list(self._jobs):
                 if (
                     job.phase == _HANDLER
@@ -644,29 +675,15 @@ class Worker:
             # LeaseLostError.
             log.warning("worker %s: lease of task %s not renewed: %s", me, task_id, exc)
         finally:
-            job.renewed = asyncio.get_running_loop().time()
+            job.renewed = _clock()
             job.renewing = False
 
     def _duration(self, job: _Job) -> float:
         if job.began is None:
             return 0.0
-        return asyncio.get_running_loop().time() - job.began
+        return _clock() - job.began
 
     # --- writing the outcome (once; a refused write is never retried) ---------------------
-
-    async def _complete(self, job: _Job, result: Any) -> None:
-        if self._dead:
-            return
-        try:
-            stored = await self._storage.complete_task(job.task.id, self._agent_id, result)
-        except LeaseLostError:
-            await self._lost(job, result)
-        except ValidationError as exc:  # the result is not strict JSON
-            await self._fail(job, error_text(exc), result)
-        except StorageError as exc:
-            await self._unrecorded(job, exc, result)
-        else:
-            await self._finish(job, Outcome.Completed, stored, result=result)
 
     async def _fail(self, job: _Job, error: str, result: Any) -> None:
         if self._dead:
@@ -729,9 +746,22 @@ class Worker:
         result: Any = None,
         error: str | None = None,
     ) -> None:
-        self._stats.count(outcome)
-        attempt = job.task.retry_count + 1
-        duration = self._duration(job)
+        rest = self._settle(job, outcome, stored, result, error)
+        if rest is not None:
+            await rest
+
+    def _settle(
+        self, job: _Job, outcome: Outcome, stored: TaskModel, result: Any, error: str | None
+    ) -> Awaitable[None] | None:
+        """Count, log and report a written outcome; what is left to await (an awaitable
+        ``on_outcome`` returned, the event), if anything. No await before the callback: what
+        it counts is counted before anyone (a retry of this very task) can run."""
+        stats = self._stats
+        if outcome is Outcome.Completed:
+            stats.completed += 1
+        else:
+            stats.count(outcome)
+        duration = 0.0 if job.began is None else _clock() - job.began
         # Info, all of them: a failing task is the application's business (the task records
         # it); warnings are kept for the worker's own trouble (a write that did not happen).
         if log.isEnabledFor(logging.INFO):
@@ -742,25 +772,46 @@ class Worker:
                 stored.id,
                 stored.task_type,
                 LOG_PHRASES[outcome].format(
-                    attempt=attempt,
+                    attempt=job.task.retry_count + 1,
                     ms=duration * 1000,
                     error=error,
                     again="failed for good" if final else "failed",
                     retry="" if final else ", will be retried",
                 ),
             )
-        # The callback first, with no await since the write: what it counts is counted before
-        # anyone (a retry of this very task) can run.
+        returned: Any = None
         if self._on_outcome is not None:
-            await self._report(TaskReport(outcome, stored, self._agent_id, result, error, duration))
-        if self._events:
-            payload: dict[str, Any] = {"attempt": attempt}
-            if outcome is Outcome.Completed:
-                payload["ms"] = round(duration * 1000, 3)
-            elif outcome is Outcome.Failed:
-                payload["error"] = error
-                payload["final"] = stored.status == TaskStatus.Failed
-            await self._event(f"task.{outcome.value}", payload, stored.id)
+            report = new_report(outcome, stored, self._agent_id, result, error, duration)
+            try:
+                returned = self._on_outcome(report)
+            except Exception:
+                log.exception("worker %s: on_outcome failed", self._agent_id)
+                returned = None
+            else:
+                if returned is not None and not inspect.isawaitable(returned):
+                    returned = None
+        if not self._events:
+            return None if returned is None else self._await_callback(returned)
+        payload: dict[str, Any] = {"attempt": job.task.retry_count + 1}
+        if outcome is Outcome.Completed:
+            payload["ms"] = round(duration * 1000, 3)
+        elif outcome is Outcome.Failed:
+            payload["error"] = error
+            payload["final"] = stored.status == TaskStatus.Failed
+        return self._then_event(returned, f"task.{outcome.value}", payload, stored.id)
+
+    async def _await_callback(self, returned: Awaitable[Any]) -> None:
+        try:
+            await returned
+        except Exception:
+            log.exception("worker %s: on_outcome failed", self._agent_id)
+
+    async def _then_event(
+        self, returned: Awaitable[Any] | None, event_type: str, payload: Any, task_id: str
+    ) -> None:
+        if returned is not None:
+            await self._await_callback(returned)
+        await self._event(event_type, payload, task_id)
 
     async def _report(self, report: TaskReport) -> None:
         assert self._on_outcome is not None
