@@ -2,7 +2,9 @@
 
 A task's readiness (``run_after <= now``) and the lease a claim grants are computed from that
 time, not from the time the call was made: a claim that waited while another task's
-transaction held the storage, or that was retried, sees the clock as it is then.
+transaction held the storage, or that was retried, sees the clock as it is then. So do the
+writes of a held task: a renewal extends the lease from when it runs, and a completion that
+runs after the lease ran out is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 from ruv_swarm_persistence.backends.postgres import PostgresStorage
+from ruv_swarm_persistence.errors import LeaseLostError
 from ruv_swarm_persistence.models import TaskModel
 from ruv_swarm_persistence.testing import FakeClock
 
@@ -104,3 +107,54 @@ async def test_a_retried_claim_takes_the_time_of_its_retry(
     runner.acquire = first_fails
     assert await asyncio.wait_for(claim(storage), WAIT) == later + timedelta(seconds=LEASE)
     assert clock() == later
+
+
+def retried_at(storage: PostgresStorage, clock: FakeClock, later: datetime) -> None:
+    """The next call's first connection cannot be had; it is retried at ``later``."""
+    runner: Any = storage._runner
+    acquire = runner.acquire
+
+    def first_fails() -> Any:
+        runner.acquire = acquire
+        clock.advance(later - clock())
+        raise ConnectionRefusedError("the server is restarting")
+
+    runner.acquire = first_fails
+
+
+async def held_task(open_storage: Opener) -> tuple[FakeClock, PostgresStorage]:
+    """A storage on a fake clock with the task ``t`` claimed and started by ``w`` at START."""
+    clock = FakeClock(START)
+    storage = await open_storage(clock=clock)
+    await storage.store_task(TaskModel.new("job", {}, id="t"))
+    assert await storage.claim_task("t", "w", lease=LEASE)
+    await storage.start_task("t", "w")
+    return clock, storage
+
+
+async def test_a_retried_renewal_extends_the_lease_from_its_retry(open_storage: Opener) -> None:
+    clock, storage = await held_task(open_storage)
+    later = START + timedelta(seconds=20)
+    retried_at(storage, clock, later)
+    renewed = await asyncio.wait_for(storage.heartbeat_task("t", "w", lease=LEASE), WAIT)
+    assert renewed.lease_expires_at == later + timedelta(seconds=LEASE)
+
+
+async def test_a_retried_completion_takes_the_time_of_its_retry(open_storage: Opener) -> None:
+    clock, storage = await held_task(open_storage)
+    later = START + timedelta(seconds=20)
+    retried_at(storage, clock, later)
+    done = await asyncio.wait_for(storage.complete_task("t", "w", {"ok": 1}), WAIT)
+    assert done.completed_at == later
+
+
+async def test_a_completion_retried_after_the_lease_ran_out_is_refused(
+    open_storage: Opener,
+) -> None:
+    clock, storage = await held_task(open_storage)
+    retried_at(storage, clock, START + timedelta(seconds=LEASE + 1))
+    with pytest.raises(LeaseLostError):
+        await asyncio.wait_for(storage.complete_task("t", "w", {"ok": 1}), WAIT)
+    got = await storage.get_task("t")
+    assert got is not None
+    assert got.status == "pending"  # the expired lease was a failed attempt: retried later

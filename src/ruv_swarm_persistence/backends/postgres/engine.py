@@ -204,7 +204,8 @@ class PostgresEngine:
         return [task(r) for r in await self._fetch(tx, sql.PENDING_TASKS)]
 
     async def ready_tasks(self, tx: Any, limit: int | None) -> list[Record]:
-        return [task(r) for r in await self._fetch(tx, sql.READY_TASKS, self._now(), limit)]
+        rows = await self._read(tx, lambda conn: conn.fetch(sql.READY_TASKS, self._now(), limit))
+        return [task(r) for r in rows]
 
     async def tasks_by_agent(self, tx: Any, agent_id: str) -> list[Record]:
         return [task(r) for r in await self._fetch(tx, sql.TASKS_BY_AGENT, agent_id)]
@@ -262,19 +263,17 @@ class PostgresEngine:
         return await self._rows(tx, sql.QUEUE_LIMIT_COLS, sql.QUEUE_LIMITS)
 
     async def start_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
-        now = self._now()
         return await self._write(
-            tx, lambda conn, fx: self.ops.start_task(conn, fx, task_id, agent_id, now)
+            tx, lambda conn, fx: self.ops.start_task(conn, fx, task_id, agent_id, self._now())
         )
 
     async def complete_task(
         self, tx: Any, task_id: str, agent_id: str, result: str | None
     ) -> Record:
-        now = self._now()
         if tx is None:
             done, woke = await self._runner.self_committing(
                 lambda conn: self.ops.complete_at_once(
-                    conn, task_id, agent_id, result, now, self.channel
+                    conn, task_id, agent_id, result, self._now(), self.channel
                 )
             )
             if done is not None:
@@ -286,7 +285,9 @@ class PostgresEngine:
             # requeues expired leases and says what went wrong.
         return await self._write(
             tx,
-            lambda conn, fx: self.ops.complete_task(conn, fx, task_id, agent_id, result, now),
+            lambda conn, fx: self.ops.complete_task(
+                conn, fx, task_id, agent_id, result, self._now()
+            ),
         )
 
     async def complete_tasks(
@@ -311,28 +312,27 @@ class PostgresEngine:
         )
 
     async def fail_task(self, tx: Any, task_id: str, agent_id: str, error: str) -> Record:
-        now = self._now()
         return await self._write(
-            tx, lambda conn, fx: self.ops.fail_task(conn, fx, task_id, agent_id, error, now)
+            tx,
+            lambda conn, fx: self.ops.fail_task(conn, fx, task_id, agent_id, error, self._now()),
         )
 
     async def cancel_task(self, tx: Any, task_id: str, reason: str | None) -> list[str]:
-        now = self._now()
         return await self._write(
-            tx, lambda conn, fx: self.ops.cancel_task(conn, fx, task_id, reason, now)
+            tx, lambda conn, fx: self.ops.cancel_task(conn, fx, task_id, reason, self._now())
         )
 
     async def heartbeat_task(self, tx: Any, task_id: str, agent_id: str, lease_us: int) -> Record:
-        now = self._now()
         return await self._write(
             tx,
-            lambda conn, fx: self.ops.heartbeat_task(conn, fx, task_id, agent_id, lease_us, now),
+            lambda conn, fx: self.ops.heartbeat_task(
+                conn, fx, task_id, agent_id, lease_us, self._now()
+            ),
         )
 
     async def release_task(self, tx: Any, task_id: str, agent_id: str) -> Record:
-        now = self._now()
         return await self._write(
-            tx, lambda conn, fx: self.ops.release_task(conn, fx, task_id, agent_id, now)
+            tx, lambda conn, fx: self.ops.release_task(conn, fx, task_id, agent_id, self._now())
         )
 
     async def failed_tasks(self, tx: Any, task_type: str | None, limit: int) -> list[Record]:
@@ -346,9 +346,8 @@ class PostgresEngine:
     async def retry_tasks(
         self, tx: Any, task_ids: list[str] | None, task_type: str | None
     ) -> list[Record]:
-        now = self._now()
         return await self._write(
-            tx, lambda conn, fx: self.ops.retry_tasks(conn, fx, task_ids, task_type, now)
+            tx, lambda conn, fx: self.ops.retry_tasks(conn, fx, task_ids, task_type, self._now())
         )
 
     async def dependency_results(
@@ -360,8 +359,11 @@ class PostgresEngine:
         return [(r[0], r[1]) for r in rows if r[0] is not None]
 
     async def next_ready(self, tx: Any, types: list[str] | None) -> int | None:
-        now = self._now()
-        ready, next_run, lease_end, rate_frees = await self._fetchrow(tx, sql.TASKS_DUE, now, types)
+        async def read_due(conn: Conn) -> tuple[int, Any]:
+            now = self._now()
+            return now, await conn.fetchrow(sql.TASKS_DUE, now, types)
+
+        now, (ready, next_run, lease_end, rate_frees) = await self._read(tx, read_due)
         if ready or (lease_end is not None and lease_end <= now):
             return 0  # ready, or a claim requeues a task whose lease ran out
         due = [int(t) for t in (next_run, lease_end, rate_frees) if t is not None]
