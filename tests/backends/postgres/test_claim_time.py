@@ -10,6 +10,7 @@ runs after the lease ran out is refused.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from ruv_swarm_persistence.backends.postgres import PostgresStorage
+from ruv_swarm_persistence.backends.postgres.engine import MIN_LEASE_S
 from ruv_swarm_persistence.errors import LeaseLostError
 from ruv_swarm_persistence.models import TaskModel
 from ruv_swarm_persistence.testing import FakeClock
@@ -158,3 +160,18 @@ async def test_a_completion_retried_after_the_lease_ran_out_is_refused(
     got = await storage.get_task("t")
     assert got is not None
     assert got.status == "pending"  # the expired lease was a failed attempt: retried later
+
+
+async def test_a_lease_too_short_for_the_round_trips_is_warned_about_once(
+    open_storage: Opener, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = await open_storage(clock=FakeClock(START))  # the short leases never run out
+    await storage.store_tasks([TaskModel.new("job", {}, id=f"t{i}") for i in range(3)])
+    with caplog.at_level(logging.WARNING, "ruv_swarm_persistence.backends.postgres.engine"):
+        assert await storage.claim_task("t0", "w", lease=MIN_LEASE_S)
+        assert caplog.records == []
+        assert await storage.claim_task("t1", "w", lease=0.1)
+        assert await storage.claim_next_task("w", lease=0.1) is not None
+        await storage.heartbeat_task("t1", "w", lease=0.1)
+    [record] = caplog.records
+    assert "lease of 0.1 s is shorter than 1 s" in record.getMessage()

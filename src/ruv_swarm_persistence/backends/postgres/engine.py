@@ -17,6 +17,7 @@ in the transaction of the write, so other processes hear of it through their
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
@@ -37,9 +38,18 @@ from .listener import Listener
 from .ops import COPY_ROWS, Effects, Op, PostgresOps, jsonb_text, perform, task
 from .runner import Conn, Runner
 
-__all__ = ["PostgresEngine"]
+__all__ = ["MIN_LEASE_S", "PostgresEngine"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: The shortest lease that makes sense here; a shorter one is warned about, once per storage.
+#: A worker's claim, start and completion are each a round trip, after a wait for a pooled
+#: connection: under load the three took 0.1 to 0.3 s (4 workers x 8 lanes on a busy 2-core
+#: machine), so 0.1 s leases ran out between claim and completion. Each lease that runs out
+#: is a failed attempt (retried after a backoff, failed for good past ``max_retries``).
+MIN_LEASE_S: Final = 1.0
 
 _AGENTS: Final = sql.AGENT_COLS
 _EVENTS: Final = sql.EVENT_COLS
@@ -76,6 +86,20 @@ class PostgresEngine:
         self.listener = listener
         self._wake = wake
         self.appender = EventAppender(self._append_alone, lambda: wake.wake(EVENTS))
+        self._short_lease_told = False
+
+    def _check_lease(self, lease_us: int) -> None:
+        """Warn (once) about a lease too short to outlast a worker's round trips."""
+        if lease_us < MIN_LEASE_S * 1e6 and not self._short_lease_told:
+            self._short_lease_told = True
+            log.warning(
+                "a lease of %g s is shorter than %g s: under load, claiming, starting and "
+                "completing a task on PostgreSQL can take longer, and every lease that runs "
+                "out is a failed attempt (retried after a backoff, failed for good past "
+                "max_retries)",
+                lease_us / 1e6,
+                MIN_LEASE_S,
+            )
 
     # --- waiting ---------------------------------------------------------------------------
 
@@ -211,6 +235,7 @@ class PostgresEngine:
         return [task(r) for r in await self._fetch(tx, sql.TASKS_BY_AGENT, agent_id)]
 
     async def claim_task(self, tx: Any, task_id: str, agent_id: str, lease_us: int) -> bool:
+        self._check_lease(lease_us)
         if tx is None:
             claimed = await self._runner.self_committing(
                 lambda conn: self.ops.claim_task_at_once(conn, task_id, agent_id, lease_us)
@@ -224,6 +249,7 @@ class PostgresEngine:
     async def claim_next_task(
         self, tx: Any, agent_id: str, types: list[str] | None, lease_us: int
     ) -> Record | None:
+        self._check_lease(lease_us)
         if tx is None:
             expired, got = await self._runner.self_committing(
                 lambda conn: self.ops.claim_next_at_once(conn, agent_id, types, lease_us)
@@ -323,6 +349,7 @@ class PostgresEngine:
         )
 
     async def heartbeat_task(self, tx: Any, task_id: str, agent_id: str, lease_us: int) -> Record:
+        self._check_lease(lease_us)
         return await self._write(
             tx,
             lambda conn, fx: self.ops.heartbeat_task(
