@@ -150,6 +150,16 @@ async def test_a_retried_completion_takes_the_time_of_its_retry(open_storage: Op
     assert done.completed_at == later
 
 
+async def test_a_retried_batch_completion_takes_the_time_of_its_retry(
+    open_storage: Opener,
+) -> None:
+    clock, storage = await held_task(open_storage)
+    later = START + timedelta(seconds=20)
+    retried_at(storage, clock, later)
+    [done] = await asyncio.wait_for(storage.complete_tasks({"t": {"ok": 1}}, "w"), WAIT)
+    assert done.completed_at == later
+
+
 async def test_a_completion_retried_after_the_lease_ran_out_is_refused(
     open_storage: Opener,
 ) -> None:
@@ -172,6 +182,15 @@ async def test_a_lease_too_short_for_the_round_trips_is_warned_about_once(
         assert caplog.records == []
         assert await storage.claim_task("t1", "w", lease=0.1)
         assert await storage.claim_next_task("w", lease=0.1) is not None
+        assert await storage.claim_next_tasks("w", 1, lease=0.1) == []
         await storage.heartbeat_task("t1", "w", lease=0.1)
     [record] = caplog.records
     assert "lease of 0.1 s is shorter than 1 s" in record.getMessage()
+
+    caplog.clear()
+    batch = await open_storage(clock=FakeClock(START))  # the batch claim warns as well
+    await batch.store_task(TaskModel.new("job", {}, id="t3"))
+    with caplog.at_level(logging.WARNING, "ruv_swarm_persistence.backends.postgres.engine"):
+        assert await batch.claim_next_tasks("w", 2, lease=0.1) != []
+    [record] = caplog.records
+    assert "lease of 0.1 s" in record.getMessage()

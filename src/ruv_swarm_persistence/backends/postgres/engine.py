@@ -263,6 +263,7 @@ class PostgresEngine:
     async def claim_next_tasks(
         self, tx: Any, agent_id: str, types: list[str] | None, lease_us: int, n: int
     ) -> list[Record]:
+        self._check_lease(lease_us)
         got: list[Record] = []
         if tx is None:
             rest, got = await self._runner.self_committing(
@@ -319,11 +320,10 @@ class PostgresEngine:
     async def complete_tasks(
         self, tx: Any, agent_id: str, pairs: list[tuple[str, str | None]]
     ) -> list[Record]:
-        now = self._now()
         if tx is None:
             done, woke = await self._runner.self_committing(
                 lambda conn: self.ops.complete_batch_at_once(
-                    conn, agent_id, pairs, now, self.channel
+                    conn, agent_id, pairs, self._now(), self.channel
                 )
             )
             if done is not None:
@@ -334,7 +334,8 @@ class PostgresEngine:
             # A lease ran out somewhere, or a task is not held as asked: the full path
             # requeues expired leases and says what went wrong.
         return await self._write(
-            tx, lambda conn, fx: self.ops.complete_tasks(conn, fx, agent_id, pairs, now)
+            tx,
+            lambda conn, fx: self.ops.complete_tasks(conn, fx, agent_id, pairs, self._now()),
         )
 
     async def fail_task(self, tx: Any, task_id: str, agent_id: str, error: str) -> Record:
