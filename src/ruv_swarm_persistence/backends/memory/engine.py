@@ -392,7 +392,8 @@ class MemoryEngine(schedules.MemorySchedules):
         if rec is None:
             return None
         new = self._transition(rec, rules.claim_changes(agent_id, now, lease_us), now)
-        t.note_claim(new, now)
+        if t.limits:  # only a rate limit logs claims
+            t.note_claim(new, now)
         return new
 
     async def claim_next_tasks(
@@ -405,7 +406,8 @@ class MemoryEngine(schedules.MemorySchedules):
         # Each claim is noted before the next pick, so the keys' limits count it.
         while len(out) < n and (rec := t.pop_ready(types, now)) is not None:
             new = self._transition(rec, changes, now)
-            t.note_claim(new, now)
+            if t.limits:
+                t.note_claim(new, now)
             out.append(new)
         return out
 

@@ -144,7 +144,8 @@ class Tables:
     def set_task(self, rec: Record) -> None:
         self.put(self.tasks, rec["id"], rec)
         self._queue(rec)
-        self._index_keys(rec)
+        if rec["dedup_key"] is not None or rec["concurrency_key"] is not None:
+            self._index_keys(rec)
 
     def drop_task(self, rec: Record) -> None:
         self.drop(self.tasks, rec["id"])
@@ -213,8 +214,10 @@ class Tables:
             if types is None
             else [self.ready[t] for t in types if t in self.ready]
         )
-        skipped: list[tuple[list[tuple[int, int, str]], tuple[int, int, str]]] = []
-        refused: set[str] = set()
+        # Made only when a key's limits refuse a task: with no limits set (self.limits
+        # empty) a claim pays nothing for the queue controls.
+        skipped: list[tuple[list[tuple[int, int, str]], tuple[int, int, str]]] | None = None
+        refused: set[str] | None = None
         try:
             while True:
                 best: list[tuple[int, int, str]] | None = None
@@ -232,14 +235,21 @@ class Tables:
                     heapq.heappush(self.delayed, (run_after, rec["id"]))
                     continue
                 key = rec["concurrency_key"]
-                if key is not None and (key in refused or not self.admits(key, now)):
+                if (
+                    key is not None
+                    and self.limits
+                    and ((refused is not None and key in refused) or not self.admits(key, now))
+                ):
+                    if refused is None or skipped is None:
+                        refused, skipped = set(), []
                     refused.add(key)
                     skipped.append((best, entry))
                     continue
                 return rec
         finally:
-            for heap, entry in skipped:
-                heapq.heappush(heap, entry)
+            if skipped is not None:
+                for heap, entry in skipped:
+                    heapq.heappush(heap, entry)
 
     def due_leases(self, now: int) -> list[Record]:
         out = []
