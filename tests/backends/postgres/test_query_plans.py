@@ -1,4 +1,4 @@
-"""The dead-letter and retention statements are served by indexes on PostgreSQL.
+"""The pending, dead-letter and retention statements are served by indexes on PostgreSQL.
 
 ``EXPLAIN`` runs each statement with sequential scans priced out (``enable_seqscan = off``):
 a plan that still reads a table whole has no index able to serve it. The tables hold a few
@@ -24,6 +24,7 @@ NOW = 1_800_000_000_000_000
 
 #: (name, statement, parameters, whether it reads a few rows in index order, unsorted).
 QUERIES: list[tuple[str, str, tuple[Any, ...], bool]] = [
+    ("pending_tasks", sql.PENDING_TASKS, (), False),
     ("failed_tasks", sql.FAILED_TASKS, (100,), True),
     ("failed_tasks_of_type", sql.FAILED_TASKS_OF_TYPE, ("w", 100), True),
     ("lock_failed_tasks", sql.LOCK_FAILED_TASKS, (), False),

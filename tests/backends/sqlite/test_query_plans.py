@@ -50,7 +50,7 @@ QUERIES: list[tuple[str, str, tuple[Any, ...], tuple[str, ...]]] = [
     ("task_statuses", sql.TASK_STATUSES, (IDS,), ()),
     ("has_dependents", sql.HAS_DEPENDENTS, ("t1",), ()),
     ("delete_task", sql.DELETE_TASK, ("t1",), ()),
-    ("get_pending_tasks", sql.PENDING_TASKS, (), ("tasks_pending",)),
+    ("get_pending_tasks", sql.PENDING_TASKS, (), ("tasks_ready", "tasks_blocked")),
     ("get_ready_tasks", sql.READY_TASKS, (NOW,), ("tasks_ready",)),
     ("get_ready_tasks_limit", sql.READY_TASKS_LIMIT, (NOW, 10), ("tasks_ready",)),
     ("get_tasks_by_agent", sql.TASKS_BY_AGENT, ("a1",), ()),

@@ -274,3 +274,51 @@ async def test_rows_are_counted_right_when_a_user_trigger_writes_too(
     assert sorted(m.id for m in await sqlite.query(sqlite.metrics.builder())) == [
         "m-taken", "m1", "m2",
     ]  # fmt: skip
+
+
+async def test_a_database_of_the_schedules_schema_is_migrated_and_keeps_its_tasks(
+    db_path: Path,
+) -> None:
+    from ruv_swarm_persistence import TaskModel, TaskPriority
+
+    schedules = next(m.version for m in bundled_migrations("sqlite") if m.name == "schedules")
+    async with SqliteStorage.open(db_path) as storage:
+        await MigrationRunner(storage).rollback_to(schedules)
+        high = TaskPriority.High
+        await storage.store_tasks(
+            [
+                TaskModel.new("job", {}, id="root", max_retries=0),
+                TaskModel.new("job", {}, id="blocked", dependencies=["root"]),
+                TaskModel.new("job", {}, high, id="urgent-blocked", dependencies=["root"]),
+                TaskModel.new("job", {}, id="ready"),
+                TaskModel.new("other", {}, high, id="urgent"),
+                TaskModel.new("job", {}, id="done"),
+                TaskModel.new("job", {}, id="broke", max_retries=0),
+            ]
+        )
+        for task_id in ("done", "broke"):
+            assert await storage.claim_task(task_id, "w")
+        await storage.complete_task("done", "w", {"ok": True})
+        await storage.fail_task("broke", "w", "no")
+    async with SqliteStorage.open(db_path) as storage:
+        assert await MigrationRunner(storage).current_version() == CORE[-1]
+        assert [t.id for t in await storage.get_pending_tasks()] == [
+            "urgent-blocked", "urgent", "root", "blocked", "ready",
+        ]  # fmt: skip
+        assert [t.id for t in await storage.get_failed_tasks()] == ["broke"]
+        assert [t.id for t in await storage.get_failed_tasks("job")] == ["broke"]
+        assert await storage.apply_retention("tasks:0")
+        assert await storage.get_task("done") is None
+        claimed = await storage.claim_next_task("w")
+        assert claimed is not None
+        assert claimed.id == "urgent"
+        assert await storage.claim_next_task("w", ["job"]) is not None  # root
+        await storage.complete_task("root", "w")
+        assert [t.id for t in await storage.get_pending_tasks()] == [
+            "urgent-blocked", "blocked", "ready",
+        ]  # fmt: skip
+    conn = apsw.Connection(str(db_path))
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()

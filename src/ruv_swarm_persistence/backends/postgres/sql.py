@@ -303,7 +303,11 @@ ORDER BY id FOR UPDATE"""
 DEPENDENTS_OF = """
 SELECT d.depends_on, d.task_id, t.status FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
 WHERE d.depends_on = ANY ($1::text[]) ORDER BY d.position"""
-PENDING_TASKS = f"SELECT {_T} FROM tasks WHERE status = 'pending' ORDER BY {_CLAIM_ORDER}"
+#: Ready and blocked pending tasks are in two indexes of the same order (a merge of both).
+PENDING_TASKS = f"""
+SELECT {_T} FROM tasks WHERE status = 'pending' AND unfinished_deps = 0 UNION ALL
+SELECT {_T} FROM tasks WHERE status = 'pending' AND unfinished_deps != 0
+ORDER BY {_CLAIM_ORDER}"""
 READY_TASKS = f"SELECT {_T} FROM tasks WHERE {_READY} ORDER BY {_CLAIM_ORDER} LIMIT $2"
 #: Is a task (of the types $2, all when NULL) ready at $1, and if not, when does the first
 #: one waiting out a backoff become ready, and when does the first lease run out (a claim

@@ -128,9 +128,14 @@ DEDUP_HOLDERS: Final = (
 EXISTING_TASKS: Final = "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))"
 HAS_DEPENDENTS: Final = "SELECT 1 FROM task_dependencies WHERE depends_on = ? LIMIT 1"
 DELETE_TASK: Final = "DELETE FROM tasks WHERE id = ?"
-PENDING_TASKS: Final = _select("tasks") + " WHERE status = 'pending'" + _TASK_ORDER
-# INDEXED BY: without statistics the planner may take tasks_pending (same order, also
-# partial), which also holds the blocked tasks.
+#: Ready and blocked pending tasks are in two indexes of the same order, merged here.
+PENDING_TASKS: Final = (
+    _select("tasks")
+    + " WHERE status = 'pending' AND unfinished_deps = 0 UNION ALL "
+    + _select("tasks")
+    + " WHERE status = 'pending' AND unfinished_deps != 0"
+    + _TASK_ORDER
+)
 READY_TASKS: Final = _select("tasks") + " INDEXED BY tasks_ready WHERE " + _READY + _TASK_ORDER
 READY_TASKS_LIMIT: Final = READY_TASKS + " LIMIT ?"
 _OF_TYPES: Final = " AND task_type IN (SELECT value FROM json_each(?))"

@@ -45,7 +45,9 @@ CREATE INDEX tasks_ready ON tasks (priority DESC, created_at, id)
     WHERE status = 'pending' AND unfinished_deps = 0;
 CREATE INDEX tasks_ready_by_type ON tasks (task_type, priority DESC, created_at, id)
     WHERE status = 'pending' AND unfinished_deps = 0;
-CREATE INDEX tasks_pending ON tasks (priority DESC, created_at, id) WHERE status = 'pending';
+-- Pending tasks not ready (0004): the list of pending tasks merges this and tasks_ready.
+CREATE INDEX tasks_blocked ON tasks (priority DESC, created_at, id)
+    WHERE status = 'pending' AND unfinished_deps != 0;
 -- Leases to expire: only held tasks carry one.
 CREATE INDEX tasks_by_lease ON tasks (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
 CREATE INDEX tasks_by_agent ON tasks (assigned_to, priority DESC, created_at, id)
