@@ -299,6 +299,20 @@ async def test_rate_and_concurrency_limits_of_one_key_both_hold(
     assert await _claim_all(storage) == ["t3"]
 
 
+async def test_claims_after_a_lowering_keep_to_the_new_limit(storage: Storage) -> None:
+    await storage.set_concurrency_limit("k", 3)
+    await storage.store_tasks([_task(f"t{i}", concurrency_key="k") for i in range(8)])
+    assert await _claim_all(storage) == ["t0", "t1", "t2"]
+    await storage.set_concurrency_limit("k", 2)  # below the three held: they stay held
+    assert await _claim_all(storage) == []
+    await storage.complete_task("t0", "w1")
+    assert await _claim_all(storage) == []  # two held: the new limit
+    await storage.complete_task("t1", "w1")
+    got = await within(asyncio.gather(*(storage.claim_next_task(f"w{i}") for i in range(8))))
+    assert [t.id for t in got if t is not None] == ["t3"]
+    assert await _claim_all(storage) == []
+
+
 async def _held_by_update(storage: Storage, task_id: str, status: TaskStatus) -> None:
     task = await storage.get_task(task_id)
     assert task is not None
