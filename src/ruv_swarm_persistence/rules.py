@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from . import _json
-from .errors import ConflictError, ValidationError
+from .errors import ConflictError, LeaseLostError, ValidationError
 from .models import TaskStatus
 
 __all__ = [
@@ -200,6 +200,13 @@ def update_claims(old_status: str, new_status: str) -> bool:
     """Whether ``update_task`` puts a task into a worker's hands (pending to assigned or
     running): it is then held to its key's limits as a claim is, and counts as one."""
     return old_status not in ACTIVE and new_status in ACTIVE
+
+
+def not_held(task_id: str, agent_id: str, rec: Mapping[str, Any]) -> LeaseLostError | None:
+    """The error of a write by ``agent_id`` to a task it does not hold (``None``: it holds it)."""
+    if rec["status"] in ACTIVE and rec["assigned_to"] == agent_id:
+        return None
+    return LeaseLostError(task_id, agent_id, f"task is {rec['status']}")
 
 
 def limit_reached(task_id: str, key: str) -> ConflictError:

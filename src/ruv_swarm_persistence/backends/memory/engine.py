@@ -23,7 +23,6 @@ from ...aggregate import MetricRow, aggregate, crate_aggregate
 from ...codec import EventValues, Record, check_unique_ids, event_record
 from ...errors import (
     ConflictError,
-    LeaseLostError,
     NotFoundError,
     ValidationError,
 )
@@ -239,8 +238,8 @@ class MemoryEngine(schedules.MemorySchedules):
         rec = self.tables.tasks.get(task_id)
         if rec is None:
             raise NotFoundError("task", task_id)
-        if rec["status"] not in rules.ACTIVE or rec["assigned_to"] != agent_id:
-            raise LeaseLostError(task_id, agent_id, f"task is {rec['status']}")
+        if (lost := rules.not_held(task_id, agent_id, rec)) is not None:
+            raise lost
         return rec
 
     # --- tasks ----------------------------------------------------------------------------

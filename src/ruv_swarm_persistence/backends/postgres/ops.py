@@ -37,7 +37,6 @@ from ..._time import from_us
 from ...codec import EventValues, Record
 from ...errors import (
     ConflictError,
-    LeaseLostError,
     MigrationError,
     NotFoundError,
     StorageError,
@@ -502,8 +501,8 @@ class PostgresOps:
             rec = task(row)
         else:
             rec = task(tuple(row)[:-1])
-        if rec["status"] not in rules.ACTIVE or rec["assigned_to"] != agent_id:
-            raise Keep(LeaseLostError(task_id, agent_id, f"task is {rec['status']}"))
+        if (lost := rules.not_held(task_id, agent_id, rec)) is not None:
+            raise Keep(lost)
         return rec
 
     # --- agents ----------------------------------------------------------------------------

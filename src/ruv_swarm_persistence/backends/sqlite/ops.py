@@ -26,7 +26,6 @@ from ... import _json, rules
 from ...codec import EventValues, Record
 from ...errors import (
     ConflictError,
-    LeaseLostError,
     NotFoundError,
     StorageError,
 )
@@ -327,8 +326,8 @@ class SqliteOps:
         rec = self._state(conn, task_id)
         if rec is None:
             raise NotFoundError("task", task_id)
-        if rec["status"] not in rules.ACTIVE or rec["assigned_to"] != agent_id:
-            raise LeaseLostError(task_id, agent_id, f"task is {rec['status']}")
+        if (lost := rules.not_held(task_id, agent_id, rec)) is not None:
+            raise lost
         return rec
 
     # --- tasks ----------------------------------------------------------------------------
@@ -540,8 +539,8 @@ class SqliteOps:
             rec = states.get(task_id)
             if rec is None:
                 raise NotFoundError("task", task_id)
-            if rec["status"] not in rules.ACTIVE or rec["assigned_to"] != agent_id:
-                raise LeaseLostError(task_id, agent_id, f"task is {rec['status']}")
+            if (lost := rules.not_held(task_id, agent_id, rec)) is not None:
+                raise lost
             held.append(rec)
         with savepoint(conn):
             out = [
